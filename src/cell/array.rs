@@ -1,0 +1,179 @@
+use std::marker::PhantomData;
+
+use bytemuck::Pod;
+
+use super::segment_serde;
+use crate::error::{IndexError, SegmentError};
+use crate::shm::{Fingerprint, Segment};
+
+/// A fixed-length array of `Pod` values in shared memory, without a lock; mirrors Python's
+/// `multiprocessing.RawArray(typecode, size_or_initializer)`.
+///
+/// Element access is bounds-checked and copies values in and out; a read racing a peer's
+/// write of the same element may tear for multi-word `T` (as in Python). Slices are
+/// available under the `unsafe` contract described on [`SharedMemory`](crate::SharedMemory).
+///
+/// ```
+/// let a = shmproc::RawArray::from_slice(&[1.0f64, 2.0, 3.0])?;
+/// a.set(1, 20.0)?;
+/// assert_eq!(a.get(1), Some(20.0));
+/// assert_eq!(a.get(3), None);
+/// assert_eq!(a.to_vec(), vec![1.0, 20.0, 3.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RawArray<T: Pod> {
+    pub(crate) seg: Segment,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> std::fmt::Debug for RawArray<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawArray").field("len", &self.len).field("segment", &self.seg).finish()
+    }
+}
+
+fn byte_len<T>(len: usize) -> Result<usize, SegmentError> {
+    if std::mem::size_of::<T>() == 0 {
+        return Err(SegmentError::Unsupported("zero-sized element types"));
+    }
+    len.checked_mul(std::mem::size_of::<T>())
+        .ok_or(SegmentError::TooLarge(len as u128 * std::mem::size_of::<T>() as u128))
+}
+
+impl<T: Pod> RawArray<T> {
+    /// A new anonymous array of `len` zeroed elements.
+    pub fn new(len: usize) -> Result<Self, SegmentError> {
+        Self::wrap(Segment::anonymous(Fingerprint::of::<T>(), byte_len::<T>(len)?)?)
+    }
+
+    /// A new anonymous array holding a copy of `values`.
+    pub fn from_slice(values: &[T]) -> Result<Self, SegmentError> {
+        let a = Self::new(values.len())?;
+        a.copy_from_slice(values).expect("lengths are equal");
+        Ok(a)
+    }
+
+    /// A new named array (`"/name"`, exclusive, mode 0600) of `len` zeroed elements.
+    pub fn create_named(name: &str, len: usize) -> Result<Self, SegmentError> {
+        Self::wrap(Segment::create_named(name, Fingerprint::of::<T>(), byte_len::<T>(len)?)?)
+    }
+
+    /// Attaches to a named array, checking that its elements are `T`.
+    pub fn open_named(name: &str) -> Result<Self, SegmentError> {
+        Self::wrap(Segment::open_named(name, Some(&Fingerprint::of::<T>()))?)
+    }
+
+    pub(crate) fn wrap(seg: Segment) -> Result<Self, SegmentError> {
+        let size = std::mem::size_of::<T>();
+        if size == 0 {
+            return Err(SegmentError::Unsupported("zero-sized element types"));
+        }
+        if seg.len() % size != 0 {
+            return Err(SegmentError::Corrupt("array length is not a whole number of elements"));
+        }
+        Ok(Self {
+            len: seg.len() / size,
+            seg,
+            _t: PhantomData,
+        })
+    }
+
+    /// Another handle to the same array (a new fd; the memory is shared, not copied).
+    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+        Self::wrap(self.seg.try_clone()?)
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn ptr(&self) -> *mut T {
+        self.seg.as_ptr().cast()
+    }
+
+    /// Element `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<T> {
+        if index >= self.len {
+            return None;
+        }
+        // SAFETY: `index < len`, the data is aligned for `T` and `T: Pod` accepts any bytes.
+        Some(unsafe { std::ptr::read_volatile(self.ptr().add(index)) })
+    }
+
+    /// Sets element `index`.
+    pub fn set(&self, index: usize, value: T) -> Result<(), IndexError> {
+        IndexError::check(index, 1, self.len)?;
+        // SAFETY: bounds checked just above; the mapping is writable and aligned for `T`.
+        unsafe { std::ptr::write_volatile(self.ptr().add(index), value) };
+        Ok(())
+    }
+
+    /// Copies elements `start..start + out.len()` into `out`.
+    pub fn read_into(&self, start: usize, out: &mut [T]) -> Result<(), IndexError> {
+        IndexError::check(start, out.len(), self.len)?;
+        // SAFETY: the range is in bounds; `out` is private memory that cannot overlap the
+        // mapping; any bytes are a valid `T`.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr().add(start), out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    /// Copies `values` into elements `start..start + values.len()`.
+    pub fn write_from(&self, start: usize, values: &[T]) -> Result<(), IndexError> {
+        IndexError::check(start, values.len(), self.len)?;
+        // SAFETY: the range is in bounds and writable; `values` cannot overlap the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr().add(start), values.len()) };
+        Ok(())
+    }
+
+    /// Overwrites the whole array; `values.len()` must equal `len()`.
+    pub fn copy_from_slice(&self, values: &[T]) -> Result<(), IndexError> {
+        if values.len() != self.len {
+            return Err(IndexError {
+                index: 0,
+                count: values.len(),
+                len: self.len,
+            });
+        }
+        self.write_from(0, values)
+    }
+
+    /// A copy of the whole array.
+    pub fn to_vec(&self) -> Vec<T> {
+        let mut v = vec![T::zeroed(); self.len];
+        self.read_into(0, &mut v).expect("whole range is in bounds");
+        v
+    }
+
+    /// Borrows the elements.
+    ///
+    /// # Safety
+    /// No process may write the array while the slice lives.
+    pub unsafe fn as_slice(&self) -> &[T] {
+        // SAFETY: pointer, alignment and length describe our mapping; the caller rules out
+        // concurrent writers.
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.len) }
+    }
+
+    /// Borrows the elements mutably.
+    ///
+    /// # Safety
+    /// No other process or handle may access the array while the slice lives.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in `as_slice`, and the caller rules out every other access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}
+
+segment_serde!(RawArray<T: Pod>, Fingerprint::of::<T>(), RawArray::<T>::wrap);

@@ -1,0 +1,177 @@
+//! Error types, one enum per module, with short lowercase messages.
+
+use std::fmt;
+use std::io;
+
+use crate::shm::Fingerprint;
+
+/// Why a shared-memory segment could not be created, opened or used.
+///
+/// Every way a file in `/dev/shm` (or an inherited fd) can be wrong maps to a variant here;
+/// opening never panics on bad content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// No segment with this name exists (`ENOENT`).
+    #[error("no shared-memory segment named {0:?}")]
+    NotFound(String),
+    /// A segment with this name exists already (`EEXIST`; creation is `O_EXCL`).
+    #[error("a shared-memory segment named {0:?} already exists")]
+    AlreadyExists(String),
+    /// The kernel refused access, or the object is owned by another user or open to others.
+    #[error("permission denied for segment {name:?}: {reason}")]
+    PermissionDenied {
+        /// The segment's name (empty for anonymous segments).
+        name: String,
+        /// What was refused.
+        reason: String,
+    },
+    /// The name is not of the form `/name` (one leading slash, no other, 1–250 bytes).
+    #[error("invalid segment name {0:?}: expected \"/name\" with no other '/' and at most 250 bytes")]
+    InvalidName(String),
+    /// The object is shorter than a header, or than the header says the data needs.
+    #[error("segment too small: {len} bytes, at least {needed} needed")]
+    TooSmall {
+        /// Bytes present.
+        len: u64,
+        /// Bytes needed.
+        needed: u64,
+    },
+    /// The requested size cannot be mapped (overflow, or above `isize::MAX`).
+    #[error("segment size {0} is too large")]
+    TooLarge(u128),
+    /// The first eight bytes are not the shmproc magic number.
+    #[error("bad magic number {found:#018x}: not a shmproc segment")]
+    BadMagic {
+        /// The value found.
+        found: u64,
+    },
+    /// The header is still all zero: its creator has not finished initialising it.
+    #[error("segment is not initialised yet (all-zero header)")]
+    Uninitialized,
+    /// The segment was written by another format version of shmproc.
+    #[error("segment format version {found}, this build reads version {expected}")]
+    VersionMismatch {
+        /// The version this build writes and reads.
+        expected: u32,
+        /// The version in the header.
+        found: u32,
+    },
+    /// The segment stores another type than the one asked for.
+    #[error("segment layout mismatch: expected {expected}, found {found}")]
+    LayoutMismatch {
+        /// The layout asked for.
+        expected: Fingerprint,
+        /// The layout recorded in the header.
+        found: Fingerprint,
+    },
+    /// Header fields contradict each other or the file (a corrupted or hostile segment).
+    #[error("corrupt segment header: {0}")]
+    Corrupt(&'static str),
+    /// The fd or name does not refer to a regular file / shm object.
+    #[error("not a regular shared-memory object")]
+    NotARegularFile,
+    /// The type cannot live in a segment (for example alignment above the page size).
+    #[error("unsupported layout: {0}")]
+    Unsupported(&'static str),
+    /// Any other operating-system error.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl SegmentError {
+    /// Maps an OS error from opening/creating `name` to the typed variant.
+    pub(crate) fn from_open(e: io::Error, name: &str) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => Self::NotFound(name.to_owned()),
+            Some(libc::EEXIST) => Self::AlreadyExists(name.to_owned()),
+            Some(libc::EACCES) | Some(libc::EPERM) => Self::PermissionDenied {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            },
+            Some(libc::EINVAL) | Some(libc::ENAMETOOLONG) => Self::InvalidName(name.to_owned()),
+            Some(libc::ELOOP) => Self::PermissionDenied {
+                name: name.to_owned(),
+                reason: "is a symbolic link".to_owned(),
+            },
+            _ => Self::Io(e),
+        }
+    }
+}
+
+/// Where a panic happened and what it said; carried back from a child to its parent.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PanicInfo {
+    /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
+    pub message: String,
+    /// `file:line:column` of the panic, when known.
+    pub location: Option<String>,
+}
+
+impl fmt::Display for PanicInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(loc) => write!(f, "{} at {}", self.message, loc),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Why starting, joining or signalling a child process failed, or how the child ended badly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// The child panicked (exit code 1); the panic's message and location.
+    #[error("child panicked: {0}")]
+    Panicked(PanicInfo),
+    /// The child exited with a non-zero code without panicking (e.g. `std::process::exit(3)`).
+    #[error("child exited with code {0}")]
+    Exited(i32),
+    /// The child was killed by a signal (`exitcode()` is `-signal`).
+    #[error("child was killed by signal {0}")]
+    Killed(i32),
+    /// `join_timeout` ran out; the child is still running and can be joined again.
+    #[error("timed out waiting for the child")]
+    Timeout,
+    /// The result was already taken by an earlier `join`.
+    #[error("the child was already joined")]
+    AlreadyJoined,
+    /// The child exited with code 0 but left no result: usually a spawned binary whose
+    /// `main` does not call `shmproc::init()` first.
+    #[error("child exited without reporting a result (does main() call shmproc::init() first?)")]
+    NoResult,
+    /// The arguments or the result could not be (de)serialized.
+    #[error("could not encode or decode the child's arguments or result: {0}")]
+    Codec(String),
+    /// A spawned child could not run its target (unusable boot record or arguments).
+    #[error("child could not run its target: {0}")]
+    ChildFailed(String),
+    /// The requested combination is not possible (e.g. a closure with the Spawn method).
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+    /// An operating-system call failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// An index or length outside a shared array or byte segment (Python's `IndexError`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("index {index} (+{count}) out of range for length {len}")]
+pub struct IndexError {
+    /// The first index asked for.
+    pub index: usize,
+    /// How many elements were asked for from `index`.
+    pub count: usize,
+    /// The length of the array.
+    pub len: usize,
+}
+
+impl IndexError {
+    /// Checks that `index..index + count` lies within `0..len`.
+    pub(crate) fn check(index: usize, count: usize, len: usize) -> Result<(), Self> {
+        match index.checked_add(count) {
+            Some(end) if end <= len => Ok(()),
+            _ => Err(Self { index, count, len }),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmproc supports Linux only for now (futex, memfd, pidfd)");
+
+mod cell;
+mod error;
+#[allow(dead_code)]
+mod loom;
+mod process;
+mod shm;
+pub mod sys;
+
+pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
+pub use error::{IndexError, PanicInfo, ProcessError, SegmentError};
+pub use shm::{check_image, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION};
+pub use process::{
+    active_children, cpu_count, current_process, get_start_method, init, parent_process,
+    set_start_method, Process, ProcessBuilder, ProcessInfo, Run, StartMethod,
+};

@@ -1,0 +1,8 @@
+//! Shared-memory segments: header, validation, mapping, and how handles reach children.
+
+mod header;
+mod segment;
+pub(crate) mod transfer;
+
+pub use header::{check_image, DataRange, Fingerprint, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION};
+pub use segment::Segment;

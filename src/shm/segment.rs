@@ -1,0 +1,305 @@
+//! `Segment`: one mmap'd, header-checked region shared between processes.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::header::{self, DataRange, Fingerprint, Header, HEADER_LEN};
+use crate::error::SegmentError;
+use crate::sys::fd;
+
+/// A shared-memory region with a validated header, mapped `MAP_SHARED` into this process.
+///
+/// Two kinds, as in the Python → Rust map:
+/// - **anonymous** ([`Segment::anonymous`]): a sealed memfd. Nothing to clean up: the memory
+///   is freed when the last process holding it unmaps it or exits, even after `SIGKILL`.
+///   It reaches children by fork, or through the spawn helper (the fd is kept open across
+///   `exec`). Sealed against shrinking and growing, so no holder can make our mapping fault.
+/// - **named** ([`Segment::create_named`] / [`Segment::open_named`]): a POSIX shm object in
+///   `/dev/shm`, for unrelated processes. Created `O_EXCL` with mode `0600`; the creating
+///   process unlinks it on drop unless [`keep`](Segment::keep) was called. A named object
+///   cannot be sealed: a process of the same user could truncate it; that user can also
+///   kill us, so named segments trust processes of the same user that far.
+///
+/// Opening (by name, by inherited fd) validates the header — magic, version, layout
+/// fingerprint, sizes — and returns a typed [`SegmentError`]; it never panics.
+///
+/// Most users want the typed wrappers: [`SharedMemory`](crate::SharedMemory),
+/// [`RawValue`](crate::RawValue), [`RawArray`](crate::RawArray), [`Shared`](crate::Shared).
+///
+/// ```
+/// use shmproc::{Fingerprint, Segment};
+/// let seg = Segment::anonymous(Fingerprint::bytes(), 4096)?;
+/// assert_eq!(seg.len(), 4096);
+/// assert!(seg.name().is_none());
+/// # Ok::<(), shmproc::SegmentError>(())
+/// ```
+pub struct Segment {
+    map: MmapRaw,
+    fd: OwnedFd,
+    name: Option<String>,
+    /// Unlink the name on drop; only ever true in the creating process.
+    unlink_on_drop: AtomicBool,
+    /// Pid of the process that created the name; a forked copy in a child never unlinks.
+    creator_pid: u32,
+    data: DataRange,
+    layout: Fingerprint,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("fd", &self.fd.as_raw_fd())
+            .field("len", &self.data.len)
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+/// Checks a POSIX shm name: `/` followed by 1–250 bytes, no other `/`, no NUL.
+pub(crate) fn check_name(name: &str) -> Result<(), SegmentError> {
+    let rest = name.strip_prefix('/').unwrap_or("");
+    if rest.is_empty() || rest.len() > 250 || rest.contains('/') || rest.contains('\0') || rest == "." || rest == ".." {
+        return Err(SegmentError::InvalidName(name.to_owned()));
+    }
+    Ok(())
+}
+
+impl Segment {
+    /// Creates an anonymous (memfd) segment holding `data_len` zeroed bytes of `layout`.
+    pub fn anonymous(layout: Fingerprint, data_len: usize) -> Result<Self, SegmentError> {
+        let (total, range) = header::plan(&layout, data_len)?;
+        let fd = fd::memfd_sealed("shmproc", total)?;
+        Self::init_new(fd, None, total, range, layout)
+    }
+
+    /// Creates a named segment (`shm_open` with `O_CREAT | O_EXCL`, mode `0600`).
+    ///
+    /// `name` has the POSIX form `"/name"`. Fails with [`SegmentError::AlreadyExists`] if the
+    /// name is taken. This process unlinks the name when the segment is dropped, unless
+    /// [`keep`](Self::keep) is called.
+    pub fn create_named(name: &str, layout: Fingerprint, data_len: usize) -> Result<Self, SegmentError> {
+        check_name(name)?;
+        let (total, range) = header::plan(&layout, data_len)?;
+        let fd = fd::shm_create(name, total).map_err(|e| SegmentError::from_open(e, name))?;
+        Self::init_new(fd, Some(name.to_owned()), total, range, layout).inspect_err(|_| {
+            let _ = fd::shm_unlink(name);
+        })
+    }
+
+    fn init_new(
+        fd: OwnedFd,
+        name: Option<String>,
+        total: u64,
+        range: DataRange,
+        layout: Fingerprint,
+    ) -> Result<Self, SegmentError> {
+        let map = map_fd(&fd, total)?;
+        let h = header::build(&layout, total, range);
+        let base = map.as_mut_ptr();
+        // SAFETY:
+        // - the mapping is at least `total >= HEADER_LEN` bytes long and page-aligned, so the
+        //   header fits and `base` is aligned for `Header` and for the `AtomicU64` magic;
+        // - we write the header with magic 0, then publish the magic with a release store.
+        //   SYNC POINT (header publish): pairs with the acquire load in `read_header`.
+        unsafe {
+            let mut unpublished = h;
+            unpublished.magic = 0;
+            std::ptr::write_volatile(base.cast::<Header>(), unpublished);
+            (*base.cast::<AtomicU64>()).store(h.magic, Ordering::Release);
+        }
+        let is_named = name.is_some();
+        Ok(Self {
+            map,
+            fd,
+            name,
+            unlink_on_drop: AtomicBool::new(is_named),
+            creator_pid: std::process::id(),
+            data: range,
+            layout,
+        })
+    }
+
+    /// Opens an existing named segment, checking its header against `expected` (or only its
+    /// integrity when `expected` is `None`).
+    ///
+    /// Refuses objects that are not regular, are owned by another user, or are readable or
+    /// writable by group or others ([`SegmentError::PermissionDenied`]): shmproc creates
+    /// its objects `0600`, so anything else was not made by a process we should trust.
+    pub fn open_named(name: &str, expected: Option<&Fingerprint>) -> Result<Self, SegmentError> {
+        check_name(name)?;
+        let fd = fd::shm_open_existing(name).map_err(|e| SegmentError::from_open(e, name))?;
+        let info = fd::file_info(fd.as_fd())?;
+        if !info.regular {
+            return Err(SegmentError::NotARegularFile);
+        }
+        if info.uid != fd::geteuid() {
+            return Err(SegmentError::PermissionDenied {
+                name: name.to_owned(),
+                reason: format!("owned by uid {}, not by this process's uid", info.uid),
+            });
+        }
+        if info.mode & 0o077 != 0 {
+            return Err(SegmentError::PermissionDenied {
+                name: name.to_owned(),
+                reason: format!("mode {:o} lets other users in (expected 0600)", info.mode),
+            });
+        }
+        Self::open_checked(fd, Some(name.to_owned()), info.len, expected)
+    }
+
+    /// Takes over an fd (a memfd or shm object holding a segment) and validates it.
+    ///
+    /// A memfd must be sealed against shrinking (segments made by [`Segment::anonymous`]
+    /// are); otherwise a holder could truncate it under our mapping.
+    pub fn from_fd(fd: OwnedFd, expected: Option<&Fingerprint>) -> Result<Self, SegmentError> {
+        Self::from_fd_named(fd, None, expected)
+    }
+
+    pub(crate) fn from_fd_named(
+        fd: OwnedFd,
+        name: Option<String>,
+        expected: Option<&Fingerprint>,
+    ) -> Result<Self, SegmentError> {
+        let info = fd::file_info(fd.as_fd())?;
+        if !info.regular {
+            return Err(SegmentError::NotARegularFile);
+        }
+        if let Ok(seals) = rustix::fs::fcntl_get_seals(&fd) {
+            if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+                return Err(SegmentError::PermissionDenied {
+                    name: name.unwrap_or_default(),
+                    reason: "memfd is not sealed against shrinking".to_owned(),
+                });
+            }
+        }
+        Self::open_checked(fd, name, info.len, expected)
+    }
+
+    fn open_checked(
+        fd: OwnedFd,
+        name: Option<String>,
+        file_len: u64,
+        expected: Option<&Fingerprint>,
+    ) -> Result<Self, SegmentError> {
+        if file_len < HEADER_LEN as u64 {
+            return Err(SegmentError::TooSmall {
+                len: file_len,
+                needed: HEADER_LEN as u64,
+            });
+        }
+        if file_len > isize::MAX as u64 {
+            return Err(SegmentError::TooLarge(file_len.into()));
+        }
+        let map = map_fd(&fd, file_len)?;
+        let h = read_header(&map);
+        let (data, found) = header::validate(&h, file_len, expected)?;
+        Ok(Self {
+            map,
+            fd,
+            name,
+            unlink_on_drop: AtomicBool::new(false),
+            creator_pid: std::process::id(),
+            data,
+            layout: expected.cloned().unwrap_or(found),
+        })
+    }
+
+    /// Pointer to the first data byte (aligned for the stored type). Valid while `self` lives.
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: `data.offset + data.len <= map.len()` was checked at creation/validation.
+        unsafe { self.map.as_mut_ptr().add(self.data.offset) }
+    }
+
+    /// Non-null pointer to the data (see [`as_ptr`](Self::as_ptr)).
+    pub fn data(&self) -> NonNull<u8> {
+        NonNull::new(self.as_ptr()).expect("mmap never returns null")
+    }
+
+    /// Length of the data region in bytes (the header is not included).
+    pub fn len(&self) -> usize {
+        self.data.len
+    }
+
+    /// Whether the data region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.len == 0
+    }
+
+    /// Total mapped length, header included.
+    pub fn total_len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The layout this segment stores.
+    pub fn layout(&self) -> &Fingerprint {
+        &self.layout
+    }
+
+    /// The shm name for named segments, `None` for anonymous ones.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Do not unlink the name when this handle is dropped (Python: never calling `unlink()`).
+    pub fn keep(&self) {
+        self.unlink_on_drop.store(false, Ordering::Relaxed);
+    }
+
+    /// Removes the name now (`shm_unlink`); existing mappings stay valid. Any process may
+    /// call it, as with Python's `SharedMemory.unlink()`. No-op for anonymous segments.
+    pub fn unlink(&self) -> Result<(), SegmentError> {
+        self.unlink_on_drop.store(false, Ordering::Relaxed);
+        match &self.name {
+            Some(n) => fd::shm_unlink(n).map_err(|e| SegmentError::from_open(e, n)),
+            None => Ok(()),
+        }
+    }
+
+    /// The descriptor behind the mapping (kept open so the segment can reach spawned children).
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Another handle to the same memory: a new fd (`F_DUPFD_CLOEXEC`) and a new mapping.
+    /// The copy never unlinks the name.
+    pub fn try_clone(&self) -> Result<Self, SegmentError> {
+        let fd = fd::dup_cloexec(self.fd.as_fd())?;
+        Self::from_fd_named(fd, self.name.clone(), Some(&self.layout))
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.unlink_on_drop.load(Ordering::Relaxed) && self.creator_pid == std::process::id() {
+            if let Some(n) = &self.name {
+                let _ = fd::shm_unlink(n);
+            }
+        }
+    }
+}
+
+fn map_fd(fd: &OwnedFd, len: u64) -> Result<MmapRaw, SegmentError> {
+    let len = usize::try_from(len).map_err(|_| SegmentError::TooLarge(len.into()))?;
+    Ok(MmapOptions::new().len(len).map_raw(fd.as_raw_fd())?)
+}
+
+/// Copies the header out of shared memory once: the magic with an acquire load, the rest
+/// with volatile reads. Later checks use only this copy.
+fn read_header(map: &MmapRaw) -> Header {
+    let base = map.as_ptr();
+    // SAFETY:
+    // - the caller mapped at least HEADER_LEN bytes, page-aligned, so both reads are in
+    //   bounds and aligned;
+    // - `Header` is Pod: any bytes a peer wrote form a valid value.
+    // SYNC POINT (header publish): pairs with the release store in `init_new`.
+    unsafe {
+        let magic = (*base.cast::<AtomicU64>()).load(Ordering::Acquire);
+        let mut h = std::ptr::read_volatile(base.cast::<Header>());
+        h.magic = magic;
+        h
+    }
+}

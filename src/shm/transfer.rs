@@ -1,0 +1,99 @@
+//! How segment handles travel to spawned children inside serde arguments.
+//!
+//! A handle serializes to a small token: the number of its fd plus the name for named
+//! segments. That only means something while the spawn helper is encoding a child's
+//! arguments: it collects the fds (and keeps them open across `exec`), and in the child it
+//! lists the fds that were passed, so a token naming any other fd is refused. Outside those
+//! two moments (e.g. writing a handle to a file) (de)serializing a handle is an error.
+
+use std::cell::RefCell;
+use std::os::fd::{OwnedFd, RawFd};
+
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::header::Fingerprint;
+use super::segment::Segment;
+use crate::sys::fd;
+
+thread_local! {
+    static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (which serializes a child's arguments) and returns the fds its handles named.
+pub(crate) fn collect_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
+    let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let r = f();
+    let fds = OUTGOING.with(|o| o.replace(prev)).unwrap_or_default();
+    (r, fds)
+}
+
+/// Runs `f` (which deserializes arguments) while the inherited `fds` may be claimed.
+pub(crate) fn with_inherited<R>(fds: &[RawFd], f: impl FnOnce() -> R) -> R {
+    let prev = INCOMING.with(|i| i.replace(Some(fds.to_vec())));
+    let r = f();
+    INCOMING.with(|i| i.replace(prev));
+    r
+}
+
+#[derive(Serialize, Deserialize)]
+struct Token {
+    fd: i32,
+    name: Option<String>,
+}
+
+impl Serialize for Segment {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fd = self.as_raw_fd();
+        let ok = OUTGOING.with(|o| match o.borrow_mut().as_mut() {
+            Some(v) => {
+                if !v.contains(&fd) {
+                    v.push(fd);
+                }
+                true
+            }
+            None => false,
+        });
+        if !ok {
+            return Err(S::Error::custom(
+                "a shmproc segment handle can only be serialized as an argument of a spawned child",
+            ));
+        }
+        Token {
+            fd,
+            name: self.name().map(str::to_owned),
+        }
+        .serialize(s)
+    }
+}
+
+/// Rebuilds a segment from a token inside a spawned child, checking `expected` if given.
+pub(crate) fn deserialize_segment<'de, D: Deserializer<'de>>(
+    d: D,
+    expected: Option<&Fingerprint>,
+) -> Result<Segment, D::Error> {
+    let t = Token::deserialize(d)?;
+    let allowed = INCOMING.with(|i| i.borrow().as_ref().map(|v| v.contains(&t.fd)));
+    match allowed {
+        None => {
+            return Err(D::Error::custom(
+                "a shmproc segment handle can only be deserialized in a spawned child",
+            ))
+        }
+        Some(false) => return Err(D::Error::custom("segment token names an fd that was not passed")),
+        Some(true) => {}
+    }
+    // SAFETY: the fd number is in the list of fds the spawn helper kept open for this child,
+    // and the helper closes those originals only after deserialization finishes.
+    let borrowed = unsafe { fd::borrow_raw(t.fd) };
+    let own: OwnedFd = fd::dup_cloexec(borrowed).map_err(D::Error::custom)?;
+    Segment::from_fd_named(own, t.name, expected).map_err(D::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for Segment {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_segment(d, None)
+    }
+}

@@ -1,0 +1,142 @@
+//! File-descriptor level calls: memfd with seals, POSIX shm objects, fstat, dup, pread/pwrite.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::fs::{self, MemfdFlags, Mode, SealFlags};
+use rustix::io::{Errno, FdFlags};
+use rustix::shm;
+
+fn to_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// Creates an anonymous memfd of `len` bytes (zero-filled), close-on-exec, sealed so that
+/// nobody can shrink or grow it and no further seals can be added or removed.
+///
+/// Sealing against shrinking is what makes it safe to map: a peer holding the fd cannot
+/// truncate it under our mapping and make our accesses `SIGBUS`.
+pub(crate) fn memfd_sealed(name: &str, len: u64) -> io::Result<OwnedFd> {
+    let fd = fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).map_err(to_io)?;
+    fs::ftruncate(&fd, len).map_err(to_io)?;
+    fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL).map_err(to_io)?;
+    Ok(fd)
+}
+
+/// Creates an unsealed, growable memfd (close-on-exec) for private parent↔child records.
+pub(crate) fn memfd_plain(name: &str) -> io::Result<OwnedFd> {
+    fs::memfd_create(name, MemfdFlags::CLOEXEC).map_err(to_io)
+}
+
+/// Facts about an fd that segment validation needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileInfo {
+    pub(crate) len: u64,
+    pub(crate) regular: bool,
+    pub(crate) uid: u32,
+    pub(crate) mode: u32,
+}
+
+pub(crate) fn file_info(fd: BorrowedFd<'_>) -> io::Result<FileInfo> {
+    let st = fs::fstat(fd).map_err(to_io)?;
+    Ok(FileInfo {
+        len: u64::try_from(st.st_size).unwrap_or(0),
+        regular: fs::FileType::from_raw_mode(st.st_mode) == fs::FileType::RegularFile,
+        uid: st.st_uid,
+        mode: st.st_mode & 0o7777,
+    })
+}
+
+pub(crate) fn geteuid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// `shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW, 0600)` then `ftruncate(len)`.
+/// On a failed truncate the new object is unlinked again.
+pub(crate) fn shm_create(name: &str, len: u64) -> io::Result<OwnedFd> {
+    let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
+    let fd = shm::open(name, flags, Mode::RUSR | Mode::WUSR).map_err(to_io)?;
+    // shm_open applies the umask; make the mode exactly 0600 whatever the umask was.
+    if let Err(e) = fs::fchmod(&fd, Mode::RUSR | Mode::WUSR).and_then(|()| fs::ftruncate(&fd, len)) {
+        let _ = shm::unlink(name);
+        return Err(to_io(e));
+    }
+    Ok(fd)
+}
+
+/// Opens an existing shm object read-write. `shm_open` itself refuses to follow symlinks in
+/// `/dev/shm` (glibc opens with `O_NOFOLLOW`), and names may not contain `/`.
+pub(crate) fn shm_open_existing(name: &str) -> io::Result<OwnedFd> {
+    shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(to_io)
+}
+
+pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
+    shm::unlink(name).map_err(to_io)
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC)`: a new close-on-exec descriptor for the same open file.
+pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(to_io)
+}
+
+/// Sets or clears `FD_CLOEXEC`.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = if on { FdFlags::CLOEXEC } else { FdFlags::empty() };
+    rustix::io::fcntl_setfd(fd, flags).map_err(to_io)
+}
+
+/// Reads the whole content of a (small) file from offset 0, at most `limit` bytes.
+pub(crate) fn read_all(fd: BorrowedFd<'_>, limit: u64) -> io::Result<Vec<u8>> {
+    let len = file_info(fd)?.len;
+    if len > limit {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "record larger than its limit"));
+    }
+    let mut buf = vec![0u8; len as usize];
+    let mut off = 0usize;
+    while off < buf.len() {
+        match rustix::io::pread(fd, &mut buf[off..], off as u64) {
+            Ok(0) => break,
+            Ok(n) => off += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(to_io(e)),
+        }
+    }
+    buf.truncate(off);
+    Ok(buf)
+}
+
+/// Replaces the whole content of a file with `data`.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
+    fs::ftruncate(fd, 0).map_err(to_io)?;
+    let mut off = 0usize;
+    while off < data.len() {
+        match rustix::io::pwrite(fd, &data[off..], off as u64) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(to_io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Borrows a raw fd number that the caller knows is open for the duration of the borrow.
+///
+/// # Safety
+/// `raw` must be an open descriptor for as long as the returned value is used.
+pub(crate) unsafe fn borrow_raw(raw: i32) -> BorrowedFd<'static> {
+    // SAFETY: forwarded to the caller's contract.
+    unsafe { BorrowedFd::borrow_raw(raw) }
+}
+
+/// Whether `raw` currently names an open descriptor in this process.
+pub(crate) fn is_open(raw: i32) -> bool {
+    if raw < 0 {
+        return false;
+    }
+    // SAFETY: F_GETFD on an arbitrary number is harmless; we only look at the result and
+    // drop the borrow at once.
+    let fd = unsafe { borrow_raw(raw) };
+    rustix::io::fcntl_getfd(fd).is_ok()
+}
+

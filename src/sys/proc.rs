@@ -1,0 +1,159 @@
+//! Process calls: fork, spawn of our own executable, pidfd, reaping, signals.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Instant;
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+
+fn nix_io(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+fn rustix_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// Result of [`fork`].
+pub(crate) enum Forked {
+    Parent(i32),
+    Child,
+}
+
+/// `fork()`.
+///
+/// # Safety
+/// In a multi-threaded parent the child may only rely on what was consistent at the moment
+/// of the fork (glibc keeps malloc usable; locks held by other threads stay held forever).
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: forwarded to the caller's contract.
+    match unsafe { nix::unistd::fork() }.map_err(nix_io)? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Starts `/proc/self/exe` with `argv`/`envp` via `posix_spawn` (a `CLONE_VFORK` clone in
+/// glibc: safe in multi-threaded parents, and cheap). Each fd in `keep` stays open in the
+/// child under the same number (`adddup2(fd, fd)` clears `FD_CLOEXEC`); every other fd of
+/// ours is close-on-exec. The child starts with an empty signal mask and default handling
+/// of `SIGTERM`/`SIGINT`/`SIGHUP`, so `terminate()` works even if the parent blocks them.
+pub(crate) fn spawn_self(argv: &[CString], envp: &[CString], keep: &[RawFd]) -> io::Result<i32> {
+    use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+    let mut actions = PosixSpawnFileActions::init().map_err(nix_io)?;
+    for &fd in keep {
+        actions.add_dup2(fd, fd).map_err(nix_io)?;
+    }
+    let mut attr = PosixSpawnAttr::init().map_err(nix_io)?;
+    attr.set_sigmask(&SigSet::empty()).map_err(nix_io)?;
+    let mut defaults = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        defaults.add(s);
+    }
+    attr.set_sigdefault(&defaults).map_err(nix_io)?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)
+        .map_err(nix_io)?;
+    let exe = c"/proc/self/exe";
+    let pid = posix_spawn(exe, &actions, &attr, argv, envp).map_err(nix_io)?;
+    Ok(pid.as_raw())
+}
+
+/// In a freshly forked child: default `SIGTERM`/`SIGINT`/`SIGHUP`, nothing blocked.
+pub(crate) fn reset_signals_in_child() {
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigmaskHow};
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: installing SIG_DFL runs no handler code and is async-signal-safe.
+        let _ = unsafe { signal(s, SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// A pidfd for `pid` (Linux ≥ 5.3). Taken right after the child starts, before it can be
+/// reaped, so it always names our child and never a process that reused the pid.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(rustix_io)
+}
+
+/// Waits until the process behind `pidfd` has exited or `deadline` passes.
+/// Returns whether it has exited.
+pub(crate) fn wait_exit(pidfd: &OwnedFd, deadline: Option<Instant>) -> io::Result<bool> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(rustix::time::Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                })
+            }
+        };
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(rustix_io(e)),
+        }
+    }
+}
+
+/// Reaps `pid` if it has exited: `Some(code)` with Python's convention (`-N` for a signal).
+pub(crate) fn try_reap(pid: i32) -> io::Result<Option<i32>> {
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(-(sig as i32))),
+            Ok(_) => return Ok(None),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(nix_io(e)),
+        }
+    }
+}
+
+/// Blocks until `pid` exits and reaps it.
+pub(crate) fn reap_blocking(pid: i32) -> io::Result<i32> {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(-(sig as i32)),
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(nix_io(e)),
+        }
+    }
+}
+
+/// Sends `sig` through a pidfd (never hits a process that reused the pid).
+pub(crate) fn send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    let sig = rustix::process::Signal::from_named_raw(sig).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        Ok(()) | Err(Errno::SRCH) => Ok(()),
+        Err(e) => Err(rustix_io(e)),
+    }
+}
+
+/// Asks the kernel to `SIGKILL` us when our parent (thread) dies, then checks that the
+/// parent did not die before the request: returns `false` if it did.
+pub(crate) fn die_with_parent(parent_pid: u32) -> bool {
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    rustix::process::getppid().is_some_and(|p| p.as_raw_pid() as u32 == parent_pid)
+}
+
+/// `_exit(code)`: leaves at once, running no atexit handlers (for forked children).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// `(st_dev, st_ino)` of a path, used to check that a spawned child runs our executable.
+pub(crate) fn file_id(path: &str) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::stat(path).map_err(rustix_io)?;
+    Ok((st.st_dev, st.st_ino))
+}
