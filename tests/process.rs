@@ -1,0 +1,296 @@
+//! `Process` across real child processes, with both start methods.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::{eventually, is_dead, ms, METHODS};
+use serde::{Deserialize, Serialize};
+use shmproc::{
+    current_process, parent_process, Process, ProcessError, RawArray, RawValue, Run, Shared, ShmSafe,
+    StartMethod,
+};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn describe(tag: String) -> (String, String, u32, Option<u32>) {
+    let me = current_process();
+    (tag, me.name, me.pid, parent_process().map(|p| p.pid))
+}
+
+fn panics(_: ()) -> u64 {
+    panic!("the child gave up");
+}
+
+fn exits_3(_: ()) -> u64 {
+    std::process::exit(3)
+}
+
+fn sleeps(secs: u64) {
+    std::thread::sleep(std::time::Duration::from_secs(secs));
+}
+
+fn fill(a: RawArray<u32>) -> usize {
+    for i in 0..a.len() {
+        a.set(i, (i * i) as u32).unwrap();
+    }
+    a.len()
+}
+
+#[repr(C)]
+struct Counter {
+    hits: AtomicU64,
+    per_child: u64,
+}
+// SAFETY: repr(C), every bit pattern valid, mutated only through the atomic.
+unsafe impl ShmSafe for Counter {}
+
+fn bump(c: Shared<Counter>) {
+    for _ in 0..c.per_child {
+        c.hits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn return_values_both_methods() {
+    for m in METHODS {
+        let mut p = Process::new(square, 12).start_method(m).start().unwrap();
+        assert_eq!(p.start_method(), m);
+        assert_eq!(p.join().unwrap(), 144);
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(!p.is_alive());
+        assert!(matches!(p.join(), Err(ProcessError::AlreadyJoined)));
+    }
+}
+
+#[test]
+fn closure_return_value_fork() {
+    let data = vec![1u32, 2, 3];
+    let mut p = Process::fork(move || data.iter().sum::<u32>().to_string()).start().unwrap();
+    assert_eq!(p.join().unwrap(), "6");
+}
+
+#[test]
+fn closure_cannot_spawn() {
+    let r = Process::fork(|| 1u8).start_method(StartMethod::Spawn).start();
+    assert!(matches!(r, Err(ProcessError::Unsupported(_))));
+}
+
+#[test]
+fn names_and_parent() {
+    for m in METHODS {
+        let mut p = Process::new(describe, "x".to_owned()).name("worker-7").start_method(m).start().unwrap();
+        let child_pid = p.pid();
+        assert_eq!(p.name(), "worker-7");
+        let (tag, name, pid, parent) = p.join().unwrap();
+        assert_eq!(tag, "x");
+        assert_eq!(name, "worker-7");
+        assert_eq!(pid, child_pid);
+        assert_eq!(parent, Some(std::process::id()));
+        let q = Process::new(square, 1).start_method(m).start().unwrap();
+        assert!(q.name().starts_with("Process-"), "{}", q.name());
+    }
+    assert!(parent_process().is_none());
+    assert_eq!(current_process().name, "MainProcess");
+}
+
+#[test]
+fn child_writes_array_parent_reads() {
+    for m in METHODS {
+        let a = RawArray::<u32>::new(16).unwrap();
+        let mut p = Process::new(fill, a.clone_handle().unwrap()).start_method(m).start().unwrap();
+        assert_eq!(p.join().unwrap(), 16);
+        let want: Vec<u32> = (0..16u32).map(|i| i * i).collect();
+        assert_eq!(a.to_vec(), want, "{m:?}");
+    }
+}
+
+#[test]
+fn shared_atomic_counter_from_many_children() {
+    for m in METHODS {
+        let c = Shared::new(Counter {
+            hits: AtomicU64::new(0),
+            per_child: 5_000,
+        })
+        .unwrap();
+        let mut kids: Vec<_> = (0..4)
+            .map(|_| Process::new(bump, c.clone_handle().unwrap()).start_method(m).start().unwrap())
+            .collect();
+        for k in &mut kids {
+            k.join().unwrap();
+        }
+        assert_eq!(c.hits.load(Ordering::Relaxed), 20_000, "{m:?}");
+    }
+}
+
+#[test]
+fn raw_value_by_fork_closure() {
+    let v = RawValue::new(0i64).unwrap();
+    let h = v.clone_handle().unwrap();
+    let mut p = Process::fork(move || h.set(-5)).start().unwrap();
+    p.join().unwrap();
+    assert_eq!(v.get(), -5);
+}
+
+#[test]
+fn panic_comes_back_with_message_and_location() {
+    for m in METHODS {
+        let mut p = Process::new(panics, ()).start_method(m).start().unwrap();
+        match p.join() {
+            Err(ProcessError::Panicked(info)) => {
+                assert_eq!(info.message, "the child gave up");
+                let loc = info.location.expect("location recorded");
+                assert!(loc.contains("tests/process.rs"), "{loc}");
+            }
+            other => panic!("{m:?}: expected a panic, got {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(1));
+    }
+}
+
+#[test]
+fn exit_code_is_reported() {
+    for m in METHODS {
+        let mut p = Process::new(exits_3, ()).start_method(m).start().unwrap();
+        assert!(matches!(p.join(), Err(ProcessError::Exited(3))), "{m:?}");
+        assert_eq!(p.exitcode(), Some(3));
+    }
+}
+
+#[test]
+fn terminate_and_kill_give_negative_codes() {
+    for m in METHODS {
+        // terminate() right after start(), before the child did anything.
+        let mut p = Process::new(sleeps, 30).start_method(m).start().unwrap();
+        p.terminate().unwrap();
+        assert!(matches!(p.join(), Err(ProcessError::Killed(15))), "{m:?}");
+        assert_eq!(p.exitcode(), Some(-15));
+
+        let mut p = Process::new(sleeps, 30).start_method(m).start().unwrap();
+        assert!(p.is_alive());
+        p.kill().unwrap();
+        assert!(matches!(p.join(), Err(ProcessError::Killed(9))));
+        assert_eq!(p.exitcode(), Some(-9));
+        // Signalling a finished child is a no-op, not an error.
+        p.kill().unwrap();
+        p.terminate().unwrap();
+    }
+}
+
+#[test]
+fn join_timeout_on_sleeping_child() {
+    for m in METHODS {
+        let mut p = Process::new(sleeps, 30).start_method(m).start().unwrap();
+        assert!(matches!(p.join_timeout(ms(50)), Err(ProcessError::Timeout)));
+        assert!(p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        p.kill().unwrap();
+        assert!(matches!(p.join_timeout(ms(10_000)), Err(ProcessError::Killed(9))));
+    }
+}
+
+#[test]
+fn join_timeout_returns_result_when_done_in_time() {
+    for m in METHODS {
+        let mut p = Process::new(square, 3).start_method(m).start().unwrap();
+        assert_eq!(p.join_timeout(ms(10_000)).unwrap(), 9);
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WordCount {
+    text: String,
+}
+
+impl Run for WordCount {
+    type Output = usize;
+    fn run(self) -> usize {
+        self.text.split_whitespace().count()
+    }
+}
+
+#[test]
+fn run_trait_like_a_process_subclass() {
+    for m in METHODS {
+        let task = WordCount {
+            text: "the quick brown fox".into(),
+        };
+        let mut p = Process::from_run(task).start_method(m).start().unwrap();
+        assert_eq!(p.join().unwrap(), 4);
+    }
+}
+
+#[test]
+fn active_children_lists_running_ones() {
+    let mut p = Process::new(sleeps, 30).name("lister").start().unwrap();
+    let listed = shmproc::active_children();
+    assert!(listed.iter().any(|c| c.pid == p.pid() && c.name == "lister"));
+    p.kill().unwrap();
+    let _ = p.join();
+    assert!(!shmproc::active_children().iter().any(|c| c.pid == p.pid()));
+}
+
+/// The middle process: starts a grandchild, publishes its pid, then sleeps until killed.
+fn middle((daemon, method, slot): (bool, u8, RawValue<u32>)) {
+    let m = if method == 0 { StartMethod::Fork } else { StartMethod::Spawn };
+    let g = Process::new(sleeps, 60).daemon(daemon).start_method(m).start().unwrap();
+    slot.set(g.pid());
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn daemon_grandchild_dies_with_its_parent() {
+    for (mi, m) in METHODS.iter().enumerate() {
+        for daemon in [true, false] {
+            let slot = RawValue::new(0u32).unwrap();
+            let arg = (daemon, mi as u8, slot.clone_handle().unwrap());
+            let mut mid = Process::new(middle, arg).start_method(*m).start().unwrap();
+            assert!(eventually(ms(10_000), || slot.get() != 0), "grandchild never started");
+            let grandchild = slot.get();
+            mid.kill().unwrap();
+            assert!(matches!(mid.join(), Err(ProcessError::Killed(9))));
+            if daemon {
+                assert!(
+                    eventually(ms(10_000), || is_dead(grandchild)),
+                    "daemon grandchild {grandchild} outlived its parent ({m:?})"
+                );
+            } else {
+                std::thread::sleep(ms(200));
+                assert!(!is_dead(grandchild), "non-daemon grandchild died with its parent ({m:?})");
+                // Clean up: it is no longer our concern, but do not leave it running.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(grandchild as i32),
+                    nix::sys::signal::SIGKILL,
+                );
+                assert!(eventually(ms(10_000), || is_dead(grandchild)));
+            }
+        }
+    }
+}
+
+#[test]
+fn many_threads_forking_at_once_do_not_hang() {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..25u64 {
+                    let m = METHODS[(i % 2) as usize];
+                    let mut p = Process::new(square, t * 100 + i).start_method(m).start().unwrap();
+                    assert_eq!(p.join().unwrap(), (t * 100 + i) * (t * 100 + i));
+                    println!("thread {t} child {i} ok");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn default_start_method_round_trip() {
+    assert_eq!(shmproc::get_start_method(), StartMethod::Spawn);
+    assert!(shmproc::cpu_count() >= 1);
+}
