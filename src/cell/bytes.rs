@@ -140,6 +140,6 @@ impl serde::Serialize for SharedMemory {
 impl<'de> serde::Deserialize<'de> for SharedMemory {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let seg = crate::shm::transfer::deserialize_segment(d, Some(&Fingerprint::bytes()))?;
-        Self::wrap(seg).map_err(<D::Error as serde::de::Error>::custom)
+        Self::wrap(seg).map_err(|e| crate::shm::transfer::fail::<D::Error>(e.to_string()))
     }
 }

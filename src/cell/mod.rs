@@ -23,7 +23,9 @@ macro_rules! segment_serde {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let seg = crate::shm::transfer::deserialize_segment(d, Some(&$fp))?;
                 #[allow(clippy::redundant_closure_call)]
-                ($wrap)(seg).map_err(<D::Error as serde::de::Error>::custom)
+                ($wrap)(seg).map_err(|e: crate::error::SegmentError| {
+                    crate::shm::transfer::fail::<D::Error>(e.to_string())
+                })
             }
         }
     };

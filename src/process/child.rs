@@ -153,7 +153,10 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     let decoded = transfer::with_inherited(fds, || postcard::from_bytes::<A>(args));
     let a = match decoded {
         Ok(a) => a,
-        Err(e) => return Outcome::Failed(format!("cannot decode the arguments: {e}")),
+        Err(e) => {
+            let detail = transfer::take_last_error().unwrap_or_else(|| e.to_string());
+            return Outcome::Failed(format!("cannot decode the arguments: {detail}"));
+        }
     };
     // SAFETY: `target` is the address of a `fn(A) -> R` in this very executable (checked by
     // file identity), computed by the parent from the same function and passed through the

@@ -153,8 +153,8 @@ impl Segment {
 
     /// Takes over an fd (a memfd or shm object holding a segment) and validates it.
     ///
-    /// A memfd must be sealed against shrinking (segments made by [`Segment::anonymous`]
-    /// are); otherwise a holder could truncate it under our mapping.
+    /// The fd must be a memfd sealed against shrinking (segments made by
+    /// [`Segment::anonymous`] are); otherwise a holder could truncate it under our mapping.
     pub fn from_fd(fd: OwnedFd, expected: Option<&Fingerprint>) -> Result<Self, SegmentError> {
         Self::from_fd_named(fd, None, expected)
     }
@@ -168,11 +168,14 @@ impl Segment {
         if !info.regular {
             return Err(SegmentError::NotARegularFile);
         }
-        if let Ok(seals) = rustix::fs::fcntl_get_seals(&fd) {
-            if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+        // An anonymous segment must be a memfd sealed against shrinking. Named shm objects
+        // cannot be sealed at all (see the type's documentation).
+        if name.is_none() {
+            let sealed = rustix::fs::fcntl_get_seals(&fd).is_ok_and(|s| s.contains(rustix::fs::SealFlags::SHRINK));
+            if !sealed {
                 return Err(SegmentError::PermissionDenied {
-                    name: name.unwrap_or_default(),
-                    reason: "memfd is not sealed against shrinking".to_owned(),
+                    name: String::new(),
+                    reason: "anonymous segment fd is not a memfd sealed against shrinking".to_owned(),
                 });
             }
         }

@@ -20,6 +20,18 @@ use crate::sys::fd;
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The message of the last handle that failed to deserialize on this thread (codecs such
+/// as postcard drop custom messages, so the spawn helper fetches it from here).
+pub(crate) fn take_last_error() -> Option<String> {
+    LAST_ERROR.with(|e| e.borrow_mut().take())
+}
+
+pub(crate) fn fail<E: serde::de::Error>(msg: String) -> E {
+    LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg.clone()));
+    E::custom(msg)
 }
 
 /// Runs `f` (which serializes a child's arguments) and returns the fds its handles named.
@@ -78,18 +90,18 @@ pub(crate) fn deserialize_segment<'de, D: Deserializer<'de>>(
     let allowed = INCOMING.with(|i| i.borrow().as_ref().map(|v| v.contains(&t.fd)));
     match allowed {
         None => {
-            return Err(D::Error::custom(
-                "a shmproc segment handle can only be deserialized in a spawned child",
+            return Err(fail(
+                "a shmproc segment handle can only be deserialized in a spawned child".to_owned(),
             ))
         }
-        Some(false) => return Err(D::Error::custom("segment token names an fd that was not passed")),
+        Some(false) => return Err(fail("segment token names an fd that was not passed".to_owned())),
         Some(true) => {}
     }
     // SAFETY: the fd number is in the list of fds the spawn helper kept open for this child,
     // and the helper closes those originals only after deserialization finishes.
     let borrowed = unsafe { fd::borrow_raw(t.fd) };
-    let own: OwnedFd = fd::dup_cloexec(borrowed).map_err(D::Error::custom)?;
-    Segment::from_fd_named(own, t.name, expected).map_err(D::Error::custom)
+    let own: OwnedFd = fd::dup_cloexec(borrowed).map_err(|e| fail(e.to_string()))?;
+    Segment::from_fd_named(own, t.name, expected).map_err(|e| fail(e.to_string()))
 }
 
 impl<'de> Deserialize<'de> for Segment {
