@@ -15,7 +15,7 @@ pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
 pub use error::{IndexError, PanicInfo, ProcessError, SegmentError};
-pub use shm::{check_image, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION};
+pub use shm::{check_image, cleanup_stale, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION};
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process,
     set_start_method, Process, ProcessBuilder, ProcessInfo, Run, StartMethod,

@@ -22,6 +22,12 @@ fn hold_and_sleep(shm: SharedMemory) {
     std::thread::sleep(std::time::Duration::from_secs(60));
 }
 
+fn create_named_and_sleep(name: String) {
+    let shm = SharedMemory::create(&name, 1024).unwrap();
+    shm.write_at(0, b"made").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
 fn panics(_: ()) {
     panic!("leak check panic");
 }
@@ -101,6 +107,26 @@ fn nothing_leaks() {
         drop(p);
         assert_clean(&before, &format!("{m:?} dropped finished handle"));
     }
+
+    // A creator SIGKILLed before it could unlink leaves its name behind; cleanup_stale()
+    // finds it (dead creator) and removes it, and leaves live creators' segments alone.
+    let live_name = format!("/shmproc-leaktest-live-{}", std::process::id());
+    let live = SharedMemory::create(&live_name, 64).unwrap();
+    let before_live = snapshot();
+    for m in METHODS {
+        let name = format!("/shmproc-leaktest-orphan-{}-{m:?}", std::process::id());
+        let mut p = Process::new(create_named_and_sleep, name.clone()).start_method(m).start().unwrap();
+        assert!(eventually(ms(10_000), || SharedMemory::open(&name).is_ok_and(|s| s.to_vec().starts_with(b"made"))));
+        p.kill().unwrap();
+        let _ = p.join();
+        drop(p);
+        assert!(dev_shm().iter().any(|e| format!("/{e}") == name), "the orphan should exist before cleanup");
+        let removed = shmproc::cleanup_stale();
+        assert!(removed.contains(&name), "{removed:?}");
+        assert!(!removed.contains(&live_name));
+        assert_clean(&before_live, &format!("{m:?} killed creator + cleanup_stale"));
+    }
+    drop(live);
 
     let r = Process::fork(|| 1u8).start_method(StartMethod::Spawn).start();
     assert!(r.is_err());

@@ -34,7 +34,9 @@ pub(crate) struct Header {
     pub(crate) fp_hash: u64,
     pub(crate) creator_pid: u32,
     pub(crate) flags: u32,
-    pub(crate) reserved: u64,
+    /// Start time of the creator (clock ticks after boot, `/proc/<pid>/stat` field 22), so a
+    /// reused pid is not mistaken for the creator. 0 for anonymous segments.
+    pub(crate) creator_start: u64,
     pub(crate) fp_name: [u8; NAME_LEN],
 }
 
@@ -145,7 +147,7 @@ pub(crate) fn plan(fp: &Fingerprint, data_len: usize) -> Result<(u64, DataRange)
 }
 
 /// Builds the header for a new segment (magic included; the caller publishes it last).
-pub(crate) fn build(fp: &Fingerprint, total: u64, range: DataRange) -> Header {
+pub(crate) fn build(fp: &Fingerprint, total: u64, range: DataRange, creator_start: u64) -> Header {
     let mut name = [0u8; NAME_LEN];
     let src = truncate_utf8(&fp.name, NAME_LEN);
     name[..src.len()].copy_from_slice(src.as_bytes());
@@ -161,7 +163,7 @@ pub(crate) fn build(fp: &Fingerprint, total: u64, range: DataRange) -> Header {
         fp_hash: fp.hash,
         creator_pid: std::process::id(),
         flags: 0,
-        reserved: 0,
+        creator_start,
         fp_name: name,
     }
 }
@@ -178,6 +180,11 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 impl Header {
+    /// Whether the magic and version say this is a segment of this format.
+    pub(crate) fn is_ours(&self) -> bool {
+        self.magic == MAGIC && self.version == VERSION
+    }
+
     fn fingerprint(&self) -> Fingerprint {
         let end = self.fp_name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
         Fingerprint {

@@ -2,7 +2,9 @@
 
 mod header;
 mod segment;
+mod stale;
 pub(crate) mod transfer;
 
 pub use header::{check_image, DataRange, Fingerprint, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION};
 pub use segment::Segment;
+pub use stale::cleanup_stale;

@@ -98,7 +98,11 @@ impl Segment {
         layout: Fingerprint,
     ) -> Result<Self, SegmentError> {
         let map = map_fd(&fd, total)?;
-        let h = header::build(&layout, total, range);
+        let creator_start = match name {
+            Some(_) => crate::sys::proc::start_time(std::process::id()).unwrap_or(0),
+            None => 0,
+        };
+        let h = header::build(&layout, total, range, creator_start);
         let base = map.as_mut_ptr();
         // SAFETY:
         // - the mapping is at least `total >= HEADER_LEN` bytes long and page-aligned, so the

@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::os::fd::{OwnedFd, RawFd};
 
-use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

@@ -70,6 +70,25 @@ pub(crate) fn shm_open_existing(name: &str) -> io::Result<OwnedFd> {
     shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(to_io)
 }
 
+/// Opens an existing shm object read-only (to inspect its header).
+pub(crate) fn shm_open_readonly(name: &str) -> io::Result<OwnedFd> {
+    shm::open(name, shm::OFlags::RDONLY, Mode::empty()).map_err(to_io)
+}
+
+/// Fills `buf` from `offset`, failing on a short file.
+pub(crate) fn read_exact_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(to_io(e)),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
     shm::unlink(name).map_err(to_io)
 }
@@ -92,16 +111,7 @@ pub(crate) fn read_all(fd: BorrowedFd<'_>, limit: u64) -> io::Result<Vec<u8>> {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "record larger than its limit"));
     }
     let mut buf = vec![0u8; len as usize];
-    let mut off = 0usize;
-    while off < buf.len() {
-        match rustix::io::pread(fd, &mut buf[off..], off as u64) {
-            Ok(0) => break,
-            Ok(n) => off += n,
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(to_io(e)),
-        }
-    }
-    buf.truncate(off);
+    read_exact_at(fd, &mut buf, 0)?;
     Ok(buf)
 }
 

@@ -157,3 +157,13 @@ pub(crate) fn file_id(path: &str) -> io::Result<(u64, u64)> {
     let st = rustix::fs::stat(path).map_err(rustix_io)?;
     Ok((st.st_dev, st.st_ino))
 }
+
+/// Start time of process `pid` in clock ticks after boot (`/proc/<pid>/stat` field 22), or
+/// `None` if there is no such process. Together with the pid it names one process for good.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts with field 3 (state); field 22 is the 20th from there.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
