@@ -7,7 +7,6 @@ compile_error!("shmproc supports Linux only for now (futex, memfd, pidfd)");
 
 mod cell;
 mod error;
-#[allow(dead_code)]
 mod loom;
 mod process;
 mod shm;
@@ -15,8 +14,17 @@ pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
 pub use error::{IndexError, PanicInfo, ProcessError, SegmentError};
-pub use shm::{check_image, cleanup_stale, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION};
 pub use process::{
-    active_children, cpu_count, current_process, get_start_method, init, parent_process,
-    set_start_method, Process, ProcessBuilder, ProcessInfo, Run, StartMethod,
+    active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
+    Process, ProcessBuilder, ProcessInfo, Run, StartMethod,
 };
+pub use shm::{
+    check_image, cleanup_stale, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION,
+};
+
+/// The lock-free protocols, exposed only to the loom suite (`--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    pub use crate::shm::publish::{observe, publish, MagicWord};
+}

@@ -50,7 +50,11 @@ fn snapshot() -> Snapshot {
 
 fn assert_clean(before: &Snapshot, what: &str) {
     // A dropped handle's child is reaped by a background thread: give it time.
-    assert!(eventually(ms(10_000), || zombie_children().is_empty()), "zombies after {what}: {:?}", zombie_children());
+    assert!(
+        eventually(ms(10_000), || zombie_children().is_empty()),
+        "zombies after {what}: {:?}",
+        zombie_children()
+    );
     assert!(
         eventually(ms(5_000), || open_fds() == before.fds),
         "fds leaked by {what}:\nbefore {:?}\nafter  {:?}",
@@ -73,7 +77,10 @@ fn nothing_leaks() {
         assert_clean(&before, &format!("{m:?} start+join"));
 
         let a = RawArray::<u8>::new(64).unwrap();
-        let mut p = Process::new(touch, a.clone_handle().unwrap()).start_method(m).start().unwrap();
+        let mut p = Process::new(touch, a.clone_handle().unwrap())
+            .start_method(m)
+            .start()
+            .unwrap();
         assert_eq!(p.join().unwrap(), 1);
         drop((p, a));
         assert_clean(&before, &format!("{m:?} child with a handle"));
@@ -115,12 +122,19 @@ fn nothing_leaks() {
     let before_live = snapshot();
     for m in METHODS {
         let name = format!("/shmproc-leaktest-orphan-{}-{m:?}", std::process::id());
-        let mut p = Process::new(create_named_and_sleep, name.clone()).start_method(m).start().unwrap();
-        assert!(eventually(ms(10_000), || SharedMemory::open(&name).is_ok_and(|s| s.to_vec().starts_with(b"made"))));
+        let mut p = Process::new(create_named_and_sleep, name.clone())
+            .start_method(m)
+            .start()
+            .unwrap();
+        assert!(eventually(ms(10_000), || SharedMemory::open(&name)
+            .is_ok_and(|s| s.to_vec().starts_with(b"made"))));
         p.kill().unwrap();
         let _ = p.join();
         drop(p);
-        assert!(dev_shm().iter().any(|e| format!("/{e}") == name), "the orphan should exist before cleanup");
+        assert!(
+            dev_shm().iter().any(|e| format!("/{e}") == name),
+            "the orphan should exist before cleanup"
+        );
         let removed = shmproc::cleanup_stale();
         assert!(removed.contains(&name), "{removed:?}");
         assert!(!removed.contains(&live_name));

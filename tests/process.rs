@@ -67,8 +67,10 @@ fn return_values_both_methods() {
 
 #[test]
 fn closure_return_value_fork() {
-    let data = vec![1u32, 2, 3];
-    let mut p = Process::fork(move || data.iter().sum::<u32>().to_string()).start().unwrap();
+    let data: Vec<u32> = (1..=3).collect();
+    let mut p = Process::fork(move || data.iter().sum::<u32>().to_string())
+        .start()
+        .unwrap();
     assert_eq!(p.join().unwrap(), "6");
 }
 
@@ -81,7 +83,11 @@ fn closure_cannot_spawn() {
 #[test]
 fn names_and_parent() {
     for m in METHODS {
-        let mut p = Process::new(describe, "x".to_owned()).name("worker-7").start_method(m).start().unwrap();
+        let mut p = Process::new(describe, "x".to_owned())
+            .name("worker-7")
+            .start_method(m)
+            .start()
+            .unwrap();
         let child_pid = p.pid();
         assert_eq!(p.name(), "worker-7");
         let (tag, name, pid, parent) = p.join().unwrap();
@@ -100,7 +106,10 @@ fn names_and_parent() {
 fn child_writes_array_parent_reads() {
     for m in METHODS {
         let a = RawArray::<u32>::new(16).unwrap();
-        let mut p = Process::new(fill, a.clone_handle().unwrap()).start_method(m).start().unwrap();
+        let mut p = Process::new(fill, a.clone_handle().unwrap())
+            .start_method(m)
+            .start()
+            .unwrap();
         assert_eq!(p.join().unwrap(), 16);
         let want: Vec<u32> = (0..16u32).map(|i| i * i).collect();
         assert_eq!(a.to_vec(), want, "{m:?}");
@@ -116,7 +125,12 @@ fn shared_atomic_counter_from_many_children() {
         })
         .unwrap();
         let mut kids: Vec<_> = (0..4)
-            .map(|_| Process::new(bump, c.clone_handle().unwrap()).start_method(m).start().unwrap())
+            .map(|_| {
+                Process::new(bump, c.clone_handle().unwrap())
+                    .start_method(m)
+                    .start()
+                    .unwrap()
+            })
             .collect();
         for k in &mut kids {
             k.join().unwrap();
@@ -234,8 +248,16 @@ fn active_children_lists_running_ones() {
 
 /// The middle process: starts a grandchild, publishes its pid, then sleeps until killed.
 fn middle((daemon, method, slot): (bool, u8, RawValue<u32>)) {
-    let m = if method == 0 { StartMethod::Fork } else { StartMethod::Spawn };
-    let g = Process::new(sleeps, 60).daemon(daemon).start_method(m).start().unwrap();
+    let m = if method == 0 {
+        StartMethod::Fork
+    } else {
+        StartMethod::Spawn
+    };
+    let g = Process::new(sleeps, 60)
+        .daemon(daemon)
+        .start_method(m)
+        .start()
+        .unwrap();
     slot.set(g.pid());
     std::thread::sleep(std::time::Duration::from_secs(60));
 }
@@ -247,7 +269,10 @@ fn daemon_grandchild_dies_with_its_parent() {
             let slot = RawValue::new(0u32).unwrap();
             let arg = (daemon, mi as u8, slot.clone_handle().unwrap());
             let mut mid = Process::new(middle, arg).start_method(*m).start().unwrap();
-            assert!(eventually(ms(10_000), || slot.get() != 0), "grandchild never started");
+            assert!(
+                eventually(ms(10_000), || slot.get() != 0),
+                "grandchild never started"
+            );
             let grandchild = slot.get();
             mid.kill().unwrap();
             assert!(matches!(mid.join(), Err(ProcessError::Killed(9))));
@@ -258,7 +283,10 @@ fn daemon_grandchild_dies_with_its_parent() {
                 );
             } else {
                 std::thread::sleep(ms(200));
-                assert!(!is_dead(grandchild), "non-daemon grandchild died with its parent ({m:?})");
+                assert!(
+                    !is_dead(grandchild),
+                    "non-daemon grandchild died with its parent ({m:?})"
+                );
                 // Clean up: it is no longer our concern, but do not leave it running.
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(grandchild as i32),

@@ -29,7 +29,10 @@ pub struct RawArray<T: Pod> {
 
 impl<T: Pod> std::fmt::Debug for RawArray<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawArray").field("len", &self.len).field("segment", &self.seg).finish()
+        f.debug_struct("RawArray")
+            .field("len", &self.len)
+            .field("segment", &self.seg)
+            .finish()
     }
 }
 
@@ -38,7 +41,9 @@ fn byte_len<T>(len: usize) -> Result<usize, SegmentError> {
         return Err(SegmentError::Unsupported("zero-sized element types"));
     }
     len.checked_mul(std::mem::size_of::<T>())
-        .ok_or(SegmentError::TooLarge(len as u128 * std::mem::size_of::<T>() as u128))
+        .ok_or(SegmentError::TooLarge(
+            len as u128 * std::mem::size_of::<T>() as u128,
+        ))
 }
 
 impl<T: Pod> RawArray<T> {
@@ -56,7 +61,11 @@ impl<T: Pod> RawArray<T> {
 
     /// A new named array (`"/name"`, exclusive, mode 0600) of `len` zeroed elements.
     pub fn create_named(name: &str, len: usize) -> Result<Self, SegmentError> {
-        Self::wrap(Segment::create_named(name, Fingerprint::of::<T>(), byte_len::<T>(len)?)?)
+        Self::wrap(Segment::create_named(
+            name,
+            Fingerprint::of::<T>(),
+            byte_len::<T>(len)?,
+        )?)
     }
 
     /// Attaches to a named array, checking that its elements are `T`.
@@ -70,7 +79,9 @@ impl<T: Pod> RawArray<T> {
             return Err(SegmentError::Unsupported("zero-sized element types"));
         }
         if seg.len() % size != 0 {
-            return Err(SegmentError::Corrupt("array length is not a whole number of elements"));
+            return Err(SegmentError::Corrupt(
+                "array length is not a whole number of elements",
+            ));
         }
         Ok(Self {
             len: seg.len() / size,

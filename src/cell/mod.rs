@@ -7,7 +7,7 @@ mod value;
 
 pub use array::RawArray;
 pub use bytes::SharedMemory;
-pub use shared::{ShmSafe, Shared};
+pub use shared::{Shared, ShmSafe};
 pub use value::RawValue;
 
 /// Serde support shared by the typed handles: a handle serializes as its segment's token

@@ -73,7 +73,10 @@ impl<T: ShmSafe> std::fmt::Debug for Shared<T> {
 impl<T: ShmSafe> Shared<T> {
     /// Moves `value` into a new anonymous segment.
     pub fn new(value: T) -> Result<Self, SegmentError> {
-        let s = Self::wrap(Segment::anonymous(Fingerprint::of::<T>(), std::mem::size_of::<T>())?)?;
+        let s = Self::wrap(Segment::anonymous(
+            Fingerprint::of::<T>(),
+            std::mem::size_of::<T>(),
+        )?)?;
         s.init(value);
         Ok(s)
     }
@@ -102,7 +105,9 @@ impl<T: ShmSafe> Shared<T> {
 
     pub(crate) fn wrap(seg: Segment) -> Result<Self, SegmentError> {
         if seg.len() != std::mem::size_of::<T>() {
-            return Err(SegmentError::Corrupt("shared struct segment has the wrong data length"));
+            return Err(SegmentError::Corrupt(
+                "shared struct segment has the wrong data length",
+            ));
         }
         Ok(Self { seg, _t: PhantomData })
     }

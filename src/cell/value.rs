@@ -40,7 +40,10 @@ impl<T: Pod> std::fmt::Debug for RawValue<T> {
 impl<T: Pod> RawValue<T> {
     /// A new anonymous cell holding `value`.
     pub fn new(value: T) -> Result<Self, SegmentError> {
-        let v = Self::wrap(Segment::anonymous(Fingerprint::of::<T>(), std::mem::size_of::<T>())?)?;
+        let v = Self::wrap(Segment::anonymous(
+            Fingerprint::of::<T>(),
+            std::mem::size_of::<T>(),
+        )?)?;
         v.set(value);
         Ok(v)
     }

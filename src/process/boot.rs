@@ -64,7 +64,10 @@ pub(crate) fn encode<T: Serialize>(tag: &[u8; 4], value: &T) -> Result<Vec<u8>, 
 }
 
 /// Decodes a record if it carries `tag`; `None` if the tag differs.
-pub(crate) fn decode<T: for<'de> Deserialize<'de>>(tag: &[u8; 4], bytes: &[u8]) -> Option<Result<T, postcard::Error>> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    tag: &[u8; 4],
+    bytes: &[u8],
+) -> Option<Result<T, postcard::Error>> {
     let body = bytes.strip_prefix(tag.as_slice())?;
     Some(postcard::from_bytes(body))
 }

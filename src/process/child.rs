@@ -114,9 +114,8 @@ pub(crate) fn report(result_fd: RawFd, outcome: &Outcome) -> i32 {
         Outcome::Returned(_) => 0,
         Outcome::Panicked(_) | Outcome::Failed(_) => 1,
     };
-    let record = boot::encode(DONE_TAG, outcome).or_else(|_| {
-        boot::encode(DONE_TAG, &Outcome::Failed("cannot encode the outcome".to_owned()))
-    });
+    let record = boot::encode(DONE_TAG, outcome)
+        .or_else(|_| boot::encode(DONE_TAG, &Outcome::Failed("cannot encode the outcome".to_owned())));
     // SAFETY: `result_fd` is the child's private record fd, open until the process exits.
     let borrowed = unsafe { fd::borrow_raw(result_fd) };
     if let Ok(rec) = record {
@@ -179,6 +178,7 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
 ///     // ... the parent's program ...
 /// }
 /// ```
+#[allow(clippy::needless_doctest_main)]
 pub fn init() {
     let Some(raw) = std::env::var_os(ENV_BOOT) else {
         return;

@@ -295,7 +295,9 @@ fn start_spawn(spec: &Spec, record: &OwnedFd, parts: SpawnParts) -> Result<i32, 
     fd::write_all(record.as_fd(), &rec)?;
     let mut keep = parts.fds;
     keep.push(record.as_raw_fd());
-    let argv0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("shmproc-child"));
+    let argv0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("shmproc-child"));
     let argv = [cstring(argv0.as_bytes())?, cstring(b"--shmproc-child")?];
     let mut envp = Vec::new();
     for (k, v) in std::env::vars_os() {
@@ -417,6 +419,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// A child that runs `target(args)`. `target` is a plain `fn` (or a closure that
     /// captures nothing); with `Spawn` the arguments travel serialized, and segment handles
     /// inside them are rebuilt in the child.
+    #[allow(clippy::new_ret_no_self)] // Python's `Process(target, args)`: a builder, then start().
     pub fn new<A: Serialize + DeserializeOwned + 'static>(target: fn(A) -> R, args: A) -> ProcessBuilder<R> {
         let prepare: Prepare<R> = Box::new(move |method| match method {
             StartMethod::Fork => Ok(Prepared::Fork(Box::new(move || target(args)))),
@@ -514,9 +517,8 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             None if code == 0 => Err(ProcessError::NoResult),
             None => Err(ProcessError::Exited(code)),
             Some(Err(e)) => Err(ProcessError::Codec(format!("unreadable result record: {e}"))),
-            Some(Ok(Outcome::Returned(r))) if code == 0 => {
-                postcard::from_bytes(&r).map_err(|e| ProcessError::Codec(format!("cannot decode the result: {e}")))
-            }
+            Some(Ok(Outcome::Returned(r))) if code == 0 => postcard::from_bytes(&r)
+                .map_err(|e| ProcessError::Codec(format!("cannot decode the result: {e}"))),
             Some(Ok(Outcome::Panicked(p))) if code == 1 => Err(ProcessError::Panicked(p)),
             Some(Ok(Outcome::Failed(m))) if code == 1 => Err(ProcessError::ChildFailed(m)),
             // The target finished, but the exit code says something else happened after.

@@ -130,7 +130,9 @@ pub struct DataRange {
 /// Computes the total length and data offset for `data_len` bytes of `fp`.
 pub(crate) fn plan(fp: &Fingerprint, data_len: usize) -> Result<(u64, DataRange), SegmentError> {
     if fp.align == 0 || !fp.align.is_power_of_two() || fp.align > MAX_ALIGN {
-        return Err(SegmentError::Unsupported("alignment must be a power of two <= 4096"));
+        return Err(SegmentError::Unsupported(
+            "alignment must be a power of two <= 4096",
+        ));
     }
     let offset = (HEADER_LEN as u64).next_multiple_of(fp.align);
     let total = offset
@@ -244,7 +246,9 @@ pub(crate) fn validate(
         return Err(SegmentError::Corrupt("data range runs past the end"));
     }
     if h.fp_size != 0 && h.data_len % h.fp_size != 0 {
-        return Err(SegmentError::Corrupt("data length is not a whole number of elements"));
+        return Err(SegmentError::Corrupt(
+            "data length is not a whole number of elements",
+        ));
     }
     let found = h.fingerprint();
     if let Some(exp) = expected {

@@ -1,6 +1,7 @@
 //! Shared-memory segments: header, validation, mapping, and how handles reach children.
 
 mod header;
+pub(crate) mod publish;
 mod segment;
 mod stale;
 pub(crate) mod transfer;

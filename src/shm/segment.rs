@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::header::{self, DataRange, Fingerprint, Header, HEADER_LEN};
+use super::publish;
 use crate::error::SegmentError;
 use crate::sys::fd;
 
@@ -62,7 +63,13 @@ impl std::fmt::Debug for Segment {
 /// Checks a POSIX shm name: `/` followed by 1–250 bytes, no other `/`, no NUL.
 pub(crate) fn check_name(name: &str) -> Result<(), SegmentError> {
     let rest = name.strip_prefix('/').unwrap_or("");
-    if rest.is_empty() || rest.len() > 250 || rest.contains('/') || rest.contains('\0') || rest == "." || rest == ".." {
+    if rest.is_empty()
+        || rest.len() > 250
+        || rest.contains('/')
+        || rest.contains('\0')
+        || rest == "."
+        || rest == ".."
+    {
         return Err(SegmentError::InvalidName(name.to_owned()));
     }
     Ok(())
@@ -107,13 +114,14 @@ impl Segment {
         // SAFETY:
         // - the mapping is at least `total >= HEADER_LEN` bytes long and page-aligned, so the
         //   header fits and `base` is aligned for `Header` and for the `AtomicU64` magic;
-        // - we write the header with magic 0, then publish the magic with a release store.
-        //   SYNC POINT (header publish): pairs with the acquire load in `read_header`.
+        // - the body is written with magic 0 and the magic published last (see `publish`).
         unsafe {
-            let mut unpublished = h;
-            unpublished.magic = 0;
-            std::ptr::write_volatile(base.cast::<Header>(), unpublished);
-            (*base.cast::<AtomicU64>()).store(h.magic, Ordering::Release);
+            let word = &*base.cast::<AtomicU64>();
+            publish::publish(word, h.magic, || {
+                let mut unpublished = h;
+                unpublished.magic = 0;
+                std::ptr::write_volatile(base.cast::<Header>(), unpublished);
+            });
         }
         let is_named = name.is_some();
         Ok(Self {
@@ -175,7 +183,8 @@ impl Segment {
         // An anonymous segment must be a memfd sealed against shrinking. Named shm objects
         // cannot be sealed at all (see the type's documentation).
         if name.is_none() {
-            let sealed = rustix::fs::fcntl_get_seals(&fd).is_ok_and(|s| s.contains(rustix::fs::SealFlags::SHRINK));
+            let sealed =
+                rustix::fs::fcntl_get_seals(&fd).is_ok_and(|s| s.contains(rustix::fs::SealFlags::SHRINK));
             if !sealed {
                 return Err(SegmentError::PermissionDenied {
                     name: String::new(),
@@ -302,10 +311,9 @@ fn read_header(map: &MmapRaw) -> Header {
     // - the caller mapped at least HEADER_LEN bytes, page-aligned, so both reads are in
     //   bounds and aligned;
     // - `Header` is Pod: any bytes a peer wrote form a valid value.
-    // SYNC POINT (header publish): pairs with the release store in `init_new`.
     unsafe {
-        let magic = (*base.cast::<AtomicU64>()).load(Ordering::Acquire);
-        let mut h = std::ptr::read_volatile(base.cast::<Header>());
+        let word = &*base.cast::<AtomicU64>();
+        let (magic, mut h) = publish::observe(word, || std::ptr::read_volatile(base.cast::<Header>()));
         h.magic = magic;
         h
     }

@@ -108,7 +108,10 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 pub(crate) fn read_all(fd: BorrowedFd<'_>, limit: u64) -> io::Result<Vec<u8>> {
     let len = file_info(fd)?.len;
     if len > limit {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "record larger than its limit"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "record larger than its limit",
+        ));
     }
     let mut buf = vec![0u8; len as usize];
     read_exact_at(fd, &mut buf, 0)?;
@@ -149,4 +152,3 @@ pub(crate) fn is_open(raw: i32) -> bool {
     let fd = unsafe { borrow_raw(raw) };
     rustix::io::fcntl_getfd(fd).is_ok()
 }
-

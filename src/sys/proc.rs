@@ -76,7 +76,8 @@ pub(crate) fn reset_signals_in_child() {
 /// A pidfd for `pid` (Linux ≥ 5.3). Taken right after the child starts, before it can be
 /// reaped, so it always names our child and never a process that reused the pid.
 pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid =
+        rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(rustix_io)
 }
 
@@ -132,7 +133,8 @@ pub(crate) fn reap_blocking(pid: i32) -> io::Result<i32> {
 
 /// Sends `sig` through a pidfd (never hits a process that reused the pid).
 pub(crate) fn send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
-    let sig = rustix::process::Signal::from_named_raw(sig).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let sig = rustix::process::Signal::from_named_raw(sig)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     match rustix::process::pidfd_send_signal(pidfd, sig) {
         Ok(()) | Err(Errno::SRCH) => Ok(()),
         Err(e) => Err(rustix_io(e)),

@@ -41,8 +41,12 @@ pub fn zombie_children() -> Vec<u32> {
     let me = std::process::id();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let Some(close) = stat.rfind(')') else { continue };
         let mut f = stat[close + 2..].split(' ');
         let state = f.next();
@@ -60,7 +64,9 @@ pub fn open_fds() -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| {
-            let target = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+            let target = std::fs::read_link(e.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             format!("{} -> {}", e.file_name().to_string_lossy(), target)
         })
         .collect();
