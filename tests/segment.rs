@@ -668,6 +668,13 @@ fn named_file_is_private_regular_and_sized() {
     names.assert_clean();
 }
 
+/// Field 22 of `/proc/self/stat` (start time in clock ticks after boot).
+fn own_start_time() -> u64 {
+    let stat = fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    rest.split_ascii_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
 #[test]
 fn handmade_image_matches_library_image() {
     let mut names = ShmNames::new("layout");
@@ -677,10 +684,12 @@ fn handmade_image_matches_library_image() {
     assert_eq!(&lib[..8], b"SHMPROC\x01");
     let pid = u32::from_le_bytes(lib[64..68].try_into().unwrap());
     assert_eq!(pid, std::process::id(), "creator_pid field");
-    // Everything but creator_pid must match the documented layout byte for byte.
+    assert_eq!(&lib[68..72], &[0; 4], "flags field");
+    assert_eq!(get_u64(&lib, 72), own_start_time(), "creator_start field of a named segment");
+    // Everything else must match the documented layout byte for byte.
     assert_eq!(lib[..64], hand[..64]);
-    assert_eq!(lib[68..], hand[68..]);
-    assert_eq!(&lib[80..83], b"u64");
+    assert_eq!(lib[80..], hand[80..]);
+    assert_eq!(&lib[80..84], b"u64\0");
     names.assert_clean();
 }
 
@@ -971,11 +980,7 @@ fn name_can_be_reused_after_drop() {
     names.assert_clean();
 }
 
-/// Named segments cannot be cloned: `try_clone` goes through `from_fd_named`, whose seal
-/// check treats a tmpfs (`/dev/shm`) object as an unsealed memfd (`F_GET_SEALS` on any shmem
-/// file reports just `F_SEAL_SEAL`) and refuses it with `PermissionDenied`.
 #[test]
-#[ignore = "src bug: Segment::try_clone / from_fd_named refuse named (/dev/shm) segments"]
 fn named_clone_handle_shares_memory() {
     let mut names = ShmNames::new("clone");
     let name = names.name();
@@ -986,7 +991,12 @@ fn named_clone_handle_shares_memory() {
     assert_eq!(w.segment().name(), Some(name.as_str()));
     drop(w);
     assert!(exists(&name), "a clone must never unlink");
+    let shm = SharedMemory::create(&names.name(), 4).unwrap();
+    let seg = shm.segment().try_clone().unwrap();
+    assert_eq!(seg.name(), shm.name());
+    drop(shm);
     drop(v);
+    drop(seg);
     names.assert_clean();
 }
 
@@ -1454,6 +1464,30 @@ fn from_fd_validates_content() {
         ),
         "{err:?}"
     );
+}
+
+#[test]
+fn from_fd_rejects_fds_that_are_not_memfds() {
+    // A named segment's fd passed as an anonymous one: /dev/shm objects cannot be sealed.
+    let mut names = ShmNames::new("fromfd-named");
+    let name = names.name();
+    let v = RawValue::create_named(&name, 3u64).unwrap();
+    let dup = File::open(path_of(&name)).unwrap();
+    match Segment::from_fd(OwnedFd::from(dup), None) {
+        Err(SegmentError::PermissionDenied { name, .. }) => assert_eq!(name, ""),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    drop(v);
+
+    // A regular file on another file system (no seals at all).
+    let image = handmade_image(&Fingerprint::of::<u64>(), &3u64.to_le_bytes());
+    let path = std::env::temp_dir().join(format!("shmproc-test-{}-fromfd.bin", std::process::id()));
+    fs::write(&path, &image).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    fs::remove_file(&path).unwrap();
+    let res = Segment::from_fd(OwnedFd::from(f), None);
+    assert!(matches!(res, Err(SegmentError::PermissionDenied { .. })), "{res:?}");
+    names.assert_clean();
 }
 
 #[test]
