@@ -9,6 +9,15 @@ use crate::shm::Fingerprint;
 ///
 /// Every way a file in `/dev/shm` (or an inherited fd) can be wrong maps to a variant here;
 /// opening never panics on bad content.
+///
+/// ```
+/// use shmproc::{SegmentError, SharedMemory};
+/// match SharedMemory::open("/shmproc-doc-no-such-segment") {
+///     Err(SegmentError::NotFound(name)) => assert_eq!(name, "/shmproc-doc-no-such-segment"),
+///     other => panic!("{other:?}"),
+/// }
+/// assert!(matches!(SharedMemory::open("no-slash"), Err(SegmentError::InvalidName(_))));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SegmentError {
@@ -100,6 +109,16 @@ impl SegmentError {
 }
 
 /// Where a panic happened and what it said; carried back from a child to its parent.
+///
+/// ```
+/// use shmproc::{Process, ProcessError};
+/// shmproc::init();
+/// let mut p = Process::fork(|| -> u8 { panic!("no luck") }).start()?;
+/// let Err(ProcessError::Panicked(info)) = p.join() else { panic!() };
+/// assert_eq!(info.message, "no luck");
+/// assert!(info.location.unwrap().contains(".rs:"));
+/// # Ok::<(), ProcessError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PanicInfo {
     /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
@@ -118,6 +137,16 @@ impl fmt::Display for PanicInfo {
 }
 
 /// Why starting, joining or signalling a child process failed, or how the child ended badly.
+///
+/// ```
+/// use shmproc::{Process, ProcessError};
+/// fn quit(code: i32) { std::process::exit(code) }
+/// shmproc::init();
+/// let mut p = Process::new(quit, 3).start()?;
+/// assert!(matches!(p.join(), Err(ProcessError::Exited(3))));
+/// assert_eq!(p.exitcode(), Some(3));
+/// # Ok::<(), ProcessError>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProcessError {
@@ -155,6 +184,13 @@ pub enum ProcessError {
 }
 
 /// An index or length outside a shared array or byte segment (Python's `IndexError`).
+///
+/// ```
+/// let a = shmproc::RawArray::<u8>::new(4)?;
+/// let e = a.set(4, 1).unwrap_err();
+/// assert_eq!((e.index, e.len), (4, 4));
+/// # Ok::<(), shmproc::SegmentError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("index {index} (+{count}) out of range for length {len}")]
 pub struct IndexError {

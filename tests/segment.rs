@@ -685,7 +685,11 @@ fn handmade_image_matches_library_image() {
     let pid = u32::from_le_bytes(lib[64..68].try_into().unwrap());
     assert_eq!(pid, std::process::id(), "creator_pid field");
     assert_eq!(&lib[68..72], &[0; 4], "flags field");
-    assert_eq!(get_u64(&lib, 72), own_start_time(), "creator_start field of a named segment");
+    assert_eq!(
+        get_u64(&lib, 72),
+        own_start_time(),
+        "creator_start field of a named segment"
+    );
     // Everything else must match the documented layout byte for byte.
     assert_eq!(lib[..64], hand[..64]);
     assert_eq!(lib[80..], hand[80..]);
@@ -1486,7 +1490,10 @@ fn from_fd_rejects_fds_that_are_not_memfds() {
     let f = OpenOptions::new().read(true).write(true).open(&path).unwrap();
     fs::remove_file(&path).unwrap();
     let res = Segment::from_fd(OwnedFd::from(f), None);
-    assert!(matches!(res, Err(SegmentError::PermissionDenied { .. })), "{res:?}");
+    assert!(
+        matches!(res, Err(SegmentError::PermissionDenied { .. })),
+        "{res:?}"
+    );
     names.assert_clean();
 }
 

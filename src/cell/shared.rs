@@ -21,6 +21,18 @@ use crate::shm::{Fingerprint, Segment};
 ///   plain fields are read concurrently by other processes, so treat them as read-only after
 ///   the value is shared;
 /// - need no `Drop` (the value is never dropped; the memory just goes away).
+///
+/// ```
+/// use std::sync::atomic::AtomicU32;
+/// #[repr(C)]
+/// struct Slots { ready: AtomicU32, values: [u64; 4] }
+/// // SAFETY: repr(C), no padding issues for validity, any bits valid, shared mutation only
+/// // through `ready`; `values` is written before the struct is shared.
+/// unsafe impl shmproc::ShmSafe for Slots {}
+/// let s = shmproc::Shared::new(Slots { ready: AtomicU32::new(0), values: [1, 2, 3, 4] })?;
+/// assert_eq!(s.values[2], 3);
+/// # Ok::<(), shmproc::SegmentError>(())
+/// ```
 pub unsafe trait ShmSafe: Sync + 'static {}
 
 macro_rules! shm_safe {

@@ -23,6 +23,18 @@ use crate::shm::transfer;
 use crate::sys::{fd, proc};
 
 /// How a child process is started; mirrors Python's start methods.
+///
+/// ```
+/// use shmproc::{set_start_method, get_start_method, Process, StartMethod};
+/// fn pid_of_child(_: ()) -> u32 { std::process::id() }
+///
+/// shmproc::init();
+/// assert_eq!(get_start_method(), StartMethod::Spawn);
+/// let mut p = Process::new(pid_of_child, ()).start_method(StartMethod::Fork).start()?;
+/// assert_eq!(p.join()?, p.pid());
+/// # set_start_method(StartMethod::Spawn);
+/// # Ok::<(), shmproc::ProcessError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StartMethod {
     /// `fork()`: the child is a copy of the parent and runs the target at once (≈0.2 ms).
@@ -56,6 +68,19 @@ pub fn get_start_method() -> StartMethod {
 }
 
 /// What Python's `current_process()` / `parent_process()` / `active_children()` describe.
+///
+/// ```
+/// use shmproc::{current_process, parent_process, Process, ProcessInfo};
+/// fn who(_: ()) -> (String, Option<u32>) {
+///     (current_process().name, parent_process().map(|p| p.pid))
+/// }
+///
+/// shmproc::init();
+/// assert_eq!(current_process().name, "MainProcess");
+/// let mut p = Process::new(who, ()).name("helper").start()?;
+/// assert_eq!(p.join()?, ("helper".to_owned(), Some(std::process::id())));
+/// # Ok::<(), shmproc::ProcessError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {
     /// The process name (`"MainProcess"` for a program not started by shmproc).
@@ -164,6 +189,17 @@ enum Target<R> {
 
 /// Configures a child before [`start`](Self::start): name, daemon flag, start method.
 /// Made by [`Process::new`], [`Process::fork`] or [`Process::from_run`].
+///
+/// ```
+/// use shmproc::Process;
+/// fn forever(_: ()) { loop { std::thread::sleep(std::time::Duration::from_secs(1)) } }
+///
+/// shmproc::init();
+/// let p = Process::new(forever, ()).name("watcher").daemon(true).start()?;
+/// assert!(p.daemon() && p.is_alive());
+/// p.kill()?; // a daemon would also die with this process
+/// # Ok::<(), shmproc::ProcessError>(())
+/// ```
 #[must_use = "a builder does nothing until start() is called"]
 pub struct ProcessBuilder<R> {
     name: Option<String>,

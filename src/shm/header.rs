@@ -47,6 +47,13 @@ const _: () = assert!(core::mem::size_of::<Header>() == HEADER_LEN);
 /// Two processes agree on a segment's contents only if their fingerprints are equal. The
 /// name is `std::any::type_name`, so it identifies the type within one build; processes
 /// built from different sources that name their types alike must keep the layouts alike.
+///
+/// ```
+/// use shmproc::Fingerprint;
+/// let f = Fingerprint::of::<u64>();
+/// assert_eq!((f.size, f.align, f.name.as_str()), (8, 8, "u64"));
+/// assert_ne!(f, Fingerprint::of::<i64>());
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Fingerprint {
     /// `size_of` the element type.
@@ -118,7 +125,13 @@ pub(crate) const fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Where the data lies in a validated segment.
+/// Where the data lies in a validated segment (see [`check_image`]).
+///
+/// ```
+/// let seg = shmproc::Segment::anonymous(shmproc::Fingerprint::of::<u32>(), 40)?;
+/// assert_eq!(seg.len(), 40);
+/// # Ok::<(), shmproc::SegmentError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DataRange {
     /// Offset of the data from the start of the segment.
@@ -268,6 +281,12 @@ pub(crate) fn validate(
 ///
 /// This is the pure core of opening a segment, used by the fuzz target and its stable
 /// replay; it never panics whatever the bytes are.
+///
+/// ```
+/// use shmproc::{check_image, SegmentError};
+/// assert!(matches!(check_image(&[0u8; 16], None), Err(SegmentError::TooSmall { .. })));
+/// assert!(matches!(check_image(&[0xffu8; 256], None), Err(SegmentError::BadMagic { .. })));
+/// ```
 pub fn check_image(bytes: &[u8], expected: Option<&Fingerprint>) -> Result<DataRange, SegmentError> {
     if bytes.len() < HEADER_LEN {
         return Err(SegmentError::TooSmall {

@@ -9,6 +9,27 @@
 //! total wait. These are the blocking building blocks of every later primitive; they are
 //! public so that users embedding raw words in a [`Shared`](crate::Shared) struct can block
 //! on them too.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use shmproc::{sys::futex, Process, Shared};
+//!
+//! let flag = Shared::new(AtomicU32::new(0))?;
+//! let child_flag = flag.clone_handle()?;
+//! let mut child = Process::fork(move || {
+//!     // Sleep until the parent flips the word (a spurious wake just loops).
+//!     while child_flag.load(Ordering::Acquire) == 0 {
+//!         futex::wait(&child_flag, 0, None);
+//!     }
+//! })
+//! .start()?;
+//! flag.store(1, Ordering::Release);
+//! futex::wake_all(&flag);
+//! child.join()?;
+//! // A deadline in the past returns `false` at once.
+//! assert!(!futex::wait(&flag, 1, Some(std::time::Instant::now())));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use core::num::NonZeroU32;
 use core::sync::atomic::AtomicU32;

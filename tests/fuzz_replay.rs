@@ -1,0 +1,70 @@
+//! Replays every committed fuzz corpus on stable Rust, through the very functions the
+//! cargo-fuzz targets call (shared with `#[path]`), so a crash the fuzzer once found stays
+//! fixed without nightly or libFuzzer.
+//!
+//! Adding a fuzz target: put its per-input function in `tests/fuzz_logic/<target>.rs`,
+//! include it below, and add one line to [`TARGETS`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[path = "fuzz_logic/segment_open.rs"]
+mod segment_open;
+
+/// Corpus directory under `fuzz/corpus/` and the per-input function of its target.
+const TARGETS: &[(&str, fn(&[u8]))] = &[("segment_open", segment_open::segment_open_input)];
+
+fn corpus_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus")
+}
+
+fn corpus_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read corpus {}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_corpus_dir_has_a_target() {
+    let mut dirs: Vec<String> = fs::read_dir(corpus_root())
+        .expect("fuzz/corpus exists")
+        .map(|e| e.expect("corpus dir entry"))
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    let known: Vec<&str> = TARGETS.iter().map(|(d, _)| *d).collect();
+    for d in &dirs {
+        assert!(
+            known.contains(&d.as_str()),
+            "fuzz/corpus/{d} has no entry in TARGETS"
+        );
+    }
+    for d in &known {
+        assert!(
+            dirs.iter().any(|x| x == d),
+            "TARGETS names {d} but fuzz/corpus/{d} is missing"
+        );
+    }
+}
+
+#[test]
+fn replay_fuzz_corpora() {
+    for &(dir, run) in TARGETS {
+        let files = corpus_files(&corpus_root().join(dir));
+        assert!(
+            !files.is_empty(),
+            "fuzz/corpus/{dir} is empty: the replay would prove nothing"
+        );
+        for file in &files {
+            let data = fs::read(file).unwrap();
+            let outcome = std::panic::catch_unwind(|| run(&data));
+            assert!(outcome.is_ok(), "{dir}: input {} panicked", file.display());
+        }
+        eprintln!("{dir}: replayed {} inputs", files.len());
+    }
+}
