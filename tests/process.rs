@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use common::{eventually, is_dead, ms, METHODS};
 use serde::{Deserialize, Serialize};
 use shmproc::{
-    current_process, parent_process, Process, ProcessError, RawArray, RawValue, Run, Shared, ShmSafe,
-    StartMethod,
+    current_process, parent_process, Process, ProcessError, RawArray, RawValue, Run, Shared, SharedMemory,
+    ShmSafe, StartMethod,
 };
 
 fn square(x: u64) -> u64 {
@@ -321,4 +321,38 @@ fn many_threads_forking_at_once_do_not_hang() {
 fn default_start_method_round_trip() {
     assert_eq!(shmproc::get_start_method(), StartMethod::Spawn);
     assert!(shmproc::cpu_count() >= 1);
+}
+
+fn list_fds(_handles: (RawArray<u8>, SharedMemory)) -> Vec<i32> {
+    // Collect first, so the directory fd itself can be recognised and dropped.
+    let entries: Vec<(i32, String)> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_string_lossy().parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?.display().to_string();
+            Some((fd, target))
+        })
+        .collect();
+    entries
+        .into_iter()
+        .filter(|(_, t)| !t.starts_with("/proc/"))
+        .map(|(fd, _)| fd)
+        .collect()
+}
+
+#[test]
+fn spawned_child_inherits_only_its_handles() {
+    // Handles that exist in the parent but are not passed must not reach the child.
+    let _unrelated = (RawArray::<u8>::new(8).unwrap(), SharedMemory::new(8).unwrap());
+    let a = RawArray::<u8>::new(8).unwrap();
+    let s = SharedMemory::new(8).unwrap();
+    let args = (a.clone_handle().unwrap(), s.clone_handle().unwrap());
+    let mut p = Process::new(list_fds, args)
+        .start_method(StartMethod::Spawn)
+        .start()
+        .unwrap();
+    let fds = p.join().unwrap();
+    // stdin/stdout/stderr, the child's private record fd, and one fd per passed handle.
+    assert_eq!(fds.len(), 3 + 1 + 2, "child fds: {fds:?}");
 }

@@ -59,6 +59,11 @@ impl SharedMemory {
         Ok(Self { seg })
     }
 
+    /// Another handle to the same block (a new fd; the memory is shared, not copied).
+    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+        Self::wrap(self.seg.try_clone()?)
+    }
+
     /// The name (`None` for anonymous blocks).
     pub fn name(&self) -> Option<&str> {
         self.seg.name()

@@ -150,6 +150,11 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
         return Outcome::Failed("entry point does not match the target's signature".to_owned());
     }
     let decoded = transfer::with_inherited(fds, || postcard::from_bytes::<A>(args));
+    for &fd in fds {
+        // SAFETY: these are the originals the spawn helper kept open for this child; the
+        // handles just decoded own duplicates, so closing the originals is ours to do.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
     let a = match decoded {
         Ok(a) => a,
         Err(e) => {
@@ -203,6 +208,9 @@ fn run_spawned(boot_fd: RawFd) -> i32 {
     let outcome = match load_boot(borrowed) {
         Err(msg) => Outcome::Failed(msg),
         Ok(b) => {
+            let mut keep = b.fds.clone();
+            keep.push(boot_fd);
+            let _ = fd::close_all_except(&keep);
             if b.daemon && !proc::die_with_parent(b.parent_pid) {
                 return 1;
             }
@@ -218,13 +226,7 @@ fn run_spawned(boot_fd: RawFd) -> i32 {
             // executable (checked in `load_boot`), relative to the same anchor function.
             let tramp: Trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(tramp_addr) };
             let target = base.wrapping_add(b.target as usize);
-            let out = tramp(target, b.signature, &b.args, &b.fds);
-            for &fd in &b.fds {
-                // SAFETY: these are the originals the helper kept open for us; handles made
-                // from them own duplicates, so closing the originals is ours to do.
-                drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-            }
-            out
+            tramp(target, b.signature, &b.args, &b.fds)
         }
     };
     let code = report(boot_fd, &outcome);

@@ -152,3 +152,24 @@ pub(crate) fn is_open(raw: i32) -> bool {
     let fd = unsafe { borrow_raw(raw) };
     rustix::io::fcntl_getfd(fd).is_ok()
 }
+
+/// Closes every descriptor above 2 except those in `keep` (a spawned child drops whatever
+/// it inherited by accident — fds other code opened without `O_CLOEXEC` — as Python's
+/// spawn does with `close_fds`).
+pub(crate) fn close_all_except(keep: &[i32]) -> io::Result<()> {
+    use std::os::fd::FromRawFd;
+    let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    // The directory's own fd was in the listing but is closed now; closing that number
+    // again could only hit an fd opened since, and nothing else runs at this point.
+    for fd in listed {
+        if fd > 2 && !keep.contains(&fd) && is_open(fd) {
+            // SAFETY: nothing in this process owns these fds: they were inherited across
+            // exec, and the spawned child has run none of its own code yet.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Ok(())
+}
