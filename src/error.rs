@@ -55,8 +55,9 @@ pub enum SegmentError {
         /// The value found.
         found: u64,
     },
-    /// The header is still all zero: its creator has not finished initialising it.
-    #[error("segment is not initialised yet (all-zero header)")]
+    /// The magic number is still zero: the object is empty, or its creator has not
+    /// finished initialising it (the magic is published last). Retrying may succeed.
+    #[error("segment is not initialised yet (zero magic)")]
     Uninitialized,
     /// The segment was written by another format version of shmproc.
     #[error("segment format version {found}, this build reads version {expected}")]

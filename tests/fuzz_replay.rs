@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 #[path = "fuzz_logic/segment_open.rs"]
 mod segment_open;
 
+/// The per-input function of a fuzz target.
+type Target = fn(&[u8]);
+
 /// Corpus directory under `fuzz/corpus/` and the per-input function of its target.
-const TARGETS: &[(&str, fn(&[u8]))] = &[("segment_open", segment_open::segment_open_input)];
+const TARGETS: &[(&str, Target)] = &[("segment_open", segment_open::segment_open_input)];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus")
@@ -67,4 +70,18 @@ fn replay_fuzz_corpora() {
         }
         eprintln!("{dir}: replayed {} inputs", files.len());
     }
+}
+
+/// The `segment_open` corpus must reach both outcomes, or its replay checks only half the
+/// logic (the agreement of a successful open with `check_image`, or the error paths).
+#[test]
+fn segment_open_corpus_has_accepted_and_rejected_inputs() {
+    let fp = shmproc::Fingerprint::of::<u64>();
+    let files = corpus_files(&corpus_root().join("segment_open"));
+    let accepted = files
+        .iter()
+        .filter(|f| shmproc::check_image(&fs::read(f).unwrap(), Some(&fp)).is_ok())
+        .count();
+    assert!(accepted > 0, "no corpus input is a valid u64 segment");
+    assert!(accepted < files.len(), "no corpus input is rejected");
 }

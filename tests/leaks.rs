@@ -22,8 +22,11 @@ fn hold_and_sleep(shm: SharedMemory) {
     std::thread::sleep(std::time::Duration::from_secs(60));
 }
 
-fn create_named_and_sleep(name: String) {
+fn create_named_and_sleep((name, keep): (String, bool)) {
     let shm = SharedMemory::create(&name, 1024).unwrap();
+    if keep {
+        shm.keep();
+    }
     shm.write_at(0, b"made").unwrap();
     std::thread::sleep(std::time::Duration::from_secs(60));
 }
@@ -122,7 +125,7 @@ fn nothing_leaks() {
     let before_live = snapshot();
     for m in METHODS {
         let name = format!("/shmproc-leaktest-orphan-{}-{m:?}", std::process::id());
-        let mut p = Process::new(create_named_and_sleep, name.clone())
+        let mut p = Process::new(create_named_and_sleep, (name.clone(), false))
             .start_method(m)
             .start()
             .unwrap();
@@ -141,6 +144,20 @@ fn nothing_leaks() {
         assert_clean(&before_live, &format!("{m:?} killed creator + cleanup_stale"));
     }
     drop(live);
+
+    // A segment marked keep() survives its creator and cleanup_stale().
+    let kept = format!("/shmproc-leaktest-kept-{}", std::process::id());
+    let mut p = Process::new(create_named_and_sleep, (kept.clone(), true))
+        .start()
+        .unwrap();
+    assert!(eventually(ms(10_000), || SharedMemory::open(&kept)
+        .is_ok_and(|s| s.to_vec().starts_with(b"made"))));
+    p.kill().unwrap();
+    let _ = p.join();
+    drop(p);
+    assert!(!shmproc::cleanup_stale().contains(&kept));
+    SharedMemory::open(&kept).unwrap().unlink().unwrap();
+    assert_clean(&before, "kept segment, unlinked by hand");
 
     let r = Process::fork(|| 1u8).start_method(StartMethod::Spawn).start();
     assert!(r.is_err());

@@ -16,6 +16,9 @@ pub const HEADER_LEN: usize = 128;
 /// Bytes of the type name kept in the header (longer names are truncated; the hash covers
 /// the full name).
 pub const NAME_LEN: usize = 48;
+/// Header flag: a process called `keep()` on this named segment, so `cleanup_stale()` must
+/// leave it in place even after its creator is gone.
+pub(crate) const FLAG_KEEP: u32 = 1;
 /// The largest alignment a stored type may ask for (mappings are page-aligned).
 pub const MAX_ALIGN: u64 = 4096;
 
@@ -220,10 +223,12 @@ pub(crate) fn validate(
     file_len: u64,
     expected: Option<&Fingerprint>,
 ) -> Result<(DataRange, Fingerprint), SegmentError> {
+    if h.magic == 0 {
+        // Either an empty object or one whose creator has not published the header yet
+        // (the magic is written last): worth retrying, unlike a foreign magic.
+        return Err(SegmentError::Uninitialized);
+    }
     if h.magic != MAGIC {
-        if bytemuck::bytes_of(h).iter().all(|&b| b == 0) {
-            return Err(SegmentError::Uninitialized);
-        }
         return Err(SegmentError::BadMagic { found: h.magic });
     }
     if h.version != VERSION {

@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -261,17 +261,37 @@ impl Segment {
     }
 
     /// Do not unlink the name when this handle is dropped (Python: never calling `unlink()`).
+    ///
+    /// Also marks the segment as kept in its header, so [`cleanup_stale`](crate::cleanup_stale)
+    /// never removes it, even after its creator exits.
     pub fn keep(&self) {
         self.unlink_on_drop.store(false, Ordering::Relaxed);
+        if self.name.is_some() {
+            // SAFETY: the mapping holds a validated header at its page-aligned start, and
+            // `flags` is a 4-byte-aligned u32 inside it; peers only touch it atomically.
+            unsafe {
+                let flags = self.map.as_mut_ptr().add(std::mem::offset_of!(Header, flags));
+                (*flags.cast::<AtomicU32>()).fetch_or(header::FLAG_KEEP, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Removes the name now (`shm_unlink`); existing mappings stay valid. Any process may
     /// call it, as with Python's `SharedMemory.unlink()`. No-op for anonymous segments.
+    ///
+    /// Only removes the name while it still names this segment: if it was unlinked and
+    /// reused for another object meanwhile, that object is left alone and
+    /// [`SegmentError::NotFound`] is returned. (A name swapped between that check and the
+    /// `shm_unlink` itself cannot be told apart; POSIX offers no unlink-by-fd.)
     pub fn unlink(&self) -> Result<(), SegmentError> {
         self.unlink_on_drop.store(false, Ordering::Relaxed);
-        match &self.name {
-            Some(n) => fd::shm_unlink(n).map_err(|e| SegmentError::from_open(e, n)),
-            None => Ok(()),
+        let Some(n) = &self.name else {
+            return Ok(());
+        };
+        match fd::shm_name_is(n, self.fd.as_fd()) {
+            Ok(true) => fd::shm_unlink(n).map_err(|e| SegmentError::from_open(e, n)),
+            Ok(false) => Err(SegmentError::NotFound(n.clone())),
+            Err(e) => Err(SegmentError::from_open(e, n)),
         }
     }
 
@@ -291,9 +311,7 @@ impl Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         if self.unlink_on_drop.load(Ordering::Relaxed) && self.creator_pid == std::process::id() {
-            if let Some(n) = &self.name {
-                let _ = fd::shm_unlink(n);
-            }
+            let _ = self.unlink();
         }
     }
 }

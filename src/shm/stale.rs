@@ -2,14 +2,14 @@
 
 use std::os::fd::AsFd;
 
-use super::header::{Header, HEADER_LEN};
+use super::header::{Header, FLAG_KEEP, HEADER_LEN};
 use crate::sys::{fd, proc};
 
 /// Removes the names of shmproc segments in `/dev/shm` whose creating process is gone
 /// (for instance `SIGKILL`ed before it could unlink), and returns the names removed.
 ///
-/// Only objects owned by this user, with mode `0600`, that carry a valid shmproc header are
-/// considered; a creator counts as alive when a process with its pid *and* start time
+/// Only objects owned by this user, with mode `0600`, that carry a valid shmproc header and
+/// were not marked with [`Segment::keep`](crate::Segment::keep) are considered; a creator counts as alive when a process with its pid *and* start time
 /// exists, so a reused pid does not keep a segment alive or get one removed. Processes
 /// that still have a removed segment mapped keep using it; only the name goes (Python's
 /// resource tracker does the same at shutdown, without the liveness check).
@@ -53,7 +53,7 @@ fn is_stale(name: &str) -> bool {
         return false;
     }
     let h: Header = bytemuck::pod_read_unaligned(&buf);
-    if !h.is_ours() || h.creator_pid == 0 || h.creator_start == 0 {
+    if !h.is_ours() || h.creator_pid == 0 || h.creator_start == 0 || h.flags & FLAG_KEEP != 0 {
         return false;
     }
     proc::start_time(h.creator_pid) != Some(h.creator_start)

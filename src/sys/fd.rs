@@ -51,8 +51,12 @@ pub(crate) fn geteuid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// `shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW, 0600)` then `ftruncate(len)`.
-/// On a failed truncate the new object is unlinked again.
+/// Where POSIX shm objects live on Linux.
+const SHM_DIR: &str = "/dev/shm";
+
+/// `shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600)` then `ftruncate(len)`. `O_EXCL` never
+/// follows a symlink (an existing link is `EEXIST`). On a failed truncate the new object is
+/// unlinked again.
 pub(crate) fn shm_create(name: &str, len: u64) -> io::Result<OwnedFd> {
     let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
     let fd = shm::open(name, flags, Mode::RUSR | Mode::WUSR).map_err(to_io)?;
@@ -64,15 +68,34 @@ pub(crate) fn shm_create(name: &str, len: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Opens an existing shm object read-write. `shm_open` itself refuses to follow symlinks in
-/// `/dev/shm` (glibc opens with `O_NOFOLLOW`), and names may not contain `/`.
-pub(crate) fn shm_open_existing(name: &str) -> io::Result<OwnedFd> {
-    shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(to_io)
+/// Opens an existing shm object (`"/name"`, already validated: one leading slash, no other)
+/// with `O_NOFOLLOW`, so a symlink planted in `/dev/shm` is refused (`ELOOP`) instead of
+/// leading us to another file.
+fn shm_open_nofollow(name: &str, access: fs::OFlags) -> io::Result<OwnedFd> {
+    let path = format!("{SHM_DIR}{name}");
+    fs::open(
+        path,
+        access | fs::OFlags::CLOEXEC | fs::OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(to_io)
 }
 
-/// Opens an existing shm object read-only (to inspect its header).
+/// Opens an existing shm object read-write, refusing symlinks.
+pub(crate) fn shm_open_existing(name: &str) -> io::Result<OwnedFd> {
+    shm_open_nofollow(name, fs::OFlags::RDWR)
+}
+
+/// Opens an existing shm object read-only (to inspect its header), refusing symlinks.
 pub(crate) fn shm_open_readonly(name: &str) -> io::Result<OwnedFd> {
-    shm::open(name, shm::OFlags::RDONLY, Mode::empty()).map_err(to_io)
+    shm_open_nofollow(name, fs::OFlags::RDONLY)
+}
+
+/// Whether `name` still names the very object `fd` is open on (same device and inode).
+pub(crate) fn shm_name_is(name: &str, fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let theirs = fs::fstat(shm_open_nofollow(name, fs::OFlags::RDONLY)?).map_err(to_io)?;
+    let ours = fs::fstat(fd).map_err(to_io)?;
+    Ok(theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino)
 }
 
 /// Fills `buf` from `offset`, failing on a short file.
