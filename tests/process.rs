@@ -356,3 +356,25 @@ fn spawned_child_inherits_only_its_handles() {
     // stdin/stdout/stderr, the child's private record fd, and one fd per passed handle.
     assert_eq!(fds.len(), 3 + 1 + 2, "child fds: {fds:?}");
 }
+
+fn open_by_name(name: String) -> String {
+    let shm = SharedMemory::open(&name).unwrap();
+    let mut buf = [0u8; 5];
+    shm.read_at(0, &mut buf).unwrap();
+    shm.write_at(5, b" back").unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn child_attaches_to_a_named_segment_by_name() {
+    for m in METHODS {
+        let name = format!("/shmproc-test-{}-byname-{m:?}", std::process::id());
+        let shm = SharedMemory::create(&name, 16).unwrap();
+        shm.write_at(0, b"hello").unwrap();
+        let mut p = Process::new(open_by_name, name.clone()).start_method(m).start().unwrap();
+        assert_eq!(p.join().unwrap(), "hello");
+        assert_eq!(&shm.to_vec()[..10], b"hello back");
+        drop(shm);
+        assert!(SharedMemory::open(&name).is_err(), "creator's drop unlinks");
+    }
+}

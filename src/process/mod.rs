@@ -514,7 +514,10 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             daemon: spec.daemon,
             exit: Mutex::new(None),
         });
-        registry().push(Arc::downgrade(&inner));
+        let mut list = registry();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&inner));
+        drop(list);
         Ok(Self {
             inner,
             record,
