@@ -293,7 +293,8 @@ fn start_fork<R: Serialize>(spec: &Spec, record: RawFd, body: ForkBody<R>) -> Re
             Ok(pid)
         }
         proc::Forked::Child => {
-            children.clear();
+            // The parent's children are not ours; forget them without touching each entry.
+            std::mem::forget(std::mem::take(&mut *children));
             drop((out, err, children));
             proc::reset_signals_in_child();
             if spec.daemon && !proc::die_with_parent(parent_pid) {
