@@ -371,7 +371,10 @@ fn child_attaches_to_a_named_segment_by_name() {
         let name = format!("/shmproc-test-{}-byname-{m:?}", std::process::id());
         let shm = SharedMemory::create(&name, 16).unwrap();
         shm.write_at(0, b"hello").unwrap();
-        let mut p = Process::new(open_by_name, name.clone()).start_method(m).start().unwrap();
+        let mut p = Process::new(open_by_name, name.clone())
+            .start_method(m)
+            .start()
+            .unwrap();
         assert_eq!(p.join().unwrap(), "hello");
         assert_eq!(&shm.to_vec()[..10], b"hello back");
         drop(shm);
