@@ -10,10 +10,13 @@ mod error;
 mod loom;
 mod process;
 mod shm;
+pub mod sync;
 pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
-pub use error::{IndexError, PanicInfo, ProcessError, SegmentError};
+pub use error::{
+    BarrierError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, ReleaseError, SegmentError,
+};
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
     Process, ProcessBuilder, ProcessInfo, Run, StartMethod,
@@ -21,6 +24,7 @@ pub use process::{
 pub use shm::{
     check_image, cleanup_stale, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION,
 };
+pub use sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value};
 
 /// The lock-free protocols, exposed only to the loom suite (`--cfg loom`).
 #[cfg(loom)]

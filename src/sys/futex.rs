@@ -89,5 +89,10 @@ pub fn wake_one(word: &AtomicU32) -> bool {
 
 /// Wakes every waiter blocked on `word` (in any process). Returns how many were woken.
 pub fn wake_all(word: &AtomicU32) -> usize {
-    futex::wake(word, futex::Flags::empty(), i32::MAX as u32).unwrap_or(0)
+    wake_n(word, i32::MAX as u32)
+}
+
+/// Wakes at most `n` waiters (capped at `i32::MAX`, the kernel's limit).
+pub(crate) fn wake_n(word: &AtomicU32, n: u32) -> usize {
+    futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).unwrap_or(0)
 }

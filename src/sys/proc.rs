@@ -163,9 +163,36 @@ pub(crate) fn file_id(path: &str) -> io::Result<(u64, u64)> {
 /// Start time of process `pid` in clock ticks after boot (`/proc/<pid>/stat` field 22), or
 /// `None` if there is no such process. Together with the pid it names one process for good.
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
+    thread_start_time(pid)
+}
+
+/// The calling thread's kernel thread id.
+pub(crate) fn gettid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// Start time of thread `tid` (clock ticks after boot), `None` if no such thread is
+/// running (gone, or a zombie). Thread ids are global, so `/proc/<tid>` works for any thread.
+pub(crate) fn thread_start_time(tid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts with field 3 (state); field 22 is the 20th from there.
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" || state == "x" {
+        return None;
+    }
+    // `rest` starts with field 3 (state); field 22 (starttime) is 19 further on.
+    fields.nth(18)?.parse().ok()
+}
+
+/// Registers `handler` to run in the child after every `fork()` of this process
+/// (`pthread_atfork`; nix and rustix do not wrap it). Returns a closure for `Once`.
+pub(crate) fn on_fork_in_child(handler: extern "C" fn()) -> impl FnOnce() {
+    move || {
+        // SAFETY: registering a plain `extern "C" fn` with no captured state; it only bumps
+        // an atomic, which is async-signal-safe as the child side of fork requires.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(handler));
+        }
+    }
 }

@@ -1,0 +1,77 @@
+//! The `Event` handle.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::lock::deadline_after;
+use super::raw_event::RawEvent;
+use crate::error::SegmentError;
+use crate::Shared;
+
+/// A flag that processes wait for; mirrors Python's `multiprocessing.Event`.
+///
+/// [`set`](Self::set) wakes every waiter in every process; a `set` immediately followed by
+/// [`clear`](Self::clear) still releases everyone who was already waiting.
+///
+/// ```
+/// use shmproc::{Event, Process};
+/// let ev = Event::new()?;
+/// let e = ev.clone_handle()?;
+/// let mut child = Process::fork(move || e.wait_timeout(std::time::Duration::from_secs(10))).start()?;
+/// ev.set();
+/// assert!(child.join()?);
+/// assert!(ev.is_set());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Event {
+    cell: Shared<RawEvent>,
+}
+
+impl Event {
+    /// A clear event in its own segment.
+    pub fn new() -> Result<Self, SegmentError> {
+        Ok(Self {
+            cell: Shared::new(RawEvent::new())?,
+        })
+    }
+
+    /// Another handle to the same event.
+    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+        Ok(Self {
+            cell: self.cell.clone_handle()?,
+        })
+    }
+
+    /// Sets the flag and wakes all waiters.
+    pub fn set(&self) {
+        self.cell.set()
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.cell.clear()
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.cell.is_set()
+    }
+
+    /// Blocks until the event is set (Python's `wait()`; returns `true`).
+    pub fn wait(&self) -> bool {
+        self.cell.wait(None)
+    }
+
+    /// Waits at most `timeout`; returns whether the event was set (Python's `wait(t)`).
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.cell.wait(deadline_after(timeout))
+    }
+
+    /// The raw event.
+    pub fn raw(&self) -> &RawEvent {
+        &self.cell
+    }
+}

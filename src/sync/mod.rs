@@ -1,0 +1,48 @@
+//! Synchronization across processes: futex-based, robust, in shared memory.
+//!
+//! Two levels, as everywhere in shmproc: raw `#[repr(C)]` primitives (`RawLock`, `RawRLock`,
+//! `RawSemaphore`, `RawEvent`, `RawCondition`, `RawBarrier`) that live in place — for instance
+//! inside a user's [`Shared`](crate::Shared) struct — and owning handles (`Lock`, `RLock`,
+//! `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array`) that
+//! create their own small segment, can be cloned, and travel to children.
+
+mod barrier;
+mod condition;
+mod event;
+mod lock;
+pub(crate) mod park;
+pub(crate) mod raw_barrier;
+pub(crate) mod raw_cond;
+pub(crate) mod raw_event;
+pub(crate) mod raw_lock;
+pub(crate) mod raw_sem;
+mod semaphore;
+mod value;
+
+pub use barrier::Barrier;
+pub use condition::{Condition, RawConditionCell};
+pub use event::Event;
+pub use lock::{Lock, LockGuard, RLock, RLockGuard};
+pub use raw_barrier::{BarrierFail, RawBarrier};
+pub use raw_cond::{CondFail, RawCondition};
+pub use raw_event::RawEvent;
+pub use raw_lock::{Acquired, LockFail, RawLock, RawRLock, ReleaseFail};
+pub use raw_sem::{RawSemaphore, SemFail, SEM_VALUE_MAX};
+pub use semaphore::{BoundedSemaphore, Semaphore};
+pub use value::{Array, ArrayGuard, LockRef, LockedHead, Value, ValueCell, ValueGuard};
+
+macro_rules! raw_shm_safe {
+    ($($t:ty),*) => { $(
+        // SAFETY: repr(C) structs of atomics only, no pointers, no Drop; every bit pattern
+        // is either a valid state or detected and reported as `Corrupted`.
+        unsafe impl crate::ShmSafe for $t {}
+    )* };
+}
+raw_shm_safe!(
+    RawLock,
+    RawRLock,
+    RawSemaphore,
+    RawEvent,
+    RawCondition,
+    RawBarrier
+);

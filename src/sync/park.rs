@@ -1,0 +1,193 @@
+//! What the sync algorithms need from the platform, behind one `cfg(loom)` switch:
+//! blocking on a 32-bit word (futex), the calling thread's identity, and whether an owner
+//! recorded in shared memory is still alive.
+//!
+//! The algorithms in this module's siblings are written once against these functions; under
+//! `--cfg loom` they run against a model of the futex (a loom mutex + condvar: the value
+//! check and the sleep are atomic with respect to wakes, exactly as `FUTEX_WAIT` guarantees)
+//! so loom can find lost wake-ups as deadlocks.
+
+use std::time::Instant;
+
+/// Largest thread id that fits in a lock word (Linux `PID_MAX_LIMIT` is 2^22).
+pub(crate) const TID_MASK: u32 = (1 << 30) - 1;
+
+/// How long a waiter sleeps before it checks whether the owner it waits for is still alive.
+/// Bounds the time to detect a dead owner (plus the time to read `/proc`).
+pub(crate) const LIVENESS_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+
+#[cfg(not(loom))]
+mod imp {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Once;
+    use std::time::Instant;
+
+    pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> bool {
+        crate::sys::futex::wait(word, expected, deadline)
+    }
+
+    pub(crate) fn wake_one(word: &AtomicU32) {
+        crate::sys::futex::wake_one(word);
+    }
+
+    pub(crate) fn wake_all(word: &AtomicU32) {
+        crate::sys::futex::wake_all(word);
+    }
+
+    pub(crate) fn wake_n(word: &AtomicU32, n: u32) {
+        crate::sys::futex::wake_n(word, n);
+    }
+
+    /// Bumped in every child right after `fork()`, so thread identities cached before the
+    /// fork (the child's only thread inherits the forking thread's TLS) are recomputed.
+    static FORK_EPOCH: AtomicU32 = AtomicU32::new(0);
+
+    extern "C" fn after_fork_in_child() {
+        FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+    }
+
+    thread_local! {
+        /// (fork epoch, tid, owner info) of this thread.
+        static ME: Cell<(u32, u32, u64)> = const { Cell::new((u32::MAX, 0, 0)) };
+    }
+
+    /// This thread's `(tid, owner_info)`; cached, and refreshed after a fork.
+    #[inline]
+    pub(crate) fn me() -> (u32, u64) {
+        let epoch = FORK_EPOCH.load(Ordering::Relaxed);
+        let (e, tid, info) = ME.with(Cell::get);
+        if e == epoch {
+            return (tid, info);
+        }
+        refresh(epoch)
+    }
+
+    #[cold]
+    fn refresh(epoch: u32) -> (u32, u64) {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(crate::sys::proc::on_fork_in_child(after_fork_in_child));
+        let tid = crate::sys::proc::gettid() & super::TID_MASK;
+        let start = crate::sys::proc::thread_start_time(tid).unwrap_or(0);
+        let info = super::owner_info(tid, start);
+        ME.with(|c| c.set((epoch, tid, info)));
+        (tid, info)
+    }
+
+    /// Whether the thread recorded as `tid` (with `info` if it matches) is still running.
+    pub(crate) fn alive(tid: u32, info: u64) -> bool {
+        match crate::sys::proc::thread_start_time(tid) {
+            None => false,
+            Some(start) => {
+                super::info_tid(info) != tid || super::info_start(info) == super::start_bits(start)
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+mod imp {
+    use std::time::Instant;
+
+    use loom::sync::atomic::AtomicU32;
+    use loom::sync::{Condvar, Mutex};
+
+    loom::lazy_static! {
+        static ref PARK: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+    }
+
+    /// The futex model: check-and-sleep is atomic with respect to wakes. Deadlines are
+    /// ignored (loom has no clock); tests only use blocking and try forms.
+    pub(crate) fn wait(word: &AtomicU32, expected: u32, _deadline: Option<Instant>) -> bool {
+        let guard = PARK.0.lock().unwrap();
+        if word.load(std::sync::atomic::Ordering::SeqCst) != expected {
+            return true;
+        }
+        drop(PARK.1.wait(guard).unwrap());
+        true
+    }
+
+    pub(crate) fn wake_one(_word: &AtomicU32) {
+        let _g = PARK.0.lock().unwrap();
+        // One condvar serves every word: wake all, waiters re-check (spurious wake-ups are
+        // allowed by every caller, as with a real futex).
+        PARK.1.notify_all();
+    }
+
+    pub(crate) fn wake_all(_word: &AtomicU32) {
+        let _g = PARK.0.lock().unwrap();
+        PARK.1.notify_all();
+    }
+
+    pub(crate) fn wake_n(word: &AtomicU32, _n: u32) {
+        wake_all(word);
+    }
+
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+    loom::thread_local! {
+        static ME: u32 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & super::TID_MASK;
+    }
+
+    pub(crate) fn me() -> (u32, u64) {
+        let tid = ME.with(|t| *t);
+        (tid, super::owner_info(tid, 1))
+    }
+
+    pub(crate) fn alive(_tid: u32, _info: u64) -> bool {
+        true
+    }
+}
+
+pub(crate) use imp::{alive, me, wait, wake_all, wake_n, wake_one};
+
+/// Packs a thread id and the low 34 bits of its start time into one word, so a reader sees
+/// both from the same owner (a tid alone may be reused after the thread dies).
+pub(crate) fn owner_info(tid: u32, start: u64) -> u64 {
+    (u64::from(tid) << 34) | start_bits(start)
+}
+
+fn start_bits(start: u64) -> u64 {
+    start & ((1 << 34) - 1)
+}
+
+pub(crate) fn info_tid(info: u64) -> u32 {
+    (info >> 34) as u32
+}
+
+fn info_start(info: u64) -> u64 {
+    start_bits(info)
+}
+
+/// The deadline of the next sleep slice: the caller's deadline or the next liveness check,
+/// whichever comes first. Returns whether the slice ends at the caller's deadline.
+pub(crate) fn slice_deadline(deadline: Option<Instant>) -> (Instant, bool) {
+    let slice = Instant::now() + LIVENESS_SLICE;
+    match deadline {
+        Some(d) if d <= slice => (d, true),
+        _ => (slice, false),
+    }
+}
+
+/// Spins briefly while `busy()` holds, then gives up. Returns `true` if `busy` turned false.
+#[inline]
+pub(crate) fn spin_while(mut busy: impl FnMut() -> bool) -> bool {
+    for i in 0..SPIN_ROUNDS {
+        if !busy() {
+            return true;
+        }
+        for _ in 0..(1u32 << i.min(6)) {
+            crate::loom::spin_loop();
+        }
+        #[cfg(loom)]
+        crate::loom::yield_now();
+    }
+    !busy()
+}
+
+/// Spin rounds before sleeping: ≈ a few µs, about the cost of one futex wake on this kind of
+/// VM, so a lock handed over quickly never sleeps.
+#[cfg(not(loom))]
+const SPIN_ROUNDS: u32 = 40;
+#[cfg(loom)]
+const SPIN_ROUNDS: u32 = 1;

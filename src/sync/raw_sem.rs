@@ -1,0 +1,141 @@
+//! `RawSemaphore`: a counting semaphore in place in shared memory (Python's `Semaphore` and
+//! `BoundedSemaphore`).
+//!
+//! `value` is the futex word; `waiters` counts sleepers so a release only calls
+//! `futex_wake` when someone may sleep. Waiter: `waiters += 1` then re-read `value`;
+//! releaser: raise `value` then read `waiters` — both `SeqCst`, so at least one of them sees
+//! the other (and the futex's own value check covers the rest): no lost wake-up.
+
+use std::time::Instant;
+
+use super::park;
+use crate::loom::{AtomicU32, Ordering};
+
+/// Why a semaphore operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SemFail {
+    /// No unit available (try form).
+    WouldBlock,
+    /// The deadline passed.
+    Timeout,
+    /// A bounded semaphore would exceed its initial value (Python's `ValueError`), or an
+    /// unbounded one would overflow.
+    TooManyReleases,
+    /// `value` exceeds the bound: written by a buggy or hostile peer.
+    Corrupted,
+}
+
+/// A counting semaphore; `#[repr(C)]`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RawSemaphore {
+    value: AtomicU32,
+    waiters: AtomicU32,
+    /// 0: unbounded; otherwise the largest value `release` may reach.
+    bound: AtomicU32,
+    _pad: AtomicU32,
+}
+
+/// The largest value of an unbounded semaphore.
+pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
+
+impl RawSemaphore {
+    /// A semaphore holding `value` units; `bounded` makes `value` also the maximum.
+    pub fn new(value: u32, bounded: bool) -> Self {
+        Self {
+            value: AtomicU32::new(value),
+            waiters: AtomicU32::new(0),
+            bound: AtomicU32::new(if bounded { value.max(1) } else { 0 }),
+            _pad: AtomicU32::new(0),
+        }
+    }
+
+    fn limit(&self) -> u32 {
+        match self.bound.load(Ordering::Relaxed) {
+            0 => SEM_VALUE_MAX,
+            b => b,
+        }
+    }
+
+    /// Takes one unit if one is free.
+    pub fn try_acquire(&self) -> Result<(), SemFail> {
+        let mut v = self.value.load(Ordering::Relaxed);
+        loop {
+            if v == 0 {
+                return Err(SemFail::WouldBlock);
+            }
+            if v > self.limit() {
+                return Err(SemFail::Corrupted);
+            }
+            // SYNC POINT (semaphore unit): acquire pairs with the release in `release`.
+            match self
+                .value
+                .compare_exchange_weak(v, v - 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// Takes one unit, waiting until `deadline` (`None`: forever).
+    pub fn acquire(&self, deadline: Option<Instant>) -> Result<(), SemFail> {
+        match self.try_acquire() {
+            Err(SemFail::WouldBlock) => {}
+            r => return r,
+        }
+        park::spin_while(|| self.value.load(Ordering::Relaxed) == 0);
+        loop {
+            match self.try_acquire() {
+                Err(SemFail::WouldBlock) => {}
+                r => return r,
+            }
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            let woke = self.value.load(Ordering::SeqCst) != 0 || park::wait(&self.value, 0, deadline);
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            if !woke {
+                return self.try_acquire().map_err(|e| match e {
+                    SemFail::WouldBlock => SemFail::Timeout,
+                    e => e,
+                });
+            }
+        }
+    }
+
+    /// Returns one unit, waking a waiter if any.
+    pub fn release(&self) -> Result<(), SemFail> {
+        let limit = self.limit();
+        let mut v = self.value.load(Ordering::Relaxed);
+        loop {
+            if v > limit {
+                return Err(SemFail::Corrupted);
+            }
+            if v == limit {
+                return Err(SemFail::TooManyReleases);
+            }
+            // SYNC POINT (semaphore unit): release pairs with the acquire in `try_acquire`;
+            // SeqCst also orders it before the `waiters` load below (see module docs).
+            match self
+                .value
+                .compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            park::wake_one(&self.value);
+        }
+        Ok(())
+    }
+
+    /// The current value (Python's `get_value()`).
+    pub fn value(&self) -> u32 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    /// The bound of a bounded semaphore.
+    pub fn bound(&self) -> Option<u32> {
+        Some(self.bound.load(Ordering::Relaxed)).filter(|&b| b != 0)
+    }
+}
