@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shmproc::{
-    current_process, parent_process, Process, ProcessError, RawArray, Run, SegmentError, Shared,
-    SharedMemory, ShmSafe, StartMethod,
+    current_process, parent_process, Barrier, Event, Lock, LockError, Process, ProcessError, RawArray, Run,
+    SegmentError, Semaphore, Shared, SharedMemory, ShmSafe, StartMethod, Value,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -77,6 +77,63 @@ fn nap(ms: u64) {
 
 fn trivial(_: ()) -> u32 {
     7
+}
+
+/// Prints three lines while holding the lock, so they come out together.
+fn print_block((lock, id): (Lock, u32)) {
+    let _g = lock.lock().expect("lock");
+    for line in 0..3 {
+        println!("    child {id} (pid {}) line {line}", std::process::id());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[repr(C)]
+struct Occupancy {
+    inside: AtomicU64,
+    max_inside: AtomicU64,
+}
+// SAFETY: repr(C) of atomics only.
+unsafe impl ShmSafe for Occupancy {}
+
+/// Enters the semaphore-guarded section and records how many are inside at once.
+fn limited((sem, occ): (Semaphore, Shared<Occupancy>)) {
+    sem.acquire().expect("acquire");
+    let now = occ.inside.fetch_add(1, Ordering::SeqCst) + 1;
+    occ.max_inside.fetch_max(now, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(20));
+    occ.inside.fetch_sub(1, Ordering::SeqCst);
+    sem.release().expect("release");
+}
+
+/// Waits for the start signal and reports how long after `set` it woke (µs).
+fn released((go, stamp): (Event, Shared<AtomicU64>)) -> u64 {
+    go.wait();
+    let woke = now_ns();
+    woke.saturating_sub(stamp.load(Ordering::SeqCst)) / 1000
+}
+
+fn now_ns() -> u64 {
+    // CLOCK_MONOTONIC is one clock for all processes, so stamps compare across them.
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Counts under a barrier, round by round.
+fn rounds((b, v): (Barrier, Value<u64>)) -> Vec<u32> {
+    (0..3)
+        .map(|_| {
+            v.update(|x| x + 1).expect("update");
+            b.wait().expect("barrier")
+        })
+        .collect()
+}
+
+/// Takes the lock and dies holding it (killed by the parent).
+fn hold_forever(lock: Lock) {
+    let g = lock.lock().expect("lock");
+    std::mem::forget(g);
+    std::thread::sleep(Duration::from_secs(600));
 }
 
 fn step(n: u32, title: &str) {
@@ -202,7 +259,108 @@ fn main() -> Res<()> {
         );
     }
 
-    step(5, "process start+join latency (interleaved, 200 rounds each)");
+    step(5, "a Lock keeps each child's three lines together");
+    let lock = Lock::new()?;
+    let mut kids = Vec::new();
+    for (i, m) in METHODS.iter().chain(METHODS.iter()).enumerate() {
+        kids.push(
+            Process::new(print_block, (lock.clone_handle()?, i as u32))
+                .start_method(*m)
+                .start()?,
+        );
+    }
+    for k in &mut kids {
+        k.join()?;
+    }
+
+    step(6, "a Semaphore(2) lets at most two of six children in at once");
+    let sem = Semaphore::new(2)?;
+    let occ = Shared::new(Occupancy {
+        inside: AtomicU64::new(0),
+        max_inside: AtomicU64::new(0),
+    })?;
+    let mut kids = Vec::new();
+    for i in 0..6 {
+        let args = (sem.clone_handle()?, occ.clone_handle()?);
+        kids.push(Process::new(limited, args).start_method(METHODS[i % 2]).start()?);
+    }
+    for k in &mut kids {
+        k.join()?;
+    }
+    println!(
+        "    most children inside at once: {}",
+        occ.max_inside.load(Ordering::SeqCst)
+    );
+
+    step(7, "an Event releases waiting workers in other processes");
+    let go = Event::new()?;
+    let stamp = Shared::new(AtomicU64::new(0))?;
+    let mut kids = Vec::new();
+    for m in METHODS.iter().chain(METHODS.iter()) {
+        kids.push(
+            Process::new(released, (go.clone_handle()?, stamp.clone_handle()?))
+                .start_method(*m)
+                .start()?,
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100)); // let them reach wait()
+    stamp.store(now_ns(), Ordering::SeqCst);
+    go.set();
+    for k in &mut kids {
+        let us = k.join()?;
+        println!("    {:<10} woke {us} µs after set()", k.name());
+    }
+
+    step(8, "a Value counted by children meeting at a Barrier each round");
+    let barrier = Barrier::with_timeout(3, Some(Duration::from_secs(10)))?;
+    let total = Value::new(0u64)?;
+    let mut kids = Vec::new();
+    for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::Fork] {
+        kids.push(
+            Process::new(rounds, (barrier.clone_handle()?, total.clone_handle()?))
+                .start_method(m)
+                .start()?,
+        );
+    }
+    for k in &mut kids {
+        let indices = k.join()?;
+        println!("    {} arrival indices per round: {indices:?}", k.name());
+    }
+    println!(
+        "    value: {} (3 children × 3 rounds)",
+        total.get().map_err(|e| e.to_string())?
+    );
+
+    step(
+        9,
+        "a child SIGKILLed while holding a Lock does not hang the others",
+    );
+    for m in METHODS {
+        let lock = Lock::new()?;
+        let mut holder = Process::new(hold_forever, lock.clone_handle()?)
+            .start_method(m)
+            .start()?;
+        while !lock.is_locked() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        holder.kill()?;
+        let _ = holder.join();
+        let t = Instant::now();
+        match lock.lock_timeout(Duration::from_secs(5)) {
+            Err(LockError::OwnerDied(died)) => {
+                let tid = died.dead_owner_tid();
+                drop(died.into_guard());
+                println!(
+                    "    {m:?}: next lock() got OwnerDied (thread {tid}) after {:?}",
+                    t.elapsed()
+                );
+            }
+            Ok(_) => println!("    {m:?}: lock was free (unexpected)"),
+            Err(e) => println!("    {m:?}: {e}"),
+        };
+    }
+
+    step(10, "process start+join latency (interleaved, 200 rounds each)");
     let mut samples: [Vec<Duration>; 3] = Default::default();
     for _ in 0..200 {
         let t = Instant::now();
