@@ -1,5 +1,6 @@
 //! `Lock` and `RLock`: owning, cloneable handles to robust locks in their own segment.
 
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,7 @@ pub(crate) fn release_result(r: Result<(), ReleaseFail>) -> Result<(), ReleaseEr
 }
 
 macro_rules! lock_handle {
-    ($name:ident, $raw:ident, $guard:ident) => {
+    ($name:ident, $raw:ident, $guard:ident, $thread:ty) => {
         impl $name {
             /// A new, unlocked lock in its own anonymous segment.
             pub fn new() -> Result<Self, SegmentError> {
@@ -70,19 +71,26 @@ macro_rules! lock_handle {
 
             /// Blocks until the lock is held; the guard releases it.
             pub fn lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
-                to_result(self.cell.lock(None), || $guard { raw: &self.cell })
+                to_result(self.cell.lock(None), || $guard {
+                    raw: &self.cell,
+                    _thread: PhantomData,
+                })
             }
 
             /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
             pub fn lock_timeout(&self, timeout: Duration) -> Result<$guard<'_>, LockError<$guard<'_>>> {
                 to_result(self.cell.lock(deadline_after(timeout)), || $guard {
                     raw: &self.cell,
+                    _thread: PhantomData,
                 })
             }
 
             /// Takes the lock only if that needs no waiting (`WouldBlock` otherwise).
             pub fn try_lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
-                to_result(self.cell.try_lock(), || $guard { raw: &self.cell })
+                to_result(self.cell.try_lock(), || $guard {
+                    raw: &self.cell,
+                    _thread: PhantomData,
+                })
             }
 
             /// Python's `acquire()`: blocks until held. On `Err(OwnerDied)` the lock **is**
@@ -116,6 +124,8 @@ macro_rules! lock_handle {
         #[must_use = "the lock is released when the guard is dropped"]
         pub struct $guard<'a> {
             raw: &'a $raw,
+            /// `PhantomData<*const ()>` (`!Send`) when only the owning thread may release.
+            _thread: PhantomData<$thread>,
         }
 
         impl Drop for $guard<'_> {
@@ -166,7 +176,7 @@ pub struct Lock {
     cell: Shared<RawLock>,
 }
 
-lock_handle!(Lock, RawLock, LockGuard);
+lock_handle!(Lock, RawLock, LockGuard, ());
 
 impl Lock {
     /// Python's `release()`: any thread or process may release; `NotLocked` if free.
@@ -198,7 +208,7 @@ pub struct RLock {
     cell: Shared<RawRLock>,
 }
 
-lock_handle!(RLock, RawRLock, RLockGuard);
+lock_handle!(RLock, RawRLock, RLockGuard, *const ());
 
 impl RLock {
     /// Python's `release()`: releases one level; `NotOwner` from another thread.
@@ -213,11 +223,10 @@ impl RLock {
 }
 
 impl<'a> RLockGuard<'a> {
-    pub(crate) fn raw(&self) -> &'a RawRLock {
-        self.raw
-    }
-
     pub(crate) fn new(raw: &'a RawRLock) -> Self {
-        Self { raw }
+        Self {
+            raw,
+            _thread: PhantomData,
+        }
     }
 }

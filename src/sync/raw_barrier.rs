@@ -1,10 +1,11 @@
 //! `RawBarrier`: Python's `Barrier(parties)` in place in shared memory.
 //!
-//! An internal robust lock guards `count`, `broken` and `broken_gen`; `generation` is the
-//! futex word waiters sleep on. The last arrival of a round bumps `generation`, releasing the
-//! round. `abort`, `reset` and a timed-out `wait` break the *current* round: they record its
-//! number in `broken_gen` and bump `generation` too (so no sleeper misses it); a waiter of
-//! round `g` then knows it was released normally exactly when `broken_gen != g`.
+//! An internal robust lock guards `count`, `broken` and `outcomes`; `generation` is the
+//! futex word waiters sleep on. Every round ends by bumping `generation`: normally when its
+//! last party arrives, or broken by `abort`, `reset` or a timed-out `wait` (bumping it too
+//! means no sleeper can miss the break). Bit `g % 32` of `outcomes` records how round `g`
+//! ended, so a waiter that wakes late — even after later rounds ended — still reads its own
+//! round's outcome, as long as fewer than 32 rounds ended meanwhile.
 
 use std::time::Instant;
 
@@ -33,7 +34,8 @@ pub struct RawBarrier {
     count: AtomicU32,
     parties: AtomicU32,
     broken: AtomicU32,
-    broken_gen: AtomicU32,
+    /// Bit `g % 32` set: round `g` was broken.
+    outcomes: AtomicU32,
     _pad: AtomicU32,
 }
 
@@ -51,7 +53,6 @@ impl RawBarrier {
     pub fn new(parties: u32) -> Self {
         let b = Self::default();
         b.parties.store(parties.max(1), Ordering::Relaxed);
-        b.broken_gen.store(u32::MAX, Ordering::Relaxed);
         b
     }
 
@@ -74,9 +75,27 @@ impl RawBarrier {
         self.broken.store(1, Ordering::Relaxed);
         self.count.store(0, Ordering::Relaxed);
         let g = self.generation.load(Ordering::Relaxed);
-        self.broken_gen.store(g, Ordering::Relaxed);
+        self.end_round(g, true);
+    }
+
+    /// Records how round `g` ended and releases its waiters; internal lock held.
+    fn end_round(&self, g: u32, broken: bool) {
+        let bit = 1u32 << (g % 32);
+        let o = self.outcomes.load(Ordering::Relaxed);
+        self.outcomes
+            .store(if broken { o | bit } else { o & !bit }, Ordering::Relaxed);
+        // SYNC POINT (barrier round): release pairs with the acquire loads in `wait`.
         self.generation.store(g.wrapping_add(1), Ordering::SeqCst);
         park::wake_all(&self.generation);
+    }
+
+    /// How round `g` ended (internal lock held, round over).
+    fn outcome(&self, g: u32, index: u32) -> Result<u32, BarrierFail> {
+        if self.outcomes.load(Ordering::Relaxed) & (1u32 << (g % 32)) != 0 {
+            Err(BarrierFail::Broken)
+        } else {
+            Ok(index)
+        }
     }
 
     /// Waits for all parties; returns this party's arrival index (`0..parties`).
@@ -95,9 +114,7 @@ impl RawBarrier {
             let g = self.generation.load(Ordering::Relaxed);
             if index + 1 == parties {
                 self.count.store(0, Ordering::Relaxed);
-                // SYNC POINT (barrier round): release pairs with the acquire loads below.
-                self.generation.store(g.wrapping_add(1), Ordering::SeqCst);
-                park::wake_all(&self.generation);
+                self.end_round(g, false);
                 return Ok(index);
             }
             self.count.store(index + 1, Ordering::Relaxed);
@@ -106,21 +123,13 @@ impl RawBarrier {
         loop {
             if self.generation.load(Ordering::SeqCst) != g {
                 let _inner = self.enter()?;
-                return if self.broken_gen.load(Ordering::Relaxed) == g {
-                    Err(BarrierFail::Broken)
-                } else {
-                    Ok(index)
-                };
+                return self.outcome(g, index);
             }
             if !park::wait(&self.generation, g, deadline) && self.generation.load(Ordering::SeqCst) == g {
                 let _inner = self.enter()?;
                 if self.generation.load(Ordering::Relaxed) != g {
                     // Released (or broken) just as we timed out: report what happened.
-                    return if self.broken_gen.load(Ordering::Relaxed) == g {
-                        Err(BarrierFail::Broken)
-                    } else {
-                        Ok(index)
-                    };
+                    return self.outcome(g, index);
                 }
                 self.break_round();
                 return Err(BarrierFail::Timeout);

@@ -31,9 +31,9 @@ pub enum SemFail {
 pub struct RawSemaphore {
     value: AtomicU32,
     waiters: AtomicU32,
-    /// 0: unbounded; otherwise the largest value `release` may reach.
+    /// The largest value `release` may reach, when `bounded` is non-zero.
     bound: AtomicU32,
-    _pad: AtomicU32,
+    bounded: AtomicU32,
 }
 
 /// The largest value of an unbounded semaphore.
@@ -45,15 +45,16 @@ impl RawSemaphore {
         Self {
             value: AtomicU32::new(value),
             waiters: AtomicU32::new(0),
-            bound: AtomicU32::new(if bounded { value.max(1) } else { 0 }),
-            _pad: AtomicU32::new(0),
+            bound: AtomicU32::new(value),
+            bounded: AtomicU32::new(u32::from(bounded)),
         }
     }
 
     fn limit(&self) -> u32 {
-        match self.bound.load(Ordering::Relaxed) {
-            0 => SEM_VALUE_MAX,
-            b => b,
+        if self.bounded.load(Ordering::Relaxed) != 0 {
+            self.bound.load(Ordering::Relaxed).min(SEM_VALUE_MAX)
+        } else {
+            SEM_VALUE_MAX
         }
     }
 
@@ -136,6 +137,6 @@ impl RawSemaphore {
 
     /// The bound of a bounded semaphore.
     pub fn bound(&self) -> Option<u32> {
-        Some(self.bound.load(Ordering::Relaxed)).filter(|&b| b != 0)
+        (self.bounded.load(Ordering::Relaxed) != 0).then(|| self.bound.load(Ordering::Relaxed))
     }
 }

@@ -75,12 +75,12 @@ impl LockedHead {
     /// Runs `f` under the lock unless a data guard of this thread is alive.
     fn with<R>(&self, f: impl FnOnce() -> R) -> Result<R, LockError<R>> {
         let how = self.enter(None).map_err(fail)?;
+        // Released on every path, unwinding from a panicking `f` included.
+        let _unlock = Unlock(&self.lock);
         if self.borrowed.load(Ordering::Relaxed) != 0 {
-            let _ = self.lock.unlock();
             return Err(LockError::WouldBlock);
         }
         let r = f();
-        let _ = self.lock.unlock();
         match how {
             Acquired::Normal => Ok(r),
             Acquired::OwnerDied(tid) => Err(LockError::OwnerDied(OwnerDied { guard: r, tid })),
@@ -100,6 +100,15 @@ impl LockedHead {
     fn unborrow(&self) {
         self.borrowed.store(0, Ordering::Relaxed);
         let _ = self.lock.unlock();
+    }
+}
+
+/// Releases one level of the lock when dropped.
+struct Unlock<'a>(&'a RawRLock);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 
@@ -208,7 +217,10 @@ impl<T: Pod> Value<T> {
     /// Locks and returns a guard that derefs to the value.
     pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
         let how = self.cell.head.borrow().map_err(|e| e.map(|n| match n {}))?;
-        let g = ValueGuard { v: self };
+        let g = ValueGuard {
+            v: self,
+            _thread: PhantomData,
+        };
         match how {
             Acquired::Normal => Ok(g),
             Acquired::OwnerDied(tid) => Err(LockError::OwnerDied(OwnerDied { guard: g, tid })),
@@ -219,6 +231,8 @@ impl<T: Pod> Value<T> {
 /// `&mut T` access to a [`Value`] while its lock is held.
 pub struct ValueGuard<'a, T: Pod> {
     v: &'a Value<T>,
+    /// The lock is per thread: the guard must be dropped where it was made (`!Send`).
+    _thread: PhantomData<*const ()>,
 }
 
 impl<T: Pod> Deref for ValueGuard<'_, T> {
@@ -393,7 +407,10 @@ impl<T: Pod> Array<T> {
     /// Locks and returns a guard that derefs to the elements as a slice.
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
         let how = self.head().borrow().map_err(|e| e.map(|n| match n {}))?;
-        let g = ArrayGuard { a: self };
+        let g = ArrayGuard {
+            a: self,
+            _thread: PhantomData,
+        };
         match how {
             Acquired::Normal => Ok(g),
             Acquired::OwnerDied(tid) => Err(LockError::OwnerDied(OwnerDied { guard: g, tid })),
@@ -409,6 +426,8 @@ impl<T: Pod> Array<T> {
 /// `&mut [T]` access to an [`Array`] while its lock is held.
 pub struct ArrayGuard<'a, T: Pod> {
     a: &'a Array<T>,
+    /// The lock is per thread: the guard must be dropped where it was made (`!Send`).
+    _thread: PhantomData<*const ()>,
 }
 
 impl<T: Pod> Deref for ArrayGuard<'_, T> {
