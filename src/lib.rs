@@ -9,6 +9,7 @@ mod cell;
 mod error;
 mod loom;
 mod process;
+pub mod ring;
 mod shm;
 pub mod sync;
 pub mod sys;
