@@ -361,3 +361,85 @@ pub enum BarrierError {
     #[error("the barrier's shared memory is corrupted")]
     Corrupted,
 }
+
+/// Why a `put` did not enqueue; the item is handed back (Debug does not print it).
+///
+/// ```
+/// let q = shmproc::Queue::<u32>::new(1)?;
+/// q.put(1)?;
+/// assert!(matches!(q.try_put(2), Err(shmproc::PutError::Full(2))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[non_exhaustive]
+pub enum PutError<T> {
+    /// No room before the timeout (Python's `queue.Full`).
+    Full(T),
+    /// This handle was closed, or the queue shut down.
+    Closed(T),
+    /// The item could not be encoded.
+    Encode(T, String),
+    /// The queue's shared memory holds values no correct process writes.
+    Corrupted(T),
+}
+
+impl<T> PutError<T> {
+    /// The item that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(t) | Self::Closed(t) | Self::Encode(t, _) | Self::Corrupted(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("Full(..)"),
+            Self::Closed(_) => f.write_str("Closed(..)"),
+            Self::Encode(_, e) => write!(f, "Encode(.., {e:?})"),
+            Self::Corrupted(_) => f.write_str("Corrupted(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("the queue is full"),
+            Self::Closed(_) => f.write_str("the queue is closed"),
+            Self::Encode(_, e) => write!(f, "cannot encode the item: {e}"),
+            Self::Corrupted(_) => f.write_str("the queue's shared memory is corrupted"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}
+
+/// Why a `get` returned no item.
+///
+/// ```
+/// let q = shmproc::Queue::<u32>::new(0)?;
+/// assert_eq!(q.try_get(), Err(shmproc::GetError::Empty));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GetError {
+    /// Nothing arrived before the timeout (Python's `queue.Empty`).
+    #[error("the queue is empty")]
+    Empty,
+    /// The queue was shut down and is drained.
+    #[error("the queue is shut down and drained")]
+    Closed,
+    /// A message arrived but does not decode as the queue's item type.
+    #[error("cannot decode the item: {0}")]
+    Decode(String),
+    /// The queue's shared memory holds values no correct process writes.
+    #[error("the queue's shared memory is corrupted")]
+    Corrupted,
+}
+
+/// `JoinableQueue::task_done` called more often than items were put (Python's `ValueError`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("task_done() called more times than there were items")]
+pub struct TaskDoneError;

@@ -9,6 +9,7 @@ mod cell;
 mod error;
 mod loom;
 mod process;
+mod queue;
 pub mod ring;
 mod shm;
 pub mod sync;
@@ -16,8 +17,10 @@ pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
 pub use error::{
-    BarrierError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, ReleaseError, SegmentError,
+    BarrierError, GetError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, PutError, ReleaseError,
+    SegmentError, TaskDoneError,
 };
+pub use queue::{Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY};
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
     Process, ProcessBuilder, ProcessInfo, Run, StartMethod,

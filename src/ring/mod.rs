@@ -1,10 +1,15 @@
-//! Lock-free cores in shared memory: the SPSC ring and the event count that lets either
-//! side sleep. (The MPMC ring and the byte ring for variable-length frames are next.)
+//! Lock-free cores in shared memory: the SPSC ring of `Pod` items, the byte ring of
+//! variable-length frames, the message channel built on it, and the event count that lets
+//! either side sleep.
 
+mod bytes;
+mod channel;
 mod eventcount;
 mod pad;
 mod spsc;
 
+pub use bytes::{ByteRing, ByteRingIndices, Corrupt, FrameInfo, ABORT, FIRST, LAST};
+pub use channel::{ChanError, Channel, ChannelCtl, ChannelHeader};
 pub use eventcount::EventCount;
 pub use pad::CachePadded;
 pub use spsc::{Consumer, Producer, RingError, SpscHeader, SpscRing};

@@ -104,7 +104,9 @@ pub struct SpscRing<T: Pod> {
 
 impl<T: Pod> std::fmt::Debug for SpscRing<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpscRing").field("capacity", &self.cap).finish()
+        f.debug_struct("SpscRing")
+            .field("capacity", &self.cap)
+            .finish()
     }
 }
 
@@ -114,7 +116,11 @@ fn slots_offset<T>() -> usize {
 
 fn ring_fingerprint<T>() -> Fingerprint {
     let align = std::mem::align_of::<T>().max(std::mem::align_of::<SpscHeader>());
-    Fingerprint::new(1, align as u64, &format!("shmproc::SpscRing<{}>", std::any::type_name::<T>()))
+    Fingerprint::new(
+        1,
+        align as u64,
+        &format!("shmproc::SpscRing<{}>", std::any::type_name::<T>()),
+    )
 }
 
 impl<T: Pod> SpscRing<T> {
@@ -123,7 +129,10 @@ impl<T: Pod> SpscRing<T> {
         if std::mem::size_of::<T>() == 0 {
             return Err(SegmentError::Unsupported("zero-sized element types"));
         }
-        let cap = capacity.max(2).checked_next_power_of_two().ok_or(SegmentError::TooLarge(capacity as u128))?;
+        let cap = capacity
+            .max(2)
+            .checked_next_power_of_two()
+            .ok_or(SegmentError::TooLarge(capacity as u128))?;
         let bytes = cap
             .checked_mul(std::mem::size_of::<T>())
             .and_then(|b| b.checked_add(slots_offset::<T>()))
@@ -205,7 +214,10 @@ impl<T: Pod> SpscRing<T> {
     /// Items in the ring now (a snapshot; 0 if the indices are inconsistent).
     pub fn len(&self) -> usize {
         let h = self.header();
-        let n = h.tail.load(Ordering::Acquire).wrapping_sub(h.head.load(Ordering::Acquire));
+        let n = h
+            .tail
+            .load(Ordering::Acquire)
+            .wrapping_sub(h.head.load(Ordering::Acquire));
         if n > self.cap {
             0
         } else {
@@ -307,13 +319,18 @@ impl<T: Pod> Producer<'_, T> {
                 continue;
             }
             let key = ctl.not_full.prepare_wait();
-            if !self.room().is_ok_and(|r| r == 0) || ctl.closed.load(Ordering::SeqCst) & RX_CLOSED != 0 {
+            if !self.room().is_ok_and(|r| r == 0)
+                || ctl.closed.load(Ordering::SeqCst) & RX_CLOSED != 0
+            {
                 ctl.not_full.cancel_wait();
                 continue;
             }
             if !ctl.not_full.wait(key, deadline) && deadline.is_some_and(|d| Instant::now() >= d) {
                 return match self.try_push(value) {
-                    Ok(()) => Ok(self.notify()),
+                    Ok(()) => {
+                        self.notify();
+                        Ok(())
+                    }
                     Err(RingError::Full(v)) => Err(RingError::Timeout(Some(v))),
                     Err(e) => Err(e),
                 };
@@ -355,13 +372,15 @@ impl<T: Pod> Consumer<'_, T> {
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, RingError<T>> {
         if self.available()? == 0 {
-            return Err(if self.ring.header().ctl.closed.load(Ordering::Acquire) & TX_CLOSED != 0
-                && self.available()? == 0
-            {
-                RingError::Closed(None)
-            } else {
-                RingError::Empty
-            });
+            return Err(
+                if self.ring.header().ctl.closed.load(Ordering::Acquire) & TX_CLOSED != 0
+                    && self.available()? == 0
+                {
+                    RingError::Closed(None)
+                } else {
+                    RingError::Empty
+                },
+            );
         }
         let i = (self.head & (self.ring.cap - 1)) as usize;
         // SAFETY: `i < cap`; the slot was published (head < tail, checked against cap);
@@ -375,7 +394,8 @@ impl<T: Pod> Consumer<'_, T> {
 
     /// Takes up to `out.len()` items with one index update; returns how many.
     pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, RingError<()>> {
-        let n = (self.available().map_err(|_| RingError::Corrupted)?).min(out.len() as u64) as usize;
+        let n =
+            (self.available().map_err(|_| RingError::Corrupted)?).min(out.len() as u64) as usize;
         for (k, o) in out[..n].iter_mut().enumerate() {
             let i = (self.head.wrapping_add(k as u64) & (self.ring.cap - 1)) as usize;
             // SAFETY: as in `try_pop`, for each of the `n` published slots.
@@ -407,7 +427,9 @@ impl<T: Pod> Consumer<'_, T> {
                 continue;
             }
             let key = ctl.not_empty.prepare_wait();
-            if !self.available().is_ok_and(|n| n == 0) || ctl.closed.load(Ordering::SeqCst) & TX_CLOSED != 0 {
+            if !self.available().is_ok_and(|n| n == 0)
+                || ctl.closed.load(Ordering::SeqCst) & TX_CLOSED != 0
+            {
                 ctl.not_empty.cancel_wait();
                 if self.available()? == 0 {
                     // Closed and drained.

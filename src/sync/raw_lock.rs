@@ -207,6 +207,15 @@ impl RawLock {
     pub fn is_owned_by_me(&self) -> bool {
         self.owner_tid() == Some(park::me().0)
     }
+
+    /// Whether the lock is held by a thread that no longer runs (reads `/proc`; for waiters
+    /// that depend on the holder's progress without trying to take the lock themselves).
+    pub fn holder_is_dead(&self) -> bool {
+        match self.owner_tid() {
+            Some(tid) => !park::alive(tid, self.owner.load(Ordering::Relaxed)),
+            None => false,
+        }
+    }
 }
 
 /// A reentrant robust lock (Python's `RLock`): the owning thread may take it again; it is

@@ -1,0 +1,468 @@
+//! `Queue`, `SimpleQueue` and `JoinableQueue`: Python's multiprocessing queues on a
+//! shared-memory message channel (see [`ring::Channel`](crate::ring::Channel)).
+//!
+//! Items are encoded by a [`Codec`]: [`Postcard`] (the default; any `Serialize +
+//! DeserializeOwned` type, compact varint encoding) or [`PodCodec`] (any `bytemuck::Pod`
+//! type, copied as its bytes — no codec work at all). Pick the Pod path by naming it:
+//! `Queue::<u64, PodCodec>::new(0)`.
+//!
+//! Unlike Python's, `put` writes the item into shared memory before it returns (there is no
+//! feeder thread, so nothing is lost when the process exits right after a `put`, and `join`
+//! cannot hang on an undrained pipe), `qsize` is exact, and a message may be larger than the
+//! buffer (it streams through).
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{GetError, PutError, SegmentError, TaskDoneError};
+use crate::ring::{ChanError, Channel, EventCount};
+use crate::Shared;
+
+/// How queue items become bytes and back.
+pub trait Codec<T> {
+    /// Appends the encoding of `item` to `out`.
+    fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String>;
+    /// Decodes one item (the bytes come from another process: never trust them).
+    fn decode(bytes: &[u8]) -> Result<T, String>;
+}
+
+/// The default codec: postcard (serde, compact), for any `Serialize + DeserializeOwned` type.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Postcard;
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
+    fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        let bytes = postcard::to_extend(item, std::mem::take(out)).map_err(|e| e.to_string())?;
+        *out = bytes;
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<T, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// The zero-copy path for `Pod` items: the item's bytes as they are.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PodCodec;
+
+impl<T: Pod> Codec<T> for PodCodec {
+    fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(bytemuck::bytes_of(item));
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<T, String> {
+        bytemuck::try_pod_read_unaligned(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Default buffer size of a queue: 1 MiB.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
+/// A multi-producer multi-consumer FIFO queue between processes and threads; mirrors
+/// Python's `multiprocessing.Queue(maxsize)`.
+///
+/// Every blocking call has a timeout and a non-blocking form: `put` / `put_timeout` /
+/// `try_put` (`put_nowait`), `get` / `get_timeout` / `try_get` (`get_nowait`). Each process
+/// holds its own handle (`clone_handle`, or pass the queue in a child's arguments).
+///
+/// ```
+/// use shmproc::{Process, Queue};
+///
+/// fn produce(q: Queue<String>) {
+///     for i in 0..3 {
+///         q.put(format!("item {i}")).expect("put");
+///     }
+/// }
+///
+/// shmproc::init();
+/// let q = Queue::<String>::new(0)?; // 0: no item limit, as in Python
+/// let mut child = Process::new(produce, q.clone_handle()?).start()?;
+/// for i in 0..3 {
+///     assert_eq!(q.get()?, format!("item {i}"));
+/// }
+/// child.join()?;
+/// assert!(q.empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Queue<T, C: Codec<T> = Postcard> {
+    chan: Channel,
+    maxsize: u64,
+    closed: AtomicBool,
+    _t: PhantomData<fn(T) -> (T, C)>,
+}
+
+impl<T, C: Codec<T>> std::fmt::Debug for Queue<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("maxsize", &self.maxsize)
+            .field("qsize", &self.qsize())
+            .finish()
+    }
+}
+
+impl<T, C: Codec<T>> Queue<T, C> {
+    /// A queue holding at most `maxsize` items (`0`: no limit, as in Python) in a 1 MiB
+    /// buffer.
+    pub fn new(maxsize: usize) -> Result<Self, SegmentError> {
+        Self::with_capacity(maxsize, DEFAULT_CAPACITY)
+    }
+
+    /// A queue with an item limit (`0`: none) and a buffer of `bytes` bytes (rounded up to
+    /// a power of two). Messages larger than a quarter of the buffer are streamed in parts.
+    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self, SegmentError> {
+        Ok(Self {
+            chan: Channel::new(bytes)?,
+            maxsize: maxsize as u64,
+            closed: AtomicBool::new(false),
+            _t: PhantomData,
+        })
+    }
+
+    /// Another handle to the same queue (not closed, even if this one is).
+    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+        Ok(Self {
+            chan: self.chan.clone_handle()?,
+            maxsize: self.maxsize,
+            closed: AtomicBool::new(false),
+            _t: PhantomData,
+        })
+    }
+
+    fn limit(&self) -> Option<u64> {
+        (self.maxsize > 0).then_some(self.maxsize)
+    }
+
+    fn put_deadline(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(PutError::Closed(item));
+        }
+        let mut buf = Vec::new();
+        if let Err(e) = C::encode(&item, &mut buf) {
+            return Err(PutError::Encode(item, e));
+        }
+        match self.chan.send(&buf, self.limit(), deadline) {
+            Ok(()) => Ok(()),
+            Err(ChanError::Full | ChanError::Timeout) => Err(PutError::Full(item)),
+            Err(ChanError::Closed) => Err(PutError::Closed(item)),
+            Err(ChanError::Corrupted) => Err(PutError::Corrupted(item)),
+        }
+    }
+
+    /// Puts `item`, waiting for room as long as needed (Python's `put(item)`).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_deadline(item, None)
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room (`Full` after that).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_deadline(item, deadline_after(timeout))
+    }
+
+    /// Puts `item` only if there is room now (Python's `put_nowait`).
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_deadline(item, Some(Instant::now()))
+    }
+
+    fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, GetError> {
+        match self.chan.recv(deadline) {
+            Ok(bytes) => C::decode(&bytes).map_err(GetError::Decode),
+            Err(ChanError::Timeout | ChanError::Full) => Err(GetError::Empty),
+            Err(ChanError::Closed) => Err(GetError::Closed),
+            Err(ChanError::Corrupted) => Err(GetError::Corrupted),
+        }
+    }
+
+    /// Takes the oldest item, waiting as long as needed (Python's `get()`).
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_deadline(None)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (`Empty` after that).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.get_deadline(deadline_after(timeout))
+    }
+
+    /// Takes the oldest item only if one is there now (Python's `get_nowait`).
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.get_deadline(Some(Instant::now()))
+    }
+
+    /// Number of items in the queue (exact, unlike Python's approximate `qsize`).
+    pub fn qsize(&self) -> usize {
+        self.chan.len() as usize
+    }
+
+    /// Whether the queue is empty now.
+    pub fn empty(&self) -> bool {
+        self.chan.is_empty()
+    }
+
+    /// Whether the item limit is reached now (never, without a limit).
+    pub fn full(&self) -> bool {
+        self.maxsize > 0 && self.chan.len() >= self.maxsize
+    }
+
+    /// This handle will put no more (Python's `close()`); other handles are unaffected.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Shuts the whole queue down (Python 3.13's `shutdown()`): blocked and later `put`s
+    /// fail with `Closed`, `get`s drain what is left and then fail with `Closed`.
+    pub fn shutdown(&self) {
+        self.chan.shutdown();
+    }
+
+    /// The item limit (0: none).
+    pub fn maxsize(&self) -> usize {
+        self.maxsize as usize
+    }
+}
+
+/// What crosses to a child: the channel and the item limit.
+#[derive(Serialize, Deserialize)]
+struct QueueToken {
+    chan: Channel,
+    maxsize: u64,
+}
+
+impl<T, C: Codec<T>> Serialize for Queue<T, C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (&self.chan, self.maxsize).serialize(s)
+    }
+}
+
+impl<'de, T, C: Codec<T>> Deserialize<'de> for Queue<T, C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = QueueToken::deserialize(d)?;
+        Ok(Self {
+            chan: t.chan,
+            maxsize: t.maxsize,
+            closed: AtomicBool::new(false),
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A queue with only `put`, `get`, `empty` and `close`; mirrors Python's
+/// `multiprocessing.SimpleQueue`. No item limit.
+///
+/// ```
+/// let q = shmproc::SimpleQueue::<(u8, String)>::new()?;
+/// q.put((1, "one".into()))?;
+/// assert_eq!(q.get()?, (1, "one".to_owned()));
+/// assert!(q.empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct SimpleQueue<T, C: Codec<T> = Postcard> {
+    q: Queue<T, C>,
+}
+
+impl<T, C: Codec<T>> SimpleQueue<T, C> {
+    /// A new queue with a 1 MiB buffer.
+    pub fn new() -> Result<Self, SegmentError> {
+        Ok(Self { q: Queue::new(0)? })
+    }
+
+    /// Another handle to the same queue.
+    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+        Ok(Self {
+            q: self.q.clone_handle()?,
+        })
+    }
+
+    /// Puts an item (waits while the buffer is full).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.q.put(item)
+    }
+
+    /// Takes the oldest item (waits while empty).
+    pub fn get(&self) -> Result<T, GetError> {
+        self.q.get()
+    }
+
+    /// Whether the queue is empty now.
+    pub fn empty(&self) -> bool {
+        self.q.empty()
+    }
+
+    /// This handle will put no more.
+    pub fn close(&self) {
+        self.q.close()
+    }
+}
+
+/// Count of unfinished tasks of a `JoinableQueue`, and the word `join` sleeps on.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct JoinState {
+    unfinished: std::sync::atomic::AtomicU64,
+    done: EventCount,
+}
+
+// SAFETY: repr(C) of atomics; a corrupted count is at worst a wrong count.
+unsafe impl crate::ShmSafe for JoinState {}
+
+/// A `Queue` whose consumers confirm each item with `task_done`, so producers can `join`
+/// until all are processed; mirrors Python's `multiprocessing.JoinableQueue`.
+///
+/// ```
+/// use shmproc::{JoinableQueue, Process};
+/// let q = JoinableQueue::<u32>::new(0)?;
+/// let worker = q.clone_handle()?;
+/// let mut child = Process::fork(move || {
+///     for _ in 0..3 {
+///         worker.get().expect("get");
+///         worker.task_done().expect("task_done");
+///     }
+/// })
+/// .start()?;
+/// for i in 0..3 { q.put(i)?; }
+/// q.join();
+/// child.join()?;
+/// assert!(q.task_done().is_err()); // more task_done than items: Python's ValueError
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct JoinableQueue<T, C: Codec<T> = Postcard> {
+    q: Queue<T, C>,
+    state: Shared<JoinState>,
+}
+
+impl<T, C: Codec<T>> JoinableQueue<T, C> {
+    /// A queue with an item limit (0: none).
+    pub fn new(maxsize: usize) -> Result<Self, SegmentError> {
+        Ok(Self {
+            q: Queue::new(maxsize)?,
+            state: Shared::new(JoinState::default())?,
+        })
+    }
+
+    /// Another handle to the same queue.
+    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+        Ok(Self {
+            q: self.q.clone_handle()?,
+            state: self.state.clone_handle()?,
+        })
+    }
+
+    /// The queue itself (`get`, `qsize`, `try_get`, …).
+    pub fn queue(&self) -> &Queue<T, C> {
+        &self.q
+    }
+
+    fn put_with(
+        &self,
+        item: T,
+        put: impl FnOnce(&Queue<T, C>, T) -> Result<(), PutError<T>>,
+    ) -> Result<(), PutError<T>> {
+        self.state.unfinished.fetch_add(1, Ordering::SeqCst);
+        let r = put(&self.q, item);
+        if r.is_err() {
+            self.finish_one().ok();
+        }
+        r
+    }
+
+    /// Puts an item and counts it as an unfinished task.
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_with(item, |q, i| q.put(i))
+    }
+
+    /// `put` with a timeout.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_with(item, |q, i| q.put_timeout(i, timeout))
+    }
+
+    /// `put` only if there is room now.
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_with(item, |q, i| q.try_put(i))
+    }
+
+    /// Takes the oldest item.
+    pub fn get(&self) -> Result<T, GetError> {
+        self.q.get()
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.q.get_timeout(timeout)
+    }
+
+    /// Takes the oldest item only if one is there now.
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.q.try_get()
+    }
+
+    fn finish_one(&self) -> Result<(), TaskDoneError> {
+        let s = &self.state;
+        let mut n = s.unfinished.load(Ordering::SeqCst);
+        loop {
+            if n == 0 {
+                return Err(TaskDoneError);
+            }
+            match s
+                .unfinished
+                .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        if n == 1 {
+            s.done.notify();
+        }
+        Ok(())
+    }
+
+    /// Marks one item taken with `get` as processed.
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.finish_one()
+    }
+
+    fn join_deadline(&self, deadline: Option<Instant>) -> bool {
+        let s = &self.state;
+        loop {
+            if s.unfinished.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            let key = s.done.prepare_wait();
+            if s.unfinished.load(Ordering::SeqCst) == 0 {
+                s.done.cancel_wait();
+                return true;
+            }
+            if !s.done.wait(key, deadline) && deadline.is_some_and(|d| Instant::now() >= d) {
+                return s.unfinished.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+
+    /// Blocks until every item put has been marked done.
+    pub fn join(&self) {
+        self.join_deadline(None);
+    }
+
+    /// `join` with a timeout; returns whether all tasks were done.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.join_deadline(deadline_after(timeout))
+    }
+
+    /// Unfinished tasks now.
+    pub fn unfinished_tasks(&self) -> u64 {
+        self.state.unfinished.load(Ordering::SeqCst)
+    }
+}

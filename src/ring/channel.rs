@@ -1,0 +1,396 @@
+//! `Channel`: whole messages of bytes over a byte ring, for any number of writers and
+//! readers in any processes, serialized per side by robust locks. `Queue` and `Connection`
+//! are built on it.
+//!
+//! Writers take the write lock for a whole message, so the frames of two messages never
+//! interleave and a message larger than the ring streams through in parts while the reader
+//! drains it. Readers take the read lock for a whole message.
+//!
+//! Death of a peer in the middle of a message:
+//! - a writer that dies after writing part of a message leaves `writer_mid` set; the next
+//!   writer takes the lock over (`OwnerDied`) and first writes an `ABORT` frame, and a reader
+//!   waiting for the rest notices the dead lock holder and drops the partial message;
+//! - a reader that dies after consuming part of a message leaves `reader_mid` set; the next
+//!   reader skips the remaining frames of that message. That message is lost (it was never
+//!   returned to anyone); every other message is delivered exactly once. A reader killed
+//!   after its last frame was consumed but before its call returned loses that message too:
+//!   delivery is *at most once* at a reader's death, exactly once otherwise.
+
+use std::time::{Duration, Instant};
+
+use super::bytes::{ByteRing, ByteRingIndices, ABORT, FIRST, LAST};
+use super::eventcount::EventCount;
+use super::pad::CachePadded;
+use crate::error::SegmentError;
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
+use crate::shm::Fingerprint;
+use crate::sync::park;
+use crate::sync::{Acquired, LockFail, RawLock};
+use crate::Segment;
+
+/// Why a channel operation did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChanError {
+    /// The deadline passed with no room for the message (or the item limit reached).
+    Full,
+    /// The deadline passed with no message to receive.
+    Timeout,
+    /// The channel was shut down (and, for readers, is drained).
+    Closed,
+    /// The shared state holds values a correct peer never writes.
+    Corrupted,
+}
+
+/// Shared control block of a channel.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ChannelCtl {
+    write_lock: RawLock,
+    read_lock: RawLock,
+    not_empty: EventCount,
+    not_full: EventCount,
+    /// Messages fully written / fully read (their difference is the exact length).
+    committed: AtomicU64,
+    consumed: AtomicU64,
+    writer_mid: AtomicU32,
+    reader_mid: AtomicU32,
+    shutdown: AtomicU32,
+    _pad: AtomicU32,
+}
+
+/// The shared part of a channel: ring indices, control block, then the buffer.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ChannelHeader {
+    idx: ByteRingIndices,
+    ctl: CachePadded<ChannelCtl>,
+}
+
+const HEADER: usize = std::mem::size_of::<ChannelHeader>();
+
+fn fingerprint() -> Fingerprint {
+    Fingerprint::new(
+        1,
+        std::mem::align_of::<ChannelHeader>() as u64,
+        "shmproc::Channel",
+    )
+}
+
+/// A message channel in its own segment. Cheap to clone a handle of; see the module docs.
+#[derive(Debug)]
+pub struct Channel {
+    seg: Segment,
+    cap: usize,
+}
+
+/// How long a reader waiting for the rest of a message sleeps between checks that the
+/// writer still lives.
+const MID_MESSAGE_CHECK: Duration = Duration::from_millis(20);
+
+impl Channel {
+    /// A channel with a buffer of `capacity` bytes (rounded up to a power of two ≥ 256).
+    pub fn new(capacity: usize) -> Result<Self, SegmentError> {
+        let cap = capacity
+            .max(256)
+            .checked_next_power_of_two()
+            .ok_or(SegmentError::TooLarge(capacity as u128))?;
+        let len = HEADER
+            .checked_add(cap)
+            .ok_or(SegmentError::TooLarge(cap as u128))?;
+        let seg = Segment::anonymous(fingerprint(), len)?;
+        // SAFETY: a new zeroed segment, aligned for the header, not shared yet.
+        unsafe {
+            std::ptr::write(
+                seg.as_ptr().cast::<ChannelHeader>(),
+                ChannelHeader::default(),
+            )
+        };
+        Self::wrap(seg)
+    }
+
+    pub(crate) fn wrap(seg: Segment) -> Result<Self, SegmentError> {
+        let cap = seg
+            .len()
+            .checked_sub(HEADER)
+            .ok_or(SegmentError::Corrupt("channel segment too short"))?;
+        if cap < 256 || !cap.is_power_of_two() {
+            return Err(SegmentError::Corrupt(
+                "channel buffer is not a power of two",
+            ));
+        }
+        Ok(Self { seg, cap })
+    }
+
+    /// Another handle to the same channel.
+    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+        Self::wrap(self.seg.try_clone()?)
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    fn header(&self) -> &ChannelHeader {
+        // SAFETY: the segment starts with a `ChannelHeader` (aligned; atomics only).
+        unsafe { &*self.seg.as_ptr().cast::<ChannelHeader>() }
+    }
+
+    fn ctl(&self) -> &ChannelCtl {
+        &self.header().ctl
+    }
+
+    fn ring(&self) -> ByteRing<'_> {
+        // SAFETY: the buffer is the `cap` bytes after the header (checked in `wrap`), 8-aligned
+        // (the header size is a multiple of 128), mapped while `self` lives, and used only
+        // through byte rings over this header's indices.
+        unsafe { ByteRing::new(&self.header().idx, self.seg.as_ptr().add(HEADER), self.cap) }
+    }
+
+    /// Buffer size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Messages in the channel now (exact when no message is half written or read).
+    pub fn len(&self) -> u64 {
+        let c = self.ctl();
+        c.committed
+            .load(Ordering::Acquire)
+            .saturating_sub(c.consumed.load(Ordering::Acquire))
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Shuts the channel down: blocked and later sends fail with `Closed`; receivers drain
+    /// what is there, then get `Closed` (Python 3.13's `Queue.shutdown()`).
+    pub fn shutdown(&self) {
+        let c = self.ctl();
+        c.shutdown.store(1, Ordering::SeqCst);
+        c.not_empty.notify();
+        c.not_full.notify();
+    }
+
+    /// Whether the channel was shut down.
+    pub fn is_shutdown(&self) -> bool {
+        self.ctl().shutdown.load(Ordering::Acquire) != 0
+    }
+
+    fn lock(lock: &RawLock, deadline: Option<Instant>) -> Result<Acquired, ChanError> {
+        lock.lock(deadline).map_err(|e| match e {
+            LockFail::Timeout | LockFail::WouldBlock => ChanError::Timeout,
+            _ => ChanError::Corrupted,
+        })
+    }
+
+    /// Sleeps on `ec` until `ready()` or `deadline`; `false` on timeout.
+    fn wait_for(
+        ec: &EventCount,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
+        loop {
+            if ready() || park::spin_while(|| !ready()) {
+                return true;
+            }
+            let key = ec.prepare_wait();
+            if ready() {
+                ec.cancel_wait();
+                return true;
+            }
+            if !ec.wait(key, deadline) && deadline.is_some_and(|d| Instant::now() >= d) {
+                return ready();
+            }
+        }
+    }
+
+    /// Sends one message. `item_limit` (if any) caps the number of queued messages.
+    pub fn send(
+        &self,
+        msg: &[u8],
+        item_limit: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> Result<(), ChanError> {
+        let c = self.ctl();
+        let how = Self::lock(&c.write_lock, deadline)?;
+        let _unlock = Unlock(&c.write_lock);
+        let ring = self.ring();
+        if matches!(how, Acquired::OwnerDied(_)) && c.writer_mid.load(Ordering::Relaxed) != 0 {
+            // The previous writer died mid-message: tell readers to drop its partial message.
+            if !Self::wait_for(&c.not_full, None, || ring.fits(0).unwrap_or(true)) {
+                return Err(ChanError::Timeout);
+            }
+            if !ring
+                .try_write(&[], ABORT)
+                .map_err(|_| ChanError::Corrupted)?
+            {
+                return Err(ChanError::Corrupted);
+            }
+            c.writer_mid.store(0, Ordering::Relaxed);
+            c.not_empty.notify();
+        }
+        let closed = || c.shutdown.load(Ordering::Acquire) != 0;
+        if closed() {
+            return Err(ChanError::Closed);
+        }
+        if let Some(limit) = item_limit {
+            let room = || closed() || self.len() < limit;
+            if !Self::wait_for(&c.not_full, deadline, room) {
+                return Err(ChanError::Full);
+            }
+            if closed() {
+                return Err(ChanError::Closed);
+            }
+        }
+        let max = ring.max_frame();
+        let parts = msg.len().div_ceil(max).max(1);
+        for (k, part) in msg
+            .chunks(max)
+            .chain((msg.is_empty()).then_some(&[][..]))
+            .enumerate()
+        {
+            let mut flags = 0;
+            if k == 0 {
+                flags |= FIRST;
+            }
+            if k + 1 == parts {
+                flags |= LAST;
+            }
+            // The deadline only bounds the wait for the message to start: once part of it
+            // is out, the rest follows as readers drain it (readers drain after a shutdown
+            // too), like a blocking write to a pipe.
+            if k == 0 {
+                let fits = || closed() || ring.fits(part.len()).unwrap_or(true);
+                if !Self::wait_for(&c.not_full, deadline, fits) {
+                    return Err(ChanError::Full);
+                }
+                if closed() {
+                    return Err(ChanError::Closed);
+                }
+            } else {
+                Self::wait_for(&c.not_full, None, || ring.fits(part.len()).unwrap_or(true));
+            }
+            if !ring
+                .try_write(part, flags)
+                .map_err(|_| ChanError::Corrupted)?
+            {
+                return Err(ChanError::Corrupted);
+            }
+            c.writer_mid
+                .store(u32::from(flags & LAST == 0), Ordering::Relaxed);
+            c.not_empty.notify();
+        }
+        c.committed.fetch_add(1, Ordering::AcqRel);
+        c.not_empty.notify();
+        Ok(())
+    }
+
+    /// Receives one whole message, appending it to `out` (cleared first).
+    pub fn recv_into(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), ChanError> {
+        out.clear();
+        let c = self.ctl();
+        let how = Self::lock(&c.read_lock, deadline)?;
+        let _unlock = Unlock(&c.read_lock);
+        let ring = self.ring();
+        // Frames left over from a reader that died mid-message are skipped up to its LAST.
+        let mut skipping =
+            matches!(how, Acquired::OwnerDied(_)) && c.reader_mid.load(Ordering::Relaxed) != 0;
+        let mut mid = false;
+        loop {
+            let frame = ring.peek().map_err(|_| ChanError::Corrupted)?;
+            let Some(info) = frame else {
+                if mid || skipping {
+                    // The rest of this message must come from a live writer.
+                    let more = Self::wait_for(
+                        &c.not_empty,
+                        Some(Instant::now() + MID_MESSAGE_CHECK),
+                        || !matches!(ring.peek(), Ok(None)),
+                    );
+                    // The writer holds the write lock for the whole message: if nobody
+                    // holds it, or its holder died, the rest will never come.
+                    if !more && (!c.write_lock.is_locked() || c.write_lock.holder_is_dead()) {
+                        // Its writer died: the next writer will send ABORT; drop the part.
+                        out.clear();
+                        mid = false;
+                        skipping = false;
+                        c.reader_mid.store(0, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                let drained_closed = || c.shutdown.load(Ordering::Acquire) != 0;
+                if drained_closed() {
+                    return Err(ChanError::Closed);
+                }
+                let ready = || !matches!(ring.peek(), Ok(None)) || drained_closed();
+                if !Self::wait_for(&c.not_empty, deadline, ready) {
+                    return Err(ChanError::Timeout);
+                }
+                continue;
+            };
+            if info.flags & ABORT != 0 {
+                ring.skip(info).map_err(|_| ChanError::Corrupted)?;
+                out.clear();
+                mid = false;
+                skipping = false;
+                c.reader_mid.store(0, Ordering::Relaxed);
+                c.not_full.notify();
+                continue;
+            }
+            if skipping || (!mid && info.flags & FIRST == 0) {
+                // A stray continuation: the rest of a message whose reader died.
+                ring.skip(info).map_err(|_| ChanError::Corrupted)?;
+                if info.flags & LAST != 0 {
+                    skipping = false;
+                    c.reader_mid.store(0, Ordering::Relaxed);
+                    c.consumed.fetch_add(1, Ordering::AcqRel);
+                }
+                c.not_full.notify();
+                continue;
+            }
+            if mid && info.flags & FIRST != 0 {
+                return Err(ChanError::Corrupted);
+            }
+            ring.take(info, out).map_err(|_| ChanError::Corrupted)?;
+            c.not_full.notify();
+            if info.flags & LAST != 0 {
+                c.reader_mid.store(0, Ordering::Relaxed);
+                c.consumed.fetch_add(1, Ordering::AcqRel);
+                c.not_full.notify();
+                return Ok(());
+            }
+            mid = true;
+            c.reader_mid.store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Receives one whole message.
+    pub fn recv(&self, deadline: Option<Instant>) -> Result<Vec<u8>, ChanError> {
+        let mut v = Vec::new();
+        self.recv_into(&mut v, deadline).map(|()| v)
+    }
+}
+
+/// Releases a lock when dropped (also when unwinding).
+struct Unlock<'a>(&'a RawLock);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+impl serde::Serialize for Channel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.seg.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Channel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let seg = crate::shm::transfer::deserialize_segment(d, Some(&fingerprint()))?;
+        Self::wrap(seg).map_err(|e| crate::shm::transfer::fail::<D::Error>(e.to_string()))
+    }
+}
