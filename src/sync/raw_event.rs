@@ -1,21 +1,25 @@
 //! `RawEvent`: Python's `Event` in place in shared memory.
 //!
-//! `flag` is what `is_set` reports; `generation` (the futex word) counts `set` calls, so a
-//! `set` immediately followed by `clear` still releases everyone who was already waiting:
-//! they wait for the generation to move, not for the flag to stay up. `waiters` lets `set`
-//! skip `futex_wake` when nobody sleeps (the same SeqCst handshake as `RawSemaphore`).
+//! One futex word holds the flag (bit 0) and a generation counter (bits 1..) that every
+//! `set` moves, in a single atomic step. A waiter waits for the flag *or* a generation move,
+//! so a `set` immediately followed by `clear` still releases everyone who was already
+//! waiting, and since flag and generation change together, a waiter that saw one `set` and
+//! started a new wait after `clear` can never be released by that same `set`. `waiters` lets
+//! `set` skip `futex_wake` when nobody sleeps (the SeqCst handshake of `RawSemaphore`).
 
 use std::time::Instant;
 
 use super::park;
 use crate::loom::{AtomicU32, Ordering};
 
-/// An event flag with a generation counter; `#[repr(C)]`, all-zero is "clear".
+/// An event flag and a generation counter in ONE word (bit 0: flag; bits 1..: generation),
+/// so `set` (flag up + generation bump) is a single atomic step; `#[repr(C)]`, all-zero is
+/// "clear".
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct RawEvent {
-    flag: AtomicU32,
-    generation: AtomicU32,
+    state: AtomicU32,
+    _reserved: AtomicU32,
     waiters: AtomicU32,
     _pad: AtomicU32,
 }
@@ -28,42 +32,51 @@ impl RawEvent {
 
     /// Sets the flag and wakes every waiter, in every process.
     pub fn set(&self) {
-        // SYNC POINT (event): release (SeqCst) pairs with the acquire loads in `wait`.
-        self.flag.store(1, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        // SYNC POINT (event): one RMW raises the flag and moves the generation.
+        let mut v = self.state.load(Ordering::Relaxed);
+        loop {
+            match self
+                .state
+                .compare_exchange_weak(v, v.wrapping_add(2) | 1, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            park::wake_all(&self.generation);
+            park::wake_all(&self.state);
         }
     }
 
     /// Clears the flag.
     pub fn clear(&self) {
-        self.flag.store(0, Ordering::SeqCst);
+        self.state.fetch_and(!1, Ordering::SeqCst);
     }
 
-    /// Whether the flag is set (any non-zero value written by a peer counts as set).
+    /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        self.flag.load(Ordering::Acquire) != 0
+        self.state.load(Ordering::Acquire) & 1 != 0
     }
 
     /// Waits until the flag is set or a `set` happens, or until `deadline`.
     /// Returns whether the event was set (Python's `wait` result).
     pub fn wait(&self, deadline: Option<Instant>) -> bool {
-        if self.is_set() {
+        let v0 = self.state.load(Ordering::SeqCst);
+        if v0 & 1 != 0 {
             return true;
         }
-        let g = self.generation.load(Ordering::SeqCst);
-        let moved = || self.flag.load(Ordering::SeqCst) != 0 || self.generation.load(Ordering::SeqCst) != g;
-        if moved() || park::spin_while(|| !moved()) {
+        let moved = |v: u32| v & 1 != 0 || (v & !1) != v0;
+        if park::spin_while(|| !moved(self.state.load(Ordering::SeqCst))) {
             return true;
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let result = loop {
-            if moved() {
+            let v = self.state.load(Ordering::SeqCst);
+            if moved(v) {
                 break true;
             }
-            if !park::wait(&self.generation, g, deadline) {
-                break moved();
+            if !park::wait(&self.state, v, deadline) {
+                break moved(self.state.load(Ordering::SeqCst));
             }
         };
         self.waiters.fetch_sub(1, Ordering::SeqCst);
