@@ -15,6 +15,13 @@
 //!   returned to anyone); every other message is delivered exactly once. A reader killed
 //!   after its last frame was consumed but before its call returned loses that message too:
 //!   delivery is *at most once* at a reader's death, exactly once otherwise.
+//! - known gap: a writer killed between its last frame and the `committed` count (or a
+//!   reader between its last frame and `consumed`) leaves `len()` off by one for good.
+//!
+//! Deadlines bound the wait for a message to *start*: once its first frame has moved, the
+//! rest follows as long as the peer lives (like a blocking pipe write). A hostile peer that
+//! keeps a lock it never uses can therefore stall the others (it could also just never
+//! write); it cannot cause undefined behaviour.
 
 use std::time::{Duration, Instant};
 
@@ -99,12 +106,7 @@ impl Channel {
             .ok_or(SegmentError::TooLarge(cap as u128))?;
         let seg = Segment::anonymous(fingerprint(), len)?;
         // SAFETY: a new zeroed segment, aligned for the header, not shared yet.
-        unsafe {
-            std::ptr::write(
-                seg.as_ptr().cast::<ChannelHeader>(),
-                ChannelHeader::default(),
-            )
-        };
+        unsafe { std::ptr::write(seg.as_ptr().cast::<ChannelHeader>(), ChannelHeader::default()) };
         Self::wrap(seg)
     }
 
@@ -114,9 +116,7 @@ impl Channel {
             .checked_sub(HEADER)
             .ok_or(SegmentError::Corrupt("channel segment too short"))?;
         if cap < 256 || !cap.is_power_of_two() {
-            return Err(SegmentError::Corrupt(
-                "channel buffer is not a power of two",
-            ));
+            return Err(SegmentError::Corrupt("channel buffer is not a power of two"));
         }
         Ok(Self { seg, cap })
     }
@@ -187,11 +187,7 @@ impl Channel {
     }
 
     /// Sleeps on `ec` until `ready()` or `deadline`; `false` on timeout.
-    fn wait_for(
-        ec: &EventCount,
-        deadline: Option<Instant>,
-        mut ready: impl FnMut() -> bool,
-    ) -> bool {
+    fn wait_for(ec: &EventCount, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
         loop {
             if ready() || park::spin_while(|| !ready()) {
                 return true;
@@ -215,18 +211,16 @@ impl Channel {
         deadline: Option<Instant>,
     ) -> Result<(), ChanError> {
         let c = self.ctl();
-        let how = Self::lock(&c.write_lock, deadline)?;
+        Self::lock(&c.write_lock, deadline)?;
         let _unlock = Unlock(&c.write_lock);
         let ring = self.ring();
-        if matches!(how, Acquired::OwnerDied(_)) && c.writer_mid.load(Ordering::Relaxed) != 0 {
-            // The previous writer died mid-message: tell readers to drop its partial message.
-            if !Self::wait_for(&c.not_full, None, || ring.fits(0).unwrap_or(true)) {
-                return Err(ChanError::Timeout);
+        if c.writer_mid.load(Ordering::Relaxed) != 0 {
+            // The previous writer died (or gave up) mid-message: tell readers to drop its
+            // partial message first.
+            if !Self::wait_for(&c.not_full, deadline, || ring.fits(0).unwrap_or(true)) {
+                return Err(ChanError::Full);
             }
-            if !ring
-                .try_write(&[], ABORT)
-                .map_err(|_| ChanError::Corrupted)?
-            {
+            if !ring.try_write(&[], ABORT).map_err(|_| ChanError::Corrupted)? {
                 return Err(ChanError::Corrupted);
             }
             c.writer_mid.store(0, Ordering::Relaxed);
@@ -273,14 +267,17 @@ impl Channel {
             } else {
                 Self::wait_for(&c.not_full, None, || ring.fits(part.len()).unwrap_or(true));
             }
-            if !ring
-                .try_write(part, flags)
-                .map_err(|_| ChanError::Corrupted)?
-            {
+            // Mark the message in progress *before* its first frame is visible, so a writer
+            // killed right after publishing it still leaves the mark for the next writer.
+            if flags & LAST == 0 {
+                c.writer_mid.store(1, Ordering::Relaxed);
+            }
+            if !ring.try_write(part, flags).map_err(|_| ChanError::Corrupted)? {
                 return Err(ChanError::Corrupted);
             }
-            c.writer_mid
-                .store(u32::from(flags & LAST == 0), Ordering::Relaxed);
+            if flags & LAST != 0 {
+                c.writer_mid.store(0, Ordering::Relaxed);
+            }
             c.not_empty.notify();
         }
         c.committed.fetch_add(1, Ordering::AcqRel);
@@ -296,22 +293,22 @@ impl Channel {
         let _unlock = Unlock(&c.read_lock);
         let ring = self.ring();
         // Frames left over from a reader that died mid-message are skipped up to its LAST.
-        let mut skipping =
-            matches!(how, Acquired::OwnerDied(_)) && c.reader_mid.load(Ordering::Relaxed) != 0;
+        let mut skipping = matches!(how, Acquired::OwnerDied(_)) && c.reader_mid.load(Ordering::Relaxed) != 0;
         let mut mid = false;
         loop {
             let frame = ring.peek().map_err(|_| ChanError::Corrupted)?;
             let Some(info) = frame else {
                 if mid || skipping {
                     // The rest of this message must come from a live writer.
-                    let more = Self::wait_for(
-                        &c.not_empty,
-                        Some(Instant::now() + MID_MESSAGE_CHECK),
-                        || !matches!(ring.peek(), Ok(None)),
-                    );
+                    let more = Self::wait_for(&c.not_empty, Some(Instant::now() + MID_MESSAGE_CHECK), || {
+                        !matches!(ring.peek(), Ok(None))
+                    });
                     // The writer holds the write lock for the whole message: if nobody
                     // holds it, or its holder died, the rest will never come.
-                    if !more && (!c.write_lock.is_locked() || c.write_lock.holder_is_dead()) {
+                    if !more
+                        && (!c.write_lock.is_locked() || c.write_lock.holder_is_dead())
+                        && matches!(ring.peek(), Ok(None))
+                    {
                         // Its writer died: the next writer will send ABORT; drop the part.
                         out.clear();
                         mid = false;
@@ -339,6 +336,11 @@ impl Channel {
                 c.not_full.notify();
                 continue;
             }
+            if skipping && info.flags & FIRST != 0 {
+                // The dead reader had finished its message after all: this one is new.
+                skipping = false;
+                c.reader_mid.store(0, Ordering::Relaxed);
+            }
             if skipping || (!mid && info.flags & FIRST == 0) {
                 // A stray continuation: the rest of a message whose reader died.
                 ring.skip(info).map_err(|_| ChanError::Corrupted)?;
@@ -351,7 +353,9 @@ impl Channel {
                 continue;
             }
             if mid && info.flags & FIRST != 0 {
-                return Err(ChanError::Corrupted);
+                // A new message while ours is unfinished: its writer died without an ABORT
+                // reaching us. Drop the partial one and take the new one.
+                out.clear();
             }
             ring.take(info, out).map_err(|_| ChanError::Corrupted)?;
             c.not_full.notify();

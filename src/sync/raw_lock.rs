@@ -153,11 +153,13 @@ impl RawLock {
             if park::wait(&self.word, v | WAITERS, Some(until)) || Instant::now() < until {
                 continue;
             }
-            if is_final {
-                return Err(LockFail::Timeout);
-            }
+            // Check the holder before giving up too: a short timeout must still take over
+            // from a dead holder rather than fail forever.
             if let Some(r) = self.take_over_if_dead(v | WAITERS, me, info) {
                 return Ok(r);
+            }
+            if is_final {
+                return Err(LockFail::Timeout);
             }
         }
     }
@@ -210,11 +212,15 @@ impl RawLock {
 
     /// Whether the lock is held by a thread that no longer runs (reads `/proc`; for waiters
     /// that depend on the holder's progress without trying to take the lock themselves).
+    ///
+    /// A word that names no thread (corrupted) also counts: no live thread can hold it.
     pub fn holder_is_dead(&self) -> bool {
-        match self.owner_tid() {
-            Some(tid) => !park::alive(tid, self.owner.load(Ordering::Relaxed)),
-            None => false,
+        let v = self.word.load(Ordering::Acquire);
+        if v == 0 {
+            return false;
         }
+        let tid = v & TID_MASK;
+        v & RESERVED != 0 || tid == 0 || !park::alive(tid, self.owner.load(Ordering::Relaxed))
     }
 }
 
