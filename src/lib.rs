@@ -17,14 +17,14 @@ pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
 pub use error::{
-    BarrierError, GetError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, PutError, ReleaseError,
-    SegmentError, TaskDoneError,
+    BarrierError, GetError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, PutError,
+    ReleaseError, SegmentError, TaskDoneError,
 };
-pub use queue::{Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY};
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
     Process, ProcessBuilder, ProcessInfo, Run, StartMethod,
 };
+pub use queue::{Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY};
 pub use shm::{
     check_image, cleanup_stale, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION,
 };

@@ -145,9 +145,7 @@ impl<'a> ByteRing<'a> {
         self.copy_in(tail, &hdr);
         self.copy_in(tail.wrapping_add(FRAME_HEADER), payload);
         // SYNC POINT (frame publish): release pairs with the reader's acquire in `indices`.
-        self.idx
-            .tail
-            .store(tail.wrapping_add(need), Ordering::Release);
+        self.idx.tail.store(tail.wrapping_add(need), Ordering::Release);
         Ok(true)
     }
 
@@ -189,9 +187,7 @@ impl<'a> ByteRing<'a> {
         out.resize(start + info.len as usize, 0);
         self.copy_out(head.wrapping_add(FRAME_HEADER), &mut out[start..]);
         // SYNC POINT (frame release): release pairs with the writer's acquire in `indices`.
-        self.idx
-            .head
-            .store(head.wrapping_add(whole), Ordering::Release);
+        self.idx.head.store(head.wrapping_add(whole), Ordering::Release);
         Ok(())
     }
 
@@ -202,9 +198,7 @@ impl<'a> ByteRing<'a> {
         if whole > tail.wrapping_sub(head) {
             return Err(Corrupt);
         }
-        self.idx
-            .head
-            .store(head.wrapping_add(whole), Ordering::Release);
+        self.idx.head.store(head.wrapping_add(whole), Ordering::Release);
         Ok(())
     }
 }

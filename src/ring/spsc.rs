@@ -104,9 +104,7 @@ pub struct SpscRing<T: Pod> {
 
 impl<T: Pod> std::fmt::Debug for SpscRing<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpscRing")
-            .field("capacity", &self.cap)
-            .finish()
+        f.debug_struct("SpscRing").field("capacity", &self.cap).finish()
     }
 }
 
@@ -319,9 +317,7 @@ impl<T: Pod> Producer<'_, T> {
                 continue;
             }
             let key = ctl.not_full.prepare_wait();
-            if !self.room().is_ok_and(|r| r == 0)
-                || ctl.closed.load(Ordering::SeqCst) & RX_CLOSED != 0
-            {
+            if !self.room().is_ok_and(|r| r == 0) || ctl.closed.load(Ordering::SeqCst) & RX_CLOSED != 0 {
                 ctl.not_full.cancel_wait();
                 continue;
             }
@@ -394,8 +390,7 @@ impl<T: Pod> Consumer<'_, T> {
 
     /// Takes up to `out.len()` items with one index update; returns how many.
     pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, RingError<()>> {
-        let n =
-            (self.available().map_err(|_| RingError::Corrupted)?).min(out.len() as u64) as usize;
+        let n = (self.available().map_err(|_| RingError::Corrupted)?).min(out.len() as u64) as usize;
         for (k, o) in out[..n].iter_mut().enumerate() {
             let i = (self.head.wrapping_add(k as u64) & (self.ring.cap - 1)) as usize;
             // SAFETY: as in `try_pop`, for each of the `n` published slots.
@@ -427,9 +422,7 @@ impl<T: Pod> Consumer<'_, T> {
                 continue;
             }
             let key = ctl.not_empty.prepare_wait();
-            if !self.available().is_ok_and(|n| n == 0)
-                || ctl.closed.load(Ordering::SeqCst) & TX_CLOSED != 0
-            {
+            if !self.available().is_ok_and(|n| n == 0) || ctl.closed.load(Ordering::SeqCst) & TX_CLOSED != 0 {
                 ctl.not_empty.cancel_wait();
                 if self.available()? == 0 {
                     // Closed and drained.

@@ -35,10 +35,12 @@ impl RawEvent {
         // SYNC POINT (event): one RMW raises the flag and moves the generation.
         let mut v = self.state.load(Ordering::Relaxed);
         loop {
-            match self
-                .state
-                .compare_exchange_weak(v, v.wrapping_add(2) | 1, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.state.compare_exchange_weak(
+                v,
+                v.wrapping_add(2) | 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(now) => v = now,
             }
