@@ -11,10 +11,183 @@
 pub(crate) use loom::{
     cell::UnsafeCell,
     hint::spin_loop,
-    sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{fence, Ordering},
     thread::yield_now,
 };
 
+#[cfg(loom)]
+pub(crate) use sc::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+
+/// loom's atomics, with every `SeqCst` write (store or read-modify-write) followed by
+/// `fence(SeqCst)`: the usual x86 mapping of a sequentially consistent store (`xchg`, or
+/// `mov` + `mfence`).
+///
+/// loom 0.7 models `SeqCst` *accesses* as `AcqRel` (its README says so; only `SeqCst`
+/// fences are modelled exactly), so the store-buffering handshakes the sync algorithms rely
+/// on — the waiter raises `waiters` then re-reads the value, the waker changes the value
+/// then reads `waiters`, all `SeqCst` (`RawSemaphore`, `RawEvent`, `RawCondition`) — would
+/// show lost wake-ups that no real execution has: loom lets both reads return the old
+/// values, for instance the semaphore's own earlier `Acquire` decrement, which happens-before
+/// the releaser's `SeqCst` increment and so is hidden from every `SeqCst` load after it.
+/// With the fences, whichever write comes second in loom's order sees the first.
+///
+/// The price: a fence orders more than a `SeqCst` write does in the C++ model (it also
+/// orders the thread's relaxed accesses around it), so the model cannot find a bug that only
+/// shows on hardware weaker than x86 *and* hinges on a relaxed access being reordered
+/// across a `SeqCst` write. Relaxed, acquire and release accesses are modelled exactly.
+#[cfg(loom)]
+mod sc {
+    use loom::sync::atomic::{fence, Ordering};
+
+    /// Whether a write with this ordering gets the trailing fence.
+    #[inline]
+    fn sc(order: Ordering) -> bool {
+        order == Ordering::SeqCst
+    }
+
+    /// Runs a write, then the fence if it was `SeqCst`.
+    #[inline]
+    fn write<R>(order: Ordering, op: impl FnOnce() -> R) -> R {
+        let r = op();
+        if sc(order) {
+            fence(Ordering::SeqCst);
+        }
+        r
+    }
+
+    macro_rules! common {
+        ($name:ident, $t:ty) => {
+            #[derive(Debug, Default)]
+            pub(crate) struct $name(loom::sync::atomic::$name);
+
+            impl $name {
+                #[track_caller]
+                pub(crate) fn new(value: $t) -> Self {
+                    Self(loom::sync::atomic::$name::new(value))
+                }
+
+                #[track_caller]
+                pub(crate) fn load(&self, order: Ordering) -> $t {
+                    self.0.load(order)
+                }
+
+                #[track_caller]
+                pub(crate) fn store(&self, value: $t, order: Ordering) {
+                    write(order, || self.0.store(value, order))
+                }
+
+                #[track_caller]
+                pub(crate) fn swap(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.swap(value, order))
+                }
+
+                #[track_caller]
+                pub(crate) fn compare_exchange(
+                    &self,
+                    current: $t,
+                    new: $t,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$t, $t> {
+                    let r = self.0.compare_exchange(current, new, success, failure);
+                    // A failed exchange is a load: no fence for it.
+                    if r.is_ok() && sc(success) {
+                        fence(Ordering::SeqCst);
+                    }
+                    r
+                }
+
+                #[track_caller]
+                pub(crate) fn compare_exchange_weak(
+                    &self,
+                    current: $t,
+                    new: $t,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$t, $t> {
+                    let r = self.0.compare_exchange_weak(current, new, success, failure);
+                    if r.is_ok() && sc(success) {
+                        fence(Ordering::SeqCst);
+                    }
+                    r
+                }
+
+                #[track_caller]
+                pub(crate) fn fetch_update(
+                    &self,
+                    set_order: Ordering,
+                    fetch_order: Ordering,
+                    f: impl FnMut($t) -> Option<$t>,
+                ) -> Result<$t, $t> {
+                    let r = self.0.fetch_update(set_order, fetch_order, f);
+                    if r.is_ok() && sc(set_order) {
+                        fence(Ordering::SeqCst);
+                    }
+                    r
+                }
+
+                #[track_caller]
+                pub(crate) fn fetch_and(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.fetch_and(value, order))
+                }
+
+                #[track_caller]
+                pub(crate) fn fetch_nand(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.fetch_nand(value, order))
+                }
+
+                #[track_caller]
+                pub(crate) fn fetch_or(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.fetch_or(value, order))
+                }
+
+                #[track_caller]
+                pub(crate) fn fetch_xor(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.fetch_xor(value, order))
+                }
+
+                pub(crate) fn into_inner(self) -> $t {
+                    self.0.into_inner()
+                }
+            }
+        };
+    }
+
+    macro_rules! int {
+        ($($name:ident($t:ty)),*) => { $(
+            common!($name, $t);
+
+            impl $name {
+                #[track_caller]
+                pub(crate) fn fetch_add(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.fetch_add(value, order))
+                }
+
+                #[track_caller]
+                pub(crate) fn fetch_sub(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.fetch_sub(value, order))
+                }
+
+                #[track_caller]
+                pub(crate) fn fetch_max(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.fetch_max(value, order))
+                }
+
+                #[track_caller]
+                pub(crate) fn fetch_min(&self, value: $t, order: Ordering) -> $t {
+                    write(order, || self.0.fetch_min(value, order))
+                }
+
+                pub(crate) fn with_mut<R>(&mut self, f: impl FnOnce(&mut $t) -> R) -> R {
+                    self.0.with_mut(f)
+                }
+            }
+        )* };
+    }
+
+    common!(AtomicBool, bool);
+    int!(AtomicU32(u32), AtomicU64(u64), AtomicUsize(usize));
+}
 #[cfg(not(loom))]
 pub(crate) use core::{
     hint::spin_loop,

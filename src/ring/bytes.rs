@@ -130,6 +130,18 @@ impl<'a> ByteRing<'a> {
         }
     }
 
+    /// Where `tail` will be once a frame with `len` payload bytes is written now.
+    pub fn tail_after(&self, len: usize) -> Result<u64, Corrupt> {
+        let (_, tail) = self.indices()?;
+        Ok(tail.wrapping_add(FRAME_HEADER + padded(len as u64)))
+    }
+
+    /// Where `head` will be once the frame `peek` returned is taken.
+    pub fn head_after(&self, info: FrameInfo) -> Result<u64, Corrupt> {
+        let (head, _) = self.indices()?;
+        Ok(head.wrapping_add(FRAME_HEADER + padded(u64::from(info.len))))
+    }
+
     /// Writes one frame if it fits and publishes it. Only the current writer may call it.
     /// `Ok(false)`: no room now.
     pub fn try_write(&self, payload: &[u8], flags: u32) -> Result<bool, Corrupt> {

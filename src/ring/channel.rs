@@ -15,8 +15,9 @@
 //!   returned to anyone); every other message is delivered exactly once. A reader killed
 //!   after its last frame was consumed but before its call returned loses that message too:
 //!   delivery is *at most once* at a reader's death, exactly once otherwise.
-//! - known gap: a writer killed between its last frame and the `committed` count (or a
-//!   reader between its last frame and `consumed`) leaves `len()` off by one for good.
+//! - the message counts behind `len()` are updated in two steps (target and ring position
+//!   first, count after), and the next holder of the lock completes an update a dead holder
+//!   left half done, so the counts stay exact.
 //!
 //! Deadlines bound the wait for a message to *start*: once its first frame has moved, the
 //! rest follows as long as the peer lives (like a blocking pipe write). A hostile peer that
@@ -63,6 +64,18 @@ pub struct ChannelCtl {
     reader_mid: AtomicU32,
     shutdown: AtomicU32,
     _pad: AtomicU32,
+    /// A count update in flight: `committed` becomes `commit_target` once `tail` reaches
+    /// `commit_pos` (likewise `consumed` / `head`). The next lock holder finishes an update
+    /// its dead predecessor started, so the counts never drift.
+    commit_target: AtomicU64,
+    commit_pos: AtomicU64,
+    consume_target: AtomicU64,
+    consume_pos: AtomicU64,
+}
+
+/// Whether the monotonic index `index` has reached `pos`.
+fn reached(index: u64, pos: u64) -> bool {
+    index.wrapping_sub(pos) < 1 << 63
 }
 
 /// The shared part of a channel: ring indices, control block, then the buffer.
@@ -214,6 +227,14 @@ impl Channel {
         Self::lock(&c.write_lock, deadline)?;
         let _unlock = Unlock(&c.write_lock);
         let ring = self.ring();
+        let target = c.commit_target.load(Ordering::Relaxed);
+        if target != 0 {
+            let (_, tail) = ring.indices().map_err(|_| ChanError::Corrupted)?;
+            if reached(tail, c.commit_pos.load(Ordering::Relaxed)) {
+                c.committed.fetch_max(target, Ordering::AcqRel);
+            }
+            c.commit_target.store(0, Ordering::Relaxed);
+        }
         if c.writer_mid.load(Ordering::Relaxed) != 0 {
             // The previous writer died (or gave up) mid-message: tell readers to drop its
             // partial message first.
@@ -269,19 +290,25 @@ impl Channel {
             }
             // Mark the message in progress *before* its first frame is visible, so a writer
             // killed right after publishing it still leaves the mark for the next writer.
+            let mut target = 0;
             if flags & LAST == 0 {
                 c.writer_mid.store(1, Ordering::Relaxed);
+            } else {
+                target = c.committed.load(Ordering::Relaxed).wrapping_add(1).max(1);
+                let pos = ring.tail_after(part.len()).map_err(|_| ChanError::Corrupted)?;
+                c.commit_pos.store(pos, Ordering::Relaxed);
+                c.commit_target.store(target, Ordering::Relaxed);
             }
             if !ring.try_write(part, flags).map_err(|_| ChanError::Corrupted)? {
                 return Err(ChanError::Corrupted);
             }
             if flags & LAST != 0 {
+                c.committed.store(target, Ordering::Release);
+                c.commit_target.store(0, Ordering::Relaxed);
                 c.writer_mid.store(0, Ordering::Relaxed);
             }
             c.not_empty.notify();
         }
-        c.committed.fetch_add(1, Ordering::AcqRel);
-        c.not_empty.notify();
         Ok(())
     }
 
@@ -292,6 +319,16 @@ impl Channel {
         let how = Self::lock(&c.read_lock, deadline)?;
         let _unlock = Unlock(&c.read_lock);
         let ring = self.ring();
+        let target = c.consume_target.load(Ordering::Relaxed);
+        if target != 0 {
+            let (head, _) = ring.indices().map_err(|_| ChanError::Corrupted)?;
+            if reached(head, c.consume_pos.load(Ordering::Relaxed)) {
+                c.consumed.fetch_max(target, Ordering::AcqRel);
+                // That reader had taken its message's last frame: nothing left to skip.
+                c.reader_mid.store(0, Ordering::Relaxed);
+            }
+            c.consume_target.store(0, Ordering::Relaxed);
+        }
         // Frames left over from a reader that died mid-message are skipped up to its LAST.
         let mut skipping = matches!(how, Acquired::OwnerDied(_)) && c.reader_mid.load(Ordering::Relaxed) != 0;
         let mut mid = false;
@@ -357,11 +394,19 @@ impl Channel {
                 // reaching us. Drop the partial one and take the new one.
                 out.clear();
             }
+            let mut target = 0;
+            if info.flags & LAST != 0 {
+                target = c.consumed.load(Ordering::Relaxed).wrapping_add(1).max(1);
+                let pos = ring.head_after(info).map_err(|_| ChanError::Corrupted)?;
+                c.consume_pos.store(pos, Ordering::Relaxed);
+                c.consume_target.store(target, Ordering::Relaxed);
+            }
             ring.take(info, out).map_err(|_| ChanError::Corrupted)?;
             c.not_full.notify();
             if info.flags & LAST != 0 {
+                c.consumed.store(target, Ordering::Release);
+                c.consume_target.store(0, Ordering::Relaxed);
                 c.reader_mid.store(0, Ordering::Relaxed);
-                c.consumed.fetch_add(1, Ordering::AcqRel);
                 c.not_full.notify();
                 return Ok(());
             }

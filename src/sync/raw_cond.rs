@@ -58,9 +58,7 @@ impl RawCondition {
                 break;
             }
             // A wake-up with `seq` unchanged is spurious (a shared futex may be hashed with
-            // others); sleep again. Under loom the model wakes everyone, so stop there.
-            #[cfg(loom)]
-            break;
+            // others); sleep again.
         }
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         match lock.relock(levels, None) {

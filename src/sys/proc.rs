@@ -167,6 +167,7 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// The calling thread's kernel thread id.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn gettid() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
@@ -187,6 +188,7 @@ pub(crate) fn thread_start_time(tid: u32) -> Option<u64> {
 
 /// Registers `handler` to run in the child after every `fork()` of this process
 /// (`pthread_atfork`; nix and rustix do not wrap it). Returns a closure for `Once`.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn on_fork_in_child(handler: extern "C" fn()) -> impl FnOnce() {
     move || {
         // SAFETY: registering a plain `extern "C" fn` with no captured state; it only bumps
