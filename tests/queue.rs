@@ -15,45 +15,20 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{eventually, is_dead, ms, proc_state, METHODS};
+use common::{eventually, is_dead, join, ms, proc_state, start, JOIN, LONG, METHODS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shmproc::{
     Codec, Event, GetError, JoinableQueue, PodCodec, Process, ProcessError, PutError, Queue, Shared, ShmSafe,
-    SimpleQueue, StartMethod, TaskDoneError,
+    SimpleQueue, TaskDoneError,
 };
 
 // ------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------
 
-/// Bound on every join: generous, only there so that a bug fails instead of hanging.
-const JOIN: Duration = Duration::from_secs(20);
-/// Bound on waits that are expected to succeed.
-const LONG: Duration = Duration::from_secs(10);
 /// How long the tests let a child run into a blocking call before acting on it.
 const SETTLE: Duration = Duration::from_millis(100);
-
-/// Starts `f(args)` with method `m`, as a daemon (it dies with the test's thread).
-fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> Process<R>
-where
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-{
-    Process::new(f, args)
-        .start_method(m)
-        .daemon(true)
-        .start()
-        .expect("start a child")
-}
-
-/// The child's result; panics (with the child's own panic message) if it failed.
-fn join<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) -> R {
-    match p.join_timeout(JOIN) {
-        Ok(r) => r,
-        Err(e) => panic!("child {} ({:?}) failed: {e}", p.pid(), p.start_method()),
-    }
-}
 
 /// Sends `SIGKILL` and reaps the child, checking that it died of it.
 fn kill_and_reap<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) {

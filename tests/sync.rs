@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::{eventually, is_dead, ms, METHODS};
+use common::{eventually, is_dead, join, ms, start, JOIN, LONG, METHODS};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shmproc::sync::{
@@ -29,33 +29,8 @@ use shmproc::{
 // Helpers
 // ------------------------------------------------------------------------------------------
 
-/// Bound on every join: generous, only there so that a bug fails instead of hanging.
-const JOIN: Duration = Duration::from_secs(20);
-/// Bound on waits that are expected to succeed.
-const LONG: Duration = Duration::from_secs(10);
 /// Bound on a survivor's acquisition after the holder died.
 const TAKEOVER: Duration = Duration::from_secs(5);
-
-/// Starts `f(args)` with method `m`, as a daemon (it dies with the test's thread).
-fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> Process<R>
-where
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + 'static,
-{
-    Process::new(f, args)
-        .start_method(m)
-        .daemon(true)
-        .start()
-        .expect("start a child")
-}
-
-/// The child's result; panics (with the child's own panic message) if it failed.
-fn join<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) -> R {
-    match p.join_timeout(JOIN) {
-        Ok(r) => r,
-        Err(e) => panic!("child {} ({:?}) failed: {e}", p.pid(), p.start_method()),
-    }
-}
 
 fn join_all<R: Serialize + DeserializeOwned + 'static>(kids: &mut [Process<R>]) -> Vec<R> {
     kids.iter_mut().map(join).collect()

@@ -3,6 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use shmproc::{Process, StartMethod};
+
 pub const METHODS: [shmproc::StartMethod; 2] = [shmproc::StartMethod::Fork, shmproc::StartMethod::Spawn];
 
 pub fn ms(n: u64) -> Duration {
@@ -83,4 +87,30 @@ pub fn dev_shm() -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Bound on every join: generous, only there so that a bug fails instead of hanging.
+pub const JOIN: Duration = Duration::from_secs(60);
+/// Bound on waits that are expected to succeed.
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// Starts `f(args)` with method `m`, as a daemon (it dies with the test's thread).
+pub fn start<A, R>(m: StartMethod, f: fn(A) -> R, args: A) -> Process<R>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    Process::new(f, args)
+        .start_method(m)
+        .daemon(true)
+        .start()
+        .expect("start a child")
+}
+
+/// The child's result; panics (with the child's own panic message) if it failed.
+pub fn join<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) -> R {
+    match p.join_timeout(JOIN) {
+        Ok(r) => r,
+        Err(e) => panic!("child {} ({:?}) failed: {e}", p.pid(), p.start_method()),
+    }
 }
