@@ -12,10 +12,10 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, is_dead, join, ms, proc_state, start, JOIN, LONG, METHODS};
+use common::{bounded, eventually, is_dead, join, ms, proc_state, start, JOIN, LONG, METHODS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shmproc::{
@@ -54,23 +54,6 @@ fn kill_if_running(p: &mut Process<()>) -> bool {
 
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal");
-}
-
-/// Runs `f` on a watchdog thread, for the calls that have no timeout form (`put`, `get`,
-/// `JoinableQueue::join`): panics if it is still blocked after `LONG`.
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(LONG) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker always sends before it ends"),
-        },
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {LONG:?}"),
-    }
 }
 
 /// Waits until the child `pid` sleeps (state `S`) — it has reached its blocking call.

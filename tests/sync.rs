@@ -10,10 +10,10 @@ mod common;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, is_dead, join, ms, start, JOIN, LONG, METHODS};
+use common::{bounded, eventually, is_dead, join, ms, start, JOIN, LONG, METHODS};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shmproc::sync::{
@@ -45,23 +45,6 @@ fn kill_and_reap<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) 
         Err(ProcessError::Killed(9)) => {}
         Err(e) => panic!("child {pid}: expected death by SIGKILL, got {e}"),
         Ok(_) => panic!("child {pid} returned instead of being killed"),
-    }
-}
-
-/// Runs `f` on a watchdog thread, for the calls that have no timeout form (`Value`,
-/// `Array`, raw `lock(None)`): panics if it is still blocked after `LONG`.
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(LONG) {
-        Ok(v) => v,
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker always sends before it ends"),
-        },
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {LONG:?}"),
     }
 }
 

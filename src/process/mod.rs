@@ -276,6 +276,9 @@ fn registry() -> MutexGuard<'static, Vec<Weak<Inner>>> {
 fn start_fork<R: Serialize>(spec: &Spec, record: RawFd, body: ForkBody<R>) -> Result<i32, ProcessError> {
     let parent_pid = std::process::id();
     let parent_name = child::identity_name();
+    // Finish every lazily-run `Once` a child may need before forking (see `prepare_fork`).
+    #[cfg(not(loom))]
+    crate::sync::park::prepare_fork();
     // Hold the locks a child may need while forking, so that no other thread holds them at
     // the moment of the fork: the child gets them unlocked. Flush stdout so buffered text
     // is not printed twice.

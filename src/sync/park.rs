@@ -64,9 +64,18 @@ mod imp {
     }
 
     #[cold]
-    fn refresh(epoch: u32) -> (u32, u64) {
+    /// Registers the after-fork handler once per process.
+    ///
+    /// The spawn helper calls this in the forking thread *before* `fork()`, so the `Once` is
+    /// complete in every child: a child that inherited it half-run (another thread was
+    /// inside it at the fork) would wait on it forever.
+    pub(crate) fn prepare_fork() {
         static HOOK: Once = Once::new();
         HOOK.call_once(crate::sys::proc::on_fork_in_child(after_fork_in_child));
+    }
+
+    fn refresh(epoch: u32) -> (u32, u64) {
+        prepare_fork();
         let tid = crate::sys::proc::gettid() & super::TID_MASK;
         let start = crate::sys::proc::thread_start_time(tid).unwrap_or(0);
         let info = super::owner_info(tid, start);
@@ -182,6 +191,8 @@ mod imp {
 }
 
 pub(crate) use imp::{alive, me, wait, wake_all, wake_n, wake_one};
+#[cfg(not(loom))]
+pub(crate) use imp::prepare_fork;
 
 /// Packs a thread id and the low 34 bits of its start time into one word, so a reader sees
 /// both from the same owner (a tid alone may be reused after the thread dies).

@@ -114,3 +114,20 @@ pub fn join<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) -> R 
         Err(e) => panic!("child {} ({:?}) failed: {e}", p.pid(), p.start_method()),
     }
 }
+
+/// Runs `f` on a watchdog thread, for calls that have no timeout form (`put`, `get`,
+/// `Value`, `Array`, raw `lock(None)`): panics if it is still blocked after `LONG`.
+pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(LONG) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker always sends before it ends"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {LONG:?}"),
+    }
+}
