@@ -190,9 +190,9 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{alive, me, wait, wake_all, wake_n, wake_one};
 #[cfg(not(loom))]
 pub(crate) use imp::prepare_fork;
+pub(crate) use imp::{alive, me, wait, wake_all, wake_n, wake_one};
 
 /// Packs a thread id and the low 34 bits of its start time into one word, so a reader sees
 /// both from the same owner (a tid alone may be reused after the thread dies).
