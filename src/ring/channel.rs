@@ -78,6 +78,22 @@ fn reached(index: u64, pos: u64) -> bool {
     index.wrapping_sub(pos) < 1 << 63
 }
 
+/// Completes (or drops) a count update a dead lock holder left in flight: if the ring index
+/// reached the recorded position, the frame moved and `count` takes the target. Returns
+/// whether it did. Call with the side's lock held.
+fn finish_pending(target: &AtomicU64, pos: &AtomicU64, index: u64, count: &AtomicU64) -> bool {
+    let t = target.load(Ordering::Relaxed);
+    if t == 0 {
+        return false;
+    }
+    let moved = reached(index, pos.load(Ordering::Relaxed));
+    if moved {
+        count.fetch_max(t, Ordering::AcqRel);
+    }
+    target.store(0, Ordering::Relaxed);
+    moved
+}
+
 /// The shared part of a channel: ring indices, control block, then the buffer.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -227,14 +243,8 @@ impl Channel {
         Self::lock(&c.write_lock, deadline)?;
         let _unlock = Unlock(&c.write_lock);
         let ring = self.ring();
-        let target = c.commit_target.load(Ordering::Relaxed);
-        if target != 0 {
-            let (_, tail) = ring.indices().map_err(|_| ChanError::Corrupted)?;
-            if reached(tail, c.commit_pos.load(Ordering::Relaxed)) {
-                c.committed.fetch_max(target, Ordering::AcqRel);
-            }
-            c.commit_target.store(0, Ordering::Relaxed);
-        }
+        let (_, tail) = ring.indices().map_err(|_| ChanError::Corrupted)?;
+        finish_pending(&c.commit_target, &c.commit_pos, tail, &c.committed);
         if c.writer_mid.load(Ordering::Relaxed) != 0 {
             // The previous writer died (or gave up) mid-message: tell readers to drop its
             // partial message first.
@@ -319,15 +329,10 @@ impl Channel {
         let how = Self::lock(&c.read_lock, deadline)?;
         let _unlock = Unlock(&c.read_lock);
         let ring = self.ring();
-        let target = c.consume_target.load(Ordering::Relaxed);
-        if target != 0 {
-            let (head, _) = ring.indices().map_err(|_| ChanError::Corrupted)?;
-            if reached(head, c.consume_pos.load(Ordering::Relaxed)) {
-                c.consumed.fetch_max(target, Ordering::AcqRel);
-                // That reader had taken its message's last frame: nothing left to skip.
-                c.reader_mid.store(0, Ordering::Relaxed);
-            }
-            c.consume_target.store(0, Ordering::Relaxed);
+        let (head, _) = ring.indices().map_err(|_| ChanError::Corrupted)?;
+        if finish_pending(&c.consume_target, &c.consume_pos, head, &c.consumed) {
+            // That reader had taken its message's last frame: nothing left to skip.
+            c.reader_mid.store(0, Ordering::Relaxed);
         }
         // Frames left over from a reader that died mid-message are skipped up to its LAST.
         let mut skipping = matches!(how, Acquired::OwnerDied(_)) && c.reader_mid.load(Ordering::Relaxed) != 0;
