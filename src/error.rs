@@ -443,3 +443,52 @@ pub enum GetError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("task_done() called more times than there were items")]
 pub struct TaskDoneError;
+
+/// Why a [`Connection`](crate::Connection) call did not complete.
+///
+/// ```
+/// let (a, b) = shmproc::pipe::<u8>()?;
+/// assert_eq!(b.try_recv(), Err(shmproc::ConnError::Empty));
+/// drop(a);
+/// assert_eq!(b.recv(), Err(shmproc::ConnError::Disconnected)); // Python's EOFError
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// Every process holding the other end closed it or died (Python's `EOFError` on
+    /// receive, `BrokenPipeError` on send); everything sent before was received.
+    #[error("the other end of the pipe is closed")]
+    Disconnected,
+    /// This handle was closed (`close()`).
+    #[error("this connection handle is closed")]
+    Closed,
+    /// The timeout passed first.
+    #[error("timed out")]
+    Timeout,
+    /// Non-blocking receive: no message now.
+    #[error("no message is waiting")]
+    Empty,
+    /// Non-blocking send: no room now.
+    #[error("no room in the pipe now")]
+    Full,
+    /// This end of a one-way pipe only sends.
+    #[error("this end of the pipe cannot receive")]
+    NotReadable,
+    /// This end of a one-way pipe only receives.
+    #[error("this end of the pipe cannot send")]
+    NotWritable,
+    /// The item could not be encoded.
+    #[error("cannot encode the item: {0}")]
+    Encode(String),
+    /// A message arrived but does not decode as the item type.
+    #[error("cannot decode the message: {0}")]
+    Decode(String),
+    /// `recv_bytes_into`: the message is longer than the buffer; here it is, whole
+    /// (Python's `BufferTooShort`, whose `args[0]` holds it).
+    #[error("message of {} bytes does not fit the buffer", .0.len())]
+    BufferTooShort(Vec<u8>),
+    /// The pipe's shared memory holds values no correct process writes.
+    #[error("the pipe's shared memory is corrupted")]
+    Corrupted,
+}

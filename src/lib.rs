@@ -6,6 +6,7 @@
 compile_error!("shmproc supports Linux only for now (futex, memfd, pidfd)");
 
 mod cell;
+pub mod connection;
 mod error;
 mod loom;
 mod process;
@@ -16,8 +17,9 @@ pub mod sync;
 pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
+pub use connection::{pipe, pipe_simplex, Connection};
 pub use error::{
-    BarrierError, GetError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, PutError,
+    BarrierError, ConnError, GetError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, PutError,
     ReleaseError, SegmentError, TaskDoneError,
 };
 pub use process::{

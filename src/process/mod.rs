@@ -169,6 +169,8 @@ struct SpawnParts {
     signature: u64,
     args: Vec<u8>,
     fds: Vec<RawFd>,
+    /// Run with the child's pid once it started, before `keep_alive` is dropped.
+    started: Vec<transfer::OnStarted>,
     /// The arguments themselves, alive until the child has its copies of their fds.
     keep_alive: Box<dyn Any>,
 }
@@ -292,7 +294,8 @@ fn start_fork<R: Serialize>(spec: &Spec, record: RawFd, body: ForkBody<R>) -> Re
     match unsafe { proc::fork() }? {
         proc::Forked::Parent(pid) => {
             drop((out, err, children));
-            drop(body);
+            // Pipe ends moved into the child's closure learn the child's pid as they drop here.
+            crate::connection::dropping_for_fork_child(pid as u32, move || drop(body));
             Ok(pid)
         }
         proc::Forked::Child => {
@@ -350,6 +353,9 @@ fn start_spawn(spec: &Spec, record: &OwnedFd, parts: SpawnParts) -> Result<i32, 
     }
     envp.push(cstring(format!("{ENV_BOOT}={}", record.as_raw_fd()).as_bytes())?);
     let pid = proc::spawn_self(&argv, &envp, &keep)?;
+    for f in parts.started {
+        f(pid as u32);
+    }
     drop(parts.keep_alive);
     Ok(pid)
 }
@@ -464,7 +470,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         let prepare: Prepare<R> = Box::new(move |method| match method {
             StartMethod::Fork => Ok(Prepared::Fork(Box::new(move || target(args)))),
             StartMethod::Spawn => {
-                let (encoded, fds) = transfer::collect_fds(|| postcard::to_allocvec(&args));
+                let (encoded, fds, started) = transfer::collect_fds(|| postcard::to_allocvec(&args));
                 let encoded = encoded.map_err(|e| ProcessError::Codec(e.to_string()))?;
                 let base = boot::anchor_addr();
                 let tramp: child::Trampoline = child::trampoline::<A, R>;
@@ -474,6 +480,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                     signature: child::signature_of::<A, R>(),
                     args: encoded,
                     fds,
+                    started,
                     keep_alive: Box::new(args),
                 }))
             }

@@ -420,6 +420,16 @@ impl Channel {
         }
     }
 
+    /// Waits until a message (or part of one) is in the ring or the channel is shut down;
+    /// `false` if `deadline` passed first. Consumes nothing.
+    pub fn wait_readable(&self, deadline: Option<Instant>) -> bool {
+        let c = self.ctl();
+        let ring = self.ring();
+        Self::wait_for(&c.not_empty, deadline, || {
+            !matches!(ring.peek(), Ok(None)) || c.shutdown.load(Ordering::Acquire) != 0
+        })
+    }
+
     /// Receives one whole message.
     pub fn recv(&self, deadline: Option<Instant>) -> Result<Vec<u8>, ChanError> {
         let mut v = Vec::new();

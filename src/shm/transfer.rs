@@ -20,6 +20,24 @@ thread_local! {
     static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+    static ON_STARTED: RefCell<Option<Vec<OnStarted>>> = const { RefCell::new(None) };
+}
+
+/// Work a handle asks the spawn helper to do once the child's pid is known (e.g. record the
+/// child as a holder of a pipe end before the parent drops its own copy).
+pub(crate) type OnStarted = Box<dyn FnOnce(u32)>;
+
+/// Called by a handle while it is serialized for a spawned child: `f` runs with the child's
+/// pid right after it starts (before the parent drops the arguments). Returns `false`
+/// outside such serialization.
+pub(crate) fn on_child_started(f: OnStarted) -> bool {
+    ON_STARTED.with(|o| match o.borrow_mut().as_mut() {
+        Some(v) => {
+            v.push(f);
+            true
+        }
+        None => false,
+    })
 }
 
 /// The message of the last handle that failed to deserialize on this thread (codecs such
@@ -33,12 +51,15 @@ pub(crate) fn fail<E: serde::de::Error>(msg: String) -> E {
     E::custom(msg)
 }
 
-/// Runs `f` (which serializes a child's arguments) and returns the fds its handles named.
-pub(crate) fn collect_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
+/// Runs `f` (which serializes a child's arguments) and returns the fds its handles named
+/// and the work they asked for once the child has started.
+pub(crate) fn collect_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>, Vec<OnStarted>) {
     let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let prev_started = ON_STARTED.with(|o| o.replace(Some(Vec::new())));
     let r = f();
     let fds = OUTGOING.with(|o| o.replace(prev)).unwrap_or_default();
-    (r, fds)
+    let started = ON_STARTED.with(|o| o.replace(prev_started)).unwrap_or_default();
+    (r, fds, started)
 }
 
 /// Runs `f` (which deserializes arguments) while the inherited `fds` may be claimed.

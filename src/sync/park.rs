@@ -63,6 +63,13 @@ mod imp {
         refresh(epoch)
     }
 
+    /// Counts the forks this process went through as a child (0 in the original process):
+    /// a handle that cached per-process state compares it to notice it was forked.
+    #[inline]
+    pub(crate) fn fork_epoch() -> u32 {
+        FORK_EPOCH.load(Ordering::Relaxed)
+    }
+
     #[cold]
     /// Registers the after-fork handler once per process.
     ///
@@ -185,6 +192,10 @@ mod imp {
         (tid, super::owner_info(tid, 1))
     }
 
+    pub(crate) fn fork_epoch() -> u32 {
+        0
+    }
+
     pub(crate) fn alive(_tid: u32, _info: u64) -> bool {
         true
     }
@@ -192,7 +203,7 @@ mod imp {
 
 #[cfg(not(loom))]
 pub(crate) use imp::prepare_fork;
-pub(crate) use imp::{alive, me, wait, wake_all, wake_n, wake_one};
+pub(crate) use imp::{alive, fork_epoch, me, wait, wake_all, wake_n, wake_one};
 
 /// Packs a thread id and the low 34 bits of its start time into one word, so a reader sees
 /// both from the same owner (a tid alone may be reused after the thread dies).

@@ -1,0 +1,768 @@
+//! `pipe()`, `pipe_simplex()` and [`Connection`]: Python's `multiprocessing.Pipe` on
+//! shared-memory message channels.
+//!
+//! Each direction of a pipe is a [`ring::Channel`](crate::ring::Channel) (whole messages,
+//! any size, robust against a writer or reader killed mid-message). Items go through a
+//! [`Codec`] like a [`Queue`](crate::Queue)'s; `send_bytes` / `recv_bytes` move raw bytes.
+//!
+//! # Who is on the other end
+//!
+//! Python learns that the other end is gone from the kernel (the pipe's last fd closed, so
+//! `recv` raises `EOFError`). Here each end keeps a small table in shared memory of the
+//! processes holding it: the creator, a spawned child that received it in its arguments,
+//! a forked child whose closure captured it (the parent records the child when it drops
+//! its copy of the closure), each identified by pid + start time. An end is *disconnected*
+//! when no live process holds it, which covers a clean `close`/drop and SIGKILL alike.
+//!
+//! Unlike fd-based pipes, a forked child does **not** hold the ends it merely inherited
+//! with the parent's memory: only what its closure owns. So the classic Python hang — a
+//! child that keeps the parent's end open by accident and never sees `EOFError` — does not
+//! happen. (An end reached only through an `Arc` shared with the child is not recorded for
+//! it: move the `Connection` itself into the child.)
+//!
+//! Detection time: a clean close wakes the peer at once; a killed holder is noticed by a
+//! waiting `recv`/`poll`/blocked `send` within ≈ 20 ms (one liveness slice), and by a
+//! non-blocking `send` within 20 ms of its first call after the death (sends check the
+//! table at most every 20 ms, so the fast path pays one coarse clock read). A message sent
+//! before the peer died is still delivered: `recv` returns `Disconnected` only once nothing
+//! is left to read. Up to 64 processes can hold one end at a time.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConnError, SegmentError};
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
+use crate::queue::{Codec, Postcard};
+use crate::ring::{ChanError, Channel};
+use crate::shm::transfer;
+use crate::sync::park;
+use crate::{Shared, ShmSafe};
+
+/// Processes that may hold one end at a time.
+const HOLDERS: usize = 64;
+
+const FREE: u32 = 0;
+const CLAIMING: u32 = 1;
+/// Recorded for a child by the process that handed it the end; the child has not used it.
+const PROVISIONAL: u32 = 2;
+/// The process uses the end (`refs` handles).
+const STRONG: u32 = 3;
+
+/// How often a `send` that does not have to wait re-checks that the peer lives.
+const SEND_CHECK_NS: u64 = 20_000_000;
+
+/// Default buffer per direction: 256 KiB.
+pub const PIPE_CAPACITY: usize = 256 << 10;
+
+/// One process holding an end.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Holder {
+    state: AtomicU32,
+    pid: AtomicU32,
+    refs: AtomicU32,
+    _pad: AtomicU32,
+    info: AtomicU64,
+}
+
+/// The holder tables of both ends of a pipe (its own small segment).
+#[repr(C)]
+#[derive(Debug)]
+pub struct LinkState {
+    ends: [[Holder; HOLDERS]; 2],
+}
+
+impl Default for LinkState {
+    fn default() -> Self {
+        Self {
+            ends: std::array::from_fn(|_| std::array::from_fn(|_| Holder::default())),
+        }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of atomics only: every bit pattern is a valid value, and every value
+// read from it is validated before use (a garbage entry is skipped or, at worst, makes an
+// end look held or not held).
+unsafe impl ShmSafe for LinkState {}
+
+fn valid_pid(pid: u32) -> bool {
+    pid != 0 && pid <= park::TID_MASK
+}
+
+fn process_info(pid: u32) -> u64 {
+    park::owner_info(pid, crate::sys::proc::start_time(pid).unwrap_or(0))
+}
+
+impl LinkState {
+    /// Records `pid` as a holder of end `side`: `strong` for a process that uses it (counted
+    /// per handle), else provisional (a child given the end). Returns `false` if the table
+    /// is full even after dropping dead entries.
+    fn register(&self, side: usize, pid: u32, info: u64, strong: bool) -> bool {
+        let end = &self.ends[side];
+        for h in end {
+            let st = h.state.load(Ordering::Acquire);
+            if (st == STRONG || st == PROVISIONAL) && h.pid.load(Ordering::Relaxed) == pid {
+                if strong {
+                    h.refs.fetch_add(1, Ordering::AcqRel);
+                    if st == PROVISIONAL {
+                        let _ = h.state.compare_exchange(
+                            PROVISIONAL,
+                            STRONG,
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        );
+                    }
+                }
+                return true;
+            }
+        }
+        for attempt in 0..2 {
+            for h in end {
+                if h.state
+                    .compare_exchange(FREE, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    h.pid.store(pid, Ordering::Relaxed);
+                    h.info.store(info, Ordering::Relaxed);
+                    h.refs.store(u32::from(strong), Ordering::Relaxed);
+                    let st = if strong { STRONG } else { PROVISIONAL };
+                    h.state.store(st, Ordering::Release);
+                    return true;
+                }
+            }
+            if attempt == 0 {
+                self.any_alive(side, 0);
+            }
+        }
+        false
+    }
+
+    /// Drops one strong reference of `pid` (or its provisional record).
+    fn release(&self, side: usize, pid: u32, strong: bool) {
+        for h in &self.ends[side] {
+            let st = h.state.load(Ordering::Acquire);
+            if h.pid.load(Ordering::Relaxed) != pid {
+                continue;
+            }
+            if strong && st == STRONG {
+                let mut refs = h.refs.load(Ordering::Relaxed);
+                loop {
+                    let next = refs.saturating_sub(1);
+                    match h
+                        .refs
+                        .compare_exchange(refs, next, Ordering::AcqRel, Ordering::Relaxed)
+                    {
+                        Ok(_) => break,
+                        Err(now) => refs = now,
+                    }
+                }
+                if refs <= 1 {
+                    Self::free(h, STRONG);
+                }
+                return;
+            }
+            if !strong && st == PROVISIONAL {
+                Self::free(h, PROVISIONAL);
+                return;
+            }
+        }
+    }
+
+    fn free(h: &Holder, seen: u32) {
+        if h.state
+            .compare_exchange(seen, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            h.pid.store(0, Ordering::Relaxed);
+            h.state.store(FREE, Ordering::Release);
+        }
+    }
+
+    /// Whether a live process other than `asker` holds end `side` — or `asker` itself
+    /// does, by using it (a provisional record of the asker is its own inheritance, which
+    /// it evidently does not use). Entries of dead processes are freed on the way.
+    fn any_alive(&self, side: usize, asker: u32) -> bool {
+        let mut found = false;
+        for h in &self.ends[side] {
+            let st = h.state.load(Ordering::Acquire);
+            if st != STRONG && st != PROVISIONAL {
+                continue;
+            }
+            let pid = h.pid.load(Ordering::Relaxed);
+            if !valid_pid(pid) {
+                continue;
+            }
+            if pid == asker {
+                found |= st == STRONG;
+                continue;
+            }
+            if found {
+                continue;
+            }
+            if park::alive(pid, h.info.load(Ordering::Relaxed)) {
+                found = true;
+            } else if h
+                .state
+                .compare_exchange(st, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                // Re-check under our claim: the entry may have been reused meanwhile.
+                if h.pid.load(Ordering::Relaxed) == pid {
+                    h.pid.store(0, Ordering::Relaxed);
+                    h.state.store(FREE, Ordering::Release);
+                } else {
+                    h.state.store(st, Ordering::Release);
+                }
+            }
+        }
+        found
+    }
+}
+
+thread_local! {
+    /// Set while the parent drops the closure it forked a child with.
+    static FORK_CHILD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Runs `drop_body` (the parent dropping a forked child's closure) so that every pipe end
+/// dropped inside records `child` as its holder first.
+pub(crate) fn dropping_for_fork_child(child: u32, drop_body: impl FnOnce()) {
+    let prev = FORK_CHILD.with(|c| c.replace(child));
+    drop_body();
+    FORK_CHILD.with(|c| c.set(prev));
+}
+
+/// One end of a pipe: its side's holder table plus the two channels as seen from it.
+struct End {
+    link: Shared<LinkState>,
+    side: usize,
+}
+
+/// One end of a pipe; mirrors Python's `multiprocessing.connection.Connection`.
+///
+/// Every call has a blocking, a timeout and a non-blocking form: `send` / `send_timeout` /
+/// `try_send`, `recv` / `recv_timeout` / `try_recv`, the same for bytes, and
+/// `poll(timeout)`. When every process holding the other end has closed it or died, `recv`
+/// returns [`ConnError::Disconnected`] (Python's `EOFError`) once it drained what was sent,
+/// and `send` returns `Disconnected` (Python's `BrokenPipeError`); see the
+/// [module docs](crate::connection) for how the end's holders are tracked.
+///
+/// A `Connection` is used by one thread at a time (`Send`, not `Sync`), like Python's.
+///
+/// ```
+/// use shmproc::{pipe, Connection, Process};
+///
+/// fn worker(conn: Connection<String>) {
+///     while let Ok(msg) = conn.recv() {
+///         conn.send(&msg.to_uppercase()).expect("send");
+///     }
+///     // `recv` failed with Disconnected: the parent closed its end.
+/// }
+///
+/// shmproc::init();
+/// let (parent, child) = pipe::<String>()?;
+/// let mut p = Process::new(worker, child).start()?;
+/// parent.send(&"hello".to_owned())?;
+/// assert_eq!(parent.recv()?, "HELLO");
+/// drop(parent);
+/// p.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Connection<T, C: Codec<T> = Postcard> {
+    tx: Option<Channel>,
+    rx: Option<Channel>,
+    end: Arc<End>,
+    closed: Cell<bool>,
+    /// Fork epoch in which this process registered as a strong holder (`u32::MAX`: never).
+    reg_epoch: Cell<u32>,
+    pid: Cell<u32>,
+    /// Peer verdict cache: gone for good once seen gone; otherwise re-checked after this
+    /// coarse-clock time (ns).
+    peer_gone: Cell<bool>,
+    next_check_ns: Cell<u64>,
+    scratch: RefCell<Vec<u8>>,
+    _t: PhantomData<fn(T) -> (T, C)>,
+}
+
+impl<T, C: Codec<T>> fmt::Debug for Connection<T, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("readable", &self.rx.is_some())
+            .field("writable", &self.tx.is_some())
+            .field("closed", &self.closed.get())
+            .finish()
+    }
+}
+
+/// A duplex pipe (Python's `Pipe()`): two connected ends, each can send and receive.
+///
+/// ```
+/// let (a, b) = shmproc::pipe::<(u32, String)>()?;
+/// a.send(&(1, "one".into()))?;
+/// assert_eq!(b.recv()?, (1, "one".to_owned()));
+/// b.send_bytes(b"raw")?;
+/// assert_eq!(a.recv_bytes()?, b"raw");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn pipe<T>() -> Result<(Connection<T>, Connection<T>), SegmentError>
+where
+    Postcard: Codec<T>,
+{
+    Connection::pair(true, PIPE_CAPACITY)
+}
+
+/// A one-way pipe (Python's `Pipe(duplex=False)`): returns `(receiver, sender)`, in
+/// Python's order.
+///
+/// ```
+/// let (rx, tx) = shmproc::pipe_simplex::<u64>()?;
+/// tx.send(&7)?;
+/// assert_eq!(rx.recv()?, 7);
+/// assert_eq!(rx.send(&1), Err(shmproc::ConnError::NotWritable));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn pipe_simplex<T>() -> Result<(Connection<T>, Connection<T>), SegmentError>
+where
+    Postcard: Codec<T>,
+{
+    Connection::pair(false, PIPE_CAPACITY)
+}
+
+fn coarse_now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
+}
+
+fn deadline_after(d: Duration) -> Option<Instant> {
+    Instant::now().checked_add(d)
+}
+
+/// How a call waits: `None` forever, `Some((deadline, try_form))`.
+type Wait = Option<(Instant, bool)>;
+
+impl<T, C: Codec<T>> Connection<T, C> {
+    /// A connected pair with any codec and a buffer of `capacity` bytes per direction:
+    /// duplex, or `(receiver, sender)` when `duplex` is false.
+    pub fn pair(duplex: bool, capacity: usize) -> Result<(Self, Self), SegmentError> {
+        let link = Shared::new(LinkState::default())?;
+        let ab = Channel::new(capacity)?;
+        let (a, b) = if duplex {
+            let ba = Channel::new(capacity)?;
+            let a = Self::wrap(
+                Some(ab.clone_handle()?),
+                Some(ba.clone_handle()?),
+                link.clone_handle()?,
+                0,
+            );
+            let b = Self::wrap(Some(ba), Some(ab), link, 1);
+            (a, b)
+        } else {
+            // Python's order: the first end receives, the second sends.
+            let r = Self::wrap(None, Some(ab.clone_handle()?), link.clone_handle()?, 0);
+            let w = Self::wrap(Some(ab), None, link, 1);
+            (r, w)
+        };
+        a.register_here();
+        b.register_here();
+        Ok((a, b))
+    }
+
+    fn wrap(tx: Option<Channel>, rx: Option<Channel>, link: Shared<LinkState>, side: usize) -> Self {
+        Self {
+            tx,
+            rx,
+            end: Arc::new(End { link, side }),
+            closed: Cell::new(false),
+            reg_epoch: Cell::new(u32::MAX),
+            pid: Cell::new(0),
+            peer_gone: Cell::new(false),
+            next_check_ns: Cell::new(0),
+            scratch: RefCell::new(Vec::new()),
+            _t: PhantomData,
+        }
+    }
+
+    /// Records this process as a strong holder of our end (once per process).
+    #[cold]
+    fn register_here(&self) {
+        let pid = std::process::id();
+        let e = &self.end;
+        e.link.register(e.side, pid, process_info(pid), true);
+        self.pid.set(pid);
+        self.reg_epoch.set(park::fork_epoch());
+    }
+
+    #[inline]
+    fn ready(&self) -> Result<(), ConnError> {
+        if self.closed.get() {
+            return Err(ConnError::Closed);
+        }
+        if self.reg_epoch.get() != park::fork_epoch() {
+            self.register_here();
+        }
+        Ok(())
+    }
+
+    /// Whether every holder of the other end is gone (cached once true). Reads `/proc` for
+    /// each other holder, so callers throttle it.
+    fn check_peer(&self) -> bool {
+        if self.peer_gone.get() {
+            return true;
+        }
+        let shut = self.tx.as_ref().is_some_and(Channel::is_shutdown)
+            || self.rx.as_ref().is_some_and(Channel::is_shutdown);
+        let e = &self.end;
+        let gone = shut || !e.link.any_alive(1 - e.side, self.pid.get());
+        self.next_check_ns
+            .set(coarse_now_ns().wrapping_add(SEND_CHECK_NS));
+        if gone {
+            self.peer_gone.set(true);
+        }
+        gone
+    }
+
+    /// `check_peer`, at most once per check interval.
+    fn check_peer_throttled(&self) -> bool {
+        if self.peer_gone.get() {
+            return true;
+        }
+        if coarse_now_ns() < self.next_check_ns.get() {
+            return false;
+        }
+        self.check_peer()
+    }
+
+    fn send_raw(&self, bytes: &[u8], wait: Wait) -> Result<(), ConnError> {
+        self.ready()?;
+        let tx = self.tx.as_ref().ok_or(ConnError::NotWritable)?;
+        if self.check_peer_throttled() {
+            return Err(ConnError::Disconnected);
+        }
+        loop {
+            let (slice, last) = match wait {
+                Some((d, _)) => {
+                    let (s, last) = park::slice_deadline(Some(d));
+                    (Some(s), last)
+                }
+                None => (Some(park::slice_deadline(None).0), false),
+            };
+            match tx.send(bytes, None, slice) {
+                Ok(()) => return Ok(()),
+                Err(ChanError::Closed) => return Err(ConnError::Disconnected),
+                Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
+                Err(ChanError::Full | ChanError::Timeout) => {
+                    if self.check_peer() {
+                        return Err(ConnError::Disconnected);
+                    }
+                    if last {
+                        let try_form = wait.is_some_and(|(_, t)| t);
+                        return Err(if try_form {
+                            ConnError::Full
+                        } else {
+                            ConnError::Timeout
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn recv_raw(&self, out: &mut Vec<u8>, wait: Wait) -> Result<(), ConnError> {
+        self.ready()?;
+        let rx = self.rx.as_ref().ok_or(ConnError::NotReadable)?;
+        let try_form = wait.is_some_and(|(_, t)| t);
+        let mut first = true;
+        loop {
+            let (slice, last) = if first {
+                // Look without waiting first, so a long-dead peer is reported at once.
+                (Some(Instant::now()), false)
+            } else {
+                match wait {
+                    Some((d, _)) => {
+                        let (s, last) = park::slice_deadline(Some(d));
+                        (Some(s), last)
+                    }
+                    None => (Some(park::slice_deadline(None).0), false),
+                }
+            };
+            match rx.recv_into(out, slice) {
+                Ok(()) => return Ok(()),
+                Err(ChanError::Closed) => return Err(ConnError::Disconnected),
+                Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
+                Err(ChanError::Full | ChanError::Timeout) => {
+                    let gone = if try_form {
+                        self.check_peer_throttled()
+                    } else {
+                        self.check_peer()
+                    };
+                    if gone {
+                        // Deliver what the peer sent before it went.
+                        return match rx.recv_into(out, Some(Instant::now())) {
+                            Ok(()) => Ok(()),
+                            Err(ChanError::Corrupted) => Err(ConnError::Corrupted),
+                            Err(_) => Err(ConnError::Disconnected),
+                        };
+                    }
+                    if try_form || last {
+                        return Err(if try_form {
+                            ConnError::Empty
+                        } else {
+                            ConnError::Timeout
+                        });
+                    }
+                }
+            }
+            first = false;
+        }
+    }
+
+    fn send_item(&self, item: &T, wait: Wait) -> Result<(), ConnError> {
+        let mut buf = self.scratch.take();
+        buf.clear();
+        let r = match C::encode(item, &mut buf) {
+            Ok(()) => self.send_raw(&buf, wait),
+            Err(e) => Err(ConnError::Encode(e)),
+        };
+        self.scratch.replace(buf);
+        r
+    }
+
+    fn recv_item(&self, wait: Wait) -> Result<T, ConnError> {
+        let mut buf = self.scratch.take();
+        let r = self
+            .recv_raw(&mut buf, wait)
+            .and_then(|()| C::decode(&buf).map_err(ConnError::Decode));
+        self.scratch.replace(buf);
+        r
+    }
+
+    fn timed(timeout: Duration) -> Wait {
+        deadline_after(timeout).map(|d| (d, false))
+    }
+
+    fn now() -> Wait {
+        Some((Instant::now(), true))
+    }
+
+    /// Sends `item`, waiting for room as long as needed (Python's `send(obj)`).
+    pub fn send(&self, item: &T) -> Result<(), ConnError> {
+        self.send_item(item, None)
+    }
+
+    /// Sends `item`, waiting at most `timeout` for room (`Timeout` after that).
+    pub fn send_timeout(&self, item: &T, timeout: Duration) -> Result<(), ConnError> {
+        self.send_item(item, Self::timed(timeout))
+    }
+
+    /// Sends `item` only if there is room now (`Full` otherwise).
+    pub fn try_send(&self, item: &T) -> Result<(), ConnError> {
+        self.send_item(item, Self::now())
+    }
+
+    /// Receives the next item, waiting as long as needed (Python's `recv()`).
+    pub fn recv(&self) -> Result<T, ConnError> {
+        self.recv_item(None)
+    }
+
+    /// Receives the next item, waiting at most `timeout` (`Timeout` after that).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, ConnError> {
+        self.recv_item(Self::timed(timeout))
+    }
+
+    /// Receives the next item only if one is there now (`Empty` otherwise).
+    pub fn try_recv(&self) -> Result<T, ConnError> {
+        self.recv_item(Self::now())
+    }
+
+    /// Sends raw bytes as one message (Python's `send_bytes`); any length.
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.send_raw(bytes, None)
+    }
+
+    /// `send_bytes`, waiting at most `timeout` for room.
+    pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<(), ConnError> {
+        self.send_raw(bytes, Self::timed(timeout))
+    }
+
+    /// `send_bytes` only if there is room now.
+    pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.send_raw(bytes, Self::now())
+    }
+
+    /// Receives one message as raw bytes (Python's `recv_bytes`).
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, ConnError> {
+        let mut v = Vec::new();
+        self.recv_raw(&mut v, None).map(|()| v)
+    }
+
+    /// `recv_bytes`, waiting at most `timeout`.
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, ConnError> {
+        let mut v = Vec::new();
+        self.recv_raw(&mut v, Self::timed(timeout)).map(|()| v)
+    }
+
+    /// `recv_bytes` only if a message is there now.
+    pub fn try_recv_bytes(&self) -> Result<Vec<u8>, ConnError> {
+        let mut v = Vec::new();
+        self.recv_raw(&mut v, Self::now()).map(|()| v)
+    }
+
+    /// Receives one message into `buf` and returns its length (Python's
+    /// `recv_bytes_into`). A message longer than `buf` is not lost: it comes back inside
+    /// [`ConnError::BufferTooShort`].
+    ///
+    /// ```
+    /// let (a, b) = shmproc::pipe::<()>()?;
+    /// a.send_bytes(b"hello world")?;
+    /// let mut small = [0u8; 4];
+    /// match b.recv_bytes_into(&mut small) {
+    ///     Err(shmproc::ConnError::BufferTooShort(msg)) => assert_eq!(msg, b"hello world"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, ConnError> {
+        self.recv_bytes_into_wait(buf, None)
+    }
+
+    /// `recv_bytes_into`, waiting at most `timeout`.
+    pub fn recv_bytes_into_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize, ConnError> {
+        self.recv_bytes_into_wait(buf, Self::timed(timeout))
+    }
+
+    fn recv_bytes_into_wait(&self, buf: &mut [u8], wait: Wait) -> Result<usize, ConnError> {
+        let mut v = self.scratch.take();
+        let r = self.recv_raw(&mut v, wait).and_then(|()| {
+            if v.len() > buf.len() {
+                Err(ConnError::BufferTooShort(std::mem::take(&mut v)))
+            } else {
+                buf[..v.len()].copy_from_slice(&v);
+                Ok(v.len())
+            }
+        });
+        self.scratch.replace(v);
+        r
+    }
+
+    /// Whether a `recv` would return at once — a message is waiting, or the other end is
+    /// gone (Python's `poll(timeout)`): `Some(Duration::ZERO)` just looks, `None` waits as
+    /// long as needed.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool, ConnError> {
+        self.ready()?;
+        let rx = self.rx.as_ref().ok_or(ConnError::NotReadable)?;
+        let deadline = match timeout {
+            Some(t) => {
+                Some(deadline_after(t).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30)))
+            }
+            None => None,
+        };
+        loop {
+            let (slice, last) = park::slice_deadline(deadline);
+            if rx.wait_readable(Some(slice)) {
+                return Ok(true);
+            }
+            if self.check_peer_throttled() || (last && self.check_peer()) {
+                return Ok(true);
+            }
+            if last {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Whether this end can receive / send.
+    pub fn readable(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// Whether this end can send.
+    pub fn writable(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Closes this handle (Python's `close()`): later calls on it fail with `Closed`. When no
+    /// other live process holds this end, the other end sees `Disconnected` at once.
+    pub fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        self.release();
+    }
+
+    fn release(&self) {
+        let e = &self.end;
+        let fork_child = FORK_CHILD.with(Cell::get);
+        if fork_child != 0 && self.reg_epoch.get() == park::fork_epoch() {
+            // The parent drops the closure of a child it just forked: the child holds us now.
+            e.link
+                .register(e.side, fork_child, process_info(fork_child), false);
+        }
+        if self.reg_epoch.get() == park::fork_epoch() {
+            e.link.release(e.side, self.pid.get(), true);
+        } else {
+            // Inherited through a fork and never used here: drop the provisional record.
+            e.link.release(e.side, std::process::id(), false);
+        }
+        if !e.link.any_alive(e.side, 0) {
+            // Nobody holds this end any more: wake the peer now.
+            if let Some(c) = &self.tx {
+                c.shutdown();
+            }
+            if let Some(c) = &self.rx {
+                c.shutdown();
+            }
+        }
+    }
+}
+
+impl<T, C: Codec<T>> Drop for Connection<T, C> {
+    fn drop(&mut self) {
+        if !self.closed.get() {
+            self.release();
+        }
+    }
+}
+
+/// What crosses to a spawned child.
+#[derive(Deserialize)]
+struct ConnToken {
+    tx: Option<Channel>,
+    rx: Option<Channel>,
+    link: Shared<LinkState>,
+    side: u8,
+}
+
+impl<T, C: Codec<T>> Serialize for Connection<T, C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        if self.closed.get() {
+            return Err(S::Error::custom("cannot pass a closed Connection"));
+        }
+        let side = self.end.side;
+        let end = Arc::clone(&self.end);
+        // The child holds our end from the moment it starts (before we drop our copy).
+        transfer::on_child_started(Box::new(move |pid| {
+            end.link.register(end.side, pid, process_info(pid), false);
+        }));
+        (&self.tx, &self.rx, &self.end.link, side as u8).serialize(s)
+    }
+}
+
+impl<'de, T, C: Codec<T>> Deserialize<'de> for Connection<T, C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = ConnToken::deserialize(d)?;
+        if t.side > 1 || (t.tx.is_none() && t.rx.is_none()) {
+            return Err(transfer::fail("malformed Connection token".to_owned()));
+        }
+        let c = Self::wrap(t.tx, t.rx, t.link, usize::from(t.side));
+        c.register_here();
+        Ok(c)
+    }
+}
