@@ -1,15 +1,17 @@
-//! Lock-free cores in shared memory: the SPSC ring of `Pod` items, the byte ring of
-//! variable-length frames, the message channel built on it, and the event count that lets
-//! either side sleep.
+//! Lock-free cores in shared memory: the SPSC ring of `Pod` items, the MPMC ring of
+//! fixed-size slots, the byte ring of variable-length frames, the message channel built on
+//! it, and the event count that lets either side sleep.
 
 mod bytes;
 mod channel;
 mod eventcount;
+mod mpmc;
 mod pad;
 mod spsc;
 
 pub use bytes::{ByteRing, ByteRingIndices, Corrupt, FrameInfo, ABORT, FIRST, LAST};
 pub use channel::{ChanError, Channel, ChannelCtl, ChannelHeader};
 pub use eventcount::EventCount;
+pub use mpmc::{MpmcRing, SlotError, SlotRing, SlotRingHeader, MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use pad::CachePadded;
 pub use spsc::{Consumer, Producer, RingError, SpscHeader, SpscRing};
