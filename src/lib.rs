@@ -26,7 +26,9 @@ pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
     Process, ProcessBuilder, ProcessInfo, Run, StartMethod,
 };
-pub use queue::{Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY};
+pub use queue::{
+    Bytes, Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY,
+};
 pub use shm::{
     check_image, cleanup_stale, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION,
 };

@@ -161,9 +161,104 @@ impl<'a> ByteRing<'a> {
         Ok(true)
     }
 
-    /// The next frame's header, if a whole frame is published; validated.
-    pub fn peek(&self) -> Result<Option<FrameInfo>, Corrupt> {
-        let (head, tail) = self.indices()?;
+    /// Ring bytes a frame with `len` payload bytes takes.
+    pub fn frame_size(len: usize) -> u64 {
+        FRAME_HEADER + padded(len as u64)
+    }
+
+    /// The writer's own index (only the current writer may call this; the lock that made it
+    /// the writer orders it after the previous writer's stores).
+    pub fn own_tail(&self) -> Result<u64, Corrupt> {
+        let tail = self.idx.tail.load(Ordering::Relaxed);
+        if tail % 8 != 0 {
+            return Err(Corrupt);
+        }
+        Ok(tail)
+    }
+
+    /// The reader's own index (only the current reader may call this).
+    pub fn own_head(&self) -> Result<u64, Corrupt> {
+        let head = self.idx.head.load(Ordering::Relaxed);
+        if head % 8 != 0 {
+            return Err(Corrupt);
+        }
+        Ok(head)
+    }
+
+    /// Where the writer's `tail` will be after a frame of `len` payload bytes.
+    pub fn own_tail_after(&self, len: usize) -> Result<u64, Corrupt> {
+        Ok(self.own_tail()?.wrapping_add(Self::frame_size(len)))
+    }
+
+    /// Room for a frame of `len` payload bytes, judged by the writer from `cached_head` (a
+    /// copy of the reader's index that can only lag behind it, so it never overstates the
+    /// room) and refreshed from the real index only when the copy says "no room". The copy
+    /// lives on the writers' own cache line, so the common case reads no line the reader
+    /// writes. Only the current writer may call this.
+    pub fn fits_cached(&self, len: usize, cached_head: &AtomicU64) -> Result<bool, Corrupt> {
+        let tail = self.own_tail()?;
+        let need = Self::frame_size(len);
+        let head = cached_head.load(Ordering::Relaxed);
+        let used = tail.wrapping_sub(head);
+        if used <= self.cap && head % 8 == 0 && self.cap - used >= need {
+            return Ok(true);
+        }
+        // SYNC POINT (room): acquire pairs with the reader's release of `head` in `take`.
+        let head = self.idx.head.load(Ordering::Acquire);
+        let used = tail.wrapping_sub(head);
+        if used > self.cap || head % 8 != 0 {
+            return Err(Corrupt);
+        }
+        cached_head.store(head, Ordering::Relaxed);
+        Ok(self.cap - used >= need)
+    }
+
+    /// Writes one frame for which [`fits_cached`](Self::fits_cached) just said yes, and
+    /// publishes it. Only the current writer may call this.
+    pub fn write_checked(
+        &self,
+        payload: &[u8],
+        flags: u32,
+        cached_head: &AtomicU64,
+    ) -> Result<bool, Corrupt> {
+        debug_assert!(payload.len() <= self.max_frame() && flags & !KNOWN == 0);
+        if !self.fits_cached(payload.len(), cached_head)? {
+            return Ok(false);
+        }
+        let tail = self.own_tail()?;
+        let mut hdr = [0u8; 8];
+        hdr[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        hdr[4..].copy_from_slice(&flags.to_le_bytes());
+        self.copy_in(tail, &hdr);
+        self.copy_in(tail.wrapping_add(FRAME_HEADER), payload);
+        // SYNC POINT (frame publish): release pairs with the reader's acquire of `tail`.
+        self.idx.tail.store(
+            tail.wrapping_add(Self::frame_size(payload.len())),
+            Ordering::Release,
+        );
+        Ok(true)
+    }
+
+    /// `peek` for the current reader, judging what is published from `cached_tail` (a copy
+    /// of the writer's index that can only lag behind it) and refreshing it from the real
+    /// index only when the copy says "empty".
+    pub fn peek_cached(&self, cached_tail: &AtomicU64) -> Result<Option<FrameInfo>, Corrupt> {
+        let head = self.own_head()?;
+        let mut tail = cached_tail.load(Ordering::Relaxed);
+        let avail = tail.wrapping_sub(head);
+        if avail == 0 || avail > self.cap || tail % 8 != 0 {
+            // SYNC POINT (frame publish): acquire pairs with the writer's release of `tail`.
+            tail = self.idx.tail.load(Ordering::Acquire);
+            if tail.wrapping_sub(head) > self.cap || tail % 8 != 0 {
+                return Err(Corrupt);
+            }
+            cached_tail.store(tail, Ordering::Relaxed);
+        }
+        self.frame_at(head, tail)
+    }
+
+    /// The validated header of the frame at `head`, given a published `tail`.
+    fn frame_at(&self, head: u64, tail: u64) -> Result<Option<FrameInfo>, Corrupt> {
         let avail = tail.wrapping_sub(head);
         if avail == 0 {
             return Ok(None);
@@ -185,6 +280,32 @@ impl<'a> ByteRing<'a> {
             return Err(Corrupt);
         }
         Ok(Some(FrameInfo { len, flags }))
+    }
+
+    /// `take` for the current reader after `peek_cached` returned `info`.
+    pub fn take_cached(&self, info: FrameInfo, out: &mut Vec<u8>) -> Result<(), Corrupt> {
+        let head = self.own_head()?;
+        let start = out.len();
+        out.resize(start + info.len as usize, 0);
+        self.copy_out(head.wrapping_add(FRAME_HEADER), &mut out[start..]);
+        let whole = Self::frame_size(info.len as usize);
+        // SYNC POINT (frame release): release pairs with the writer's acquire of `head`.
+        self.idx.head.store(head.wrapping_add(whole), Ordering::Release);
+        Ok(())
+    }
+
+    /// `skip` for the current reader after `peek_cached` returned `info`.
+    pub fn skip_cached(&self, info: FrameInfo) -> Result<(), Corrupt> {
+        let head = self.own_head()?;
+        let whole = Self::frame_size(info.len as usize);
+        self.idx.head.store(head.wrapping_add(whole), Ordering::Release);
+        Ok(())
+    }
+
+    /// The next frame's header, if a whole frame is published; validated.
+    pub fn peek(&self) -> Result<Option<FrameInfo>, Corrupt> {
+        let (head, tail) = self.indices()?;
+        self.frame_at(head, tail)
     }
 
     /// Appends the payload of the frame `peek` returned to `out` and releases the frame.

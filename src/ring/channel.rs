@@ -49,28 +49,57 @@ pub enum ChanError {
     Corrupted,
 }
 
-/// Shared control block of a channel.
+/// Shared control block of a channel: the writers' line, the readers' line and the wait
+/// words, each on its own cache line so a writer and a reader touch each other's lines only
+/// when a cached index runs out (or someone sleeps).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct ChannelCtl {
+    w: CachePadded<WriterCtl>,
+    r: CachePadded<ReaderCtl>,
+    wake: CachePadded<WakeCtl>,
+}
+
+/// Written by the current writer only.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct WriterCtl {
     write_lock: RawLock,
-    read_lock: RawLock,
-    not_empty: EventCount,
-    not_full: EventCount,
-    /// Messages fully written / fully read (their difference is the exact length).
+    /// Messages fully written (minus `consumed`: the exact length).
     committed: AtomicU64,
-    consumed: AtomicU64,
-    writer_mid: AtomicU32,
-    reader_mid: AtomicU32,
-    shutdown: AtomicU32,
-    _pad: AtomicU32,
     /// A count update in flight: `committed` becomes `commit_target` once `tail` reaches
-    /// `commit_pos` (likewise `consumed` / `head`). The next lock holder finishes an update
-    /// its dead predecessor started, so the counts never drift.
+    /// `commit_pos`. The next lock holder finishes an update its dead predecessor started,
+    /// so the count never drifts.
     commit_target: AtomicU64,
     commit_pos: AtomicU64,
+    writer_mid: AtomicU32,
+    _pad: AtomicU32,
+    /// The readers' `head` as last seen by a writer (never ahead of the real one).
+    cached_head: AtomicU64,
+}
+
+/// Written by the current reader only.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct ReaderCtl {
+    read_lock: RawLock,
+    consumed: AtomicU64,
     consume_target: AtomicU64,
     consume_pos: AtomicU64,
+    reader_mid: AtomicU32,
+    _pad: AtomicU32,
+    /// The writers' `tail` as last seen by a reader (never ahead of the real one).
+    cached_tail: AtomicU64,
+}
+
+/// Read on every message, written only to sleep, wake or shut down.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct WakeCtl {
+    not_empty: EventCount,
+    not_full: EventCount,
+    shutdown: AtomicU32,
+    _pad: AtomicU32,
 }
 
 /// Whether the monotonic index `index` has reached `pos`.
@@ -106,7 +135,7 @@ const HEADER: usize = std::mem::size_of::<ChannelHeader>();
 
 fn fingerprint() -> Fingerprint {
     Fingerprint::new(
-        1,
+        2,
         std::mem::align_of::<ChannelHeader>() as u64,
         "shmproc::Channel",
     )
@@ -184,9 +213,9 @@ impl Channel {
     /// Messages in the channel now (exact when no message is half written or read).
     pub fn len(&self) -> u64 {
         let c = self.ctl();
-        c.committed
+        c.w.committed
             .load(Ordering::Acquire)
-            .saturating_sub(c.consumed.load(Ordering::Acquire))
+            .saturating_sub(c.r.consumed.load(Ordering::Acquire))
     }
 
     /// Whether no message is waiting.
@@ -198,14 +227,14 @@ impl Channel {
     /// what is there, then get `Closed` (Python 3.13's `Queue.shutdown()`).
     pub fn shutdown(&self) {
         let c = self.ctl();
-        c.shutdown.store(1, Ordering::SeqCst);
-        c.not_empty.notify();
-        c.not_full.notify();
+        c.wake.shutdown.store(1, Ordering::SeqCst);
+        c.wake.not_empty.notify();
+        c.wake.not_full.notify();
     }
 
     /// Whether the channel was shut down.
     pub fn is_shutdown(&self) -> bool {
-        self.ctl().shutdown.load(Ordering::Acquire) != 0
+        self.ctl().wake.shutdown.load(Ordering::Acquire) != 0
     }
 
     fn lock(lock: &RawLock, deadline: Option<Instant>) -> Result<Acquired, ChanError> {
@@ -240,30 +269,30 @@ impl Channel {
         deadline: Option<Instant>,
     ) -> Result<(), ChanError> {
         let c = self.ctl();
-        Self::lock(&c.write_lock, deadline)?;
-        let _unlock = Unlock(&c.write_lock);
+        Self::lock(&c.w.write_lock, deadline)?;
+        let _unlock = Unlock(&c.w.write_lock);
         let ring = self.ring();
-        let (_, tail) = ring.indices().map_err(|_| ChanError::Corrupted)?;
-        finish_pending(&c.commit_target, &c.commit_pos, tail, &c.committed);
-        if c.writer_mid.load(Ordering::Relaxed) != 0 {
+        let tail = ring.own_tail().map_err(|_| ChanError::Corrupted)?;
+        finish_pending(&c.w.commit_target, &c.w.commit_pos, tail, &c.w.committed);
+        if c.w.writer_mid.load(Ordering::Relaxed) != 0 {
             // The previous writer died (or gave up) mid-message: tell readers to drop its
             // partial message first.
-            if !Self::wait_for(&c.not_full, deadline, || ring.fits(0).unwrap_or(true)) {
+            if !Self::wait_for(&c.wake.not_full, deadline, || ring.fits(0).unwrap_or(true)) {
                 return Err(ChanError::Full);
             }
             if !ring.try_write(&[], ABORT).map_err(|_| ChanError::Corrupted)? {
                 return Err(ChanError::Corrupted);
             }
-            c.writer_mid.store(0, Ordering::Relaxed);
-            c.not_empty.notify();
+            c.w.writer_mid.store(0, Ordering::Relaxed);
+            c.wake.not_empty.notify();
         }
-        let closed = || c.shutdown.load(Ordering::Acquire) != 0;
+        let closed = || c.wake.shutdown.load(Ordering::Acquire) != 0;
         if closed() {
             return Err(ChanError::Closed);
         }
         if let Some(limit) = item_limit {
             let room = || closed() || self.len() < limit;
-            if !Self::wait_for(&c.not_full, deadline, room) {
+            if !Self::wait_for(&c.wake.not_full, deadline, room) {
                 return Err(ChanError::Full);
             }
             if closed() {
@@ -287,37 +316,49 @@ impl Channel {
             // The deadline only bounds the wait for the message to start: once part of it
             // is out, the rest follows as readers drain it (readers drain after a shutdown
             // too), like a blocking write to a pipe.
-            if k == 0 {
+            let fast = ring
+                .fits_cached(part.len(), &c.w.cached_head)
+                .map_err(|_| ChanError::Corrupted)?;
+            if fast {
+                if k == 0 && closed() {
+                    return Err(ChanError::Closed);
+                }
+            } else if k == 0 {
                 let fits = || closed() || ring.fits(part.len()).unwrap_or(true);
-                if !Self::wait_for(&c.not_full, deadline, fits) {
+                if !Self::wait_for(&c.wake.not_full, deadline, fits) {
                     return Err(ChanError::Full);
                 }
                 if closed() {
                     return Err(ChanError::Closed);
                 }
             } else {
-                Self::wait_for(&c.not_full, None, || ring.fits(part.len()).unwrap_or(true));
+                Self::wait_for(&c.wake.not_full, None, || ring.fits(part.len()).unwrap_or(true));
             }
             // Mark the message in progress *before* its first frame is visible, so a writer
             // killed right after publishing it still leaves the mark for the next writer.
             let mut target = 0;
             if flags & LAST == 0 {
-                c.writer_mid.store(1, Ordering::Relaxed);
+                c.w.writer_mid.store(1, Ordering::Relaxed);
             } else {
-                target = c.committed.load(Ordering::Relaxed).wrapping_add(1).max(1);
-                let pos = ring.tail_after(part.len()).map_err(|_| ChanError::Corrupted)?;
-                c.commit_pos.store(pos, Ordering::Relaxed);
-                c.commit_target.store(target, Ordering::Relaxed);
+                target = c.w.committed.load(Ordering::Relaxed).wrapping_add(1).max(1);
+                let pos = ring
+                    .own_tail_after(part.len())
+                    .map_err(|_| ChanError::Corrupted)?;
+                c.w.commit_pos.store(pos, Ordering::Relaxed);
+                c.w.commit_target.store(target, Ordering::Relaxed);
             }
-            if !ring.try_write(part, flags).map_err(|_| ChanError::Corrupted)? {
+            if !ring
+                .write_checked(part, flags, &c.w.cached_head)
+                .map_err(|_| ChanError::Corrupted)?
+            {
                 return Err(ChanError::Corrupted);
             }
             if flags & LAST != 0 {
-                c.committed.store(target, Ordering::Release);
-                c.commit_target.store(0, Ordering::Relaxed);
-                c.writer_mid.store(0, Ordering::Relaxed);
+                c.w.committed.store(target, Ordering::Release);
+                c.w.commit_target.store(0, Ordering::Relaxed);
+                c.w.writer_mid.store(0, Ordering::Relaxed);
             }
-            c.not_empty.notify();
+            c.wake.not_empty.notify();
         }
         Ok(())
     }
@@ -326,72 +367,77 @@ impl Channel {
     pub fn recv_into(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), ChanError> {
         out.clear();
         let c = self.ctl();
-        let how = Self::lock(&c.read_lock, deadline)?;
-        let _unlock = Unlock(&c.read_lock);
+        let how = Self::lock(&c.r.read_lock, deadline)?;
+        let _unlock = Unlock(&c.r.read_lock);
         let ring = self.ring();
-        let (head, _) = ring.indices().map_err(|_| ChanError::Corrupted)?;
-        if finish_pending(&c.consume_target, &c.consume_pos, head, &c.consumed) {
+        let head = ring.own_head().map_err(|_| ChanError::Corrupted)?;
+        if finish_pending(&c.r.consume_target, &c.r.consume_pos, head, &c.r.consumed) {
             // That reader had taken its message's last frame: nothing left to skip.
-            c.reader_mid.store(0, Ordering::Relaxed);
+            c.r.reader_mid.store(0, Ordering::Relaxed);
         }
         // Frames left over from a reader that died mid-message are skipped up to its LAST.
-        let mut skipping = matches!(how, Acquired::OwnerDied(_)) && c.reader_mid.load(Ordering::Relaxed) != 0;
+        let mut skipping =
+            matches!(how, Acquired::OwnerDied(_)) && c.r.reader_mid.load(Ordering::Relaxed) != 0;
         let mut mid = false;
         loop {
-            let frame = ring.peek().map_err(|_| ChanError::Corrupted)?;
+            let frame = ring
+                .peek_cached(&c.r.cached_tail)
+                .map_err(|_| ChanError::Corrupted)?;
             let Some(info) = frame else {
                 if mid || skipping {
                     // The rest of this message must come from a live writer.
-                    let more = Self::wait_for(&c.not_empty, Some(Instant::now() + MID_MESSAGE_CHECK), || {
-                        !matches!(ring.peek(), Ok(None))
-                    });
+                    let more = Self::wait_for(
+                        &c.wake.not_empty,
+                        Some(Instant::now() + MID_MESSAGE_CHECK),
+                        || !matches!(ring.peek(), Ok(None)),
+                    );
                     // The writer holds the write lock for the whole message: if nobody
                     // holds it, or its holder died, the rest will never come.
                     if !more
-                        && (!c.write_lock.is_locked() || c.write_lock.holder_is_dead())
+                        && (!c.w.write_lock.is_locked() || c.w.write_lock.holder_is_dead())
                         && matches!(ring.peek(), Ok(None))
                     {
                         // Its writer died: the next writer will send ABORT; drop the part.
                         out.clear();
                         mid = false;
                         skipping = false;
-                        c.reader_mid.store(0, Ordering::Relaxed);
+                        c.r.reader_mid.store(0, Ordering::Relaxed);
                     }
                     continue;
                 }
-                let drained_closed = || c.shutdown.load(Ordering::Acquire) != 0;
+                let drained_closed = || c.wake.shutdown.load(Ordering::Acquire) != 0;
                 if drained_closed() {
                     return Err(ChanError::Closed);
                 }
                 let ready = || !matches!(ring.peek(), Ok(None)) || drained_closed();
-                if !Self::wait_for(&c.not_empty, deadline, ready) {
+                if !Self::wait_for(&c.wake.not_empty, deadline, ready) {
                     return Err(ChanError::Timeout);
                 }
                 continue;
             };
             if info.flags & ABORT != 0 {
-                ring.skip(info).map_err(|_| ChanError::Corrupted)?;
+                ring.skip_cached(info).map_err(|_| ChanError::Corrupted)?;
                 out.clear();
                 mid = false;
                 skipping = false;
-                c.reader_mid.store(0, Ordering::Relaxed);
-                c.not_full.notify();
+                c.r.reader_mid.store(0, Ordering::Relaxed);
+                c.wake.not_full.notify();
                 continue;
             }
             if skipping && info.flags & FIRST != 0 {
                 // The dead reader had finished its message after all: this one is new.
                 skipping = false;
-                c.reader_mid.store(0, Ordering::Relaxed);
+                c.r.reader_mid.store(0, Ordering::Relaxed);
             }
             if skipping || (!mid && info.flags & FIRST == 0) {
                 // A stray continuation: the rest of a message whose reader died.
-                ring.skip(info).map_err(|_| ChanError::Corrupted)?;
+                ring.skip_cached(info).map_err(|_| ChanError::Corrupted)?;
                 if info.flags & LAST != 0 {
                     skipping = false;
-                    c.reader_mid.store(0, Ordering::Relaxed);
-                    c.consumed.fetch_add(1, Ordering::AcqRel);
+                    c.r.reader_mid.store(0, Ordering::Relaxed);
+                    c.r.consumed.fetch_add(1, Ordering::AcqRel);
                 }
-                c.not_full.notify();
+                c.wake.not_full.notify();
                 continue;
             }
             if mid && info.flags & FIRST != 0 {
@@ -401,22 +447,25 @@ impl Channel {
             }
             let mut target = 0;
             if info.flags & LAST != 0 {
-                target = c.consumed.load(Ordering::Relaxed).wrapping_add(1).max(1);
-                let pos = ring.head_after(info).map_err(|_| ChanError::Corrupted)?;
-                c.consume_pos.store(pos, Ordering::Relaxed);
-                c.consume_target.store(target, Ordering::Relaxed);
+                target = c.r.consumed.load(Ordering::Relaxed).wrapping_add(1).max(1);
+                let pos = ring
+                    .own_head()
+                    .map_err(|_| ChanError::Corrupted)?
+                    .wrapping_add(ByteRing::frame_size(info.len as usize));
+                c.r.consume_pos.store(pos, Ordering::Relaxed);
+                c.r.consume_target.store(target, Ordering::Relaxed);
             }
-            ring.take(info, out).map_err(|_| ChanError::Corrupted)?;
-            c.not_full.notify();
+            ring.take_cached(info, out).map_err(|_| ChanError::Corrupted)?;
             if info.flags & LAST != 0 {
-                c.consumed.store(target, Ordering::Release);
-                c.consume_target.store(0, Ordering::Relaxed);
-                c.reader_mid.store(0, Ordering::Relaxed);
-                c.not_full.notify();
+                c.r.consumed.store(target, Ordering::Release);
+                c.r.consume_target.store(0, Ordering::Relaxed);
+                c.r.reader_mid.store(0, Ordering::Relaxed);
+                c.wake.not_full.notify();
                 return Ok(());
             }
+            c.wake.not_full.notify();
             mid = true;
-            c.reader_mid.store(1, Ordering::Relaxed);
+            c.r.reader_mid.store(1, Ordering::Relaxed);
         }
     }
 
@@ -425,8 +474,8 @@ impl Channel {
     pub fn wait_readable(&self, deadline: Option<Instant>) -> bool {
         let c = self.ctl();
         let ring = self.ring();
-        Self::wait_for(&c.not_empty, deadline, || {
-            !matches!(ring.peek(), Ok(None)) || c.shutdown.load(Ordering::Acquire) != 0
+        Self::wait_for(&c.wake.not_empty, deadline, || {
+            !matches!(ring.peek(), Ok(None)) || c.wake.shutdown.load(Ordering::Acquire) != 0
         })
     }
 

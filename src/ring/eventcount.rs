@@ -4,16 +4,25 @@
 //! Waiter: `let key = ec.prepare_wait();` → re-check the condition → `cancel_wait()` if it
 //! holds, else `wait(key, deadline)`. Notifier: make the condition true, then `notify()`.
 //!
-//! `notify` issues a SeqCst fence and reads `waiters`; `prepare_wait` raises `waiters` and
-//! issues a SeqCst fence before the caller re-checks. By the fences' total order either the
-//! notifier sees the waiter (and bumps `seq`, so the futex wait cannot sleep on the old
-//! value, and wakes it), or the waiter's re-check sees the notifier's data: no lost wake-up.
-//! A waiter that dies while counted only costs later notifiers a futex call.
+//! `seq`'s low bit says "someone sleeps (or is about to) on this value". `prepare_wait`
+//! raises `waiters` and sets that bit with a SeqCst RMW before the caller re-checks;
+//! `notify` issues a SeqCst fence, reads `waiters`, and only if the bit is set bumps `seq`
+//! (clearing the bit) and wakes. By the total order of those SeqCst operations either the
+//! notifier sees the waiter's bit (and bumps `seq`, so the futex wait cannot sleep on the
+//! old value, and wakes it), or the waiter's re-check sees the notifier's data: no lost
+//! wake-up. Because the bump clears the bit, the notifications that follow while the woken
+//! threads are still on their way out pay no futex call: one wake per sleep episode, not
+//! one per message (a producer filling a ring whose consumer sleeps would otherwise make a
+//! syscall per item until the consumer runs again).
+//! A waiter that dies while counted only costs a later notifier one futex call.
 
 use std::time::Instant;
 
 use crate::loom::{fence, AtomicU32, Ordering};
 use crate::sync::park;
+
+/// Low bit of `seq`: a waiter took the current value as its key.
+const SLEEPERS: u32 = 1;
 
 /// A futex-backed event count; `#[repr(C)]`, all-zero is valid.
 #[repr(C)]
@@ -32,8 +41,9 @@ impl EventCount {
     /// Registers the caller as a waiter and returns the key to wait on.
     pub fn prepare_wait(&self) -> u32 {
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        let key = self.seq.fetch_or(SLEEPERS, Ordering::SeqCst) | SLEEPERS;
         fence(Ordering::SeqCst);
-        self.seq.load(Ordering::SeqCst)
+        key
     }
 
     /// Withdraws a `prepare_wait` whose condition turned out to hold.
@@ -60,8 +70,21 @@ impl EventCount {
 
     #[cold]
     fn notify_slow(&self) {
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        park::wake_all(&self.seq);
+        let mut s = self.seq.load(Ordering::SeqCst);
+        while s & SLEEPERS != 0 {
+            // Next value, bit cleared: later notifiers skip the wake until someone waits again.
+            let next = (s | SLEEPERS).wrapping_add(1);
+            match self
+                .seq
+                .compare_exchange(s, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    park::wake_all(&self.seq);
+                    return;
+                }
+                Err(now) => s = now,
+            }
+        }
     }
 
     /// Whether someone is (or was, before dying) registered as a waiter.

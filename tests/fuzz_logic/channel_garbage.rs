@@ -40,15 +40,16 @@ const RESCUE: Duration = Duration::from_secs(2);
 const LONG_WAIT: Duration = Duration::from_millis(25);
 
 // Layout of `ChannelHeader` (src/ring/channel.rs): `ByteRingIndices` (tail, head: each a
-// 128-byte `CachePadded<AtomicU64>`), then `CachePadded<ChannelCtl>`: write_lock (a 16-byte
-// `RawLock`), read_lock, not_empty, not_full (8-byte event counts), committed, consumed
-// (u64), writer_mid, reader_mid, shutdown, _pad (u32). The buffer follows the header.
-const HEADER: usize = 384;
+// 128-byte `CachePadded<AtomicU64>`), then `ChannelCtl`, three 128-byte lines: the writers'
+// (write_lock, a 16-byte `RawLock`; committed, commit_target, commit_pos (u64); writer_mid,
+// _pad (u32); cached_head (u64)), the readers' (same shape) and the wait words (not_empty,
+// not_full: 8-byte event counts; shutdown, _pad). The buffer follows the header.
+const HEADER: usize = 640;
 const TAIL: usize = 0;
 const HEAD: usize = 128;
 const WRITE_LOCK: usize = 256;
-const NOT_FULL: usize = 256 + 40;
-const WRITER_MID: usize = 256 + 64;
+const NOT_FULL: usize = 512 + 8;
+const WRITER_MID: usize = 256 + 40;
 
 /// Hangs found by this target and not fixed yet, by the call that overran.
 pub const KNOWN: [&str; 2] = [
