@@ -52,6 +52,8 @@ const CLAIMING: u32 = 1;
 const PROVISIONAL: u32 = 2;
 /// The process uses the end (`refs` handles).
 const STRONG: u32 = 3;
+/// The process held the end and let it go (kept until it dies; not a holder).
+const RELEASED: u32 = 4;
 
 /// How often a `send` that does not have to wait re-checks that the peer lives.
 const SEND_CHECK_NS: u64 = 20_000_000;
@@ -99,38 +101,28 @@ fn process_info(pid: u32) -> u64 {
 }
 
 impl LinkState {
-    /// Records `pid` as a holder of end `side`: `strong` for a process that uses it (counted
-    /// per handle), else provisional (a child given the end). Returns `false` if the table
-    /// is full even after dropping dead entries.
-    fn register(&self, side: usize, pid: u32, info: u64, strong: bool) -> bool {
-        let end = &self.ends[side];
-        for h in end {
+    /// The live record (any state but free) of process `pid` started as `info`, if any.
+    fn find(&self, side: usize, pid: u32, info: u64) -> Option<&Holder> {
+        self.ends[side].iter().find(|h| {
             let st = h.state.load(Ordering::Acquire);
-            if (st == STRONG || st == PROVISIONAL) && h.pid.load(Ordering::Relaxed) == pid {
-                if strong {
-                    h.refs.fetch_add(1, Ordering::AcqRel);
-                    if st == PROVISIONAL {
-                        let _ = h.state.compare_exchange(
-                            PROVISIONAL,
-                            STRONG,
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        );
-                    }
-                }
-                return true;
-            }
-        }
+            matches!(st, PROVISIONAL | STRONG | RELEASED)
+                && h.pid.load(Ordering::Relaxed) == pid
+                && h.info.load(Ordering::Relaxed) == info
+        })
+    }
+
+    /// Claims a free record (freeing those of dead processes if needed) for `pid` in state
+    /// `st` with `refs`. Returns `false` if the table is full of live processes.
+    fn claim(&self, side: usize, pid: u32, info: u64, st: u32, refs: u32) -> bool {
         for attempt in 0..2 {
-            for h in end {
+            for h in &self.ends[side] {
                 if h.state
                     .compare_exchange(FREE, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     h.pid.store(pid, Ordering::Relaxed);
                     h.info.store(info, Ordering::Relaxed);
-                    h.refs.store(u32::from(strong), Ordering::Relaxed);
-                    let st = if strong { STRONG } else { PROVISIONAL };
+                    h.refs.store(refs, Ordering::Relaxed);
                     h.state.store(st, Ordering::Release);
                     return true;
                 }
@@ -142,55 +134,62 @@ impl LinkState {
         false
     }
 
-    /// Drops one strong reference of `pid` (or its provisional record).
-    fn release(&self, side: usize, pid: u32, strong: bool) {
-        for h in &self.ends[side] {
-            let st = h.state.load(Ordering::Acquire);
-            if h.pid.load(Ordering::Relaxed) != pid {
-                continue;
+    /// Records `pid` as a holder of end `side`: `strong` for a process that uses it (counted
+    /// per handle), else provisional (a child given the end) — unless that process already
+    /// has a record, e.g. a forked child that used or released the end before its parent
+    /// got to record it. Returns `false` if the table is full.
+    fn register(&self, side: usize, pid: u32, info: u64, strong: bool) -> bool {
+        if let Some(h) = self.find(side, pid, info) {
+            if strong {
+                h.refs.fetch_add(1, Ordering::AcqRel);
+                h.state.store(STRONG, Ordering::Release);
             }
-            if strong && st == STRONG {
-                let mut refs = h.refs.load(Ordering::Relaxed);
-                loop {
-                    let next = refs.saturating_sub(1);
-                    match h
-                        .refs
-                        .compare_exchange(refs, next, Ordering::AcqRel, Ordering::Relaxed)
-                    {
-                        Ok(_) => break,
-                        Err(now) => refs = now,
-                    }
-                }
-                if refs <= 1 {
-                    Self::free(h, STRONG);
-                }
-                return;
-            }
-            if !strong && st == PROVISIONAL {
-                Self::free(h, PROVISIONAL);
-                return;
-            }
+            return true;
+        }
+        if strong {
+            self.claim(side, pid, info, STRONG, 1)
+        } else {
+            self.claim(side, pid, info, PROVISIONAL, 0)
         }
     }
 
-    fn free(h: &Holder, seen: u32) {
-        if h.state
-            .compare_exchange(seen, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            h.pid.store(0, Ordering::Relaxed);
-            h.state.store(FREE, Ordering::Release);
+    /// Drops one strong reference of `pid` (`strong`), or its provisional record. A process
+    /// that no longer holds the end keeps a `RELEASED` record until it dies, so that a
+    /// parent recording it late (see `dropping_for_fork_child`) cannot make it a holder again.
+    fn release(&self, side: usize, pid: u32, info: u64, strong: bool) {
+        let Some(h) = self.find(side, pid, info) else {
+            self.claim(side, pid, info, RELEASED, 0);
+            return;
+        };
+        if strong {
+            let mut refs = h.refs.load(Ordering::Relaxed);
+            loop {
+                let next = refs.saturating_sub(1);
+                match h
+                    .refs
+                    .compare_exchange(refs, next, Ordering::AcqRel, Ordering::Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(now) => refs = now,
+                }
+            }
+            if refs > 1 {
+                return;
+            }
+        } else if h.state.load(Ordering::Acquire) == STRONG {
+            return;
         }
+        h.state.store(RELEASED, Ordering::Release);
     }
 
     /// Whether a live process other than `asker` holds end `side` — or `asker` itself
     /// does, by using it (a provisional record of the asker is its own inheritance, which
-    /// it evidently does not use). Entries of dead processes are freed on the way.
+    /// it evidently does not use). Records of dead processes are freed on the way.
     fn any_alive(&self, side: usize, asker: u32) -> bool {
         let mut found = false;
         for h in &self.ends[side] {
             let st = h.state.load(Ordering::Acquire);
-            if st != STRONG && st != PROVISIONAL {
+            if !matches!(st, PROVISIONAL | STRONG | RELEASED) {
                 continue;
             }
             let pid = h.pid.load(Ordering::Relaxed);
@@ -201,17 +200,17 @@ impl LinkState {
                 found |= st == STRONG;
                 continue;
             }
-            if found {
+            if found || (st == RELEASED && asker != 0) {
                 continue;
             }
             if park::alive(pid, h.info.load(Ordering::Relaxed)) {
-                found = true;
+                found |= st != RELEASED;
             } else if h
                 .state
                 .compare_exchange(st, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                // Re-check under our claim: the entry may have been reused meanwhile.
+                // Re-check under our claim: the record may have been reused meanwhile.
                 if h.pid.load(Ordering::Relaxed) == pid {
                     h.pid.store(0, Ordering::Relaxed);
                     h.state.store(FREE, Ordering::Release);
@@ -281,11 +280,15 @@ pub struct Connection<T, C: Codec<T> = Postcard> {
     /// Fork epoch in which this process registered as a strong holder (`u32::MAX`: never).
     reg_epoch: Cell<u32>,
     pid: Cell<u32>,
+    /// `pid`'s start time record (tells a reused pid apart).
+    info: Cell<u64>,
     /// Peer verdict cache: gone for good once seen gone; otherwise re-checked after this
     /// coarse-clock time (ns).
     peer_gone: Cell<bool>,
     next_check_ns: Cell<u64>,
     scratch: RefCell<Vec<u8>>,
+    /// A moment in the past: the deadline of a first attempt that must not sleep.
+    created: Instant,
     _t: PhantomData<fn(T) -> (T, C)>,
 }
 
@@ -382,9 +385,11 @@ impl<T, C: Codec<T>> Connection<T, C> {
             closed: Cell::new(false),
             reg_epoch: Cell::new(u32::MAX),
             pid: Cell::new(0),
+            info: Cell::new(0),
             peer_gone: Cell::new(false),
             next_check_ns: Cell::new(0),
             scratch: RefCell::new(Vec::new()),
+            created: Instant::now(),
             _t: PhantomData,
         }
     }
@@ -393,9 +398,11 @@ impl<T, C: Codec<T>> Connection<T, C> {
     #[cold]
     fn register_here(&self) {
         let pid = std::process::id();
+        let info = process_info(pid);
         let e = &self.end;
-        e.link.register(e.side, pid, process_info(pid), true);
+        e.link.register(e.side, pid, info, true);
         self.pid.set(pid);
+        self.info.set(info);
         self.reg_epoch.set(park::fork_epoch());
     }
 
@@ -439,35 +446,50 @@ impl<T, C: Codec<T>> Connection<T, C> {
         self.check_peer()
     }
 
+    /// The deadline of one attempt of a call that waits as `wait`, and whether it is the
+    /// call's last. The first attempt gets a deadline already past (it spins briefly but
+    /// does not sleep, and reads no clock); later ones sleep one liveness slice at most.
+    fn attempt(&self, first: bool, wait: Wait) -> (Instant, bool) {
+        match wait {
+            _ if first => (self.created, matches!(wait, Some((_, true)))),
+            Some((d, _)) => park::slice_deadline(Some(d)),
+            None => (park::slice_deadline(None).0, false),
+        }
+    }
+
+    fn out_of_time(wait: Wait) -> ConnError {
+        match wait {
+            Some((_, true)) => ConnError::Full,
+            _ => ConnError::Timeout,
+        }
+    }
+
     fn send_raw(&self, bytes: &[u8], wait: Wait) -> Result<(), ConnError> {
         self.ready()?;
         let tx = self.tx.as_ref().ok_or(ConnError::NotWritable)?;
         if self.check_peer_throttled() {
             return Err(ConnError::Disconnected);
         }
+        let try_form = matches!(wait, Some((_, true)));
+        let mut first = true;
         loop {
-            let (slice, last) = match wait {
-                Some((d, _)) => {
-                    let (s, last) = park::slice_deadline(Some(d));
-                    (Some(s), last)
-                }
-                None => (Some(park::slice_deadline(None).0), false),
-            };
-            match tx.send(bytes, None, slice) {
+            let (until, last) = self.attempt(first, wait);
+            first = false;
+            match tx.send(bytes, None, Some(until)) {
                 Ok(()) => return Ok(()),
                 Err(ChanError::Closed) => return Err(ConnError::Disconnected),
                 Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
                 Err(ChanError::Full | ChanError::Timeout) => {
-                    if self.check_peer() {
+                    let gone = if try_form {
+                        self.check_peer_throttled()
+                    } else {
+                        self.check_peer()
+                    };
+                    if gone {
                         return Err(ConnError::Disconnected);
                     }
                     if last {
-                        let try_form = wait.is_some_and(|(_, t)| t);
-                        return Err(if try_form {
-                            ConnError::Full
-                        } else {
-                            ConnError::Timeout
-                        });
+                        return Err(Self::out_of_time(wait));
                     }
                 }
             }
@@ -477,22 +499,12 @@ impl<T, C: Codec<T>> Connection<T, C> {
     fn recv_raw(&self, out: &mut Vec<u8>, wait: Wait) -> Result<(), ConnError> {
         self.ready()?;
         let rx = self.rx.as_ref().ok_or(ConnError::NotReadable)?;
-        let try_form = wait.is_some_and(|(_, t)| t);
+        let try_form = matches!(wait, Some((_, true)));
         let mut first = true;
         loop {
-            let (slice, last) = if first {
-                // Look without waiting first, so a long-dead peer is reported at once.
-                (Some(Instant::now()), false)
-            } else {
-                match wait {
-                    Some((d, _)) => {
-                        let (s, last) = park::slice_deadline(Some(d));
-                        (Some(s), last)
-                    }
-                    None => (Some(park::slice_deadline(None).0), false),
-                }
-            };
-            match rx.recv_into(out, slice) {
+            let (until, last) = self.attempt(first, wait);
+            first = false;
+            match rx.recv_into(out, Some(until)) {
                 Ok(()) => return Ok(()),
                 Err(ChanError::Closed) => return Err(ConnError::Disconnected),
                 Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
@@ -504,13 +516,13 @@ impl<T, C: Codec<T>> Connection<T, C> {
                     };
                     if gone {
                         // Deliver what the peer sent before it went.
-                        return match rx.recv_into(out, Some(Instant::now())) {
+                        return match rx.recv_into(out, Some(self.created)) {
                             Ok(()) => Ok(()),
                             Err(ChanError::Corrupted) => Err(ConnError::Corrupted),
                             Err(_) => Err(ConnError::Disconnected),
                         };
                     }
-                    if try_form || last {
+                    if last {
                         return Err(if try_form {
                             ConnError::Empty
                         } else {
@@ -519,7 +531,6 @@ impl<T, C: Codec<T>> Connection<T, C> {
                     }
                 }
             }
-            first = false;
         }
     }
 
@@ -657,12 +668,8 @@ impl<T, C: Codec<T>> Connection<T, C> {
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool, ConnError> {
         self.ready()?;
         let rx = self.rx.as_ref().ok_or(ConnError::NotReadable)?;
-        let deadline = match timeout {
-            Some(t) => {
-                Some(deadline_after(t).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30)))
-            }
-            None => None,
-        };
+        let far = || Instant::now() + Duration::from_secs(1 << 30);
+        let deadline = timeout.map(|t| deadline_after(t).unwrap_or_else(far));
         loop {
             let (slice, last) = park::slice_deadline(deadline);
             if rx.wait_readable(Some(slice)) {
@@ -705,10 +712,11 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 .register(e.side, fork_child, process_info(fork_child), false);
         }
         if self.reg_epoch.get() == park::fork_epoch() {
-            e.link.release(e.side, self.pid.get(), true);
+            e.link.release(e.side, self.pid.get(), self.info.get(), true);
         } else {
             // Inherited through a fork and never used here: drop the provisional record.
-            e.link.release(e.side, std::process::id(), false);
+            let pid = std::process::id();
+            e.link.release(e.side, pid, process_info(pid), false);
         }
         if !e.link.any_alive(e.side, 0) {
             // Nobody holds this end any more: wake the peer now.
