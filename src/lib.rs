@@ -17,7 +17,7 @@ pub mod sync;
 pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
-pub use connection::{pipe, pipe_simplex, Connection};
+pub use connection::{pipe, pipe_simplex, Connection, PIPE_CAPACITY};
 pub use error::{
     BarrierError, ConnError, GetError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, PutError,
     ReleaseError, SegmentError, TaskDoneError,
