@@ -705,3 +705,208 @@ fn byte_ring_frames_arrive_whole_and_in_order() {
         assert_eq!(ring.used(), Ok(0));
     });
 }
+
+// ------------------------------------------------------------------------------------------
+// Slot rings: the SPSC ring and the MPMC slot ring, over real (memfd) segments whose words
+// are the loom atomics of `src/loom.rs`; each MPMC slot carries a `loom::cell::UnsafeCell`
+// stand-in that the ring touches where it copies the payload, so an unordered payload access
+// is a causality violation. Liveness checks never fire under loom (every claimer is alive),
+// and the futex model ignores deadlines: a lost wake-up is a deadlock.
+// ------------------------------------------------------------------------------------------
+
+use shmproc::ring::{MpmcRing, SlotError, SpscRing};
+
+/// One producer pushes two items into a ring of one slot (the second push must wait for
+/// the pop), one consumer pops with blocking pops: both arrive, in order, whatever the
+/// interleaving (a lost `not_empty` or `not_full` wake-up would be a deadlock).
+#[test]
+fn mpmc_one_to_one_blocking() {
+    model_bounded(2, || {
+        let ring = Arc::new(MpmcRing::<u64>::new(1).unwrap());
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                ring.push(7, None).unwrap();
+                ring.push(8, None).unwrap();
+            })
+        };
+        thread::yield_now();
+        assert_eq!(ring.pop(None), Ok(7));
+        assert_eq!(ring.pop(None), Ok(8));
+        producer.join().unwrap();
+        assert_eq!(ring.len(), 0);
+        assert_eq!(ring.try_pop(), Err(SlotError::Empty));
+    });
+}
+
+/// Two producers, one consumer on a ring of two slots (so a push can find the previous
+/// lap's slot still in use): no item lost or repeated, each producer's items in its order.
+#[test]
+fn mpmc_two_producers_one_consumer() {
+    model_bounded(2, || {
+        let ring = Arc::new(MpmcRing::<u64>::new(2).unwrap());
+        let producers: Vec<_> = [[10, 11], [20, 0]]
+            .into_iter()
+            .map(|items| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    for v in items.into_iter().filter(|&v| v != 0) {
+                        ring.push(v, None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        thread::yield_now();
+        let got: Vec<u64> = (0..3).map(|_| ring.pop(None).unwrap()).collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [10, 11, 20], "lost or repeated items: {got:?}");
+        let pos = |v| got.iter().position(|&x| x == v).unwrap();
+        assert!(pos(10) < pos(11), "producer order broken: {got:?}");
+        assert_eq!(ring.len(), 0);
+    });
+}
+
+/// A pusher blocked on a full ring (certainly asleep: [`let_others_block`]) is woken by the
+/// pop that frees its slot, and its item follows.
+#[test]
+fn mpmc_full_ring_pusher_woken_by_pop() {
+    const PREEMPTIONS: usize = 2;
+    model_bounded(PREEMPTIONS, || {
+        let ring = Arc::new(MpmcRing::<u64>::new(1).unwrap());
+        ring.push(1, None).unwrap();
+        assert_eq!(ring.try_push(9), Err(SlotError::Full));
+        let pusher = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.push(2, None))
+        };
+        let_others_block(PREEMPTIONS);
+        assert_eq!(ring.len(), 1);
+        assert_eq!(ring.pop(None), Ok(1));
+        assert_eq!(ring.pop(None), Ok(2));
+        assert_eq!(pusher.join().unwrap(), Ok(()));
+    });
+}
+
+/// A push racing a `shutdown` made by a third thread either succeeds, and then the
+/// draining pop gets its item, or fails with `Closed`; the pop ends with `Closed` either way
+/// (never a lost item, never a hang, `len()` back to 0). Found a pop that slept on an empty
+/// slot through the shutdown it had just seen.
+#[test]
+fn mpmc_push_races_shutdown() {
+    let outcomes = Outcomes::default();
+    let seen = outcomes.clone();
+    model_bounded(2, move || {
+        let ring = Arc::new(MpmcRing::<u64>::new(2).unwrap());
+        let pusher = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.push(5, None))
+        };
+        let closer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.shutdown())
+        };
+        thread::yield_now();
+        let mut got = Vec::new();
+        loop {
+            match ring.pop(None) {
+                Ok(v) => got.push(v),
+                Err(SlotError::Closed) => break,
+                Err(e) => panic!("pop: {e:?}"),
+            }
+        }
+        match pusher.join().unwrap() {
+            Ok(()) => {
+                assert_eq!(got, [5], "a successful push was not drained");
+                seen.saw("pushed");
+            }
+            Err(SlotError::Closed) => {
+                assert!(got.is_empty(), "a refused push delivered {got:?}");
+                seen.saw("refused");
+            }
+            Err(e) => panic!("push: {e:?}"),
+        }
+        closer.join().unwrap();
+        assert_eq!(ring.len(), 0);
+    });
+    outcomes.assert_all(&["pushed", "refused"]);
+}
+
+/// `SpscRing`: the producer pushes three items into a ring of two (the third waits for
+/// room) while the consumer pops with blocking pops: all arrive in order, and neither side
+/// misses the other's wake-up.
+#[test]
+fn spsc_hand_off_and_wake_ups() {
+    model_bounded(2, || {
+        let ring = Arc::new(SpscRing::<u64>::new(2).unwrap());
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut tx = ring.producer().unwrap();
+                for v in [1, 2, 3] {
+                    tx.push(v, None).unwrap();
+                }
+            })
+        };
+        thread::yield_now();
+        let mut rx = ring.consumer().unwrap();
+        for v in [1, 2, 3] {
+            assert_eq!(rx.pop(None).unwrap(), v);
+        }
+        producer.join().unwrap();
+        assert!(ring.is_empty());
+    });
+}
+
+/// `SpscRing`: a consumer certainly asleep in `pop(None)` is woken by one push.
+#[test]
+fn spsc_sleeping_consumer_woken_by_push() {
+    const PREEMPTIONS: usize = 2;
+    model_bounded(PREEMPTIONS, || {
+        let ring = Arc::new(SpscRing::<u64>::new(2).unwrap());
+        let consumer = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.consumer().unwrap().pop(None).unwrap())
+        };
+        let_others_block(PREEMPTIONS);
+        ring.producer().unwrap().push(42, None).unwrap();
+        assert_eq!(consumer.join().unwrap(), 42);
+    });
+}
+
+/// The slot ring publishes with a `SeqCst` compare-exchange and then reads the waiter count
+/// without a fence. A deliberately broken variant of that hand-off, publishing with a plain
+/// release store, must lose a wake-up: loom reports the sleeping waiter as a deadlock, which
+/// shows the MPMC and event-count checks above can fail.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn publish_without_sc_rmw_loses_wakeup() {
+    use shmproc::ring::EventCount;
+    model_bounded(2, || {
+        let s = Arc::new((EventCount::new(), AtomicU64::new(0)));
+        let publisher = {
+            let s = s.clone();
+            thread::spawn(move || {
+                s.1.store(1, Ordering::Release);
+                if s.0.has_waiters() {
+                    s.0.notify();
+                }
+            })
+        };
+        loop {
+            if s.1.load(Ordering::Acquire) == 1 {
+                break;
+            }
+            let key = s.0.prepare_wait();
+            if s.1.load(Ordering::Acquire) == 1 {
+                s.0.cancel_wait();
+                break;
+            }
+            s.0.wait(key, None);
+        }
+        publisher.join().unwrap();
+    });
+}

@@ -233,8 +233,11 @@ pub struct SlotRing {
     slot_size: usize,
     stride: usize,
     /// The busy state a try call last saw and when (ns since [`epoch`]), so a loop of try
-    /// calls can tell a claimer that stopped moving (not shared memory: per handle).
+    /// calls can tell a claimer that stopped moving (not shared memory: per handle). Unused
+    /// under loom, where every claimer is alive.
+    #[cfg_attr(loom, allow(dead_code))]
     suspect: StdAtomicU64,
+    #[cfg_attr(loom, allow(dead_code))]
     suspect_since: StdAtomicU64,
 }
 
@@ -259,7 +262,8 @@ struct Blocked {
     seen: u64,
     /// The position whose claimer holds the slot (if `seen` is busy).
     owner_pos: u64,
-    /// A producer is writing the item this pop waits for (not "drained").
+    /// A producer is writing the item this pop waits for: not drained, and a shutdown does
+    /// not end the wait (always `false` for pushes).
     producing: bool,
 }
 
@@ -280,6 +284,21 @@ fn notify_after_sc_rmw(ec: &EventCount) {
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
     ec.notify();
+}
+
+/// Moves a ring index from `pos` to `pos + 1` if nobody did yet (the claim of `pos` is
+/// done). SYNC POINT (index help): release, so a thread that reads the new index (acquire)
+/// also sees the slot state that justified it; failure only means someone else helped.
+#[inline(always)]
+fn advance(index: &AtomicU64, pos: u64) {
+    let _ = index.compare_exchange(pos, pos.wrapping_add(1), Ordering::Release, Ordering::Relaxed);
+}
+
+/// The latest value of a ring index (an RMW reads the last value in modification order,
+/// where a load may return an older one).
+#[cold]
+fn latest(index: &AtomicU64) -> u64 {
+    index.fetch_add(0, Ordering::AcqRel)
 }
 
 /// Nanoseconds since a process-wide origin (for the per-handle suspect record).
@@ -519,7 +538,7 @@ impl SlotRing {
             return Err(SlotError::Closed);
         }
         let (me, info) = park::me();
-        let pos = h.tail.load(Ordering::Relaxed);
+        let pos = h.tail.load(Ordering::Acquire);
         let idx = self.index(pos);
         let claimed = state(free_seq(pos), BUSY | me);
         // SYNC POINT (slot claim): acquire pairs with the release of the reader that freed
@@ -553,14 +572,12 @@ impl SlotRing {
         let slot = self.slot(idx);
         slot.info.store(info, Ordering::Relaxed);
         // Failure is fine: someone helped (or our `pos` was stale; the claim is still ours).
-        let _ = h
-            .tail
-            .compare_exchange(pos, pos.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+        advance(&h.tail, pos);
         // SYNC POINT (push vs shutdown): SeqCst after the SeqCst claim. A pop that declares
         // the ring drained re-reads the slot after a SeqCst RMW of `shutdown` and a fence:
         // either it sees our claim (and waits for the item) or we see the shutdown here.
         if h.ctl.shutdown.load(Ordering::SeqCst) != 0 {
-            return self.abandon(slot, claimed);
+            return self.abandon(pos, slot, claimed);
         }
         #[cfg(loom)]
         slot.data.with_mut(|_| ());
@@ -585,18 +602,31 @@ impl SlotRing {
         }
     }
 
-    /// Gives up a claimed slot (the push met a shutdown): it becomes `SKIP`.
+    /// Gives up a claimed slot (the push met a shutdown). If every earlier position is
+    /// consumed (`head == pos`: it cannot pass `pos` while we hold the slot), the slot is
+    /// freed for the next lap and `head` moved past it, as a pop would, so `len()` stays
+    /// exact; otherwise it becomes `SKIP` for the pops that drain up to it.
     #[cold]
-    fn abandon(&self, slot: &SlotHead, claimed: u64) -> Result<(), SlotError> {
-        let skip = state(seq_of(claimed).wrapping_add(1), SKIP);
+    fn abandon(&self, pos: u64, slot: &SlotHead, claimed: u64) -> Result<(), SlotError> {
+        let h = self.header();
+        let at_head = h.head.load(Ordering::Acquire) == pos;
+        let next = if at_head {
+            state(seq_of(claimed).wrapping_add(2 * self.cap as u32), 0)
+        } else {
+            state(seq_of(claimed).wrapping_add(1), SKIP)
+        };
         if slot
             .state
-            .compare_exchange(claimed, skip, Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange(claimed, next, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
             return Err(SlotError::Corrupted);
         }
-        self.header().ctl.not_empty.notify();
+        if at_head {
+            advance(&h.head, pos);
+            h.ctl.not_full.notify();
+        }
+        h.ctl.not_empty.notify();
         Err(SlotError::Closed)
     }
 
@@ -604,7 +634,7 @@ impl SlotRing {
     fn push_attempt(&self, item: &[u8], me: u32, info: u64) -> Result<Step, SlotError> {
         let h = self.header();
         let c2 = 2 * self.cap as i32;
-        let mut pos = h.tail.load(Ordering::Relaxed);
+        let mut pos = h.tail.load(Ordering::Acquire);
         loop {
             let idx = self.index(pos);
             let slot = self.slot(idx);
@@ -626,13 +656,8 @@ impl SlotRing {
                 if (d == 0 && is_busy(s)) || d == 1 || d == c2 || d == c2 + 1 {
                     // Position `pos` is taken (claimed, published, read or freed again):
                     // `tail` is behind; help it on.
-                    let _ = h.tail.compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                    pos = h.tail.load(Ordering::Relaxed);
+                    advance(&h.tail, pos);
+                    pos = h.tail.load(Ordering::Acquire);
                     continue;
                 }
                 if d == 1 - c2 || (d == -c2 && is_busy(s)) {
@@ -645,13 +670,10 @@ impl SlotRing {
                     }));
                 }
             }
-            // Not a state this position can have: unless `tail` moved on meanwhile, the
-            // shared state is garbage.
-            let now = h.tail.load(Ordering::Relaxed);
-            if now == pos {
-                return Err(SlotError::Corrupted);
+            match self.recheck(&h.tail, pos, slot, s) {
+                Some(now) => pos = now,
+                None => return Err(SlotError::Corrupted),
             }
-            pos = now;
         }
     }
 
@@ -689,15 +711,16 @@ impl SlotRing {
     pub fn pop(&self, out: &mut [u8], deadline: Option<Instant>) -> Result<(), SlotError> {
         let (me, info) = park::me();
         let h = self.header();
-        let pos = h.head.load(Ordering::Relaxed);
+        let pos = h.head.load(Ordering::Acquire);
         let idx = self.index(pos);
         let ready = free_seq(pos) | 1;
         let claimed = state(ready, BUSY | me);
-        // SYNC POINT (slot claim): acquire pairs with the producer's publish.
+        // SYNC POINT (slot claim): acquire pairs with the producer's publish; release so that
+        // a thread seeing our claim also sees the `head` we read (see `recheck`).
         if self
             .slot(idx)
             .state
-            .compare_exchange(state(ready, 0), claimed, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(state(ready, 0), claimed, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             return self.take(pos, idx, claimed, out, info);
@@ -717,9 +740,7 @@ impl SlotRing {
         let h = self.header();
         let slot = self.slot(idx);
         slot.info.store(info, Ordering::Relaxed);
-        let _ = h
-            .head
-            .compare_exchange(pos, pos.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+        advance(&h.head, pos);
         let n = out.len().min(self.slot_size);
         #[cfg(loom)]
         slot.data.with(|_| ());
@@ -747,7 +768,7 @@ impl SlotRing {
     fn pop_attempt(&self, out: &mut [u8], me: u32, info: u64) -> Result<Step, SlotError> {
         let h = self.header();
         let c2 = 2 * self.cap as i32;
-        let mut pos = h.head.load(Ordering::Relaxed);
+        let mut pos = h.head.load(Ordering::Acquire);
         loop {
             let idx = self.index(pos);
             let slot = self.slot(idx);
@@ -760,7 +781,7 @@ impl SlotRing {
                     // SYNC POINT (slot claim): as in `pop`.
                     if slot
                         .state
-                        .compare_exchange(s, claimed, Ordering::Acquire, Ordering::Relaxed)
+                        .compare_exchange(s, claimed, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                     {
                         return self.take(pos, idx, claimed, out, info).map(|()| Step::Done);
@@ -775,27 +796,17 @@ impl SlotRing {
                         .compare_exchange(s, free, Ordering::SeqCst, Ordering::Relaxed)
                         .is_ok()
                     {
-                        let _ = h.head.compare_exchange(
-                            pos,
-                            pos.wrapping_add(1),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
+                        advance(&h.head, pos);
                         h.ctl.not_full.notify();
-                        pos = h.head.load(Ordering::Relaxed);
+                        pos = h.head.load(Ordering::Acquire);
                     }
                     continue;
                 }
                 if (d == 0 && is_busy(s)) || d == c2 - 1 || d == c2 {
                     // Position `pos` was taken by another reader (or is done with): `head`
                     // is behind; help it on.
-                    let _ = h.head.compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                    pos = h.head.load(Ordering::Relaxed);
+                    advance(&h.head, pos);
+                    pos = h.head.load(Ordering::Acquire);
                     continue;
                 }
                 if d == -1 {
@@ -817,11 +828,10 @@ impl SlotRing {
                     }));
                 }
             }
-            let now = h.head.load(Ordering::Relaxed);
-            if now == pos {
-                return Err(SlotError::Corrupted);
+            match self.recheck(&h.head, pos, slot, s) {
+                Some(now) => pos = now,
+                None => return Err(SlotError::Corrupted),
             }
-            pos = now;
         }
     }
 
@@ -864,15 +874,34 @@ impl SlotRing {
         }
     }
 
+    /// After `s`, a state position `pos` cannot have, was read from `slot`: tells garbage
+    /// from a stale view (our `pos` or `s` may lag behind the other threads, which the
+    /// memory model allows for plain loads). Reads the index's latest value with an RMW,
+    /// the slot again, then the index again: only an index still at `pos` around the same
+    /// state is garbage (`None`); otherwise the position to go on from.
+    #[cold]
+    fn recheck(&self, index: &AtomicU64, pos: u64, slot: &SlotHead, s: u64) -> Option<u64> {
+        let now = latest(index);
+        if now != pos || slot.state.load(Ordering::Acquire) != s {
+            return Some(now);
+        }
+        let now = latest(index);
+        (now != pos).then_some(now)
+    }
+
     // --- waiting and recovery -------------------------------------------------------------
 
-    /// Sleeps on `ec` until the slot no longer holds `b.seen`, the ring is shut down, the
-    /// next liveness slice ends or `deadline` passes (whichever comes first).
+    /// Sleeps on `ec` until the slot no longer holds `b.seen`, the ring is shut down (unless
+    /// this is a pop waiting for an item a producer is writing: that one comes, or its
+    /// producer's death is found, shutdown or not), the next liveness slice ends or
+    /// `deadline` passes, whichever comes first.
     fn wait(&self, ec: &EventCount, b: &Blocked, deadline: Option<Instant>) {
         let slot = self.slot(b.idx);
         let ctl = &self.header().ctl;
-        let moved =
-            || slot.state.load(Ordering::Acquire) != b.seen || ctl.shutdown.load(Ordering::Acquire) != 0;
+        let moved = || {
+            slot.state.load(Ordering::Acquire) != b.seen
+                || (!b.producing && ctl.shutdown.load(Ordering::Acquire) != 0)
+        };
         if moved() || park::spin_while(|| !moved()) {
             return;
         }
@@ -936,12 +965,7 @@ impl SlotRing {
                 .is_ok()
             {
                 // It may have died before moving `tail` past its position.
-                let _ = h.tail.compare_exchange(
-                    b.owner_pos,
-                    b.owner_pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                advance(&h.tail, b.owner_pos);
                 h.ctl.not_empty.notify();
             }
         } else {
@@ -951,12 +975,7 @@ impl SlotRing {
                 .compare_exchange(b.seen, free, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
-                let _ = h.head.compare_exchange(
-                    b.owner_pos,
-                    b.owner_pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                advance(&h.head, b.owner_pos);
                 h.ctl.not_full.notify();
             }
         }
