@@ -87,8 +87,9 @@ use crate::shm::Fingerprint;
 use crate::sync::park;
 use crate::Segment;
 
-/// Why a slot-ring operation did not complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a slot-ring operation did not complete. Serializable, so a child process can return
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SlotError {
     /// The deadline passed with no free slot.
     #[error("the ring is full")]
