@@ -20,6 +20,10 @@
 //! happen. (An end reached only through an `Arc` shared with the child is not recorded for
 //! it: move the `Connection` itself into the child.)
 //!
+//! A timeout (or the try form) of a send bounds the whole message: a message larger than
+//! the room left that cannot finish in time is withdrawn (`Timeout` / `Full`), and the
+//! receiver never sees a part of it.
+//!
 //! Detection time: a clean close wakes the peer at once; a killed holder is noticed by a
 //! waiting `recv`/`poll`/blocked `send` within ≈ 20 ms (one liveness slice), and by a
 //! non-blocking `send` within 20 ms of its first call after the death (sends check the
@@ -477,7 +481,11 @@ impl<T, C: Codec<T>> Connection<T, C> {
             first = false;
             match tx.send(bytes, None, Some(until)) {
                 Ok(()) => return Ok(()),
-                Err(ChanError::Closed) => return Err(ConnError::Disconnected),
+                Err(ChanError::Closed) => {
+                    // The last holder of the other end closed it: so is every later call.
+                    self.peer_gone.set(true);
+                    return Err(ConnError::Disconnected);
+                }
                 Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
                 Err(ChanError::Full | ChanError::Timeout) => {
                     let gone = if try_form {
@@ -506,7 +514,11 @@ impl<T, C: Codec<T>> Connection<T, C> {
             first = false;
             match rx.recv_into(out, Some(until)) {
                 Ok(()) => return Ok(()),
-                Err(ChanError::Closed) => return Err(ConnError::Disconnected),
+                Err(ChanError::Closed) => {
+                    // The last holder of the other end closed it: so is every later call.
+                    self.peer_gone.set(true);
+                    return Err(ConnError::Disconnected);
+                }
                 Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
                 Err(ChanError::Full | ChanError::Timeout) => {
                     let gone = if try_form {
@@ -706,7 +718,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
     fn release(&self) {
         let e = &self.end;
         let fork_child = FORK_CHILD.with(Cell::get);
-        if fork_child != 0 && self.reg_epoch.get() == park::fork_epoch() {
+        if fork_child != 0 {
             // The parent drops the closure of a child it just forked: the child holds us now.
             e.link
                 .register(e.side, fork_child, process_info(fork_child), false);
@@ -719,11 +731,12 @@ impl<T, C: Codec<T>> Connection<T, C> {
             e.link.release(e.side, pid, process_info(pid), false);
         }
         if !e.link.any_alive(e.side, 0) {
-            // Nobody holds this end any more: wake the peer now.
-            if let Some(c) = &self.tx {
+            // Nobody holds this end any more: wake the peer now. Its send side first, so a
+            // peer whose recv sees the shutdown cannot then send into a channel still open.
+            if let Some(c) = &self.rx {
                 c.shutdown();
             }
-            if let Some(c) = &self.rx {
+            if let Some(c) = &self.tx {
                 c.shutdown();
             }
         }

@@ -6,9 +6,6 @@
 //! far larger than the pipe, `recv_bytes_into`, decode errors, `close()` (also racing the
 //! parent's record of a forked child), and leaks after killed children.
 //!
-//! The `#[ignore]`d tests reproduce open bugs (their reason says which); run them with
-//! `cargo test --test pipe -- --ignored`.
-//!
 //! Every blocking call is bounded — a timeout, `join_timeout`, or a watchdog thread — so a
 //! bug fails a test instead of hanging the suite. Children are daemons: one left behind by a
 //! failing test dies with the test's thread.
@@ -476,7 +473,6 @@ fn close_on_go((conn, go): (Conn<Record>, Event)) {
 /// message sent after `EOFError` would be lost without an error). Both sides: the child's
 /// handle after the parent drops its end, the parent's after the child closes its own.
 #[test]
-#[ignore = "bug: send right after recv returned Disconnected can return Ok (peer shuts its two channels one at a time)"]
 fn send_right_after_recv_reported_disconnected_fails_too() {
     const ROUNDS: usize = 10;
     let _g = shared();
@@ -828,7 +824,6 @@ fn an_end_handed_down_to_a_grandchild_stays_connected() {
 }
 
 #[test]
-#[ignore = "bug: a forked child that hands its never-used end to a forked grandchild shuts the pipe down"]
 fn an_end_handed_down_from_a_forked_child_to_a_forked_grandchild_stays_connected() {
     let _g = shared();
     hand_down_to_grandchild(StartMethod::Fork, StartMethod::Fork);
@@ -933,7 +928,6 @@ fn hold_then_drain_bytes((conn, go): (Conn<()>, Event)) -> Vec<usize> {
 /// does not read: they must give up (`Full`, `Timeout`) instead of blocking until the peer
 /// reads, and the peer must not see a partial message.
 #[test]
-#[ignore = "bug: try_send_bytes / send_bytes_timeout of a message larger than the pipe block until the peer reads"]
 fn a_message_larger_than_the_pipe_does_not_make_try_send_or_send_timeout_block() {
     const LEN: usize = 1 << 20;
     let _g = shared();

@@ -19,8 +19,10 @@
 //!   first, count after), and the next holder of the lock completes an update a dead holder
 //!   left half done, so the counts stay exact.
 //!
-//! Deadlines bound the wait for a message to *start*: once its first frame has moved, the
-//! rest follows as long as the peer lives (like a blocking pipe write). A hostile peer that
+//! A sender's deadline bounds the whole message: one that runs out of time after part of
+//! its message moved gives up, and readers drop the part as for a dead writer. A reader's
+//! deadline bounds the wait for a message to *start*: once its first frame has arrived,
+//! the rest follows as long as the writer lives and keeps writing. A hostile peer that
 //! keeps a lock it never uses can therefore stall the others (it could also just never
 //! write); it cannot cause undefined behaviour.
 
@@ -331,8 +333,14 @@ impl Channel {
                 if closed() {
                     return Err(ChanError::Closed);
                 }
-            } else {
-                Self::wait_for(&c.wake.not_full, None, || ring.fits(part.len()).unwrap_or(true));
+            } else if !Self::wait_for(&c.wake.not_full, deadline, || {
+                ring.fits(part.len()).unwrap_or(true)
+            }) {
+                // Out of time mid-message: give up. `writer_mid` stays set, so the next
+                // writer sends ABORT first, and a reader waiting for the rest sees the write
+                // lock free and drops the part, as for a dead writer.
+                c.wake.not_empty.notify();
+                return Err(ChanError::Full);
             }
             // Mark the message in progress *before* its first frame is visible, so a writer
             // killed right after publishing it still leaves the mark for the next writer.
