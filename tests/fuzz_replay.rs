@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 mod channel_garbage;
 #[path = "fuzz_logic/channel_ops.rs"]
 mod channel_ops;
+#[path = "fuzz_logic/mpmc_garbage.rs"]
+mod mpmc_garbage;
+#[path = "fuzz_logic/mpmc_ops.rs"]
+mod mpmc_ops;
 #[path = "fuzz_logic/segment_open.rs"]
 mod segment_open;
 
@@ -23,6 +27,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("segment_open", segment_open::segment_open_input),
     ("channel_ops", channel_ops::channel_ops_input),
     ("channel_garbage", channel_garbage::channel_garbage_input),
+    ("mpmc_ops", mpmc_ops::mpmc_ops_input),
+    ("mpmc_garbage", mpmc_garbage::mpmc_garbage_input),
 ];
 
 fn corpus_root() -> PathBuf {
