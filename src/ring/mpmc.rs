@@ -33,22 +33,44 @@
 //!   `(2pos, 0)` is empty; `(2pos, BUSY | x)` is a producer still writing: wait.
 //!
 //! Every state read from shared memory is checked against the few values a correct peer can
-//! leave at that position; anything else, once a re-read shows the index did not simply move
-//! on, is [`SlotError::Corrupted`]. Slot indices are `pos % capacity` computed locally (a
-//! mask for powers of two), and the capacity and slot size are validated against the
-//! segment's length when a handle is made, so no value read from shared memory can make a
-//! call index out of bounds or loop without bound.
+//! leave at that position; anything else is [`SlotError::Corrupted`] once a second look
+//! shows it is not just a stale view (below). Slot indices are `pos % capacity` computed
+//! locally (a mask for powers of two), and the capacity and slot size are validated against
+//! the segment's length when a handle is made, so no value read from shared memory can make
+//! a call index out of bounds or loop without bound.
+//!
+//! # Memory ordering
+//!
+//! Claims are acquire-release compare-exchanges, publishes and releases release (`SeqCst`,
+//! see below) ones, so a payload is written before a reader can claim it and read before a
+//! producer can claim it again. Helping an index on is a release CAS and indices are read
+//! with acquire loads: a thread that sees `tail = pos` also sees at least the slot states
+//! that justified each step up to `pos`. A plain load may still return an older value than
+//! the latest; a state that looks impossible for `pos` is therefore re-checked against the
+//! index's latest value (an RMW) before it is called garbage. The 32-bit `seq` can wrap: a
+//! thread stalled across 2^31 positions between reading an index and claiming a slot claims
+//! a later position of that slot, which every transition computes consistently; its item
+//! then lands later than its place in line, never lost or doubled.
+//!
+//! # Shutdown
+//!
+//! A push checks the shutdown word after its claim (a `SeqCst` CAS then a `SeqCst` load); a
+//! pop that finds nothing reports `Closed` only after an RMW of the shutdown word, a fence
+//! and a second look at the slot. So a push racing `shutdown()` either completes and is
+//! drained, or fails with `Closed`: never an item stranded after a pop said `Closed`. A push
+//! that meets the shutdown after its claim gives the slot up: freed and `head` moved on if
+//! it was next in line, otherwise marked `SKIP` for the draining pops.
 //!
 //! # Death of a peer
 //!
-//! A waiter that keeps seeing the same `BUSY | tid` state for a whole
-//! [`LIVENESS_SLICE`](crate::sync) (20 ms) checks that thread (by its `/proc` start time,
-//! as the robust locks do) and, if it is gone:
+//! A waiter that keeps seeing the same `BUSY | tid` state for a whole liveness slice
+//! (`park::LIVENESS_SLICE`, 20 ms) checks that thread (by its `/proc` start time, as the
+//! robust locks do) and, if it is gone:
 //! - a **producer** that died holding a slot never returned from its push: the slot becomes
 //!   `SKIP` and that item never existed;
 //! - a **consumer** that died holding a slot is released as if it had finished: that item
-//!   is lost. Delivery is therefore *at most once* for the one item a reader held when it
-//!   died, and *exactly once* for every other item.
+//!   is lost (its pop never returned it). Delivery is therefore *at most once* for the one
+//!   item a reader held when it died, and *exactly once* for every other item.
 //!
 //! Nothing hangs on a dead peer: every wait sleeps in slices of at most 20 ms and then looks
 //! again. Blocking calls detect a death after about one slice. The try forms
@@ -56,6 +78,11 @@
 //! calls on this handle a slice apart, so a loop of try calls also gets past a dead peer.
 //! A hostile peer can stall the others (a state naming a live thread, like a lock it never
 //! releases) but cannot make a call read or write out of bounds.
+//!
+//! Limit, as for the robust locks: the owner record is written just after the claim, so a
+//! claimer stalled for a whole slice between the two, whose thread id was last used on this
+//! slot by a thread now dead, can be taken for dead. Its slot is then taken from it and its
+//! call returns `Corrupted` (a pop never returns bytes from a slot it lost).
 //!
 //! # Wake-ups
 //!
@@ -65,13 +92,14 @@
 //! x86, which orders the following load of the waiter count as the fence would: either the
 //! waiter's re-check sees the new state, or the notifier sees the waiter and wakes it. Other
 //! targets add the fence (see `notify_after_sc_rmw`). The loom suite checks this with the
-//! crate's loom shim, which models a `SeqCst` write as the write plus a `SeqCst` fence.
+//! crate's loom shim, which models a `SeqCst` write as the write plus a `SeqCst` fence, and
+//! shows that a plain release store there loses wake-ups.
 //!
 //! # Lengths
 //!
 //! [`SlotRing::len`] is `tail - head`: exact when no push or pop is in progress. A slot a
-//! dead producer claimed, or one a push abandoned because it met a shutdown, counts until a
-//! pop skips it.
+//! dead producer claimed, or one a push abandoned behind queued items because it met a
+//! shutdown, counts until a pop skips it.
 
 use std::marker::PhantomData;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
@@ -233,7 +261,7 @@ pub struct SlotRing {
     mask: u64,
     slot_size: usize,
     stride: usize,
-    /// The busy state a try call last saw and when (ns since [`epoch`]), so a loop of try
+    /// The busy state a try call last saw and when (`monotonic_ns`), so a loop of try
     /// calls can tell a claimer that stopped moving (not shared memory: per handle). Unused
     /// under loom, where every claimer is alive.
     #[cfg_attr(loom, allow(dead_code))]
@@ -302,11 +330,14 @@ fn latest(index: &AtomicU64) -> u64 {
     index.fetch_add(0, Ordering::AcqRel)
 }
 
-/// Nanoseconds since a process-wide origin (for the per-handle suspect record).
+/// `CLOCK_MONOTONIC` in nanoseconds (for the per-handle suspect record; no lazily set
+/// origin, which a fork could catch half-initialised).
 #[cfg(not(loom))]
-fn epoch_ns() -> u64 {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
 }
 
 /// How long the current blocking call has seen one busy state.
@@ -934,7 +965,7 @@ impl SlotRing {
     #[cfg(not(loom))]
     fn suspect_overdue(&self, seen: u64) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        let now = epoch_ns();
+        let now = monotonic_ns();
         if self.suspect.load(Relaxed) != seen {
             self.suspect.store(seen, Relaxed);
             self.suspect_since.store(now, Relaxed);
