@@ -486,7 +486,7 @@ fn producers_killed_mid_push_lose_only_their_unfinished_item() {
         for (k, &seq) in got.iter().enumerate() {
             assert_eq!(seq, k as u64, "{m:?} trial {trial}: item {k} is {seq}");
         }
-        assert!(!got.is_empty(), "{m:?} trial {trial}: nothing pushed");
+        // (Possibly none: a loaded machine can kill it inside its first push.)
         assert_eq!(ring.len(), 0, "{m:?} trial {trial}: len after the drain");
         assert_eq!(busy_slots(&ring), 0, "{m:?} trial {trial}: a claim survived");
         // The ring goes on: a full lap and more.
@@ -588,7 +588,21 @@ fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
             "{m:?} trial {trial}: drain order"
         );
         assert_eq!(ring.len(), 0, "{m:?} trial {trial}: len after the drain");
-        assert_eq!(busy_slots(&ring), 0, "{m:?} trial {trial}: a claim survived");
+        // A dead reader's claim behind `head` is recovered when a push needs its slot: one
+        // more lap frees every slot.
+        let mut buf = [0u8; 16];
+        for seq in 1000..1000 + 2 * ring.capacity() as u64 {
+            fill(&mut buf, seq);
+            ring.push(&buf, Some(Instant::now() + LONG)).unwrap();
+            ring.pop(&mut buf, Some(Instant::now() + LONG)).unwrap();
+            assert_eq!(check(&buf), seq);
+        }
+        assert_eq!(
+            busy_slots(&ring),
+            0,
+            "{m:?} trial {trial}: a claim survived a lap"
+        );
+        assert_eq!(ring.len(), 0);
     }
     eprintln!("consumers killed while holding a claimed slot: {mid_claim} of {KILL_TRIALS}");
 }
