@@ -22,7 +22,9 @@
 //!
 //! A timeout (or the try form) of a send bounds the whole message: a message larger than
 //! the room left that cannot finish in time is withdrawn (`Timeout` / `Full`), and the
-//! receiver never sees a part of it.
+//! receiver never sees a part of it. A blocking send of a message larger than the buffer
+//! streams as long as the receiving end is held; if it goes, the send stops with
+//! `Disconnected`.
 //!
 //! Detection time: a clean close wakes the peer at once; a killed holder is noticed by a
 //! waiting `recv`/`poll`/blocked `send` within ≈ 20 ms (one liveness slice), and by a
@@ -479,7 +481,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
         loop {
             let (until, last) = self.attempt(first, wait);
             first = false;
-            match tx.send(bytes, None, Some(until)) {
+            let finish_by = wait.map(|(d, _)| d);
+            let mut alive = || !self.check_peer();
+            match tx.send_streaming(bytes, None, Some(until), finish_by, &mut alive) {
                 Ok(()) => return Ok(()),
                 Err(ChanError::Closed) => {
                     // The last holder of the other end closed it: so is every later call.

@@ -536,6 +536,9 @@ enum Kill {
     IdleParentInPoll,
     /// Child idle; the parent blocked in `send` on a full pipe at the kill.
     IdleParentInSend,
+    /// Child idle; the parent blocked halfway through sending a message far larger than the
+    /// pipe at the kill (a streaming send must not wait for a dead reader).
+    IdleParentMidHugeSend,
     /// Child idle; the parent `send`s in a loop after the kill.
     IdleParentSends,
     /// Child sent messages first; the parent's `recv`s after the kill get them, then
@@ -589,7 +592,7 @@ fn victim((conn, sent, then, ready): (Conn<u64>, u64, Then, Flag)) {
 /// how long noticing the death took.
 fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
     let what = format!("{m:?} {case:?}");
-    let (a, b) = if case == Kill::IdleParentInSend {
+    let (a, b) = if matches!(case, Kill::IdleParentInSend | Kill::IdleParentMidHugeSend) {
         Connection::<u64>::pair(true, SMALL).unwrap()
     } else {
         pipe::<u64>().unwrap()
@@ -640,6 +643,17 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
             let killed = kill(&c);
             let ((a, r), at) = call.finish();
             assert_eq!(r, Err(ConnError::Disconnected), "{what}: blocked send");
+            (a, at - killed)
+        }
+        Kill::IdleParentMidHugeSend => {
+            let call = background(&what, move || {
+                let r = a.send_bytes(&vec![7; 64 * SMALL]);
+                (a, r)
+            });
+            call.assert_blocked();
+            let killed = kill(&c);
+            let ((a, r), at) = call.finish();
+            assert_eq!(r, Err(ConnError::Disconnected), "{what}: blocked streaming send");
             (a, at - killed)
         }
         Kill::IdleParentSends => {
@@ -701,6 +715,11 @@ fn kill_of_an_idle_child_wakes_a_blocked_poll() {
 #[test]
 fn kill_of_an_idle_child_wakes_a_send_blocked_on_a_full_pipe() {
     kill_both_methods(Kill::IdleParentInSend);
+}
+
+#[test]
+fn kill_of_an_idle_child_stops_a_send_streaming_a_huge_message() {
+    kill_both_methods(Kill::IdleParentMidHugeSend);
 }
 
 #[test]

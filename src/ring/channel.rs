@@ -263,13 +263,31 @@ impl Channel {
         }
     }
 
-    /// Sends one message. `item_limit` (if any) caps the number of queued messages.
+    /// Sends one message. `item_limit` (if any) caps the number of queued messages. The
+    /// deadline bounds the whole message (see the module docs).
     pub fn send(
         &self,
         msg: &[u8],
         item_limit: Option<u64>,
         deadline: Option<Instant>,
     ) -> Result<(), ChanError> {
+        self.send_streaming(msg, item_limit, deadline, deadline, &mut || true)
+    }
+
+    /// `send` with separate bounds: `start_by` for the message to start (the write lock,
+    /// room for the first frame, the item limit) and `finish_by` for the rest of it. While
+    /// it waits for room mid-message it calls `reader_alive` every liveness slice and gives
+    /// up with `Closed` once that says no (a pipe whose reader died must not hold its writer
+    /// forever). A message given up mid-way is dropped by the readers, as for a dead writer.
+    pub fn send_streaming(
+        &self,
+        msg: &[u8],
+        item_limit: Option<u64>,
+        start_by: Option<Instant>,
+        finish_by: Option<Instant>,
+        reader_alive: &mut dyn FnMut() -> bool,
+    ) -> Result<(), ChanError> {
+        let deadline = start_by;
         let c = self.ctl();
         Self::lock(&c.w.write_lock, deadline)?;
         let _unlock = Unlock(&c.w.write_lock);
@@ -333,14 +351,23 @@ impl Channel {
                 if closed() {
                     return Err(ChanError::Closed);
                 }
-            } else if !Self::wait_for(&c.wake.not_full, deadline, || {
-                ring.fits(part.len()).unwrap_or(true)
-            }) {
-                // Out of time mid-message: give up. `writer_mid` stays set, so the next
-                // writer sends ABORT first, and a reader waiting for the rest sees the write
-                // lock free and drops the part, as for a dead writer.
-                c.wake.not_empty.notify();
-                return Err(ChanError::Full);
+            } else {
+                loop {
+                    let (slice, last) = park::slice_deadline(finish_by);
+                    if Self::wait_for(&c.wake.not_full, Some(slice), || {
+                        ring.fits(part.len()).unwrap_or(true)
+                    }) {
+                        break;
+                    }
+                    // Out of time or out of readers mid-message: give up. `writer_mid`
+                    // stays set, so the next writer sends ABORT first, and a reader waiting
+                    // for the rest sees the write lock free and drops the part, as for a
+                    // dead writer.
+                    if last || !reader_alive() {
+                        c.wake.not_empty.notify();
+                        return Err(if last { ChanError::Full } else { ChanError::Closed });
+                    }
+                }
             }
             // Mark the message in progress *before* its first frame is visible, so a writer
             // killed right after publishing it still leaves the mark for the next writer.
