@@ -910,3 +910,59 @@ fn publish_without_sc_rmw_loses_wakeup() {
         publisher.join().unwrap();
     });
 }
+
+// ------------------------------------------------------------------------------------------
+// The message channel: writers and readers with their cached copies of each other's index
+// (`fits_cached` / `peek_cached`), the message counts and the wake-ups, end to end.
+// ------------------------------------------------------------------------------------------
+
+/// A writer sends a one-frame message and then one that takes two frames (longer than the
+/// 256-byte ring's largest frame); a reader receives both with blocking calls. Whatever the
+/// interleaving, both arrive whole and in order, the count of waiting messages ends at 0,
+/// and nobody sleeps through a wake-up (that would be a deadlock).
+#[test]
+fn channel_messages_stream_through_cached_indices() {
+    use shmproc::ring::Channel;
+    model_bounded(2, || {
+        let chan = Arc::new(Channel::new(256).unwrap());
+        let long: Vec<u8> = (0..100u8).collect();
+        let writer = {
+            let chan = chan.clone();
+            let long = long.clone();
+            thread::spawn(move || {
+                chan.send(b"one", None, None).unwrap();
+                chan.send(&long, None, None).unwrap();
+            })
+        };
+        let first = chan.recv(None).unwrap();
+        let second = chan.recv(None).unwrap();
+        writer.join().unwrap();
+        assert_eq!(first, b"one");
+        assert_eq!(second, long);
+        assert_eq!(chan.len(), 0);
+    });
+}
+
+/// A ring too small for five one-frame messages at once (64 ring bytes each in 256): a send
+/// must wait for room the reader frees, and the reader's release of room must wake it (through the writer's cached
+/// head going stale and being refreshed).
+#[test]
+fn channel_writer_waits_for_room_and_is_woken() {
+    use shmproc::ring::Channel;
+    model_bounded(2, || {
+        let chan = Arc::new(Channel::new(256).unwrap());
+        let writer = {
+            let chan = chan.clone();
+            thread::spawn(move || {
+                for k in 0..5u8 {
+                    chan.send(&[k; 56], None, None).unwrap();
+                }
+            })
+        };
+        for k in 0..5u8 {
+            assert_eq!(chan.recv(None).unwrap(), [k; 56]);
+        }
+        writer.join().unwrap();
+        assert_eq!(chan.len(), 0);
+    });
+}
