@@ -271,8 +271,10 @@ impl<T: Pod> Producer<'_, T> {
         }
         let i = (self.tail & (self.ring.cap - 1)) as usize;
         // SAFETY: `i < cap`; the slot is free (the consumer is `cap` behind at most, checked
-        // through `room`); only this producer writes free slots.
-        unsafe { std::ptr::write_volatile(self.ring.slots().add(i), value) };
+        // through `room`); only this producer writes free slots. A plain (not volatile) copy:
+        // the release store below orders it, and volatile copies of large `T` compile to
+        // byte-by-byte moves.
+        unsafe { self.ring.slots().add(i).write(value) };
         self.tail = self.tail.wrapping_add(1);
         // SYNC POINT (slot publish): release pairs with the consumer's acquire of `tail`.
         self.ring.header().tail.store(self.tail, Ordering::Release);
@@ -286,7 +288,7 @@ impl<T: Pod> Producer<'_, T> {
         for (k, v) in values[..n].iter().enumerate() {
             let i = (self.tail.wrapping_add(k as u64) & (self.ring.cap - 1)) as usize;
             // SAFETY: as in `try_push`, for each of the `n <= room` free slots.
-            unsafe { std::ptr::write_volatile(self.ring.slots().add(i), *v) };
+            unsafe { self.ring.slots().add(i).write(*v) };
         }
         self.tail = self.tail.wrapping_add(n as u64);
         // SYNC POINT (slot publish).
@@ -380,8 +382,9 @@ impl<T: Pod> Consumer<'_, T> {
         }
         let i = (self.head & (self.ring.cap - 1)) as usize;
         // SAFETY: `i < cap`; the slot was published (head < tail, checked against cap);
-        // `T: Pod` accepts whatever bytes are there.
-        let v = unsafe { std::ptr::read_volatile(self.ring.slots().add(i)) };
+        // `T: Pod` accepts whatever bytes are there. One plain copy into a local (ordered by
+        // the acquire of `tail`); see `try_push` on volatile.
+        let v = unsafe { self.ring.slots().add(i).read() };
         self.head = self.head.wrapping_add(1);
         // SYNC POINT (slot release): release pairs with the producer's acquire of `head`.
         self.ring.header().head.store(self.head, Ordering::Release);
@@ -394,7 +397,7 @@ impl<T: Pod> Consumer<'_, T> {
         for (k, o) in out[..n].iter_mut().enumerate() {
             let i = (self.head.wrapping_add(k as u64) & (self.ring.cap - 1)) as usize;
             // SAFETY: as in `try_pop`, for each of the `n` published slots.
-            *o = unsafe { std::ptr::read_volatile(self.ring.slots().add(i)) };
+            *o = unsafe { self.ring.slots().add(i).read() };
         }
         self.head = self.head.wrapping_add(n as u64);
         // SYNC POINT (slot release).
