@@ -16,7 +16,8 @@
 //!   here (the ceiling: the same algorithm with no checks, no close flag, no wake-up words,
 //!   in a `MAP_SHARED` anonymous mapping; memmap2's `map_anon` is `MAP_PRIVATE`, so plain
 //!   `mmap`); shmproc `Queue<u64, PodCodec>` (`put`/`get`, default 1 MiB buffer, no item
-//!   limit); `ipmpsc` (1 MiB file-backed ring created with `create_temp`, opened by path in
+//!   limit); shmproc `Connection<u64, PodCodec>` (one-way pipe, blocking `send`/`recv`);
+//!   shmproc `MpmcRing<u64>` (blocking `push`/`pop`, 1024 slots); `ipmpsc` (1 MiB file-backed ring created with `create_temp`, opened by path in
 //!   the child, as in the anchors); `ipc-channel` `IpcSender<u64>` (channel created before
 //!   the fork); a pipe and a `UnixStream` socketpair (one 8-byte write and one 8-byte
 //!   `read_exact` per message); and, in-process references between two THREADS,
@@ -27,7 +28,8 @@
 //!   both. shmproc `Queue<Vec<u8>>` (postcard: a `Vec<u8>` is a serde sequence, encoded
 //!   and decoded byte by byte), `Queue<Vec<u8>, Bytes>` (the raw-bytes codec),
 //!   `Queue<ByteBuf>` (postcard, serde_bytes: one length-prefixed copy), `Queue<[u8; 1024],
-//!   PodCodec>`, `SpscRing<[u8; 1024]>` blocking (1024 slots = 1 MiB; extra, the ring
+//!   PodCodec>`, `Connection::send_bytes` / `recv_bytes_into` (1 MiB pipe, no allocation
+//!   on either side), `SpscRing<[u8; 1024]>` blocking (1024 slots = 1 MiB; extra, the ring
 //!   ceiling for big items), `ipmpsc` with `serde_bytes` (its fast path: sends `Bytes`,
 //!   receives `ByteBuf`), `ipc-channel` `IpcBytesSender` and `IpcSender<Vec<u8>>`, pipe and
 //!   socketpair (1 KiB `write_all` / `read_exact`). APIs that take the message by value
@@ -38,7 +40,7 @@
 //!   never spins (non-private futex on one u32, wake always issued; the blocking floor),
 //!   shmproc `SpscRing` pair spinning (`try_pop` loops) and blocking (`pop(None)`, which
 //!   spins for up to 20 µs before it sleeps), shmproc `Queue<u64, PodCodec>` pair
-//!   (blocking `get`), ipmpsc pair, ipc-channel pair, pipe pair, socketpair. Criterion
+//!   (blocking `get`), a shmproc duplex `Connection<u64, PodCodec>`, ipmpsc pair, ipc-channel pair, pipe pair, socketpair. Criterion
 //!   times blocks of round trips with no clock read inside; the interleaved pass then
 //!   stamps every round trip (one `Instant::now()` each, whose cost is printed) and prints
 //!   mean, p50, p90, p99, p99.9 and max per candidate.
@@ -77,8 +79,8 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use criterion::{Criterion, SamplingMode, Throughput};
 use serde_bytes::ByteBuf;
-use shmproc::ring::{Consumer, Producer, RingError, SpscRing};
-use shmproc::{PodCodec, Process, ProcessError, Queue, Shared, ShmSafe};
+use shmproc::ring::{Consumer, MpmcRing, Producer, RingError, SpscRing};
+use shmproc::{Connection, PodCodec, Process, ProcessError, Queue, Shared, ShmSafe, PIPE_CAPACITY};
 
 // ------------------------------------------------------------------------------ settings
 
@@ -710,6 +712,37 @@ fn u64_queue_pod(name: &'static str) -> Cand {
     )
 }
 
+fn u64_connection_pod(name: &'static str) -> Cand {
+    let (rx, tx) = Connection::<u64, PodCodec>::pair(false, PIPE_CAPACITY).expect("pipe");
+    Cand::fork(
+        name,
+        move |ctl| {
+            serve(ctl, |start, n| {
+                for i in start..start + n {
+                    tx.send(&i).expect("send");
+                }
+            })
+        },
+        move |start, n, stamps| timed(start, n, stamps, |i| assert_eq!(rx.recv().expect("recv"), i)),
+    )
+}
+
+fn u64_mpmc(name: &'static str) -> Cand {
+    let ring = MpmcRing::<u64>::new(SLOTS).expect("MpmcRing");
+    let theirs = ring.clone_handle().expect("clone ring");
+    Cand::fork(
+        name,
+        move |ctl| {
+            serve(ctl, |start, n| {
+                for i in start..start + n {
+                    theirs.push(i, None).expect("push");
+                }
+            })
+        },
+        move |start, n, stamps| timed(start, n, stamps, |i| assert_eq!(ring.pop(None).expect("pop"), i)),
+    )
+}
+
 fn u64_ipmpsc(name: &'static str) -> Cand {
     let (path, buf) = ipmpsc_ring();
     let rx = ipmpsc::Receiver::new(buf);
@@ -844,6 +877,29 @@ fn kib_queue_bytes_codec(name: &'static str) -> Cand {
             });
         },
         move |start, n, stamps| timed(start, n, stamps, |i| check(&q.get().expect("get"), i)),
+    )
+}
+
+fn kib_connection_bytes(name: &'static str) -> Cand {
+    let (rx, tx) = Connection::<(), PodCodec>::pair(false, 1 << 20).expect("pipe");
+    Cand::fork(
+        name,
+        move |ctl| {
+            let mut v = template().to_vec();
+            serve(ctl, |start, n| {
+                for i in start..start + n {
+                    stamp(&mut v, i);
+                    tx.send_bytes(&v).expect("send_bytes");
+                }
+            });
+        },
+        move |start, n, stamps| {
+            let mut buf = [0u8; KIB];
+            timed(start, n, stamps, |i| {
+                let len = rx.recv_bytes_into(&mut buf).expect("recv_bytes_into");
+                check(&buf[..len], i)
+            })
+        },
     )
 }
 
@@ -1164,6 +1220,28 @@ fn rt_queue_pod(name: &'static str) -> Cand {
             timed(start, n, stamps, |i| {
                 p2c.put(i).expect("put");
                 assert_eq!(c2p.get().expect("get"), i);
+            })
+        },
+    )
+}
+
+fn rt_connection_pod(name: &'static str) -> Cand {
+    let (ours, theirs) = Connection::<u64, PodCodec>::pair(true, PIPE_CAPACITY).expect("pipe");
+    Cand::fork(
+        name,
+        move |ctl| {
+            serve(ctl, |start, n| {
+                for i in start..start + n {
+                    let v = theirs.recv().expect("recv");
+                    assert_eq!(v, i, "pipe ping-pong out of step");
+                    theirs.send(&v).expect("send");
+                }
+            })
+        },
+        move |start, n, stamps| {
+            timed(start, n, stamps, |i| {
+                ours.send(&i).expect("send");
+                assert_eq!(ours.recv().expect("recv"), i);
             })
         },
     )
@@ -1690,6 +1768,8 @@ fn main() {
             ("shmproc_SpscRing_blocking", u64_spsc_blocking),
             ("minimal_ring", u64_minimal_ring),
             ("shmproc_Queue_Pod", u64_queue_pod),
+            ("shmproc_Connection_Pod", u64_connection_pod),
+            ("shmproc_MpmcRing_blocking", u64_mpmc),
             ("ipmpsc", u64_ipmpsc),
             ("ipc_channel", u64_ipc_channel),
             ("pipe_8B", u64_pipe),
@@ -1708,6 +1788,7 @@ fn main() {
             ("shmproc_Queue_Vec_Bytes_codec", kib_queue_bytes_codec),
             ("shmproc_Queue_ByteBuf_postcard", kib_queue_bytebuf),
             ("shmproc_Queue_Pod_array", kib_queue_pod),
+            ("shmproc_Connection_bytes", kib_connection_bytes),
             ("shmproc_SpscRing_array_blocking", kib_spsc_blocking),
             ("ipmpsc_serde_bytes", kib_ipmpsc_bytes),
             ("ipc_channel_bytes", kib_ipc_bytes),
@@ -1727,6 +1808,7 @@ fn main() {
             ("shmproc_SpscRing_spin", |n| rt_spsc(n, false)),
             ("shmproc_SpscRing_blocking", |n| rt_spsc(n, true)),
             ("shmproc_Queue_Pod", rt_queue_pod),
+            ("shmproc_Connection_Pod", rt_connection_pod),
             ("ipmpsc", rt_ipmpsc),
             ("ipc_channel", rt_ipc_channel),
             ("pipe", rt_pipe),
