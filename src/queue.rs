@@ -2,9 +2,15 @@
 //! shared-memory message channel (see [`ring::Channel`](crate::ring::Channel)).
 //!
 //! Items are encoded by a [`Codec`]: [`Postcard`] (the default; any `Serialize +
-//! DeserializeOwned` type, compact varint encoding) or [`PodCodec`] (any `bytemuck::Pod`
-//! type, copied as its bytes — no codec work at all). Pick the Pod path by naming it:
-//! `Queue::<u64, PodCodec>::new(0)`.
+//! DeserializeOwned` type, compact varint encoding), [`Bytes`] (raw `Vec<u8>`) or
+//! [`PodCodec`] (any `bytemuck::Pod` type, copied as its bytes — no codec work at all).
+//! Pick the Pod path by naming it: `Queue::<u64, PodCodec>::new(0)`.
+//!
+//! Storage: with a variable-size codec the items travel through a byte
+//! [`Channel`](crate::ring::Channel) (any size; larger than the buffer streams through).
+//! With `PodCodec` they live in a lock-free MPMC ring of fixed-size slots
+//! ([`SlotRing`](crate::ring::SlotRing)): one slot per item, `maxsize` slots (or as many
+//! as fit the byte budget when there is no limit), no lock, no framing.
 //!
 //! Unlike Python's, `put` writes the item into shared memory before it returns (there is no
 //! feeder thread, so nothing is lost when the process exits right after a `put`, and `join`
@@ -20,11 +26,15 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{GetError, PutError, SegmentError, TaskDoneError};
-use crate::ring::{ChanError, Channel, EventCount};
+use crate::ring::{ChanError, Channel, EventCount, SlotError, SlotRing};
 use crate::Shared;
 
 /// How queue items become bytes and back.
 pub trait Codec<T> {
+    /// `Some(n)` if every item encodes to exactly `n` bytes: the queue then keeps items in a
+    /// ring of fixed-size slots ([`ring::SlotRing`](crate::ring::SlotRing)) instead of a
+    /// byte channel.
+    const FIXED_SIZE: Option<usize> = None;
     /// Appends the encoding of `item` to `out`.
     fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String>;
     /// Decodes one item (the bytes come from another process: never trust them).
@@ -52,6 +62,8 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
 pub struct PodCodec;
 
 impl<T: Pod> Codec<T> for PodCodec {
+    const FIXED_SIZE: Option<usize> = Some(std::mem::size_of::<T>());
+
     fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String> {
         out.extend_from_slice(bytemuck::bytes_of(item));
         Ok(())
@@ -138,7 +150,7 @@ fn deadline_after(d: Duration) -> Option<Instant> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Queue<T, C: Codec<T> = Postcard> {
-    chan: Channel,
+    chan: Backend,
     maxsize: u64,
     closed: AtomicBool,
     _t: PhantomData<fn(T) -> (T, C)>,
@@ -164,7 +176,7 @@ impl<T, C: Codec<T>> Queue<T, C> {
     /// a power of two). Messages larger than a quarter of the buffer are streamed in parts.
     pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self, SegmentError> {
         Ok(Self {
-            chan: Channel::new(bytes)?,
+            chan: Backend::new::<T, C>(maxsize, bytes)?,
             maxsize: maxsize as u64,
             closed: AtomicBool::new(false),
             _t: PhantomData,
@@ -193,7 +205,11 @@ impl<T, C: Codec<T>> Queue<T, C> {
             if let Err(e) = C::encode(&item, buf) {
                 return Err(PutError::Encode(item, e));
             }
-            match self.chan.send(buf, self.limit(), deadline) {
+            let r = match &self.chan {
+                Backend::Bytes(chan) => chan.send(buf, self.limit(), deadline),
+                Backend::Slots(ring) => ring.push(buf, deadline).map_err(slot_error),
+            };
+            match r {
                 Ok(()) => Ok(()),
                 Err(ChanError::Full | ChanError::Timeout) => Err(PutError::Full(item)),
                 Err(ChanError::Closed) => Err(PutError::Closed(item)),
@@ -218,7 +234,7 @@ impl<T, C: Codec<T>> Queue<T, C> {
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, GetError> {
-        with_scratch(|buf| match self.chan.recv_into(buf, deadline) {
+        with_scratch(|buf| match self.chan.recv_into(buf, C::FIXED_SIZE, deadline) {
             Ok(()) => C::decode(buf).map_err(GetError::Decode),
             Err(ChanError::Timeout | ChanError::Full) => Err(GetError::Empty),
             Err(ChanError::Closed) => Err(GetError::Closed),
@@ -253,7 +269,10 @@ impl<T, C: Codec<T>> Queue<T, C> {
 
     /// Whether the item limit is reached now (never, without a limit).
     pub fn full(&self) -> bool {
-        self.maxsize > 0 && self.chan.len() >= self.maxsize
+        match &self.chan {
+            Backend::Bytes(chan) => self.maxsize > 0 && chan.len() >= self.maxsize,
+            Backend::Slots(ring) => ring.len() >= ring.capacity(),
+        }
     }
 
     /// This handle will put no more (Python's `close()`); other handles are unaffected.
@@ -273,11 +292,97 @@ impl<T, C: Codec<T>> Queue<T, C> {
     }
 }
 
-/// What crosses to a child: the channel and the item limit.
+/// What crosses to a child: the backend and the item limit.
 #[derive(Serialize, Deserialize)]
 struct QueueToken {
-    chan: Channel,
+    chan: Backend,
     maxsize: u64,
+}
+
+/// Where a queue keeps its items: a byte channel (any codec; messages of any size stream
+/// through), or for fixed-size codecs (`PodCodec`) a ring of slots of that size, whose
+/// capacity is the item limit (or as many slots as fit the byte budget when unlimited).
+#[derive(Debug, Serialize, Deserialize)]
+enum Backend {
+    Bytes(Channel),
+    Slots(SlotRing),
+}
+
+fn slot_error(e: SlotError) -> ChanError {
+    match e {
+        SlotError::Full | SlotError::Empty => ChanError::Timeout,
+        SlotError::Closed => ChanError::Closed,
+        SlotError::TooLarge | SlotError::Corrupted => ChanError::Corrupted,
+    }
+}
+
+impl Backend {
+    fn new<T, C: Codec<T>>(maxsize: usize, bytes: usize) -> Result<Self, SegmentError> {
+        Ok(match C::FIXED_SIZE {
+            None => Self::Bytes(Channel::new(bytes)?),
+            Some(size) => {
+                let slot = size.max(1).next_multiple_of(8) + 16;
+                let cap = if maxsize > 0 {
+                    maxsize
+                } else {
+                    (bytes / slot).max(2)
+                };
+                Self::Slots(SlotRing::new(cap, size.max(1))?)
+            }
+        })
+    }
+
+    fn clone_handle(&self) -> Result<Self, SegmentError> {
+        Ok(match self {
+            Self::Bytes(c) => Self::Bytes(c.clone_handle()?),
+            Self::Slots(r) => Self::Slots(r.clone_handle()?),
+        })
+    }
+
+    /// Receives one item into `out` (cleared first); a slot ring copies `fixed` bytes.
+    fn recv_into(
+        &self,
+        out: &mut Vec<u8>,
+        fixed: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<(), ChanError> {
+        match self {
+            Self::Bytes(c) => c.recv_into(out, deadline),
+            Self::Slots(r) => {
+                out.clear();
+                out.resize(fixed.unwrap_or(r.slot_size()).min(r.slot_size()), 0);
+                r.pop(out, deadline).map_err(slot_error)
+            }
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(c) => c.len(),
+            Self::Slots(r) => r.len() as u64,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shutdown(&self) {
+        match self {
+            Self::Bytes(c) => c.shutdown(),
+            Self::Slots(r) => r.shutdown(),
+        }
+    }
+
+    /// Whether this backend is the one codec `C` needs (a handle from another process could
+    /// claim anything).
+    fn suits<T, C: Codec<T>>(&self) -> bool {
+        match (self, C::FIXED_SIZE) {
+            (Self::Bytes(_), None) => true,
+            (Self::Slots(r), Some(size)) => r.slot_size() >= size,
+            _ => false,
+        }
+    }
 }
 
 impl<T, C: Codec<T>> Serialize for Queue<T, C> {
@@ -289,6 +394,11 @@ impl<T, C: Codec<T>> Serialize for Queue<T, C> {
 impl<'de, T, C: Codec<T>> Deserialize<'de> for Queue<T, C> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let t = QueueToken::deserialize(d)?;
+        if !t.chan.suits::<T, C>() {
+            return Err(crate::shm::transfer::fail(
+                "the queue handle's storage does not match its codec".to_owned(),
+            ));
+        }
         Ok(Self {
             chan: t.chan,
             maxsize: t.maxsize,

@@ -1386,3 +1386,32 @@ fn random_kills_of_producers_and_consumers_lose_nothing_else() {
     }
     println!("random kills: {total_received} received, {total_drained} of them drained, {total_lost} lost");
 }
+
+/// The Pod path keeps items in a slot ring whose capacity is exactly `maxsize` (3 here, not
+/// a power of two): Python's `full()` / `put_nowait` semantics hold, and a child drains it.
+#[test]
+fn pod_queue_maxsize_is_exact_and_crosses_processes() {
+    fn drain_three(q: Queue<u64, PodCodec>) -> Vec<u64> {
+        (0..3).map(|_| q.get_timeout(LONG).expect("get")).collect()
+    }
+    for m in METHODS {
+        let q = Queue::<u64, PodCodec>::new(3).unwrap();
+        for i in 0..3 {
+            q.try_put(i).unwrap();
+        }
+        assert!(q.full(), "{m:?}");
+        assert_eq!(q.qsize(), 3, "{m:?}");
+        assert!(matches!(q.try_put(9), Err(PutError::Full(9))), "{m:?}");
+        assert!(
+            matches!(q.put_timeout(9, ms(30)), Err(PutError::Full(9))),
+            "{m:?}"
+        );
+        let mut c = start(m, drain_three, q.clone_handle().unwrap());
+        assert_eq!(join(&mut c), vec![0, 1, 2], "{m:?}");
+        assert!(q.empty(), "{m:?}");
+        assert_eq!(q.try_get(), Err(GetError::Empty), "{m:?}");
+        q.shutdown();
+        assert!(matches!(q.try_put(1), Err(PutError::Closed(1))), "{m:?}");
+        assert_eq!(q.get_timeout(ms(30)), Err(GetError::Closed), "{m:?}");
+    }
+}
