@@ -35,6 +35,11 @@ pub trait Codec<T> {
     /// ring of fixed-size slots ([`ring::SlotRing`](crate::ring::SlotRing)) instead of a
     /// byte channel.
     const FIXED_SIZE: Option<usize> = None;
+    /// For fixed-size codecs whose encoding is the item's own bytes: those bytes, so the
+    /// queue copies them straight into a slot.
+    fn fixed_bytes(_item: &T) -> Option<&[u8]> {
+        None
+    }
     /// Appends the encoding of `item` to `out`.
     fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String>;
     /// Decodes one item (the bytes come from another process: never trust them).
@@ -63,6 +68,10 @@ pub struct PodCodec;
 
 impl<T: Pod> Codec<T> for PodCodec {
     const FIXED_SIZE: Option<usize> = Some(std::mem::size_of::<T>());
+
+    fn fixed_bytes(item: &T) -> Option<&[u8]> {
+        Some(bytemuck::bytes_of(item))
+    }
 
     fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String> {
         out.extend_from_slice(bytemuck::bytes_of(item));
@@ -201,6 +210,15 @@ impl<T, C: Codec<T>> Queue<T, C> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(PutError::Closed(item));
         }
+        if let (Backend::Slots(ring), Some(bytes)) = (&self.chan, C::fixed_bytes(&item)) {
+            // The Pod fast path: the item's bytes go straight into a slot.
+            return match ring.push(bytes, deadline).map_err(slot_error) {
+                Ok(()) => Ok(()),
+                Err(ChanError::Full | ChanError::Timeout) => Err(PutError::Full(item)),
+                Err(ChanError::Closed) => Err(PutError::Closed(item)),
+                Err(ChanError::Corrupted) => Err(PutError::Corrupted(item)),
+            };
+        }
         with_scratch(|buf| {
             if let Err(e) = C::encode(&item, buf) {
                 return Err(PutError::Encode(item, e));
@@ -234,11 +252,24 @@ impl<T, C: Codec<T>> Queue<T, C> {
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, GetError> {
+        fn failed(e: ChanError) -> GetError {
+            match e {
+                ChanError::Timeout | ChanError::Full => GetError::Empty,
+                ChanError::Closed => GetError::Closed,
+                ChanError::Corrupted => GetError::Corrupted,
+            }
+        }
+        if let (Backend::Slots(ring), Some(size @ 0..=64)) = (&self.chan, C::FIXED_SIZE) {
+            // Small fixed-size items: out of the slot into a stack buffer, no scratch vector.
+            let mut buf = [0u8; 64];
+            return match ring.pop(&mut buf[..size], deadline) {
+                Ok(()) => C::decode(&buf[..size]).map_err(GetError::Decode),
+                Err(e) => Err(failed(slot_error(e))),
+            };
+        }
         with_scratch(|buf| match self.chan.recv_into(buf, C::FIXED_SIZE, deadline) {
             Ok(()) => C::decode(buf).map_err(GetError::Decode),
-            Err(ChanError::Timeout | ChanError::Full) => Err(GetError::Empty),
-            Err(ChanError::Closed) => Err(GetError::Closed),
-            Err(ChanError::Corrupted) => Err(GetError::Corrupted),
+            Err(e) => Err(failed(e)),
         })
     }
 

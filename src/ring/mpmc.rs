@@ -371,6 +371,26 @@ impl Watch {
     }
 }
 
+/// Copies `n` bytes between non-overlapping regions; one word (a `u64` item) is a plain
+/// 8-byte move instead of a call to `memcpy`.
+///
+/// # Safety
+/// As for `std::ptr::copy_nonoverlapping(src, dst, n)`.
+#[inline(always)]
+unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
+    if n == 8 {
+        // SAFETY: the caller guarantees 8 readable bytes at `src` and 8 writable at `dst`;
+        // unaligned accesses need no alignment.
+        unsafe {
+            dst.cast::<u64>()
+                .write_unaligned(src.cast::<u64>().read_unaligned())
+        };
+    } else {
+        // SAFETY: the caller's guarantee.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
+    }
+}
+
 impl SlotRing {
     /// A ring of `capacity` slots (any number from 1 to [`MAX_CAPACITY`]) of `slot_size`
     /// bytes each (at least 1, rounded up to a multiple of 8).
@@ -615,7 +635,7 @@ impl SlotRing {
         slot.data.with_mut(|_| ());
         // SAFETY: the slot is ours (claimed), `item.len() <= slot_size`, and the payload
         // lies inside the mapping (see `payload`); `item` is local memory, so no overlap.
-        unsafe { std::ptr::copy_nonoverlapping(item.as_ptr(), self.payload(idx), item.len()) };
+        unsafe { copy_small(item.as_ptr(), self.payload(idx), item.len()) };
         // SYNC POINT (publish): release pairs with the consumer's acquire claim; SeqCst so
         // that the waiter count read below comes after it (see `notify_after_sc_rmw`).
         match slot.state.compare_exchange(
@@ -778,7 +798,7 @@ impl SlotRing {
         slot.data.with(|_| ());
         // SAFETY: the slot is ours (claimed) and published; `n <= slot_size` bytes of its
         // payload lie inside the mapping, and `out` is local memory with room for `n`.
-        unsafe { std::ptr::copy_nonoverlapping(self.payload(idx), out.as_mut_ptr(), n) };
+        unsafe { copy_small(self.payload(idx), out.as_mut_ptr(), n) };
         // SYNC POINT (release): release pairs with the next producer's acquire claim; SeqCst
         // for the waiter count read below (see `notify_after_sc_rmw`).
         let free = state(seq_of(claimed).wrapping_add(2 * self.cap as u32 - 1), 0);
