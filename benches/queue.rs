@@ -3,7 +3,7 @@
 //! side compare). Filter by group: `cargo bench --bench queue -- u64` (or `1KiB`,
 //! `roundtrip`).
 //!
-//! Three groups, each first through criterion (one candidate after the other), then through
+//! Four groups, each first through criterion (one candidate after the other), then through
 //! an interleaved pass (every candidate once per round, several rounds, a spin-floor probe
 //! at the start of each round) printed as a table with same-round ratios:
 //! - "u64": throughput of u64 messages from a forked producer (child) to the consumer
@@ -44,6 +44,9 @@
 //!   times blocks of round trips with no clock read inside; the interleaved pass then
 //!   stamps every round trip (one `Instant::now()` each, whose cost is printed) and prints
 //!   mean, p50, p90, p99, p99.9 and max per candidate.
+//! - "roundtrip_sleeping": the same for the futex floor, `Queue` and `Connection`, with the
+//!   child busy for 200 µs before each answer, so the parent's wait outlasts shmproc's 20 µs
+//!   spin and sleeps every time: the blocking path against the raw futex.
 //!
 //! Each candidate's peer (a forked child, or a thread for the two in-process references)
 //! is created the first time criterion runs the candidate and serves every warm-up and
@@ -1111,6 +1114,26 @@ fn ping32(i: u64) -> u32 {
 
 /// Both sides sleep on one futex word at once (no spinning) and always wake the other.
 fn rt_futex(name: &'static str) -> Cand {
+    rt_futex_work(name, Duration::ZERO)
+}
+
+/// Busy for `d` (the peer's "work" before it answers, so the other side's wait outlasts
+/// any spin and really sleeps).
+fn busy(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    let t = Instant::now();
+    while t.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// How long the peer works before each answer in the "roundtrip_sleeping" group: longer
+/// than shmproc's 20 µs spin, so every blocking wait there goes to sleep.
+const WORK: Duration = Duration::from_micros(200);
+
+fn rt_futex_work(name: &'static str, work: Duration) -> Cand {
     let w = ping_words();
     let theirs = w.clone_handle().expect("clone words");
     Cand::fork(
@@ -1127,6 +1150,7 @@ fn rt_futex(name: &'static str) -> Cand {
                         }
                         futex_wait(w, v);
                     }
+                    busy(work);
                     w.store(ping.wrapping_add(1), Ordering::Release);
                     futex_wake(w, 1);
                 }
@@ -1199,6 +1223,10 @@ fn rt_spsc(name: &'static str, blocking: bool) -> Cand {
 }
 
 fn rt_queue_pod(name: &'static str) -> Cand {
+    rt_queue_pod_work(name, Duration::ZERO)
+}
+
+fn rt_queue_pod_work(name: &'static str, work: Duration) -> Cand {
     let p2c = Queue::<u64, PodCodec>::new(0).expect("Queue");
     let c2p = Queue::<u64, PodCodec>::new(0).expect("Queue");
     let (their_p2c, their_c2p) = (
@@ -1212,6 +1240,7 @@ fn rt_queue_pod(name: &'static str) -> Cand {
                 for i in start..start + n {
                     let v = their_p2c.get().expect("get");
                     assert_eq!(v, i, "queue ping-pong out of step");
+                    busy(work);
                     their_c2p.put(v).expect("put");
                 }
             })
@@ -1226,6 +1255,10 @@ fn rt_queue_pod(name: &'static str) -> Cand {
 }
 
 fn rt_connection_pod(name: &'static str) -> Cand {
+    rt_connection_pod_work(name, Duration::ZERO)
+}
+
+fn rt_connection_pod_work(name: &'static str, work: Duration) -> Cand {
     let (ours, theirs) = Connection::<u64, PodCodec>::pair(true, PIPE_CAPACITY).expect("pipe");
     Cand::fork(
         name,
@@ -1234,6 +1267,7 @@ fn rt_connection_pod(name: &'static str) -> Cand {
                 for i in start..start + n {
                     let v = theirs.recv().expect("recv");
                     assert_eq!(v, i, "pipe ping-pong out of step");
+                    busy(work);
                     theirs.send(&v).expect("send");
                 }
             })
@@ -1815,6 +1849,19 @@ fn main() {
             ("socketpair", rt_socketpair),
         ],
         &["atomic_spin_floor", "futex_floor"],
+    );
+    run_group(
+        &mut criterion,
+        "roundtrip_sleeping",
+        Kind::RoundTrip,
+        &[
+            ("futex_floor_200us_work", |n| rt_futex_work(n, WORK)),
+            ("shmproc_Queue_Pod_200us_work", |n| rt_queue_pod_work(n, WORK)),
+            ("shmproc_Connection_Pod_200us_work", |n| {
+                rt_connection_pod_work(n, WORK)
+            }),
+        ],
+        &["futex_floor_200us_work"],
     );
     criterion.final_summary();
     println!("total bench time: {:.1} s", start.elapsed().as_secs_f64());
