@@ -49,8 +49,9 @@ use crate::shm::transfer;
 use crate::sync::park;
 use crate::{Shared, ShmSafe};
 
-/// Processes that may hold one end at a time.
-const HOLDERS: usize = 64;
+/// Processes that may hold one end at a time (a small table under loom, which explores
+/// every step of a scan).
+const HOLDERS: usize = if cfg!(loom) { 4 } else { 64 };
 
 const FREE: u32 = 0;
 const CLAIMING: u32 = 1;
@@ -107,37 +108,71 @@ fn process_info(pid: u32) -> u64 {
 }
 
 impl LinkState {
-    /// The live record (any state but free) of process `pid` started as `info`, if any.
-    fn find(&self, side: usize, pid: u32, info: u64) -> Option<&Holder> {
-        self.ends[side].iter().find(|h| {
-            let st = h.state.load(Ordering::Acquire);
-            matches!(st, PROVISIONAL | STRONG | RELEASED)
-                && h.pid.load(Ordering::Relaxed) == pid
-                && h.info.load(Ordering::Relaxed) == info
-        })
+    /// The state of `h` if it is a record (provisional, strong or released) of process
+    /// `pid` started as `info`.
+    fn record_of(h: &Holder, pid: u32, info: u64) -> Option<u32> {
+        let st = h.state.load(Ordering::SeqCst);
+        (matches!(st, PROVISIONAL | STRONG | RELEASED)
+            && h.pid.load(Ordering::Relaxed) == pid
+            && h.info.load(Ordering::Relaxed) == info)
+            .then_some(st)
     }
 
     /// Claims a free record (freeing those of dead processes if needed) for `pid` in state
-    /// `st` with `refs`. Returns `false` if the table is full of live processes.
-    fn claim(&self, side: usize, pid: u32, info: u64, st: u32, refs: u32) -> bool {
+    /// `st` with `refs`. `None` if the table is full of live processes.
+    fn claim(&self, side: usize, pid: u32, info: u64, st: u32, refs: u32) -> Option<&Holder> {
         for attempt in 0..2 {
             for h in &self.ends[side] {
                 if h.state
-                    .compare_exchange(FREE, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(FREE, CLAIMING, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
                 {
                     h.pid.store(pid, Ordering::Relaxed);
                     h.info.store(info, Ordering::Relaxed);
                     h.refs.store(refs, Ordering::Relaxed);
-                    h.state.store(st, Ordering::Release);
-                    return true;
+                    h.state.store(st, Ordering::SeqCst);
+                    return Some(h);
                 }
             }
             if attempt == 0 {
                 self.any_alive(side, 0);
             }
         }
-        false
+        None
+    }
+
+    /// After claiming `mine` for `pid`, reconciles it with a record another party made for
+    /// the same process at the same time (a forked child using or releasing an end while
+    /// its parent records it late). Both parties write their own record and then read the
+    /// other's (SeqCst), so at least one of them sees both and settles: a provisional record
+    /// yields to a strong one, and turns released if the process already let go.
+    fn settle(&self, side: usize, pid: u32, info: u64, mine: &Holder) {
+        for h in &self.ends[side] {
+            if std::ptr::eq(h, mine) {
+                continue;
+            }
+            let Some(other) = Self::record_of(h, pid, info) else {
+                continue;
+            };
+            let my_state = mine.state.load(Ordering::SeqCst);
+            match (my_state, other) {
+                (PROVISIONAL, STRONG) => Self::free(mine, PROVISIONAL),
+                (PROVISIONAL, PROVISIONAL) if (h as *const Holder) < (mine as *const Holder) => {
+                    Self::free(mine, PROVISIONAL)
+                }
+                (PROVISIONAL, RELEASED) => Self::retire(mine),
+                (STRONG, PROVISIONAL) => Self::free(h, PROVISIONAL),
+                (RELEASED, PROVISIONAL) => Self::retire(h),
+                _ => {}
+            }
+        }
+    }
+
+    /// Provisional → released (the process let the end go before its record was made).
+    fn retire(h: &Holder) {
+        let _ = h
+            .state
+            .compare_exchange(PROVISIONAL, RELEASED, Ordering::SeqCst, Ordering::Relaxed);
     }
 
     /// Records `pid` as a holder of end `side`: `strong` for a process that uses it (counted
@@ -145,17 +180,43 @@ impl LinkState {
     /// has a record, e.g. a forked child that used or released the end before its parent
     /// got to record it. Returns `false` if the table is full.
     fn register(&self, side: usize, pid: u32, info: u64, strong: bool) -> bool {
-        if let Some(h) = self.find(side, pid, info) {
-            if strong {
-                h.refs.fetch_add(1, Ordering::AcqRel);
-                h.state.store(STRONG, Ordering::Release);
+        let mut released = None;
+        for h in &self.ends[side] {
+            match Self::record_of(h, pid, info) {
+                Some(STRONG) => {
+                    if strong {
+                        h.refs.fetch_add(1, Ordering::SeqCst);
+                    }
+                    return true;
+                }
+                Some(PROVISIONAL) => {
+                    if !strong {
+                        return true;
+                    }
+                    h.refs.fetch_add(1, Ordering::SeqCst);
+                    if h.state
+                        .compare_exchange(PROVISIONAL, STRONG, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return true;
+                    }
+                    h.refs.fetch_sub(1, Ordering::SeqCst);
+                }
+                Some(_) => released = released.or(Some(h)),
+                None => {}
             }
+        }
+        if !strong && released.is_some() {
+            // The process already let the end go: a late record must not revive it.
             return true;
         }
-        if strong {
-            self.claim(side, pid, info, STRONG, 1)
-        } else {
-            self.claim(side, pid, info, PROVISIONAL, 0)
+        let (st, refs) = if strong { (STRONG, 1) } else { (PROVISIONAL, 0) };
+        match self.claim(side, pid, info, st, refs) {
+            Some(mine) => {
+                self.settle(side, pid, info, mine);
+                true
+            }
+            None => false,
         }
     }
 
@@ -163,29 +224,55 @@ impl LinkState {
     /// that no longer holds the end keeps a `RELEASED` record until it dies, so that a
     /// parent recording it late (see `dropping_for_fork_child`) cannot make it a holder again.
     fn release(&self, side: usize, pid: u32, info: u64, strong: bool) {
-        let Some(h) = self.find(side, pid, info) else {
-            self.claim(side, pid, info, RELEASED, 0);
-            return;
-        };
-        if strong {
-            let mut refs = h.refs.load(Ordering::Relaxed);
-            loop {
-                let next = refs.saturating_sub(1);
-                match h
-                    .refs
-                    .compare_exchange(refs, next, Ordering::AcqRel, Ordering::Relaxed)
-                {
-                    Ok(_) => break,
-                    Err(now) => refs = now,
+        let mut provisional = None;
+        for h in &self.ends[side] {
+            match Self::record_of(h, pid, info) {
+                Some(STRONG) if strong => {
+                    let mut refs = h.refs.load(Ordering::SeqCst);
+                    loop {
+                        let next = refs.saturating_sub(1);
+                        match h
+                            .refs
+                            .compare_exchange(refs, next, Ordering::SeqCst, Ordering::Relaxed)
+                        {
+                            Ok(_) => break,
+                            Err(now) => refs = now,
+                        }
+                    }
+                    if refs <= 1
+                        && h.state
+                            .compare_exchange(STRONG, RELEASED, Ordering::SeqCst, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        // Void any provisional record made for us meanwhile.
+                        self.settle(side, pid, info, h);
+                    }
+                    return;
+                }
+                // Used by this process through another handle: still held.
+                Some(STRONG) => return,
+                Some(PROVISIONAL) => provisional = provisional.or(Some(h)),
+                _ => {}
+            }
+        }
+        match provisional {
+            Some(h) => Self::retire(h),
+            None => {
+                if let Some(mine) = self.claim(side, pid, info, RELEASED, 0) {
+                    self.settle(side, pid, info, mine);
                 }
             }
-            if refs > 1 {
-                return;
-            }
-        } else if h.state.load(Ordering::Acquire) == STRONG {
-            return;
         }
-        h.state.store(RELEASED, Ordering::Release);
+    }
+
+    fn free(h: &Holder, seen: u32) {
+        if h.state
+            .compare_exchange(seen, CLAIMING, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            h.pid.store(0, Ordering::Relaxed);
+            h.state.store(FREE, Ordering::SeqCst);
+        }
     }
 
     /// Whether a live process other than `asker` holds end `side` — or `asker` itself
@@ -789,5 +876,31 @@ impl<'de, T, C: Codec<T>> Deserialize<'de> for Connection<T, C> {
         let c = Self::wrap(t.tx, t.rx, t.link, usize::from(t.side));
         c.register_here();
         Ok(c)
+    }
+}
+
+/// The holder table's operations, for the loom suite (`--cfg loom`): one end, one `info`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_link {
+    /// A holder table on the heap.
+    #[derive(Default)]
+    pub struct Table(super::LinkState);
+
+    impl Table {
+        /// Records `pid` (strong: it uses the end; else provisional).
+        pub fn register(&self, pid: u32, strong: bool) -> bool {
+            self.0.register(0, pid, 7, strong)
+        }
+
+        /// Releases one strong reference of `pid`, or its provisional record.
+        pub fn release(&self, pid: u32, strong: bool) {
+            self.0.release(0, pid, 7, strong)
+        }
+
+        /// Whether anyone holds the end (every process counts as alive under loom).
+        pub fn held(&self) -> bool {
+            self.0.any_alive(0, 0)
+        }
     }
 }

@@ -38,5 +38,6 @@ pub use sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, 
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api {
+    pub use crate::connection::loom_link::Table as LinkTable;
     pub use crate::shm::publish::{observe, publish, MagicWord};
 }

@@ -966,3 +966,83 @@ fn channel_writer_waits_for_room_and_is_woken() {
         assert_eq!(chan.len(), 0);
     });
 }
+
+// ------------------------------------------------------------------------------------------
+// A pipe end's holder table: a forked child's own record (use, release) racing the record
+// its parent makes for it late, when it drops the closure it forked the child with.
+// ------------------------------------------------------------------------------------------
+
+use shmproc::loom_api::LinkTable;
+
+/// The child uses the end and lets it go while the parent records it provisionally: in
+/// every interleaving the end ends up unheld (a stale provisional record would keep the
+/// peer waiting for as long as the child lives).
+#[test]
+fn link_child_use_and_release_vs_late_parent_record() {
+    model_bounded(2, || {
+        let t = Arc::new(LinkTable::default());
+        let child = {
+            let t = t.clone();
+            thread::spawn(move || {
+                assert!(t.register(100, true));
+                t.release(100, true);
+            })
+        };
+        assert!(t.register(100, false));
+        child.join().unwrap();
+        assert!(!t.held(), "a released child still counts as a holder");
+    });
+}
+
+/// The child drops the end without ever using it while the parent records it late.
+#[test]
+fn link_child_drops_unused_end_vs_late_parent_record() {
+    model_bounded(2, || {
+        let t = Arc::new(LinkTable::default());
+        let child = {
+            let t = t.clone();
+            thread::spawn(move || t.release(100, false))
+        };
+        assert!(t.register(100, false));
+        child.join().unwrap();
+        assert!(!t.held(), "a child that dropped the end still counts as a holder");
+    });
+}
+
+/// The child starts using the end while the parent records it: it holds the end (once,
+/// whatever the interleaving), and one release lets it go.
+#[test]
+fn link_child_use_vs_late_parent_record_holds_once() {
+    model_bounded(2, || {
+        let t = Arc::new(LinkTable::default());
+        let child = {
+            let t = t.clone();
+            thread::spawn(move || assert!(t.register(100, true)))
+        };
+        assert!(t.register(100, false));
+        child.join().unwrap();
+        assert!(t.held(), "the child uses the end");
+        t.release(100, true);
+        assert!(!t.held(), "one release by the only user lets the end go");
+    });
+}
+
+/// Two processes claim records at once: both hold, and after both release nobody does.
+#[test]
+fn link_two_processes_claim_at_once() {
+    model_bounded(2, || {
+        let t = Arc::new(LinkTable::default());
+        let other = {
+            let t = t.clone();
+            thread::spawn(move || {
+                assert!(t.register(200, true));
+            })
+        };
+        assert!(t.register(100, true));
+        other.join().unwrap();
+        t.release(100, true);
+        assert!(t.held(), "process 200 still holds the end");
+        t.release(200, true);
+        assert!(!t.held());
+    });
+}
