@@ -40,6 +40,11 @@ pub trait Codec<T> {
     fn fixed_bytes(_item: &T) -> Option<&[u8]> {
         None
     }
+    /// For fixed-size codecs whose encoding is the item's own bytes: builds an item by
+    /// letting `fill` write those bytes in place (one copy, straight out of a slot).
+    fn fill_fixed<E>(_fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Option<Result<T, E>> {
+        None
+    }
     /// Appends the encoding of `item` to `out`.
     fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String>;
     /// Decodes one item (the bytes come from another process: never trust them).
@@ -71,6 +76,11 @@ impl<T: Pod> Codec<T> for PodCodec {
 
     fn fixed_bytes(item: &T) -> Option<&[u8]> {
         Some(bytemuck::bytes_of(item))
+    }
+
+    fn fill_fixed<E>(fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Option<Result<T, E>> {
+        let mut item = T::zeroed();
+        Some(fill(bytemuck::bytes_of_mut(&mut item)).map(|()| item))
     }
 
     fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String> {
@@ -259,13 +269,11 @@ impl<T, C: Codec<T>> Queue<T, C> {
                 ChanError::Corrupted => GetError::Corrupted,
             }
         }
-        if let (Backend::Slots(ring), Some(size @ 0..=64)) = (&self.chan, C::FIXED_SIZE) {
-            // Small fixed-size items: out of the slot into a stack buffer, no scratch vector.
-            let mut buf = [0u8; 64];
-            return match ring.pop(&mut buf[..size], deadline) {
-                Ok(()) => C::decode(&buf[..size]).map_err(GetError::Decode),
-                Err(e) => Err(failed(slot_error(e))),
-            };
+        if let Backend::Slots(ring) = &self.chan {
+            // The Pod fast path: the item's bytes come straight out of a slot.
+            if let Some(r) = C::fill_fixed(|bytes| ring.pop(bytes, deadline)) {
+                return r.map_err(|e| failed(slot_error(e)));
+            }
         }
         with_scratch(|buf| match self.chan.recv_into(buf, C::FIXED_SIZE, deadline) {
             Ok(()) => C::decode(buf).map_err(GetError::Decode),
