@@ -12,6 +12,12 @@
 //! ([`SlotRing`](crate::ring::SlotRing)): one slot per item, `maxsize` slots (or as many
 //! as fit the byte budget when there is no limit), no lock, no framing.
 //!
+//! A process killed in the middle of a `put` or `get` (even by `SIGKILL`) never blocks
+//! the others or corrupts the queue. An item whose `put` never returned is either delivered
+//! whole or not at all; the one item a reader was taking when it died is lost (delivery is
+//! *at most once* for it, and *exactly once* for every other item). In Python, a consumer
+//! killed while it holds the queue's reader lock leaves every other consumer blocked.
+//!
 //! Unlike Python's, `put` writes the item into shared memory before it returns (there is no
 //! feeder thread, so nothing is lost when the process exits right after a `put`, and `join`
 //! cannot hang on an undrained pipe), `qsize` is exact, and a message may be larger than the
