@@ -654,6 +654,50 @@ fn eventcount_no_lost_wakeup() {
     });
 }
 
+/// Two notifications in a row and two waiters, one of which waits again after the first:
+/// the first notify clears the "sleepers" bit, so a waiter that registers after it must set
+/// the bit again and be woken by the second (a wake-up skipped because the bit was clear
+/// would be a loom deadlock).
+#[test]
+fn eventcount_sleepers_bit_across_two_notifies() {
+    use loom::sync::atomic::AtomicU32;
+    use shmproc::ring::EventCount;
+    fn wait_until(s: &(EventCount, AtomicU32), target: u32) {
+        loop {
+            if s.1.load(Ordering::Acquire) >= target {
+                return;
+            }
+            let key = s.0.prepare_wait();
+            if s.1.load(Ordering::Acquire) >= target {
+                s.0.cancel_wait();
+                return;
+            }
+            s.0.wait(key, None);
+        }
+    }
+    model_bounded(2, || {
+        let s = Arc::new((EventCount::new(), AtomicU32::new(0)));
+        let producer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                for v in 1..=2 {
+                    s.1.store(v, Ordering::Release);
+                    s.0.notify();
+                }
+            })
+        };
+        let other = {
+            let s = s.clone();
+            thread::spawn(move || wait_until(&s, 2))
+        };
+        wait_until(&s, 1);
+        wait_until(&s, 2);
+        producer.join().unwrap();
+        other.join().unwrap();
+        assert!(!s.0.has_waiters(), "every registration was withdrawn");
+    });
+}
+
 /// A byte buffer shared by the two sides of a byte ring in the model.
 struct Buf(std::cell::UnsafeCell<[u8; 256]>);
 // SAFETY: the byte ring's protocol decides which side touches which bytes; the test checks
