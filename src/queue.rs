@@ -41,10 +41,17 @@ pub trait Codec<T> {
     /// ring of fixed-size slots ([`ring::SlotRing`](crate::ring::SlotRing)) instead of a
     /// byte channel.
     const FIXED_SIZE: Option<usize> = None;
-    /// For fixed-size codecs whose encoding is the item's own bytes: those bytes, so the
-    /// queue copies them straight into a slot.
-    fn fixed_bytes(_item: &T) -> Option<&[u8]> {
+    /// For codecs whose encoding is the item's own bytes: those bytes, so the queue copies
+    /// them straight into shared memory (no encoding buffer).
+    fn as_bytes(_item: &T) -> Option<&[u8]> {
         None
+    }
+    /// Whether [`decode_owned`](Self::decode_owned) takes the received bytes as they are
+    /// (the queue then receives into a fresh vector instead of its scratch buffer).
+    const OWNS_BYTES: bool = false;
+    /// Decodes one item from bytes the caller gives up.
+    fn decode_owned(bytes: Vec<u8>) -> Result<T, String> {
+        Self::decode(&bytes)
     }
     /// For fixed-size codecs whose encoding is the item's own bytes: builds an item by
     /// letting `fill` write those bytes in place (one copy, straight out of a slot).
@@ -80,7 +87,7 @@ pub struct PodCodec;
 impl<T: Pod> Codec<T> for PodCodec {
     const FIXED_SIZE: Option<usize> = Some(std::mem::size_of::<T>());
 
-    fn fixed_bytes(item: &T) -> Option<&[u8]> {
+    fn as_bytes(item: &T) -> Option<&[u8]> {
         Some(bytemuck::bytes_of(item))
     }
 
@@ -114,6 +121,16 @@ impl<T: Pod> Codec<T> for PodCodec {
 pub struct Bytes;
 
 impl Codec<Vec<u8>> for Bytes {
+    const OWNS_BYTES: bool = true;
+
+    fn as_bytes(item: &Vec<u8>) -> Option<&[u8]> {
+        Some(item)
+    }
+
+    fn decode_owned(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        Ok(bytes)
+    }
+
     fn encode(item: &Vec<u8>, out: &mut Vec<u8>) -> Result<(), String> {
         out.extend_from_slice(item);
         Ok(())
@@ -226,9 +243,13 @@ impl<T, C: Codec<T>> Queue<T, C> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(PutError::Closed(item));
         }
-        if let (Backend::Slots(ring), Some(bytes)) = (&self.chan, C::fixed_bytes(&item)) {
-            // The Pod fast path: the item's bytes go straight into a slot.
-            return match ring.push(bytes, deadline).map_err(slot_error) {
+        if let Some(bytes) = C::as_bytes(&item) {
+            // The item's own bytes go straight into shared memory (Pod and raw bytes).
+            let r = match &self.chan {
+                Backend::Bytes(chan) => chan.send(bytes, self.limit(), deadline),
+                Backend::Slots(ring) => ring.push(bytes, deadline).map_err(slot_error),
+            };
+            return match r {
                 Ok(()) => Ok(()),
                 Err(ChanError::Full | ChanError::Timeout) => Err(PutError::Full(item)),
                 Err(ChanError::Closed) => Err(PutError::Closed(item)),
@@ -280,6 +301,14 @@ impl<T, C: Codec<T>> Queue<T, C> {
             if let Some(r) = C::fill_fixed(|bytes| ring.pop(bytes, deadline)) {
                 return r.map_err(|e| failed(slot_error(e)));
             }
+        }
+        if C::OWNS_BYTES {
+            // Raw bytes: received into the vector that is returned (one copy, one allocation).
+            let mut v = Vec::new();
+            return match self.chan.recv_into(&mut v, C::FIXED_SIZE, deadline) {
+                Ok(()) => C::decode_owned(v).map_err(GetError::Decode),
+                Err(e) => Err(failed(e)),
+            };
         }
         with_scratch(|buf| match self.chan.recv_into(buf, C::FIXED_SIZE, deadline) {
             Ok(()) => C::decode(buf).map_err(GetError::Decode),
