@@ -638,6 +638,10 @@ impl<T, C: Codec<T>> Connection<T, C> {
     }
 
     fn send_item(&self, item: &T, wait: Wait) -> Result<(), ConnError> {
+        if let Some(bytes) = C::as_bytes(item) {
+            // The item's own bytes (Pod, raw bytes): no encoding buffer.
+            return self.send_raw(bytes, wait);
+        }
         let mut buf = self.scratch.take();
         buf.clear();
         let r = match C::encode(item, &mut buf) {
