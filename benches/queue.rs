@@ -37,7 +37,8 @@
 //!   others reuse one buffer.
 //! - "roundtrip": the parent sends a u64, the child answers with it, the parent checks it.
 //!   Raw atomic spin ping-pong on one word (the floor), raw futex WAIT/WAKE ping-pong that
-//!   never spins (non-private futex on one u32, wake always issued; the blocking floor),
+//!   never spins (non-private futex on one u32 through `shmproc::sys::futex`, wake always
+//!   issued; the blocking floor),
 //!   shmproc `SpscRing` pair spinning (`try_pop` loops) and blocking (`pop(None)`, which
 //!   spins for up to 20 µs before it sleeps), shmproc `Queue<u64, PodCodec>` pair
 //!   (blocking `get`), a shmproc duplex `Connection<u64, PodCodec>`, ipmpsc pair, ipc-channel pair, pipe pair, socketpair. Criterion
@@ -83,7 +84,11 @@ use bytemuck::Pod;
 use criterion::{Criterion, SamplingMode, Throughput};
 use serde_bytes::ByteBuf;
 use shmproc::ring::{Consumer, MpmcRing, Producer, RingError, SpscRing};
-use shmproc::{Connection, PodCodec, Process, ProcessError, Queue, Shared, ShmSafe, PIPE_CAPACITY};
+use shmproc::sys::futex;
+use shmproc::{
+    Bytes, Codec, Connection, PodCodec, Postcard, Process, ProcessError, Queue, Shared, ShmSafe,
+    PIPE_CAPACITY,
+};
 
 // ------------------------------------------------------------------------------ settings
 
@@ -112,32 +117,6 @@ const TURN_ROUNDTRIP: Duration = Duration::from_millis(50);
 /// Round trips of one block of the spin-floor probe.
 const PROBE_RTS: u64 = 1000;
 
-// -------------------------------------------------------------------------------- futex
-
-/// `FUTEX_WAIT` (shared, no timeout) while `word` holds `expected`; returns on wake-up,
-/// value change or signal (callers loop).
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAIT only reads it; a null timeout
-    // means no timeout.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-/// `FUTEX_WAKE` (shared) of up to `n` waiters on `word`.
-fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not touch memory.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n);
-    }
-}
-
 /// A value on its own 128-byte line (two lines: the adjacent-line prefetcher).
 #[repr(C, align(128))]
 struct Padded<T>(T);
@@ -161,7 +140,7 @@ fn await_change(word: &AtomicU32, old: u32, sleepers: &AtomicU32) {
     }
     sleepers.fetch_add(1, Ordering::SeqCst);
     while word.load(Ordering::SeqCst) == old {
-        futex_wait(word, old);
+        futex::wait(word, old, None);
     }
     sleepers.fetch_sub(1, Ordering::SeqCst);
 }
@@ -170,7 +149,7 @@ fn await_change(word: &AtomicU32, old: u32, sleepers: &AtomicU32) {
 fn bump(word: &AtomicU32, sleepers: &AtomicU32) {
     word.fetch_add(1, Ordering::SeqCst);
     if sleepers.load(Ordering::SeqCst) != 0 {
-        futex_wake(word, i32::MAX);
+        futex::wake_all(word);
     }
 }
 
@@ -232,7 +211,7 @@ impl Ctl {
         self.stop.store(1, Ordering::SeqCst);
         for w in [&self.gen, &self.go] {
             w.fetch_add(1, Ordering::SeqCst);
-            futex_wake(w, i32::MAX);
+            futex::wake_all(w);
         }
     }
 }
@@ -845,41 +824,27 @@ fn u64_std_sync_channel(name: &'static str) -> Cand {
 
 // -------------------------------------------------------------------- 1 KiB throughput
 
-fn kib_queue_vec(name: &'static str) -> Cand {
-    let q = Queue::<Vec<u8>>::new(0).expect("Queue");
+/// A `Queue<T, C>` of 1 KiB items; `make` turns the stamped template into the item (a
+/// fresh one per message: `put` takes its item by value).
+fn kib_queue<T: AsRef<[u8]> + 'static, C: Codec<T> + 'static>(
+    name: &'static str,
+    make: fn(Kib) -> T,
+) -> Cand {
+    let q = Queue::<T, C>::new(0).expect("Queue");
     let theirs = q.clone_handle().expect("clone queue");
     Cand::fork(
         name,
         move |ctl| {
-            let t = template().to_vec();
+            let t = template();
             serve(ctl, |start, n| {
                 for i in start..start + n {
-                    let mut v = t.clone();
-                    stamp(&mut v, i);
-                    theirs.put(v).expect("put");
+                    let mut a = t;
+                    stamp(&mut a, i);
+                    theirs.put(make(a)).expect("put");
                 }
             });
         },
-        move |start, n, stamps| timed(start, n, stamps, |i| check(&q.get().expect("get"), i)),
-    )
-}
-
-fn kib_queue_bytes_codec(name: &'static str) -> Cand {
-    let q = Queue::<Vec<u8>, shmproc::Bytes>::new(0).expect("Queue");
-    let theirs = q.clone_handle().expect("clone queue");
-    Cand::fork(
-        name,
-        move |ctl| {
-            let t = template().to_vec();
-            serve(ctl, |start, n| {
-                for i in start..start + n {
-                    let mut v = t.clone();
-                    stamp(&mut v, i);
-                    theirs.put(v).expect("put");
-                }
-            });
-        },
-        move |start, n, stamps| timed(start, n, stamps, |i| check(&q.get().expect("get"), i)),
+        move |start, n, stamps| timed(start, n, stamps, |i| check(q.get().expect("get").as_ref(), i)),
     )
 }
 
@@ -903,44 +868,6 @@ fn kib_connection_bytes(name: &'static str) -> Cand {
                 check(&buf[..len], i)
             })
         },
-    )
-}
-
-fn kib_queue_bytebuf(name: &'static str) -> Cand {
-    let q = Queue::<ByteBuf>::new(0).expect("Queue");
-    let theirs = q.clone_handle().expect("clone queue");
-    Cand::fork(
-        name,
-        move |ctl| {
-            let t = template().to_vec();
-            serve(ctl, |start, n| {
-                for i in start..start + n {
-                    let mut v = t.clone();
-                    stamp(&mut v, i);
-                    theirs.put(ByteBuf::from(v)).expect("put");
-                }
-            });
-        },
-        move |start, n, stamps| timed(start, n, stamps, |i| check(&q.get().expect("get"), i)),
-    )
-}
-
-fn kib_queue_pod(name: &'static str) -> Cand {
-    let q = Queue::<Kib, PodCodec>::new(0).expect("Queue");
-    let theirs = q.clone_handle().expect("clone queue");
-    Cand::fork(
-        name,
-        move |ctl| {
-            let t = template();
-            serve(ctl, |start, n| {
-                for i in start..start + n {
-                    let mut a = t;
-                    stamp(&mut a, i);
-                    theirs.put(a).expect("put");
-                }
-            });
-        },
-        move |start, n, stamps| timed(start, n, stamps, |i| check(&q.get().expect("get"), i)),
     )
 }
 
@@ -1148,11 +1075,11 @@ fn rt_futex_work(name: &'static str, work: Duration) -> Cand {
                         if v == ping {
                             break;
                         }
-                        futex_wait(w, v);
+                        futex::wait(w, v, None);
                     }
                     busy(work);
                     w.store(ping.wrapping_add(1), Ordering::Release);
-                    futex_wake(w, 1);
+                    futex::wake_one(w);
                 }
             });
         },
@@ -1161,13 +1088,13 @@ fn rt_futex_work(name: &'static str, work: Duration) -> Cand {
             timed(start, n, stamps, |i| {
                 let ping = ping32(i);
                 w.store(ping, Ordering::Release);
-                futex_wake(w, 1);
+                futex::wake_one(w);
                 loop {
                     let v = w.load(Ordering::Acquire);
                     if v == ping.wrapping_add(1) {
                         break;
                     }
-                    futex_wait(w, v);
+                    futex::wait(w, v, None);
                 }
             })
         },
@@ -1818,10 +1745,18 @@ fn main() {
         "1KiB",
         Kind::Throughput,
         &[
-            ("shmproc_Queue_Vec_postcard", kib_queue_vec),
-            ("shmproc_Queue_Vec_Bytes_codec", kib_queue_bytes_codec),
-            ("shmproc_Queue_ByteBuf_postcard", kib_queue_bytebuf),
-            ("shmproc_Queue_Pod_array", kib_queue_pod),
+            ("shmproc_Queue_Vec_postcard", |n| {
+                kib_queue::<_, Postcard>(n, |a| a.to_vec())
+            }),
+            ("shmproc_Queue_Vec_Bytes_codec", |n| {
+                kib_queue::<_, Bytes>(n, |a| a.to_vec())
+            }),
+            ("shmproc_Queue_ByteBuf_postcard", |n| {
+                kib_queue::<_, Postcard>(n, |a| ByteBuf::from(a.to_vec()))
+            }),
+            ("shmproc_Queue_Pod_array", |n| {
+                kib_queue::<Kib, PodCodec>(n, |a| a)
+            }),
             ("shmproc_Connection_bytes", kib_connection_bytes),
             ("shmproc_SpscRing_array_blocking", kib_spsc_blocking),
             ("ipmpsc_serde_bytes", kib_ipmpsc_bytes),

@@ -550,10 +550,50 @@ impl<T, C: Codec<T>> Connection<T, C> {
         }
     }
 
-    fn out_of_time(wait: Wait) -> ConnError {
-        match wait {
-            Some((_, true)) => ConnError::Full,
-            _ => ConnError::Timeout,
+    /// Runs `op` (one send or receive attempt with the given deadline) until it succeeds,
+    /// the peer is gone or the call's time is up (`Timeout`, or `try_failed` for the try
+    /// form). Once the peer is gone, a receiver (`drain`) still gets what it sent before.
+    fn attempts(
+        &self,
+        wait: Wait,
+        mut op: impl FnMut(Instant) -> Result<(), ChanError>,
+        drain: bool,
+        try_failed: ConnError,
+    ) -> Result<(), ConnError> {
+        let try_form = matches!(wait, Some((_, true)));
+        let mut first = true;
+        loop {
+            let (until, last) = self.attempt(first, wait);
+            first = false;
+            match op(until) {
+                Ok(()) => return Ok(()),
+                Err(ChanError::Closed) => {
+                    // The last holder of the other end closed it: so is every later call.
+                    self.peer_gone.set(true);
+                    return Err(ConnError::Disconnected);
+                }
+                Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
+                Err(ChanError::Full | ChanError::Timeout) => {
+                    let gone = if try_form {
+                        self.check_peer_throttled()
+                    } else {
+                        self.check_peer()
+                    };
+                    if gone {
+                        if !drain {
+                            return Err(ConnError::Disconnected);
+                        }
+                        return match op(self.created) {
+                            Ok(()) => Ok(()),
+                            Err(ChanError::Corrupted) => Err(ConnError::Corrupted),
+                            Err(_) => Err(ConnError::Disconnected),
+                        };
+                    }
+                    if last {
+                        return Err(if try_form { try_failed } else { ConnError::Timeout });
+                    }
+                }
+            }
         }
     }
 
@@ -563,78 +603,20 @@ impl<T, C: Codec<T>> Connection<T, C> {
         if self.check_peer_throttled() {
             return Err(ConnError::Disconnected);
         }
-        let try_form = matches!(wait, Some((_, true)));
-        let mut first = true;
-        loop {
-            let (until, last) = self.attempt(first, wait);
-            first = false;
-            let finish_by = wait.map(|(d, _)| d);
-            let mut alive = || !self.check_peer();
-            match tx.send_streaming(bytes, None, Some(until), finish_by, &mut alive) {
-                Ok(()) => return Ok(()),
-                Err(ChanError::Closed) => {
-                    // The last holder of the other end closed it: so is every later call.
-                    self.peer_gone.set(true);
-                    return Err(ConnError::Disconnected);
-                }
-                Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
-                Err(ChanError::Full | ChanError::Timeout) => {
-                    let gone = if try_form {
-                        self.check_peer_throttled()
-                    } else {
-                        self.check_peer()
-                    };
-                    if gone {
-                        return Err(ConnError::Disconnected);
-                    }
-                    if last {
-                        return Err(Self::out_of_time(wait));
-                    }
-                }
-            }
-        }
+        let finish_by = wait.map(|(d, _)| d);
+        let send = |until| tx.send_streaming(bytes, None, Some(until), finish_by, &mut || !self.check_peer());
+        self.attempts(wait, send, false, ConnError::Full)
     }
 
     fn recv_raw(&self, out: &mut Vec<u8>, wait: Wait) -> Result<(), ConnError> {
         self.ready()?;
         let rx = self.rx.as_ref().ok_or(ConnError::NotReadable)?;
-        let try_form = matches!(wait, Some((_, true)));
-        let mut first = true;
-        loop {
-            let (until, last) = self.attempt(first, wait);
-            first = false;
-            match rx.recv_into(out, Some(until)) {
-                Ok(()) => return Ok(()),
-                Err(ChanError::Closed) => {
-                    // The last holder of the other end closed it: so is every later call.
-                    self.peer_gone.set(true);
-                    return Err(ConnError::Disconnected);
-                }
-                Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
-                Err(ChanError::Full | ChanError::Timeout) => {
-                    let gone = if try_form {
-                        self.check_peer_throttled()
-                    } else {
-                        self.check_peer()
-                    };
-                    if gone {
-                        // Deliver what the peer sent before it went.
-                        return match rx.recv_into(out, Some(self.created)) {
-                            Ok(()) => Ok(()),
-                            Err(ChanError::Corrupted) => Err(ConnError::Corrupted),
-                            Err(_) => Err(ConnError::Disconnected),
-                        };
-                    }
-                    if last {
-                        return Err(if try_form {
-                            ConnError::Empty
-                        } else {
-                            ConnError::Timeout
-                        });
-                    }
-                }
-            }
-        }
+        self.attempts(
+            wait,
+            |until| rx.recv_into(out, Some(until)),
+            true,
+            ConnError::Empty,
+        )
     }
 
     fn send_item(&self, item: &T, wait: Wait) -> Result<(), ConnError> {

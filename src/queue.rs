@@ -243,34 +243,22 @@ impl<T, C: Codec<T>> Queue<T, C> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(PutError::Closed(item));
         }
-        if let Some(bytes) = C::as_bytes(&item) {
+        // Ok(e): the channel refused; Err(e): the item did not encode.
+        let sent: Result<(), Result<ChanError, String>> = match C::as_bytes(&item) {
             // The item's own bytes go straight into shared memory (Pod and raw bytes).
-            let r = match &self.chan {
-                Backend::Bytes(chan) => chan.send(bytes, self.limit(), deadline),
-                Backend::Slots(ring) => ring.push(bytes, deadline).map_err(slot_error),
-            };
-            return match r {
-                Ok(()) => Ok(()),
-                Err(ChanError::Full | ChanError::Timeout) => Err(PutError::Full(item)),
-                Err(ChanError::Closed) => Err(PutError::Closed(item)),
-                Err(ChanError::Corrupted) => Err(PutError::Corrupted(item)),
-            };
+            Some(bytes) => self.chan.send(bytes, self.limit(), deadline).map_err(Ok),
+            None => with_scratch(|buf| {
+                C::encode(&item, buf).map_err(Err)?;
+                self.chan.send(buf, self.limit(), deadline).map_err(Ok)
+            }),
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(Err(e)) => Err(PutError::Encode(item, e)),
+            Err(Ok(ChanError::Full | ChanError::Timeout)) => Err(PutError::Full(item)),
+            Err(Ok(ChanError::Closed)) => Err(PutError::Closed(item)),
+            Err(Ok(ChanError::Corrupted)) => Err(PutError::Corrupted(item)),
         }
-        with_scratch(|buf| {
-            if let Err(e) = C::encode(&item, buf) {
-                return Err(PutError::Encode(item, e));
-            }
-            let r = match &self.chan {
-                Backend::Bytes(chan) => chan.send(buf, self.limit(), deadline),
-                Backend::Slots(ring) => ring.push(buf, deadline).map_err(slot_error),
-            };
-            match r {
-                Ok(()) => Ok(()),
-                Err(ChanError::Full | ChanError::Timeout) => Err(PutError::Full(item)),
-                Err(ChanError::Closed) => Err(PutError::Closed(item)),
-                Err(ChanError::Corrupted) => Err(PutError::Corrupted(item)),
-            }
-        })
     }
 
     /// Puts `item`, waiting for room as long as needed (Python's `put(item)`).
@@ -411,6 +399,15 @@ impl Backend {
             Self::Bytes(c) => Self::Bytes(c.clone_handle()?),
             Self::Slots(r) => Self::Slots(r.clone_handle()?),
         })
+    }
+
+    /// Sends one encoded item (`limit`: the item limit of a byte channel; a slot ring's is
+    /// its capacity).
+    fn send(&self, bytes: &[u8], limit: Option<u64>, deadline: Option<Instant>) -> Result<(), ChanError> {
+        match self {
+            Self::Bytes(c) => c.send(bytes, limit, deadline),
+            Self::Slots(r) => r.push(bytes, deadline).map_err(slot_error),
+        }
     }
 
     /// Receives one item into `out` (cleared first); a slot ring copies `fixed` bytes.

@@ -87,19 +87,6 @@ fn ring_bytes(len: usize, max_frame: usize) -> usize {
     whole * (8 + max_frame) + last
 }
 
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let b = *self.data.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
-    }
-}
-
 fn word32(chan: &Channel, off: usize) -> &AtomicU32 {
     assert!(off + 4 <= HEADER && off & 3 == 0);
     // SAFETY: inside the header of the live mapping, 4-aligned (the segment data is aligned
@@ -146,8 +133,8 @@ fn run(data: &[u8], strict: bool) {
         HEADER,
         "ChannelHeader layout changed"
     );
-    let mut input = Input { data, pos: 0 };
-    let (Some(b0), Some(b1), Some(opts)) = (input.byte(), input.byte(), input.byte()) else {
+    let mut input = data.iter().copied();
+    let (Some(b0), Some(b1), Some(opts)) = (input.next(), input.next(), input.next()) else {
         return;
     };
     let cap = 256usize << (b0 % 5);
@@ -157,7 +144,7 @@ fn run(data: &[u8], strict: bool) {
     // Valid messages first, each only if it fits whole (nobody reads yet).
     let mut used = 0;
     for k in 0..(b1 % 8) {
-        let Some(l) = input.byte() else { break };
+        let Some(l) = input.next() else { break };
         let len = usize::from(l) * 4;
         let need = ring_bytes(len, max_frame);
         if used + need > cap {
@@ -173,7 +160,7 @@ fn run(data: &[u8], strict: bool) {
     let seg_len = chan.segment().len();
     assert_eq!(seg_len, HEADER + cap);
     let base = chan.segment().as_ptr();
-    while let (Some(lo), Some(hi), Some(l)) = (input.byte(), input.byte(), input.byte()) {
+    while let (Some(lo), Some(hi), Some(l)) = (input.next(), input.next(), input.next()) {
         let raw = usize::from(u16::from_le_bytes([lo, hi]));
         let off = if raw & 0x8000 != 0 {
             (raw & 0x7fff) % HEADER
@@ -182,7 +169,7 @@ fn run(data: &[u8], strict: bool) {
         };
         let len = 1 + usize::from(l % 16);
         for i in 0..len {
-            let Some(b) = input.byte() else { break };
+            let Some(b) = input.next() else { break };
             if off + i < seg_len {
                 // SAFETY: in bounds of the mapping; no other thread uses the channel yet.
                 unsafe { base.add(off + i).write_volatile(b) };

@@ -34,23 +34,6 @@ use shmproc::ring::{ChanError, Channel};
 /// Bound on receives that must succeed (a hang guard, not a speed check).
 const GUARD: Duration = Duration::from_secs(10);
 
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let b = *self.data.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-}
-
 /// The payload of a test message: position-dependent, so a frame dropped, repeated or
 /// reordered changes it.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -124,8 +107,8 @@ fn check_recv(got: Result<Vec<u8>, ChanError>, model: &mut Model, what: &str) {
 
 /// Runs one input; panics only if the channel disagrees with the model (or hangs).
 pub fn channel_ops_input(data: &[u8]) {
-    let mut input = Input { data, pos: 0 };
-    let Some(b0) = input.byte() else { return };
+    let mut input = data.iter().copied();
+    let Some(b0) = input.next() else { return };
     let cap = 256usize << (b0 % 5);
     let chan = Arc::new(Channel::new(cap).expect("create a channel"));
     assert_eq!(chan.capacity(), cap);
@@ -140,7 +123,7 @@ pub fn channel_ops_input(data: &[u8]) {
     let mut use_clone = false;
     let mut dirty = vec![0xa5u8; 300];
 
-    while let Some(op) = input.byte() {
+    while let Some(op) = input.next() {
         let h = if use_clone {
             clone.as_ref().expect("made when switched to").clone()
         } else {
@@ -148,9 +131,12 @@ pub fn channel_ops_input(data: &[u8]) {
         };
         match op % 8 {
             0..=2 => {
-                let (Some(raw_len), Some(seed), Some(l)) = (input.u16(), input.byte(), input.byte()) else {
+                let (Some(lo), Some(hi), Some(seed), Some(l)) =
+                    (input.next(), input.next(), input.next(), input.next())
+                else {
                     break;
                 };
+                let raw_len = u16::from_le_bytes([lo, hi]);
                 let len = if raw_len & 0x8000 != 0 {
                     usize::from(raw_len & 0x7fff) % (3 * cap + 1)
                 } else {
@@ -208,7 +194,7 @@ pub fn channel_ops_input(data: &[u8]) {
                 use_clone = !use_clone;
             }
             6 => {
-                let Some(b) = input.byte() else { break };
+                let Some(b) = input.next() else { break };
                 if b % 8 == 0 {
                     h.shutdown();
                     model.closed = true;

@@ -35,19 +35,6 @@ const HEADER: usize = 384;
 const SLOT: usize = 16;
 const DIRT: u8 = 0xee;
 
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let b = *self.data.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Call {
     Pop,
@@ -63,8 +50,8 @@ pub fn mpmc_garbage_input(data: &[u8]) {
         HEADER,
         "SlotRingHeader layout changed"
     );
-    let mut input = Input { data, pos: 0 };
-    let (Some(b0), Some(b1), Some(opts)) = (input.byte(), input.byte(), input.byte()) else {
+    let mut input = data.iter().copied();
+    let (Some(b0), Some(b1), Some(opts)) = (input.next(), input.next(), input.next()) else {
         return;
     };
     let cap = 1 + usize::from(b0 % 6);
@@ -77,7 +64,7 @@ pub fn mpmc_garbage_input(data: &[u8]) {
     let seg_len = ring.segment().len();
     assert_eq!(seg_len, HEADER + cap * (16 + SLOT));
     let base = ring.segment().as_ptr();
-    while let (Some(lo), Some(hi), Some(l)) = (input.byte(), input.byte(), input.byte()) {
+    while let (Some(lo), Some(hi), Some(l)) = (input.next(), input.next(), input.next()) {
         let raw = usize::from(u16::from_le_bytes([lo, hi]));
         let off = if raw & 0x8000 != 0 {
             (raw & 0x7fff) % HEADER
@@ -85,7 +72,7 @@ pub fn mpmc_garbage_input(data: &[u8]) {
             raw % seg_len
         };
         for i in 0..1 + usize::from(l % 16) {
-            let Some(b) = input.byte() else { break };
+            let Some(b) = input.next() else { break };
             if off + i < seg_len {
                 // SAFETY: in bounds of the mapping; no other thread uses the ring yet.
                 unsafe { base.add(off + i).write_volatile(b) };

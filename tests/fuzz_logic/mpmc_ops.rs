@@ -31,19 +31,6 @@ const WAIT: Duration = Duration::from_micros(200);
 /// Filler of the caller's buffer: what a pop must leave alone past the slot size.
 const DIRT: u8 = 0xee;
 
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let b = *self.data.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
-    }
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31) ^ seed.rotate_left(i as u32 % 8))
@@ -101,8 +88,8 @@ fn check_pop(ring: &SlotRing, model: &mut Model, deadline: Option<Instant>, what
 
 /// Runs one input; panics only if the ring disagrees with the model.
 pub fn mpmc_ops_input(data: &[u8]) {
-    let mut input = Input { data, pos: 0 };
-    let (Some(b0), Some(b1)) = (input.byte(), input.byte()) else {
+    let mut input = data.iter().copied();
+    let (Some(b0), Some(b1)) = (input.next(), input.next()) else {
         return;
     };
     let cap = 1 + usize::from(b0 % 7);
@@ -119,11 +106,11 @@ pub fn mpmc_ops_input(data: &[u8]) {
     };
     let mut use_clone = false;
 
-    while let Some(op) = input.byte() {
+    while let Some(op) = input.next() {
         let h = if use_clone { &clone } else { &ring };
         match op % 8 {
             0..=2 => {
-                let (Some(l), Some(seed)) = (input.byte(), input.byte()) else {
+                let (Some(l), Some(seed)) = (input.next(), input.next()) else {
                     break;
                 };
                 let item = pattern(usize::from(l) % (slot + 3), seed);
@@ -146,7 +133,7 @@ pub fn mpmc_ops_input(data: &[u8]) {
             4 => check_pop(h, &mut model, Some(Instant::now() + WAIT), "timed pop"),
             5 => use_clone = !use_clone,
             6 => {
-                let Some(b) = input.byte() else { break };
+                let Some(b) = input.next() else { break };
                 if b % 4 == 0 {
                     h.shutdown();
                     model.closed = true;
