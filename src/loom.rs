@@ -55,6 +55,17 @@ mod sc {
         r
     }
 
+    /// Runs a conditional write (an exchange or update), then the fence if it succeeded
+    /// with `SeqCst`; a failed one is only a load, so no fence.
+    #[inline]
+    fn write_if_ok<T>(order: Ordering, op: impl FnOnce() -> Result<T, T>) -> Result<T, T> {
+        let r = op();
+        if r.is_ok() && sc(order) {
+            fence(Ordering::SeqCst);
+        }
+        r
+    }
+
     macro_rules! common {
         ($name:ident, $t:ty) => {
             #[derive(Debug, Default)]
@@ -89,12 +100,9 @@ mod sc {
                     success: Ordering,
                     failure: Ordering,
                 ) -> Result<$t, $t> {
-                    let r = self.0.compare_exchange(current, new, success, failure);
-                    // A failed exchange is a load: no fence for it.
-                    if r.is_ok() && sc(success) {
-                        fence(Ordering::SeqCst);
-                    }
-                    r
+                    write_if_ok(success, || {
+                        self.0.compare_exchange(current, new, success, failure)
+                    })
                 }
 
                 #[track_caller]
@@ -105,11 +113,9 @@ mod sc {
                     success: Ordering,
                     failure: Ordering,
                 ) -> Result<$t, $t> {
-                    let r = self.0.compare_exchange_weak(current, new, success, failure);
-                    if r.is_ok() && sc(success) {
-                        fence(Ordering::SeqCst);
-                    }
-                    r
+                    write_if_ok(success, || {
+                        self.0.compare_exchange_weak(current, new, success, failure)
+                    })
                 }
 
                 #[track_caller]
@@ -119,11 +125,7 @@ mod sc {
                     fetch_order: Ordering,
                     f: impl FnMut($t) -> Option<$t>,
                 ) -> Result<$t, $t> {
-                    let r = self.0.fetch_update(set_order, fetch_order, f);
-                    if r.is_ok() && sc(set_order) {
-                        fence(Ordering::SeqCst);
-                    }
-                    r
+                    write_if_ok(set_order, || self.0.fetch_update(set_order, fetch_order, f))
                 }
 
                 #[track_caller]

@@ -177,13 +177,13 @@ impl<'a> ByteRing<'a> {
     }
 
     /// Ring bytes a frame with `len` payload bytes takes.
-    pub fn frame_size(len: usize) -> u64 {
+    pub(crate) fn frame_size(len: usize) -> u64 {
         FRAME_HEADER + padded(len as u64)
     }
 
     /// The writer's own index (only the current writer may call this; the lock that made it
     /// the writer orders it after the previous writer's stores).
-    pub fn own_tail(&self) -> Result<u64, Corrupt> {
+    pub(crate) fn own_tail(&self) -> Result<u64, Corrupt> {
         let tail = self.idx.tail.load(Ordering::Relaxed);
         if tail % 8 != 0 {
             return Err(Corrupt);
@@ -192,7 +192,7 @@ impl<'a> ByteRing<'a> {
     }
 
     /// The reader's own index (only the current reader may call this).
-    pub fn own_head(&self) -> Result<u64, Corrupt> {
+    pub(crate) fn own_head(&self) -> Result<u64, Corrupt> {
         let head = self.idx.head.load(Ordering::Relaxed);
         if head % 8 != 0 {
             return Err(Corrupt);
@@ -201,7 +201,7 @@ impl<'a> ByteRing<'a> {
     }
 
     /// Where the writer's `tail` will be after a frame of `len` payload bytes.
-    pub fn own_tail_after(&self, len: usize) -> Result<u64, Corrupt> {
+    pub(crate) fn own_tail_after(&self, len: usize) -> Result<u64, Corrupt> {
         Ok(self.own_tail()?.wrapping_add(Self::frame_size(len)))
     }
 
@@ -210,7 +210,7 @@ impl<'a> ByteRing<'a> {
     /// room) and refreshed from the real index only when the copy says "no room". The copy
     /// lives on the writers' own cache line, so the common case reads no line the reader
     /// writes. Only the current writer may call this.
-    pub fn fits_cached(&self, len: usize, cached_head: &AtomicU64) -> Result<bool, Corrupt> {
+    pub(crate) fn fits_cached(&self, len: usize, cached_head: &AtomicU64) -> Result<bool, Corrupt> {
         let tail = self.own_tail()?;
         let need = Self::frame_size(len);
         let head = cached_head.load(Ordering::Relaxed);
@@ -230,7 +230,7 @@ impl<'a> ByteRing<'a> {
 
     /// Writes one frame for which [`fits_cached`](Self::fits_cached) just said yes, and
     /// publishes it. Only the current writer may call this.
-    pub fn write_checked(
+    pub(crate) fn write_checked(
         &self,
         payload: &[u8],
         flags: u32,
@@ -257,7 +257,7 @@ impl<'a> ByteRing<'a> {
     /// `peek` for the current reader, judging what is published from `cached_tail` (a copy
     /// of the writer's index that can only lag behind it) and refreshing it from the real
     /// index only when the copy says "empty".
-    pub fn peek_cached(&self, cached_tail: &AtomicU64) -> Result<Option<FrameInfo>, Corrupt> {
+    pub(crate) fn peek_cached(&self, cached_tail: &AtomicU64) -> Result<Option<FrameInfo>, Corrupt> {
         let head = self.own_head()?;
         let mut tail = cached_tail.load(Ordering::Relaxed);
         let avail = tail.wrapping_sub(head);
@@ -298,7 +298,7 @@ impl<'a> ByteRing<'a> {
     }
 
     /// `take` for the current reader after `peek_cached` returned `info`.
-    pub fn take_cached(&self, info: FrameInfo, out: &mut Vec<u8>) -> Result<(), Corrupt> {
+    pub(crate) fn take_cached(&self, info: FrameInfo, out: &mut Vec<u8>) -> Result<(), Corrupt> {
         let head = self.own_head()?;
         let start = out.len();
         out.resize(start + info.len as usize, 0);
@@ -310,7 +310,7 @@ impl<'a> ByteRing<'a> {
     }
 
     /// `skip` for the current reader after `peek_cached` returned `info`.
-    pub fn skip_cached(&self, info: FrameInfo) -> Result<(), Corrupt> {
+    pub(crate) fn skip_cached(&self, info: FrameInfo) -> Result<(), Corrupt> {
         let head = self.own_head()?;
         let whole = Self::frame_size(info.len as usize);
         self.idx.head.store(head.wrapping_add(whole), Ordering::Release);
