@@ -84,6 +84,9 @@ use bytemuck::Pod;
 use criterion::{Criterion, SamplingMode, Throughput};
 use serde_bytes::ByteBuf;
 use shmproc::ring::{Consumer, MpmcRing, Producer, RingError, SpscRing};
+mod common;
+
+use common::{await_change, bump};
 use shmproc::sys::futex;
 use shmproc::{
     Bytes, Codec, Connection, PodCodec, Postcard, Process, ProcessError, Queue, Shared, ShmSafe,
@@ -122,36 +125,6 @@ const PROBE_RTS: u64 = 1000;
 struct Padded<T>(T);
 
 // ------------------------------------------------------------------------ control block
-
-/// Spins for up to 200 µs while `word` holds `old`, then sleeps on it (counted in
-/// `sleepers`, so that `bump` can skip the wake syscall when nobody sleeps).
-fn await_change(word: &AtomicU32, old: u32, sleepers: &AtomicU32) {
-    let spin_until = Instant::now() + Duration::from_micros(200);
-    loop {
-        for _ in 0..64 {
-            if word.load(Ordering::Acquire) != old {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-        if Instant::now() >= spin_until {
-            break;
-        }
-    }
-    sleepers.fetch_add(1, Ordering::SeqCst);
-    while word.load(Ordering::SeqCst) == old {
-        futex::wait(word, old, None);
-    }
-    sleepers.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// Moves `word` on and wakes whoever sleeps in `await_change` on it.
-fn bump(word: &AtomicU32, sleepers: &AtomicU32) {
-    word.fetch_add(1, Ordering::SeqCst);
-    if sleepers.load(Ordering::SeqCst) != 0 {
-        futex::wake_all(word);
-    }
-}
 
 /// Control block of one candidate: a two-party barrier, a "go" word, a stop flag and the
 /// round length.

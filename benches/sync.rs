@@ -38,6 +38,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+mod common;
+
+use common::{await_change, bump};
 use shmproc::sync::RawLock;
 use shmproc::sys::futex;
 use shmproc::{Event, Lock, Process, ProcessError, Shared, ShmSafe, Value};
@@ -141,21 +144,10 @@ impl Ctl {
         let g = self.gen.load(Ordering::Acquire);
         if self.arrived.fetch_add(1, Ordering::AcqRel) == 1 {
             self.arrived.store(0, Ordering::Relaxed);
-            self.gen.fetch_add(1, Ordering::AcqRel);
-            if self.sleepers.load(Ordering::SeqCst) != 0 {
-                futex::wake_all(&self.gen);
-            }
-            return !self.stopped();
+            bump(&self.gen, &self.sleepers);
+        } else {
+            await_change(&self.gen, g, &self.sleepers);
         }
-        let spin_until = Instant::now() + Duration::from_micros(200);
-        while self.gen.load(Ordering::Acquire) == g && Instant::now() < spin_until {
-            std::hint::spin_loop();
-        }
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        while self.gen.load(Ordering::SeqCst) == g {
-            futex::wait(&self.gen, g, None);
-        }
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
         !self.stopped()
     }
 
