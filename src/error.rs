@@ -492,3 +492,99 @@ pub enum ConnError {
     #[error("the pipe's shared memory is corrupted")]
     Corrupted,
 }
+
+/// Why a [`Pool`](crate::Pool) or [`Executor`](crate::Executor) task, or the pool itself,
+/// did not deliver a result.
+///
+/// Unlike Python, a worker that dies fails only the task it was running
+/// ([`WorkerDied`](Self::WorkerDied)); the pool replaces it and every other task completes.
+///
+/// ```
+/// use shmproc::{Pool, PoolError};
+/// fn half(x: u32) -> u32 { assert!(x % 2 == 0, "odd input {x}"); x / 2 }
+///
+/// shmproc::init();
+/// let pool = Pool::new(1)?;
+/// let Err(PoolError::Panicked(p)) = pool.apply(half, 3) else { panic!() };
+/// assert_eq!(p.message, "odd input 3");
+/// assert_eq!(pool.apply(half, 4)?, 2); // the worker keeps serving
+/// # Ok::<(), PoolError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// The task panicked; its message and location. The worker keeps serving.
+    #[error("task panicked: {0}")]
+    Panicked(PanicInfo),
+    /// The worker process running the task died (killed by `signal`, or exited with `code`
+    /// while the task ran). The pool started a replacement.
+    #[error("{}", worker_died(*.pid, *.signal, *.code))]
+    WorkerDied {
+        /// The dead worker's pid.
+        pid: u32,
+        /// The signal that killed it (9 for `SIGKILL`, 6 for `abort()`), if a signal did.
+        signal: Option<i32>,
+        /// Its exit code, if it exited (e.g. `std::process::exit` inside the task).
+        code: Option<i32>,
+    },
+    /// The timeout passed first; the task still runs and can be waited for again.
+    #[error("timed out waiting for the result")]
+    Timeout,
+    /// `successful()` was asked before the result was ready (Python's `ValueError`).
+    #[error("the result is not ready yet")]
+    NotReady,
+    /// The result was already taken by an earlier `get`.
+    #[error("the result was already taken")]
+    AlreadyTaken,
+    /// New work was submitted after `close()` / `shutdown()` (Python's `ValueError: Pool not running`).
+    #[error("the pool is closed and takes no new work")]
+    Closed,
+    /// `join()` was called before `close()` or `terminate()` (Python's `ValueError`).
+    #[error("join() needs close() or terminate() first")]
+    NotClosed,
+    /// The pool was terminated before the task finished.
+    #[error("the pool was terminated before the task finished")]
+    Terminated,
+    /// The task was cancelled before it started (`Future::cancel`).
+    #[error("the task was cancelled")]
+    Cancelled,
+    /// The initializer failed in a worker (panicked, or its worker died); the pool is broken
+    /// and fails every task, rather than restarting workers forever as Python does.
+    #[error("the pool's initializer failed: {0}")]
+    InitializerFailed(String),
+    /// A worker process could not be started.
+    #[error("cannot start a worker: {0}")]
+    Start(String),
+    /// Arguments or results could not be encoded or decoded, or a worker's reply was malformed.
+    #[error("cannot encode or decode a task or its result: {0}")]
+    Codec(String),
+    /// Bad parameters (Python's `ValueError`), e.g. a pool of zero processes or `chunksize` 0.
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+}
+
+fn worker_died(pid: u32, signal: Option<i32>, code: Option<i32>) -> String {
+    match (signal, code) {
+        (Some(s), _) => format!(
+            "worker {pid} died from signal {s} ({}) while running the task",
+            signal_name(s)
+        ),
+        (None, Some(c)) => format!("worker {pid} exited with code {c} while running the task"),
+        (None, None) => format!("worker {pid} died while running the task"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "signal",
+    }
+}

@@ -9,6 +9,7 @@ mod cell;
 pub mod connection;
 mod error;
 mod loom;
+pub mod pool;
 mod process;
 mod queue;
 pub mod ring;
@@ -19,8 +20,11 @@ pub mod sys;
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
 pub use connection::{pipe, pipe_simplex, Connection, PIPE_CAPACITY};
 pub use error::{
-    BarrierError, ConnError, GetError, IndexError, LockError, OwnerDied, PanicInfo, ProcessError, PutError,
-    ReleaseError, SegmentError, TaskDoneError,
+    BarrierError, ConnError, GetError, IndexError, LockError, OwnerDied, PanicInfo, PoolError, ProcessError,
+    PutError, ReleaseError, SegmentError, TaskDoneError,
+};
+pub use pool::{
+    as_completed, AsCompleted, AsyncResult, Executor, Future, IMap, IMapUnordered, Pool, PoolBuilder, StarFn,
 };
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,

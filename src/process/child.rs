@@ -89,17 +89,23 @@ fn payload_message(p: &(dyn std::any::Any + Send)) -> String {
 /// Runs a child's target, turning a panic into `Outcome::Panicked` and an encoding failure
 /// into `Outcome::Failed`.
 pub(crate) fn run_captured(f: impl FnOnce() -> Result<Vec<u8>, String>) -> Outcome {
+    match catch_panic(f) {
+        Ok(Ok(bytes)) => Outcome::Returned(bytes),
+        Ok(Err(msg)) => Outcome::Failed(msg),
+        Err(info) => Outcome::Panicked(info),
+    }
+}
+
+/// Runs `f`, turning a panic into its message and location (the panic hook must be
+/// installed, see [`install_panic_hook`]).
+pub(crate) fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, PanicInfo> {
     CAPTURING.with(|c| c.set(true));
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     CAPTURING.with(|c| c.set(false));
-    match r {
-        Ok(Ok(bytes)) => Outcome::Returned(bytes),
-        Ok(Err(msg)) => Outcome::Failed(msg),
-        Err(payload) => Outcome::Panicked(PanicInfo {
-            message: payload_message(payload.as_ref()),
-            location: LOCATION.with(|c| c.borrow_mut().take()),
-        }),
-    }
+    r.map_err(|payload| PanicInfo {
+        message: payload_message(payload.as_ref()),
+        location: LOCATION.with(|c| c.borrow_mut().take()),
+    })
 }
 
 /// Encodes a target's return value.

@@ -1,7 +1,7 @@
 //! `Process`: children started by fork or by re-executing this program (spawn).
 
-mod boot;
-mod child;
+pub(crate) mod boot;
+pub(crate) mod child;
 
 use std::any::Any;
 use std::ffi::{CString, OsString};
