@@ -43,5 +43,6 @@ pub use sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, 
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::connection::loom_link::Table as LinkTable;
+    pub use crate::pool::loom_cell::ResultCell;
     pub use crate::shm::publish::{observe, publish, MagicWord};
 }

@@ -1090,3 +1090,70 @@ fn link_two_processes_claim_at_once() {
         assert!(!t.held());
     });
 }
+
+// ------------------------------------------------------------------------------------------
+// The pool's result cell: a pump claims and completes a job while the user cancels it,
+// waits for it, and registers a done-callback.
+// ------------------------------------------------------------------------------------------
+
+use shmproc::loom_api::ResultCell;
+use shmproc::PoolError;
+
+/// Exactly one of "the pump ran it" and "the user cancelled it" happens, and the waiter
+/// gets the matching outcome without hanging (loom reports a deadlock if a wake-up is lost).
+#[test]
+fn pool_cancel_races_the_pump() {
+    loom::model(|| {
+        let cell = ResultCell::default();
+        let pump = {
+            let cell = cell.clone();
+            thread::spawn(move || {
+                if cell.claim_to_run() {
+                    cell.set(Ok(7));
+                    true
+                } else {
+                    false
+                }
+            })
+        };
+        let canceller = {
+            let cell = cell.clone();
+            thread::spawn(move || cell.cancel())
+        };
+        let got = cell.take();
+        let ran = pump.join().unwrap();
+        let cancelled = canceller.join().unwrap();
+        assert!(ran != cancelled, "ran {ran}, cancelled {cancelled}");
+        assert_eq!(got, if ran { Ok(7) } else { Err(PoolError::Cancelled) });
+        assert!(cell.is_done());
+    });
+}
+
+/// A done-callback registered while the pump completes the cell runs exactly once, and
+/// after the outcome is visible.
+#[test]
+fn pool_done_callback_runs_once() {
+    loom::model(|| {
+        let cell = ResultCell::default();
+        let calls = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let pump = {
+            let cell = cell.clone();
+            thread::spawn(move || {
+                assert!(cell.claim_to_run());
+                cell.set(Ok(1));
+            })
+        };
+        {
+            let calls = calls.clone();
+            let seen = cell.clone();
+            cell.on_done(move || {
+                assert!(seen.is_done());
+                calls.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        pump.join().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cell.take(), Ok(1));
+        assert_eq!(cell.take(), Err(PoolError::AlreadyTaken));
+    });
+}

@@ -1,12 +1,28 @@
 //! A one-shot result slot that a pump fills and callers wait on (behind `AsyncResult` and
 //! `Future`).
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::worker::PENDING;
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex, MutexGuard};
+
 use crate::error::PoolError;
+use crate::loom::{AtomicBool, AtomicU32, Ordering};
+
+/// Claim states of a cancellable job.
+pub(crate) const PENDING: u32 = 0;
+pub(crate) const RUNNING: u32 = 1;
+pub(crate) const CANCELLED: u32 = 2;
+
+/// A pump takes a job: `PENDING` → `RUNNING`. `false`: it was cancelled first.
+pub(crate) fn claim_to_run(claim: &AtomicU32) -> bool {
+    claim
+        .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
 
 type Callback = Box<dyn FnOnce() + Send>;
 
@@ -22,7 +38,7 @@ pub(crate) struct Cell<R> {
     cv: Condvar,
     done: AtomicBool,
     /// `PENDING` → `RUNNING` when a pump takes the job, or → `CANCELLED`.
-    pub(crate) claim: Arc<AtomicU8>,
+    pub(crate) claim: Arc<AtomicU32>,
 }
 
 impl<R> Cell<R> {
@@ -36,7 +52,7 @@ impl<R> Cell<R> {
             }),
             cv: Condvar::new(),
             done: AtomicBool::new(false),
-            claim: Arc::new(AtomicU8::new(PENDING)),
+            claim: Arc::new(AtomicU32::new(PENDING)),
         })
     }
 
@@ -109,6 +125,21 @@ impl<R> Cell<R> {
         self.lock().successful
     }
 
+    /// Cancels the job if no pump took it yet (then the outcome is `Cancelled`); whether it
+    /// is cancelled.
+    pub(crate) fn cancel(&self) -> bool {
+        match self
+            .claim
+            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.set(Err(PoolError::Cancelled));
+                true
+            }
+            Err(state) => state == CANCELLED,
+        }
+    }
+
     /// Runs `cb` when the outcome is in (at once if it already is).
     pub(crate) fn on_done(&self, cb: Callback) {
         let mut s = self.lock();
@@ -117,6 +148,51 @@ impl<R> Cell<R> {
             cb();
         } else {
             s.on_done.push(cb);
+        }
+    }
+}
+
+/// The result cell, exposed to the loom suite.
+#[cfg(loom)]
+pub mod loom_cell {
+    use std::sync::Arc;
+
+    use crate::error::PoolError;
+
+    /// A `Cell<u32>` with the operations the pool's threads and the user's perform.
+    #[derive(Clone)]
+    pub struct ResultCell(Arc<super::Cell<u32>>);
+
+    impl Default for ResultCell {
+        fn default() -> Self {
+            Self(super::Cell::new())
+        }
+    }
+
+    impl ResultCell {
+        /// What a pump does when it takes the job (`false`: cancelled, skip it).
+        pub fn claim_to_run(&self) -> bool {
+            super::claim_to_run(&self.0.claim)
+        }
+        /// What a pump does with the outcome.
+        pub fn set(&self, r: Result<u32, PoolError>) {
+            self.0.set(r)
+        }
+        /// `Future::cancel`.
+        pub fn cancel(&self) -> bool {
+            self.0.cancel()
+        }
+        /// `Future::result`.
+        pub fn take(&self) -> Result<u32, PoolError> {
+            self.0.take(None)
+        }
+        /// `Future::done`.
+        pub fn is_done(&self) -> bool {
+            self.0.is_done()
+        }
+        /// `Future::add_done_callback`.
+        pub fn on_done(&self, f: impl FnOnce() + Send + 'static) {
+            self.0.on_done(Box::new(f))
         }
     }
 }

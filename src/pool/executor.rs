@@ -1,15 +1,14 @@
 //! `Executor`, `Future` and `as_completed`: Python's `concurrent.futures` process pool.
 
-use std::sync::atomic::Ordering;
+use crate::loom::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::cell::Cell;
+use super::cell::{Cell, CANCELLED, RUNNING};
 use super::task::{assert_no_captures, One};
-use super::worker::{CANCELLED, PENDING, RUNNING};
 use super::{single_job, IMap, Pool, PoolBuilder};
 use crate::error::PoolError;
 
@@ -161,17 +160,7 @@ impl<R> Future<R> {
     /// Cancels the call if no worker has taken it yet; whether it is cancelled (Python's
     /// `cancel()`). A cancelled future's result is [`PoolError::Cancelled`].
     pub fn cancel(&self) -> bool {
-        match self
-            .cell
-            .claim
-            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                self.cell.set(Err(PoolError::Cancelled));
-                true
-            }
-            Err(state) => state == CANCELLED,
-        }
+        self.cell.cancel()
     }
 
     /// Runs `f` once the future is done, at once if it already is (Python's

@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[cfg(loom)]
+pub use self::cell::loom_cell;
 use self::cell::Cell;
 pub use self::executor::{as_completed, AsCompleted, Executor, Future};
 pub use self::task::StarFn;
@@ -49,7 +51,38 @@ use crate::process::{get_start_method, StartMethod};
 /// The pool's wire format, exposed for the fuzz targets.
 #[doc(hidden)]
 pub mod wire {
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use super::task::{assert_no_captures, offset_of, run_chunk, One, DONE};
     pub use super::task::{decode_outcomes, parse_reply, parse_task, Reply, TaskMsg};
+
+    /// Runs a task message's payload through `f`'s trampoline in this process, as a
+    /// worker does, and returns the worker's reply.
+    pub fn run_payload<F, A, R>(f: F, payload: &[u8]) -> Vec<u8>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        const { assert_no_captures::<F>() };
+        let _ = f;
+        let mut out = Vec::new();
+        run_chunk(offset_of::<One<F>, A, R>(), payload, DONE, &mut out);
+        out
+    }
+
+    /// A task message for `f` over `items`, as the pool sends it.
+    pub fn task_message<F, A, R>(f: F, items: &[A]) -> Vec<u8>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        const { assert_no_captures::<F>() };
+        let _ = f;
+        super::task::task_message(offset_of::<One<F>, A, R>(), items).expect("encodable items")
+    }
 }
 
 /// Python's default `chunksize` for `map`: the items split into about four chunks per

@@ -11,15 +11,17 @@
 //! With the thread backend the pump runs the jobs itself.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::cell::claim_to_run;
 use super::task::{self, Reply, TaskMsg, DONE, INIT, STOP, TASK_HEADER};
 use crate::connection::Connection;
 use crate::error::{ConnError, PoolError, ProcessError};
+use crate::loom::AtomicU32;
 use crate::process::{Process, StartMethod};
 use crate::queue::Bytes;
 
@@ -59,10 +61,6 @@ pub(crate) fn worker_main(w: WorkerArgs) {
 /// Receives a job's outcome: `Ok` with the `DONE` payload, or why there is none.
 pub(crate) type Sink = Box<dyn FnOnce(Result<&[u8], PoolError>) + Send>;
 
-pub(crate) const PENDING: u8 = 0;
-pub(crate) const RUNNING: u8 = 1;
-pub(crate) const CANCELLED: u8 = 2;
-
 /// One unit of dispatch: a chunk of one or more items.
 pub(crate) struct Job {
     /// `TASK` + code offset + payload.
@@ -70,7 +68,7 @@ pub(crate) struct Job {
     pub(crate) sink: Sink,
     /// For cancellable jobs: `PENDING` until a pump takes it (`RUNNING`) or it is
     /// cancelled first (`CANCELLED`, then the pump drops it).
-    pub(crate) claim: Option<Arc<AtomicU8>>,
+    pub(crate) claim: Option<Arc<AtomicU32>>,
 }
 
 impl Job {
@@ -119,7 +117,7 @@ const DEPTH: usize = 16;
 const SHORT_JOB: Duration = Duration::from_micros(200);
 /// How long a pump waits for a reply before looking at the pool's state again.
 const REPLY_SLICE: Duration = Duration::from_millis(50);
-/// Prefetched messages must fit the pipe several times over (so a prefetch never blocks).
+/// Largest message sent ahead to a busy worker (a quarter of the pipe).
 const PREFETCH_MAX: usize = crate::connection::PIPE_CAPACITY / 4;
 
 impl Shared {
@@ -256,12 +254,8 @@ impl Shared {
             }
             while out.len() < n {
                 let Some(job) = st.jobs.pop_front() else { break };
-                if let Some(c) = &job.claim {
-                    if c.compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-                        .is_err()
-                    {
-                        continue; // cancelled; the canceller already resolved it
-                    }
+                if job.claim.as_deref().is_some_and(|c| !claim_to_run(c)) {
+                    continue; // cancelled; the canceller already resolved it
                 }
                 out.push(job);
             }
@@ -404,16 +398,7 @@ impl Pump {
                 if self.sh.take(room, idle, &mut fresh).is_none() {
                     break;
                 }
-                if !idle {
-                    // Prefetch only small messages: a big one waits until the worker is
-                    // idle, so that parent and worker never both block sending.
-                    if let Some(pos) = fresh.iter().position(|j| j.msg.len() > PREFETCH_MAX) {
-                        self.sh.requeue(fresh.drain(pos..));
-                    }
-                }
-                if let Step::Stop = self.send(&mut fresh) {
-                    break;
-                }
+                self.send(&mut fresh);
             }
             if !self.inflight.is_empty() {
                 if let Step::Stop = self.receive() {
@@ -457,22 +442,37 @@ impl Pump {
         Ok(())
     }
 
-    fn send(&mut self, fresh: &mut Vec<Job>) -> Step {
+    /// Sends the jobs taken. Only a job sent to an idle worker may block (the worker is
+    /// reading, so even a message larger than the pipe streams through); the others are
+    /// prefetches, sent only if they fit now, so that the pump never blocks sending while
+    /// the worker blocks sending a large reply. What does not fit goes back to the queue.
+    fn send(&mut self, fresh: &mut Vec<Job>) {
         let w = self.worker.as_mut().expect("a worker runs");
-        for job in fresh.drain(..) {
-            match w.conn.send_bytes(&job.msg) {
+        let mut jobs = fresh.drain(..);
+        while let Some(job) = jobs.next() {
+            let r = if self.inflight.is_empty() {
+                w.conn.send_bytes(&job.msg)
+            } else if job.msg.len() <= PREFETCH_MAX {
+                w.conn.try_send_bytes(&job.msg)
+            } else {
+                Err(ConnError::Full)
+            };
+            match r {
                 Ok(()) => {
                     w.sent += 1;
                     self.inflight.push_back((job, Instant::now()));
                 }
+                Err(ConnError::Full) => {
+                    self.sh.requeue(std::iter::once(job).chain(jobs));
+                    return;
+                }
                 Err(_) => {
-                    // The worker is gone (or its pipe is unusable): requeue this job and
-                    // let the receive path find out what happened.
+                    // The worker is gone or its pipe is unusable: keep the job with the
+                    // others; the receive path reaps the worker and requeues them.
                     self.inflight.push_back((job, Instant::now()));
                 }
             }
         }
-        Step::Continue
     }
 
     fn receive(&mut self) -> Step {
