@@ -1,16 +1,17 @@
 //! A guided run of shmproc across real processes: `cargo run --release --example tour`.
 //!
 //! Each step starts children with both start methods, shares memory with them, and prints
-//! what happened; the last step measures process start+join against `/bin/true`.
+//! what happened; step 12 measures process start+join against `/bin/true`, and the last
+//! two run a `Pool` and an `Executor` on real work, timed against one process.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shmproc::{
-    current_process, parent_process, Barrier, Bytes, Connection, Event, Lock, LockError, PodCodec, Process,
-    ProcessError, Queue, RawArray, Run, SegmentError, Semaphore, Shared, SharedMemory, ShmSafe, StartMethod,
-    Value, PIPE_CAPACITY,
+    as_completed, current_process, parent_process, Barrier, Bytes, Connection, Event, Executor, Lock,
+    LockError, PodCodec, Pool, Process, ProcessError, Queue, RawArray, Run, SegmentError, Semaphore, Shared,
+    SharedMemory, ShmSafe, StartMethod, Value, PIPE_CAPACITY,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -161,6 +162,42 @@ fn hold_forever(lock: Lock) {
     let g = lock.lock().expect("lock");
     std::mem::forget(g);
     std::thread::sleep(Duration::from_secs(600));
+}
+
+/// Number of primes in `[lo, hi)`: a sieve of the segment by the primes up to √hi.
+fn count_primes((lo, hi): (u64, u64)) -> u64 {
+    let root = (hi as f64).sqrt() as u64 + 1;
+    let mut small = vec![true; root as usize + 1];
+    let mut seg = vec![true; (hi - lo) as usize];
+    for p in 2..=root {
+        if !small[p as usize] {
+            continue;
+        }
+        for m in (p * p..=root).step_by(p as usize) {
+            small[m as usize] = false;
+        }
+        let first = (p * p).max(lo.div_ceil(p) * p);
+        for m in (first..hi).step_by(p as usize) {
+            seg[(m - lo) as usize] = false;
+        }
+    }
+    (lo.max(2)..hi).filter(|&n| seg[(n - lo) as usize]).count() as u64
+}
+
+/// The start in `[lo, hi)` of the longest Collatz chain, and its length.
+fn longest_collatz((lo, hi): (u64, u64)) -> (u64, u32) {
+    let steps = |mut n: u64| {
+        let mut k = 0;
+        while n != 1 {
+            n = if n % 2 == 0 { n / 2 } else { 3 * n + 1 };
+            k += 1;
+        }
+        k
+    };
+    (lo.max(1)..hi)
+        .map(|n| (n, steps(n)))
+        .max_by_key(|&(_, k)| k)
+        .unwrap_or((0, 0))
 }
 
 fn step(n: u32, title: &str) {
@@ -480,6 +517,73 @@ fn main() -> Res<()> {
         );
     }
     println!("    (for scale: Python's Process start+join is ~3 ms with fork, ~105 ms with spawn here)");
+    step(13, "a Pool counts the primes below 10 million in chunks");
+    let ranges: Vec<(u64, u64)> = (0..40).map(|i| (i * 250_000, (i + 1) * 250_000)).collect();
+    let t = Instant::now();
+    let sequential: u64 = ranges.iter().map(|&r| count_primes(r)).sum();
+    let dt_seq = t.elapsed();
+    let pool = Pool::new(shmproc::cpu_count())?;
+    pool.map(count_primes, [(0, 10)], None)?; // the workers are up
+    let t = Instant::now();
+    let parallel: u64 = pool.map(count_primes, ranges.clone(), 1)?.into_iter().sum();
+    let dt_par = t.elapsed();
+    assert_eq!(parallel, sequential);
+    println!(
+        "    {parallel} primes; one process {:.1} ms, Pool({}) {:.1} ms: {:.2}× faster",
+        dt_seq.as_secs_f64() * 1e3,
+        pool.workers(),
+        dt_par.as_secs_f64() * 1e3,
+        dt_seq.as_secs_f64() / dt_par.as_secs_f64()
+    );
+    let t = Instant::now();
+    let squares = pool.map(|x: u64| x * x, 0..100_000u64, None)?;
+    println!(
+        "    and map(x → x², 100 000 items) takes {:.2} ms (Python's Pool(2).map: ~23 ms)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(squares[99_999], 99_999 * 99_999);
+    pool.close();
+    pool.join()?;
+
+    step(
+        14,
+        "an Executor's futures, as_completed: the longest Collatz chain below 2 million",
+    );
+    let ranges: Vec<(u64, u64)> = (0..8).map(|i| (i * 250_000, (i + 1) * 250_000)).collect();
+    let t = Instant::now();
+    let best_seq = ranges.iter().map(|&r| longest_collatz(r)).max_by_key(|&(_, k)| k);
+    let dt_seq = t.elapsed();
+    let ex = Executor::new(shmproc::cpu_count())?;
+    ex.submit(longest_collatz, (0, 2))?.result()?; // the workers are up
+    let t = Instant::now();
+    let futures = ranges
+        .iter()
+        .map(|&r| ex.submit(longest_collatz, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut best = (0, 0);
+    for (i, f) in as_completed(futures).enumerate() {
+        let (n, k) = f.result()?;
+        println!(
+            "    #{i} done at {:>6.1} ms: {n} takes {k} steps",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        if k > best.1 {
+            best = (n, k);
+        }
+    }
+    let dt_par = t.elapsed();
+    assert_eq!(Some(best), best_seq);
+    println!(
+        "    longest: {} ({} steps); one process {:.1} ms, Executor({}) {:.1} ms: {:.2}× faster",
+        best.0,
+        best.1,
+        dt_seq.as_secs_f64() * 1e3,
+        ex.pool().workers(),
+        dt_par.as_secs_f64() * 1e3,
+        dt_seq.as_secs_f64() / dt_par.as_secs_f64()
+    );
+    ex.shutdown(true);
+
     println!("\nactive children left: {}", shmproc::active_children().len());
     Ok(())
 }

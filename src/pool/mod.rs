@@ -18,8 +18,10 @@
 //! in a task fails only that item, with the panic's message and location, and the worker
 //! keeps serving.
 //!
-//! Jobs are sent one at a time while they are long; while they are short (under 200 µs of
-//! worker time) up to 16 are kept in flight per worker to hide the hand-over latency.
+//! A worker's feeder keeps the next job waiting in its pipe behind the running one (so the
+//! worker never waits for work), and up to 16 while jobs are short (under 200 µs of worker
+//! time), to hide the hand-over latency. It takes such extra jobs only while more are
+//! queued than workers are idle, so idle workers get work first.
 //!
 //! Workers are daemons of their feeding thread: they die with the pool's process, even when
 //! it is `SIGKILL`ed, and they also leave when their pipe's other end is gone. Their pipes
@@ -55,7 +57,7 @@ pub mod wire {
     use serde::Serialize;
 
     use super::task::{assert_no_captures, offset_of, run_chunk, One, DONE};
-    pub use super::task::{decode_outcomes, parse_reply, parse_task, Reply, TaskMsg};
+    pub use super::task::{decode_chunk, decode_outcomes, parse_reply, parse_task, Outcomes, Reply, TaskMsg};
 
     /// Runs a task message's payload through `f`'s trampoline in this process, as a
     /// worker does, and returns the worker's reply.
@@ -333,19 +335,21 @@ impl Pool {
             return Ok(Vec::new());
         }
         let offset = offset_of::<Rn, A, R>();
-        let state = Arc::new(MapState::<R>::new(items.len()));
-        let jobs = items
-            .chunks(cs)
-            .enumerate()
-            .map(|(i, chunk)| {
-                Ok(Job {
-                    msg: task_message(offset, chunk)?,
-                    sink: state.sink(i * cs, chunk.len()),
-                    claim: None,
-                })
-            })
-            .collect::<Result<Vec<_>, PoolError>>()?;
-        self.shared.submit(jobs)?;
+        let state = Arc::new(MapState::<R>::new(items.len(), items.len().div_ceil(cs)));
+        // Submit as we encode, so workers start on the first chunks at once; then in
+        // batches, so that a long map takes the queue's lock rarely.
+        let mut batch = Vec::new();
+        for (i, chunk) in items.chunks(cs).enumerate() {
+            batch.push(Job {
+                msg: task_message(offset, chunk)?,
+                sink: state.sink(i, chunk.len()),
+                claim: None,
+            });
+            if i < 2 * self.workers || batch.len() >= 64 {
+                self.shared.submit(batch.drain(..))?;
+            }
+        }
+        self.shared.submit(batch)?;
         state.wait()
     }
 
@@ -586,49 +590,44 @@ struct MapState<R> {
 }
 
 struct MapInner<R> {
-    results: Vec<Option<R>>,
+    /// Each chunk's values once it is in.
+    chunks: Vec<Option<Vec<R>>>,
+    /// Chunks not yet in.
     remaining: usize,
+    items: usize,
     error: Option<PoolError>,
 }
 
 impl<R: DeserializeOwned + Send + 'static> MapState<R> {
-    fn new(n: usize) -> Self {
+    fn new(items: usize, chunks: usize) -> Self {
         Self {
             inner: Mutex::new(MapInner {
-                results: std::iter::repeat_with(|| None).take(n).collect(),
-                remaining: n,
+                chunks: std::iter::repeat_with(|| None).take(chunks).collect(),
+                remaining: chunks,
+                items,
                 error: None,
             }),
             cv: Condvar::new(),
         }
     }
 
-    fn sink(self: &Arc<Self>, start: usize, len: usize) -> Sink {
+    fn sink(self: &Arc<Self>, index: usize, len: usize) -> Sink {
         let me = self.clone();
         Box::new(move |r| {
-            let decoded = r.and_then(|p| task::decode_outcomes::<R>(p, len));
+            let decoded = r.and_then(|p| task::decode_chunk::<R>(p, len)).and_then(|o| match o.panics.first() {
+                None => Ok(o.values),
+                Some((_, info)) => Err(PoolError::Panicked(info.clone())),
+            });
             let mut st = me.inner.lock().unwrap_or_else(|p| p.into_inner());
             match decoded {
-                Ok(items) => {
-                    for (slot, item) in st.results[start..start + len].iter_mut().zip(items) {
-                        match item {
-                            Ok(v) => *slot = Some(v),
-                            Err(e) => {
-                                if st.error.is_none() {
-                                    st.error = Some(e);
-                                }
-                                break;
-                            }
-                        }
-                    }
-                }
+                Ok(values) => st.chunks[index] = Some(values),
                 Err(e) => {
                     if st.error.is_none() {
                         st.error = Some(e);
                     }
                 }
             }
-            st.remaining -= len;
+            st.remaining -= 1;
             if st.remaining == 0 || st.error.is_some() {
                 me.cv.notify_all();
             }
@@ -643,10 +642,11 @@ impl<R: DeserializeOwned + Send + 'static> MapState<R> {
         if let Some(e) = st.error.take() {
             return Err(e);
         }
-        std::mem::take(&mut st.results)
-            .into_iter()
-            .map(|r| r.ok_or_else(|| PoolError::Codec("a result is missing".to_owned())))
-            .collect()
+        let mut out = Vec::with_capacity(st.items);
+        for chunk in std::mem::take(&mut st.chunks) {
+            out.extend(chunk.ok_or_else(|| PoolError::Codec("a result is missing".to_owned()))?);
+        }
+        Ok(out)
     }
 }
 

@@ -8,7 +8,8 @@
 //! closure, checked at compile time), the trampoline needs no data to rebuild it.
 //!
 //! Parent → worker: `TASK` + offset (u64 LE) + postcard `[A]`, or `STOP`.
-//! Worker → parent: `DONE` + postcard `Vec<Result<R, PanicInfo>>` (one per item),
+//! Worker → parent: `DONE` + the number of items that returned (u64 LE), their postcard
+//! results in order, and a postcard `Vec<(index, PanicInfo)>` of the items that panicked,
 //! `FAILED` + UTF-8 message (the chunk could not be decoded or its results encoded), or
 //! `INIT` + the initializer's `DONE` payload for one `()` item.
 //!
@@ -101,23 +102,46 @@ fn trampoline<Rn: Runner<A, R>, A: DeserializeOwned, R: Serialize>(
     // `Fn` traits on stable Rust, given that `Rn: Copy`), so it has no bytes and no
     // invariant: a dangling, well-aligned pointer reads a valid value.
     let runner: Rn = unsafe { std::ptr::NonNull::<Rn>::dangling().as_ptr().read() };
-    let items: Vec<A> =
-        postcard::from_bytes(payload).map_err(|e| format!("cannot decode the arguments: {e}"))?;
-    let outcomes: Vec<Result<R, PanicInfo>> = items
-        .into_iter()
-        .map(|a| child::catch_panic(|| runner.run(a)))
-        .collect();
-    let buf = std::mem::take(out);
-    let mark = buf.len();
-    match postcard::to_extend(&outcomes, buf) {
+    let items: Vec<A> = postcard::from_bytes(payload).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let total = items.len();
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]); // the count of results, patched below
+    let mut items = items.into_iter().enumerate();
+    let mut panics: Vec<(u64, PanicInfo)> = Vec::new();
+    let mut current = 0;
+    let mut mark = out.len();
+    // One unwind guard for the whole chunk; after a panic, a new one for the rest.
+    loop {
+        let run = child::catch_panic(|| -> Result<(), String> {
+            for (i, a) in items.by_ref() {
+                current = i;
+                let r = runner.run(a);
+                mark = out.len();
+                *out = postcard::to_extend(&r, std::mem::take(out))
+                    .map_err(|e| format!("cannot encode a result: {e}"))?;
+            }
+            Ok(())
+        });
+        match run {
+            Ok(Ok(())) => break,
+            Ok(Err(msg)) => {
+                out.truncate(start);
+                return Err(msg);
+            }
+            Err(info) => {
+                out.truncate(mark); // nothing of the panicking item's result stays
+                panics.push((current as u64, info));
+            }
+        }
+    }
+    let ok = (total - panics.len()) as u64;
+    out[start..start + 8].copy_from_slice(&ok.to_le_bytes());
+    match postcard::to_extend(&panics, std::mem::take(out)) {
         Ok(v) => {
             *out = v;
             Ok(())
         }
-        Err(e) => {
-            out.truncate(mark);
-            Err(format!("cannot encode the results: {e}"))
-        }
+        Err(e) => Err(format!("cannot encode a panic: {e}")),
     }
 }
 
@@ -193,20 +217,61 @@ pub fn parse_reply(msg: &[u8]) -> Result<Reply<'_>, PoolError> {
     }
 }
 
-/// Decodes a chunk's outcomes, which must number `expected`.
+/// A chunk's results as a worker encodes them: the values of the items that returned, in
+/// order, and the items that panicked, by index.
+pub struct Outcomes<R> {
+    /// Results of the items that returned, in item order.
+    pub values: Vec<R>,
+    /// `(item index, panic)` for the items that panicked, by increasing index.
+    pub panics: Vec<(u64, PanicInfo)>,
+}
+
+/// Decodes a chunk's results (`DONE` payload: the count of values as u64 LE, the values,
+/// then the panics), which must cover exactly `expected` items.
+pub fn decode_chunk<R: DeserializeOwned>(payload: &[u8], expected: usize) -> Result<Outcomes<R>, PoolError> {
+    let bad = |what: &str| PoolError::Codec(format!("a worker's results are malformed: {what}"));
+    let (count, mut rest) = payload.split_first_chunk::<8>().ok_or_else(|| bad("too short"))?;
+    let count = u64::from_le_bytes(*count);
+    if count > expected as u64 {
+        return Err(bad("more results than tasks"));
+    }
+    let mut values = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (v, r) = postcard::take_from_bytes::<R>(rest).map_err(|e| bad(&e.to_string()))?;
+        values.push(v);
+        rest = r;
+    }
+    let panics: Vec<(u64, PanicInfo)> = postcard::from_bytes(rest).map_err(|e| bad(&e.to_string()))?;
+    if values.len() + panics.len() != expected {
+        return Err(bad("wrong number of results"));
+    }
+    if panics.windows(2).any(|w| w[0].0 >= w[1].0) || panics.last().is_some_and(|p| p.0 >= expected as u64) {
+        return Err(bad("panic indices out of order or range"));
+    }
+    Ok(Outcomes { values, panics })
+}
+
+impl<R> Outcomes<R> {
+    /// One outcome per item, in item order.
+    pub fn into_items(self) -> Vec<Result<R, PoolError>> {
+        let n = self.values.len() + self.panics.len();
+        let mut values = self.values.into_iter();
+        let mut panics = self.panics.into_iter().peekable();
+        (0..n as u64)
+            .map(|i| match panics.next_if(|p| p.0 == i) {
+                Some((_, info)) => Err(PoolError::Panicked(info)),
+                None => values.next().ok_or(PoolError::Codec("a result is missing".to_owned())),
+            })
+            .collect()
+    }
+}
+
+/// Decodes a chunk's results into one outcome per item (see [`decode_chunk`]).
 pub fn decode_outcomes<R: DeserializeOwned>(
     payload: &[u8],
     expected: usize,
 ) -> Result<Vec<Result<R, PoolError>>, PoolError> {
-    let v: Vec<Result<R, PanicInfo>> = postcard::from_bytes(payload)
-        .map_err(|e| PoolError::Codec(format!("cannot decode the results: {e}")))?;
-    if v.len() != expected {
-        return Err(PoolError::Codec(format!(
-            "a worker returned {} results for {expected} tasks",
-            v.len()
-        )));
-    }
-    Ok(v.into_iter().map(|r| r.map_err(PoolError::Panicked)).collect())
+    decode_chunk(payload, expected).map(Outcomes::into_items)
 }
 
 /// Runs a task message's chunk in this process and returns the reply a worker would send

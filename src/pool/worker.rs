@@ -111,7 +111,7 @@ pub(crate) struct Shared {
     pub(crate) cfg: Config,
 }
 
-/// How many jobs a pump keeps sent ahead while the worker's jobs are short.
+/// How many jobs a pump keeps in flight while the worker's jobs are short.
 const DEPTH: usize = 16;
 /// A job that takes the worker less than this counts as short.
 const SHORT_JOB: Duration = Duration::from_micros(200);
@@ -238,8 +238,8 @@ impl Shared {
         self.cv.notify_all();
     }
 
-    /// Takes up to `n` jobs (at least one unless the pool stops), waiting while there are
-    /// none and `wait` is set. `None`: the pump should stop.
+    /// Takes up to `n` jobs, waiting for one while there are none and `wait` is set (an
+    /// idle pump). `None`: the pump should stop.
     fn take(&self, n: usize, wait: bool, out: &mut Vec<Job>) -> Option<()> {
         if wait && self.queued.load(Ordering::Acquire) == 0 {
             // Spin a little before sleeping: a burst of submissions often follows.
@@ -252,7 +252,9 @@ impl Shared {
             if st.terminated || st.broken.is_some() {
                 return None;
             }
-            while out.len() < n {
+            // An idle pump takes one job; jobs beyond that (prefetches) only while there are
+            // more queued than pumps asleep waiting for work, which get the rest.
+            while out.len() < n && ((wait && out.is_empty()) || st.jobs.len() > st.idle) {
                 let Some(job) = st.jobs.pop_front() else { break };
                 if job.claim.as_deref().is_some_and(|c| !claim_to_run(c)) {
                     continue; // cancelled; the canceller already resolved it
@@ -389,12 +391,18 @@ impl Pump {
             }
             let w = self.worker.as_ref().expect("started above");
             let budget = self.sh.cfg.max_tasks.map_or(u64::MAX, |m| m - w.sent.min(m));
-            let depth = if self.short { DEPTH } else { 1 };
+            // Short jobs: many in flight hide the hand-over latency. Long ones: one queued
+            // behind the running one, so the worker never waits for the next.
+            let depth = if self.short { DEPTH } else { 2 };
             let room = depth
                 .saturating_sub(self.inflight.len())
                 .min(budget.min(DEPTH as u64) as usize);
             if room > 0 {
                 let idle = self.inflight.is_empty();
+                if idle {
+                    // A new burst: learn the jobs' length again before prefetching many.
+                    self.short = false;
+                }
                 if self.sh.take(room, idle, &mut fresh).is_none() {
                     break;
                 }
