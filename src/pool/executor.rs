@@ -100,6 +100,14 @@ impl Executor {
     }
 }
 
+impl Drop for Executor {
+    /// Waits for the pending futures, like leaving Python's `with ProcessPoolExecutor() as ex:`
+    /// block (`shutdown(wait=True)`).
+    fn drop(&mut self) {
+        self.shutdown(true);
+    }
+}
+
 /// The pending result of [`Executor::submit`]; mirrors Python's `concurrent.futures.Future`.
 ///
 /// ```
@@ -199,7 +207,21 @@ pub fn as_completed<R>(futures: impl IntoIterator<Item = Future<R>>) -> AsComple
     }
 }
 
-/// The iterator of [`as_completed`].
+/// The iterator of [`as_completed`]: each future once, as it completes.
+///
+/// ```
+/// use std::time::Duration;
+/// use shmproc::{as_completed, Executor, PoolError};
+/// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+///
+/// shmproc::init();
+/// let ex = Executor::new(1)?;
+/// let mut done = as_completed(vec![ex.submit(nap, 300)?]);
+/// assert!(matches!(done.next_timeout(Duration::from_millis(10)), Err(PoolError::Timeout)));
+/// assert_eq!(done.next().map(|f| f.result()), Some(Ok(300)));
+/// assert!(done.next().is_none());
+/// # Ok::<(), PoolError>(())
+/// ```
 pub struct AsCompleted<R> {
     futures: Vec<Option<Future<R>>>,
     rx: mpsc::Receiver<usize>,

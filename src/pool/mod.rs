@@ -89,6 +89,11 @@ pub mod wire {
 
 /// Python's default `chunksize` for `map`: the items split into about four chunks per
 /// worker, i.e. `ceil(len / (4 × workers))` (and 1 for an empty input).
+///
+/// ```
+/// assert_eq!(shmproc::pool::default_chunksize(100_000, 2), 12_500);
+/// assert_eq!(shmproc::pool::default_chunksize(10, 4), 1);
+/// ```
 pub fn default_chunksize(len: usize, workers: usize) -> usize {
     let per = workers.max(1) * 4;
     len.div_ceil(per).max(1)
@@ -614,10 +619,12 @@ impl<R: DeserializeOwned + Send + 'static> MapState<R> {
     fn sink(self: &Arc<Self>, index: usize, len: usize) -> Sink {
         let me = self.clone();
         Box::new(move |r| {
-            let decoded = r.and_then(|p| task::decode_chunk::<R>(p, len)).and_then(|o| match o.panics.first() {
-                None => Ok(o.values),
-                Some((_, info)) => Err(PoolError::Panicked(info.clone())),
-            });
+            let decoded =
+                r.and_then(|p| task::decode_chunk::<R>(p, len))
+                    .and_then(|o| match o.panics.first() {
+                        None => Ok(o.values),
+                        Some((_, info)) => Err(PoolError::Panicked(info.clone())),
+                    });
             let mut st = me.inner.lock().unwrap_or_else(|p| p.into_inner());
             match decoded {
                 Ok(values) => st.chunks[index] = Some(values),
@@ -713,7 +720,22 @@ where
     }
 }
 
-/// The iterator of [`Pool::imap`]: results in input order.
+/// The iterator of [`Pool::imap`] (and [`Executor::map`]): results in input order, one
+/// `Result` per item (Python's `IMapIterator`).
+///
+/// ```
+/// use shmproc::{Pool, PoolError};
+/// fn inverse(x: i32) -> i32 { 100 / x } // panics for 0
+///
+/// shmproc::init();
+/// let pool = Pool::new(2)?;
+/// let mut it = pool.imap(inverse, [50, 0, 25], None);
+/// assert_eq!(it.next(), Some(Ok(2)));
+/// assert!(matches!(it.next(), Some(Err(PoolError::Panicked(_)))));
+/// assert_eq!(it.next(), Some(Ok(4)));
+/// assert_eq!(it.next(), None);
+/// # Ok::<(), PoolError>(())
+/// ```
 pub struct IMap<'p, I, R> {
     feed: Feed<'p, I>,
     window: VecDeque<(Arc<Cell<Vec<Result<R, PoolError>>>>, usize)>,
@@ -764,7 +786,19 @@ fn chunk_sink<R: DeserializeOwned + Send + 'static>(
 
 type Outbox<R> = Arc<(Mutex<VecDeque<Result<R, PoolError>>>, Condvar)>;
 
-/// The iterator of [`Pool::imap_unordered`]: results in completion order.
+/// The iterator of [`Pool::imap_unordered`]: results in completion order, one `Result`
+/// per item.
+///
+/// ```
+/// use shmproc::Pool;
+/// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+///
+/// shmproc::init();
+/// let pool = Pool::new(2)?;
+/// let order: Vec<u64> = pool.imap_unordered(nap, [300, 1], None).map(Result::unwrap).collect();
+/// assert_eq!(order, [1, 300]);
+/// # Ok::<(), shmproc::PoolError>(())
+/// ```
 pub struct IMapUnordered<'p, I, R> {
     feed: Feed<'p, I>,
     out: Outbox<R>,

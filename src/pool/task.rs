@@ -37,7 +37,14 @@ pub(crate) const TASK_HEADER: usize = 9;
 pub(crate) type Trampoline = fn(&[u8], &mut Vec<u8>) -> Result<(), String>;
 
 /// A function that [`Pool::starmap`](crate::Pool::starmap) applies to tuples: any `fn` item
-/// or non-capturing closure of 2 to 4 arguments (`fn(A, B) -> R` for `(A, B)` items, …).
+/// or non-capturing closure of 2 to 4 arguments (`fn(A, B) -> R` for `(A, B)` items, …),
+/// as Python's `starmap` unpacks each item into arguments.
+///
+/// ```
+/// use shmproc::StarFn;
+/// fn area(w: u32, h: u32) -> u32 { w * h }
+/// assert_eq!(area.call_star((3, 4)), 12);
+/// ```
 pub trait StarFn<Args, R>: Copy + Send + Sync + 'static {
     /// Calls the function with the tuple's fields as arguments.
     fn call_star(&self, args: Args) -> R;
@@ -102,7 +109,8 @@ fn trampoline<Rn: Runner<A, R>, A: DeserializeOwned, R: Serialize>(
     // `Fn` traits on stable Rust, given that `Rn: Copy`), so it has no bytes and no
     // invariant: a dangling, well-aligned pointer reads a valid value.
     let runner: Rn = unsafe { std::ptr::NonNull::<Rn>::dangling().as_ptr().read() };
-    let items: Vec<A> = postcard::from_bytes(payload).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let items: Vec<A> =
+        postcard::from_bytes(payload).map_err(|e| format!("cannot decode the arguments: {e}"))?;
     let total = items.len();
     let start = out.len();
     out.extend_from_slice(&[0; 8]); // the count of results, patched below
@@ -260,7 +268,9 @@ impl<R> Outcomes<R> {
         (0..n as u64)
             .map(|i| match panics.next_if(|p| p.0 == i) {
                 Some((_, info)) => Err(PoolError::Panicked(info)),
-                None => values.next().ok_or(PoolError::Codec("a result is missing".to_owned())),
+                None => values
+                    .next()
+                    .ok_or(PoolError::Codec("a result is missing".to_owned())),
             })
             .collect()
     }

@@ -97,6 +97,9 @@ pub(crate) struct State {
     pub(crate) broken: Option<PoolError>,
     /// Pumps asleep waiting for jobs.
     idle: usize,
+    /// Pumps whose worker has nothing to do (asleep, about to look for work, or starting a
+    /// worker): they get queued jobs before busy pumps take extra ones.
+    free: usize,
     /// Worker pids by pump, for `terminate` (cleared before the pump reaps the worker, so a
     /// pid here always names our live or zombie child).
     pids: Vec<Option<u32>>,
@@ -129,6 +132,7 @@ impl Shared {
                 terminated: false,
                 broken: None,
                 idle: 0,
+                free: cfg.workers,
                 pids: vec![None; cfg.workers],
             }),
             cv: Condvar::new(),
@@ -239,8 +243,9 @@ impl Shared {
     }
 
     /// Takes up to `n` jobs, waiting for one while there are none and `wait` is set (an
-    /// idle pump). `None`: the pump should stop.
-    fn take(&self, n: usize, wait: bool, out: &mut Vec<Job>) -> Option<()> {
+    /// idle pump). `free` tracks whether this pump is counted in `State::free`. `None`: the
+    /// pump should stop.
+    fn take(&self, n: usize, wait: bool, free: &mut bool, out: &mut Vec<Job>) -> Option<()> {
         if wait && self.queued.load(Ordering::Acquire) == 0 {
             // Spin a little before sleeping: a burst of submissions often follows.
             crate::sync::park::spin_while(|| {
@@ -248,16 +253,24 @@ impl Shared {
             });
         }
         let mut st = self.lock();
+        if wait && !*free {
+            *free = true;
+            st.free += 1;
+        }
         loop {
             if st.terminated || st.broken.is_some() {
                 return None;
             }
             // An idle pump takes one job; jobs beyond that (prefetches) only while there are
-            // more queued than pumps asleep waiting for work, which get the rest.
-            while out.len() < n && ((wait && out.is_empty()) || st.jobs.len() > st.idle) {
+            // more queued than free pumps, which get the rest.
+            while out.len() < n && ((wait && out.is_empty()) || st.jobs.len() > st.free) {
                 let Some(job) = st.jobs.pop_front() else { break };
                 if job.claim.as_deref().is_some_and(|c| !claim_to_run(c)) {
                     continue; // cancelled; the canceller already resolved it
+                }
+                if *free {
+                    *free = false;
+                    st.free -= 1;
                 }
                 out.push(job);
             }
@@ -295,6 +308,7 @@ pub(crate) fn pump(shared: Arc<Shared>, slot: usize) {
             inflight: VecDeque::new(),
             short: false,
             last_reply: Instant::now(),
+            free: true,
         }
         .run();
     }
@@ -312,7 +326,8 @@ fn run_threaded(sh: &Shared) {
         }
     }
     let mut jobs = Vec::with_capacity(1);
-    while sh.take(1, true, &mut jobs).is_some() {
+    let mut free = true;
+    while sh.take(1, true, &mut free, &mut jobs).is_some() {
         for job in jobs.drain(..) {
             let offset = u64::from_le_bytes(job.msg[1..TASK_HEADER].try_into().expect("8 bytes"));
             task::run_chunk(offset, &job.msg[TASK_HEADER..], DONE, &mut out);
@@ -369,6 +384,8 @@ struct Pump {
     short: bool,
     /// When the last reply came.
     last_reply: Instant,
+    /// Whether this pump is counted in `State::free`.
+    free: bool,
 }
 
 enum Step {
@@ -403,7 +420,7 @@ impl Pump {
                     // A new burst: learn the jobs' length again before prefetching many.
                     self.short = false;
                 }
-                if self.sh.take(room, idle, &mut fresh).is_none() {
+                if self.sh.take(room, idle, &mut self.free, &mut fresh).is_none() {
                     break;
                 }
                 self.send(&mut fresh);
