@@ -8,8 +8,8 @@
 //! closure, checked at compile time), the trampoline needs no data to rebuild it.
 //!
 //! Parent → worker: `TASK` + offset (u64 LE) + postcard `[A]`, or `STOP`.
-//! Worker → parent: `DONE` + the number of items that returned (u64 LE), their postcard
-//! results in order, and a postcard `Vec<(index, PanicInfo)>` of the items that panicked,
+//! Worker → parent: `DONE` + postcard `(Vec<R>, Vec<(index, PanicInfo)>)`: the results of
+//! the items that returned, in order, and the items that panicked,
 //! `FAILED` + UTF-8 message (the chunk could not be decoded or its results encoded), or
 //! `INIT` + the initializer's `DONE` payload for one `()` item.
 //!
@@ -111,45 +111,25 @@ fn trampoline<Rn: Runner<A, R>, A: DeserializeOwned, R: Serialize>(
     let runner: Rn = unsafe { std::ptr::NonNull::<Rn>::dangling().as_ptr().read() };
     let items: Vec<A> =
         postcard::from_bytes(payload).map_err(|e| format!("cannot decode the arguments: {e}"))?;
-    let total = items.len();
-    let start = out.len();
-    out.extend_from_slice(&[0; 8]); // the count of results, patched below
-    let mut items = items.into_iter().enumerate();
+    let mut values: Vec<R> = Vec::with_capacity(items.len());
     let mut panics: Vec<(u64, PanicInfo)> = Vec::new();
+    let mut items = items.into_iter().enumerate();
     let mut current = 0;
-    let mut mark = out.len();
     // One unwind guard for the whole chunk; after a panic, a new one for the rest.
-    loop {
-        let run = child::catch_panic(|| -> Result<(), String> {
-            for (i, a) in items.by_ref() {
-                current = i;
-                let r = runner.run(a);
-                mark = out.len();
-                *out = postcard::to_extend(&r, std::mem::take(out))
-                    .map_err(|e| format!("cannot encode a result: {e}"))?;
-            }
-            Ok(())
-        });
-        match run {
-            Ok(Ok(())) => break,
-            Ok(Err(msg)) => {
-                out.truncate(start);
-                return Err(msg);
-            }
-            Err(info) => {
-                out.truncate(mark); // nothing of the panicking item's result stays
-                panics.push((current as u64, info));
-            }
+    while let Err(info) = child::catch_panic(|| {
+        for (i, a) in items.by_ref() {
+            current = i;
+            values.push(runner.run(a));
         }
+    }) {
+        panics.push((current as u64, info));
     }
-    let ok = (total - panics.len()) as u64;
-    out[start..start + 8].copy_from_slice(&ok.to_le_bytes());
-    match postcard::to_extend(&panics, std::mem::take(out)) {
+    match postcard::to_extend(&(values, panics), std::mem::take(out)) {
         Ok(v) => {
             *out = v;
             Ok(())
         }
-        Err(e) => Err(format!("cannot encode a panic: {e}")),
+        Err(e) => Err(format!("cannot encode the results: {e}")),
     }
 }
 
@@ -234,23 +214,14 @@ pub struct Outcomes<R> {
     pub panics: Vec<(u64, PanicInfo)>,
 }
 
-/// Decodes a chunk's results (`DONE` payload: the count of values as u64 LE, the values,
-/// then the panics), which must cover exactly `expected` items.
+/// Decodes a chunk's results (`DONE` payload: postcard `(Vec<R>, Vec<(u64, PanicInfo)>)`,
+/// the values of the items that returned and the panics by item index), which must cover
+/// exactly `expected` items.
 pub fn decode_chunk<R: DeserializeOwned>(payload: &[u8], expected: usize) -> Result<Outcomes<R>, PoolError> {
     let bad = |what: &str| PoolError::Codec(format!("a worker's results are malformed: {what}"));
-    let (count, mut rest) = payload.split_first_chunk::<8>().ok_or_else(|| bad("too short"))?;
-    let count = u64::from_le_bytes(*count);
-    if count > expected as u64 {
-        return Err(bad("more results than tasks"));
-    }
-    let mut values = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let (v, r) = postcard::take_from_bytes::<R>(rest).map_err(|e| bad(&e.to_string()))?;
-        values.push(v);
-        rest = r;
-    }
-    let panics: Vec<(u64, PanicInfo)> = postcard::from_bytes(rest).map_err(|e| bad(&e.to_string()))?;
-    if values.len() + panics.len() != expected {
+    let (values, panics): (Vec<R>, Vec<(u64, PanicInfo)>) =
+        postcard::from_bytes(payload).map_err(|e| bad(&e.to_string()))?;
+    if values.len().checked_add(panics.len()) != Some(expected) {
         return Err(bad("wrong number of results"));
     }
     if panics.windows(2).any(|w| w[0].0 >= w[1].0) || panics.last().is_some_and(|p| p.0 >= expected as u64) {
