@@ -720,6 +720,8 @@ where
     }
 }
 
+type ChunkCell<R> = Arc<Cell<Vec<Result<R, PoolError>>>>;
+
 /// The iterator of [`Pool::imap`] (and [`Executor::map`]): results in input order, one
 /// `Result` per item (Python's `IMapIterator`).
 ///
@@ -738,7 +740,8 @@ where
 /// ```
 pub struct IMap<'p, I, R> {
     feed: Feed<'p, I>,
-    window: VecDeque<(Arc<Cell<Vec<Result<R, PoolError>>>>, usize)>,
+    /// Chunks submitted, oldest first, with their length.
+    window: VecDeque<(ChunkCell<R>, usize)>,
     ready: std::vec::IntoIter<Result<R, PoolError>>,
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::cell::claim_to_run;
+use super::cell::{claim_to_run, PENDING};
 use super::task::{self, Reply, TaskMsg, DONE, INIT, STOP, TASK_HEADER};
 use crate::connection::Connection;
 use crate::error::{ConnError, PoolError, ProcessError};
@@ -236,6 +236,10 @@ impl Shared {
             return;
         }
         for j in jobs.rev() {
+            if let Some(c) = &j.claim {
+                // Never started: cancellable again.
+                c.store(PENDING, Ordering::Release);
+            }
             st.jobs.push_front(j);
         }
         self.queued.store(st.jobs.len(), Ordering::Release);
@@ -262,9 +266,17 @@ impl Shared {
                 return None;
             }
             // An idle pump takes one job; jobs beyond that (prefetches) only while there are
-            // more queued than free pumps, which get the rest.
-            while out.len() < n && ((wait && out.is_empty()) || st.jobs.len() > st.free) {
-                let Some(job) = st.jobs.pop_front() else { break };
+            // more queued than free pumps.
+            while out.len() < n {
+                // An extra job comes from behind the first `free` ones, which are the free
+                // pumps' next jobs (a burst of long jobs then spreads over the workers).
+                let job = if wait && out.is_empty() {
+                    st.jobs.pop_front()
+                } else {
+                    let at = st.free;
+                    st.jobs.remove(at)
+                };
+                let Some(job) = job else { break };
                 if job.claim.as_deref().is_some_and(|c| !claim_to_run(c)) {
                     continue; // cancelled; the canceller already resolved it
                 }
@@ -559,7 +571,12 @@ impl Pump {
             return;
         }
         if let Some((job, _)) = self.inflight.pop_front() {
-            job.fail(err);
+            // Killed by `terminate`, or died on its own.
+            job.fail(if self.sh.terminated() {
+                PoolError::Terminated
+            } else {
+                err
+            });
         }
         self.sh
             .requeue(std::mem::take(&mut self.inflight).into_iter().map(|(j, _)| j));
