@@ -1364,3 +1364,37 @@ fn nothing_leaks_after_kills_panics_terminate_and_drop() {
         );
     }
 }
+
+/// The middle process of [`workers_die_with_a_killed_parent`]: builds a pool of two, runs a
+/// long task on each worker (they announce their pids in `dir`), then waits to be killed.
+fn pool_owner((dir, m): (String, StartMethod)) {
+    let pool = pool(m, 2);
+    let running: Vec<_> = (0..2)
+        .map(|_| pool.apply_async(announce_and_nap, (dir.clone(), 60_000)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(running);
+}
+
+#[test]
+fn workers_die_with_a_killed_parent() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} killed parent"), move || {
+            let dir = PidDir::new("orphans", m);
+            // The pool's owner is itself a child (started either way), SIGKILLed while both
+            // of its workers run a task: nothing can clean up, yet no worker may outlive it.
+            let mut owner = common::start(m, pool_owner, (dir.0.display().to_string(), m));
+            let workers = dir.wait_for(2);
+            owner.kill().unwrap();
+            assert!(owner.join_timeout(LONG).is_err(), "{m:?}");
+            for pid in &workers {
+                assert!(
+                    eventually(PROMPT, || common::is_dead(*pid)),
+                    "{m:?}: worker {pid} outlived its killed pool (state {:?})",
+                    proc_state(*pid)
+                );
+            }
+        });
+    }
+}

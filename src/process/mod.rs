@@ -35,7 +35,7 @@ use crate::sys::{fd, proc};
 /// # set_start_method(StartMethod::Spawn);
 /// # Ok::<(), shmproc::ProcessError>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum StartMethod {
     /// `fork()`: the child is a copy of the parent and runs the target at once (≈0.2 ms).
     ///
