@@ -562,6 +562,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
     ) -> Result<(), ConnError> {
         let try_form = matches!(wait, Some((_, true)));
         let mut first = true;
+        let mut slept = false;
         loop {
             let (until, last) = self.attempt(first, wait);
             first = false;
@@ -574,11 +575,16 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 }
                 Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
                 Err(ChanError::Full | ChanError::Timeout) => {
-                    let gone = if try_form {
+                    // After the first, non-blocking attempt the check is throttled (a call
+                    // that finds the pipe empty or full need not read `/proc` each time);
+                    // after a sleep slice it is done in full, so a waiting call notices a
+                    // dead peer within one slice.
+                    let gone = if try_form || !slept {
                         self.check_peer_throttled()
                     } else {
                         self.check_peer()
                     };
+                    slept = true;
                     if gone {
                         if !drain {
                             return Err(ConnError::Disconnected);

@@ -31,6 +31,8 @@ struct Slot<R> {
     successful: Option<bool>,
     taken: bool,
     on_done: Vec<Callback>,
+    /// Threads asleep on the condvar (no wake-up syscall when there are none).
+    sleepers: usize,
 }
 
 pub(crate) struct Cell<R> {
@@ -49,6 +51,7 @@ impl<R> Cell<R> {
                 successful: None,
                 taken: false,
                 on_done: Vec::new(),
+                sleepers: 0,
             }),
             cv: Condvar::new(),
             done: AtomicBool::new(false),
@@ -70,7 +73,9 @@ impl<R> Cell<R> {
             s.successful = Some(r.is_ok());
             s.value = Some(r);
             self.done.store(true, Ordering::Release);
-            self.cv.notify_all();
+            if s.sleepers > 0 {
+                self.cv.notify_all();
+            }
             std::mem::take(&mut s.on_done)
         };
         for cb in callbacks {
@@ -89,20 +94,21 @@ impl<R> Cell<R> {
         }
         let mut s = self.lock();
         while !self.done.load(Ordering::Acquire) {
-            match deadline {
-                None => s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            s.sleepers += 1;
+            s = match deadline {
+                None => self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    s = self
-                        .cv
+                    self.cv
                         .wait_timeout(s, d - now)
                         .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                        .0
                 }
-            }
+            };
+            s.sleepers -= 1;
         }
         true
     }
