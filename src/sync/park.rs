@@ -245,8 +245,15 @@ pub(crate) fn spin_while(mut busy: impl FnMut() -> bool) -> bool {
         if !busy() {
             return true;
         }
-        for _ in 0..(1u32 << i.min(6)) {
-            crate::loom::spin_loop();
+        if i < YIELD_AFTER {
+            for _ in 0..(1u32 << i) {
+                crate::loom::spin_loop();
+            }
+        } else {
+            // Past a few µs, give the CPU to a runnable thread if there is one (it may be
+            // the very one we wait for, when threads outnumber CPUs); returns at once if not.
+            #[cfg(not(loom))]
+            std::thread::yield_now();
         }
         #[cfg(not(loom))]
         if i % 4 == 3 && start.elapsed() >= SPIN_BUDGET {
@@ -261,6 +268,12 @@ pub(crate) fn spin_while(mut busy: impl FnMut() -> bool) -> bool {
 /// comes quickly never pays for sleeping, and a long wait burns at most this much CPU.
 #[cfg(not(loom))]
 const SPIN_BUDGET: std::time::Duration = std::time::Duration::from_micros(20);
+/// Spin rounds made of PAUSEs (1, 2, 4, … 128 of them: ≈ 6 µs in all) before the rest of
+/// the budget is spent yielding.
+#[cfg(not(loom))]
+const YIELD_AFTER: u32 = 8;
+#[cfg(loom)]
+const YIELD_AFTER: u32 = 0;
 /// Upper bound on spin rounds (the time budget above usually ends the spin first).
 #[cfg(not(loom))]
 const SPIN_ROUNDS: u32 = 40;

@@ -12,7 +12,9 @@
 //!   `DONE` or `INIT` payload must decode, for several result types and item counts, to
 //!   exactly the number of items asked for or to `Codec` — never panic.
 
-use shmproc::pool::wire::{decode_outcomes, parse_reply, parse_task, run_payload, task_message, Reply, TaskMsg};
+use shmproc::pool::wire::{
+    decode_outcomes, parse_reply, parse_task, run_payload, task_message, Reply, TaskMsg,
+};
 use shmproc::PoolError;
 
 fn square(x: u64) -> u64 {
@@ -47,7 +49,9 @@ fn run_as_worker<R: serde::de::DeserializeOwned>(reply: Vec<u8>) {
 }
 
 pub fn pool_wire_input(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     if mode % 2 == 0 {
         match parse_task(rest) {
             Ok(TaskMsg::Run { payload, .. }) => {
@@ -61,11 +65,18 @@ pub fn pool_wire_input(data: &[u8]) {
             Err(e) => panic!("unexpected error {e:?}"),
         }
         // A well-formed message built from the input's bytes round-trips.
-        let items: Vec<u64> = rest.chunks(8).map(|c| c.iter().fold(0u64, |a, &b| a << 8 | b as u64)).collect();
+        let items: Vec<u64> = rest
+            .chunks(8)
+            .map(|c| c.iter().fold(0u64, |a, &b| a << 8 | b as u64))
+            .collect();
         let msg = task_message(square, &items);
-        let Ok(TaskMsg::Run { payload, .. }) = parse_task(&msg) else { panic!("own message unparsable") };
+        let Ok(TaskMsg::Run { payload, .. }) = parse_task(&msg) else {
+            panic!("own message unparsable")
+        };
         let reply = run_payload(square, payload);
-        let Ok(Reply::Done(p)) = parse_reply(&reply) else { panic!("own task failed") };
+        let Ok(Reply::Done(p)) = parse_reply(&reply) else {
+            panic!("own task failed")
+        };
         let got: Vec<u64> = decode_outcomes::<u64>(p, items.len())
             .expect("own results decode")
             .into_iter()
