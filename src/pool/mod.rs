@@ -222,6 +222,14 @@ impl PoolBuilder {
 /// [`apply_async`](Self::apply_async) returns an [`AsyncResult`]. A task's panic or its
 /// worker's death is that task's error (see [`PoolError`]); the pool goes on.
 ///
+/// A task that captures data does not compile, since only its code travels:
+///
+/// ```compile_fail
+/// let pool = shmproc::Pool::new(1).unwrap();
+/// let k = 3u64;
+/// let _ = pool.map(move |x: u64| x + k, 0..10u64, None); // captures `k`
+/// ```
+///
 /// `close()` then `join()` finishes the queued work and stops the workers; `terminate()`
 /// (and dropping the pool) kills them at once and fails what is unfinished with
 /// [`PoolError::Terminated`].
