@@ -97,9 +97,6 @@ pub(crate) struct State {
     pub(crate) broken: Option<PoolError>,
     /// Pumps asleep waiting for jobs.
     idle: usize,
-    /// Pumps whose worker has nothing to do (asleep, about to look for work, or starting a
-    /// worker): they get queued jobs before busy pumps take extra ones.
-    free: usize,
     /// Worker pids by pump, for `terminate` (cleared before the pump reaps the worker, so a
     /// pid here always names our live or zombie child).
     pids: Vec<Option<u32>>,
@@ -111,6 +108,10 @@ pub(crate) struct Shared {
     /// Jobs in `state.jobs`, readable without the lock (idle pumps spin on it briefly).
     queued: AtomicUsize,
     stopping: AtomicBool,
+    /// Pumps with nothing in flight (from the moment their last answer is in, through
+    /// looking for work, to starting a worker): queued jobs are theirs before busy pumps
+    /// take extra ones.
+    free: AtomicUsize,
     pub(crate) cfg: Config,
 }
 
@@ -132,12 +133,12 @@ impl Shared {
                 terminated: false,
                 broken: None,
                 idle: 0,
-                free: cfg.workers,
                 pids: vec![None; cfg.workers],
             }),
             cv: Condvar::new(),
             queued: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            free: AtomicUsize::new(cfg.workers),
             cfg,
         })
     }
@@ -246,21 +247,32 @@ impl Shared {
         self.cv.notify_all();
     }
 
+    /// Counts a pump in or out of `free`; `flag` is whether it is counted now.
+    fn set_free(&self, flag: &mut bool, free: bool) {
+        if *flag != free {
+            *flag = free;
+            if free {
+                self.free.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.free.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
     /// Takes up to `n` jobs, waiting for one while there are none and `wait` is set (an
-    /// idle pump). `free` tracks whether this pump is counted in `State::free`. `None`: the
-    /// pump should stop.
+    /// idle pump). `free` is whether this pump is counted in `Shared::free`. `None`: the pump
+    /// should stop.
     fn take(&self, n: usize, wait: bool, free: &mut bool, out: &mut Vec<Job>) -> Option<()> {
-        if wait && self.queued.load(Ordering::Acquire) == 0 {
-            // Spin a little before sleeping: a burst of submissions often follows.
-            crate::sync::park::spin_while(|| {
-                self.queued.load(Ordering::Acquire) == 0 && !self.stopping.load(Ordering::Acquire)
-            });
+        if wait {
+            self.set_free(free, true);
+            if self.queued.load(Ordering::Acquire) == 0 {
+                // Spin a little before sleeping: a burst of submissions often follows.
+                crate::sync::park::spin_while(|| {
+                    self.queued.load(Ordering::Acquire) == 0 && !self.stopping.load(Ordering::Acquire)
+                });
+            }
         }
         let mut st = self.lock();
-        if wait && !*free {
-            *free = true;
-            st.free += 1;
-        }
         loop {
             if st.terminated || st.broken.is_some() {
                 return None;
@@ -273,17 +285,14 @@ impl Shared {
                 let job = if wait && out.is_empty() {
                     st.jobs.pop_front()
                 } else {
-                    let at = st.free;
+                    let at = self.free.load(Ordering::Acquire);
                     st.jobs.remove(at)
                 };
                 let Some(job) = job else { break };
                 if job.claim.as_deref().is_some_and(|c| !claim_to_run(c)) {
                     continue; // cancelled; the canceller already resolved it
                 }
-                if *free {
-                    *free = false;
-                    st.free -= 1;
-                }
+                self.set_free(free, false);
                 out.push(job);
             }
             self.queued.store(st.jobs.len(), Ordering::Release);
@@ -396,7 +405,7 @@ struct Pump {
     short: bool,
     /// When the last reply came.
     last_reply: Instant,
-    /// Whether this pump is counted in `State::free`.
+    /// Whether this pump is counted in `Shared::free`.
     free: bool,
 }
 
@@ -525,7 +534,13 @@ impl Pump {
                     }
                     return Step::Continue;
                 }
-                let Some((job, sent_at)) = self.inflight.pop_front() else {
+                let popped = self.inflight.pop_front();
+                if self.inflight.is_empty() {
+                    // Free from now on, before the answer reaches the caller, who may
+                    // submit more work at once.
+                    self.sh.set_free(&mut self.free, true);
+                }
+                let Some((job, sent_at)) = popped else {
                     // A reply nobody asked for: the worker misbehaves; replace it.
                     self.replace_worker();
                     return Step::Continue;
