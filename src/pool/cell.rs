@@ -89,7 +89,7 @@ impl<R> Cell<R> {
 
     /// Waits until the outcome is in or `deadline` passes; whether it is in.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
-        if self.is_done() || crate::sync::park::spin_while(|| !self.is_done()) {
+        if self.is_done() || crate::sync::park::spin_while_yielding(|| !self.is_done()) {
             return true;
         }
         let mut s = self.lock();

@@ -37,6 +37,8 @@ pub(crate) struct WorkerArgs {
 
 /// The body of a worker process.
 pub(crate) fn worker_main(w: WorkerArgs) {
+    // Worker and feeder wait on each other, and with the caller they outnumber the CPUs.
+    crate::sync::park::yield_in_spins(true);
     let mut out = Vec::with_capacity(256);
     if let Some((offset, payload)) = &w.init {
         task::run_chunk(*offset, payload, INIT, &mut out);
@@ -319,6 +321,7 @@ impl Shared {
 
 /// The body of pump thread `slot`.
 pub(crate) fn pump(shared: Arc<Shared>, slot: usize) {
+    crate::sync::park::yield_in_spins(true);
     if shared.cfg.threads {
         run_threaded(&shared);
     } else {

@@ -236,22 +236,54 @@ pub(crate) fn slice_deadline(deadline: Option<Instant>) -> (Instant, bool) {
 }
 
 /// Spins briefly while `busy()` holds, then gives up. Returns `true` if `busy` turned false.
+/// Threads that asked for it ([`yield_in_spins`]) yield instead of spinning past the first
+/// few µs.
+#[inline]
+pub(crate) fn spin_while(busy: impl FnMut() -> bool) -> bool {
+    #[cfg(not(loom))]
+    let yielding = YIELD_IN_SPINS.with(std::cell::Cell::get);
+    #[cfg(loom)]
+    let yielding = false;
+    spin(busy, yielding)
+}
+
+/// [`spin_while`] that yields past the first few µs whatever the thread asked for.
+#[inline]
+pub(crate) fn spin_while_yielding(busy: impl FnMut() -> bool) -> bool {
+    spin(busy, true)
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    static YIELD_IN_SPINS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this thread's waits yield the CPU after ≈ 6 µs of PAUSEs instead of spinning on for
+/// the rest of their budget. For threads that wait on each other in a chain with more
+/// threads than CPUs (a pool's feeders and workers): the thread waited for gets to run. A
+/// plain two-party hand-off is better off spinning (a yield is a syscall and may lose the
+/// CPU for a while), so this is off by default.
+pub(crate) fn yield_in_spins(on: bool) {
+    #[cfg(not(loom))]
+    YIELD_IN_SPINS.with(|c| c.set(on));
+    #[cfg(loom)]
+    let _ = on;
+}
+
 #[inline]
 #[cfg_attr(loom, allow(clippy::reversed_empty_ranges))] // no spin rounds under loom
-pub(crate) fn spin_while(mut busy: impl FnMut() -> bool) -> bool {
+fn spin(mut busy: impl FnMut() -> bool, yielding: bool) -> bool {
     #[cfg(not(loom))]
     let start = Instant::now();
     for i in 0..SPIN_ROUNDS {
         if !busy() {
             return true;
         }
-        if i < YIELD_AFTER {
-            for _ in 0..(1u32 << i) {
+        if i < YIELD_AFTER || !yielding {
+            for _ in 0..(1u32 << i.min(6)) {
                 crate::loom::spin_loop();
             }
         } else {
-            // Past a few µs, give the CPU to a runnable thread if there is one (it may be
-            // the very one we wait for, when threads outnumber CPUs); returns at once if not.
             #[cfg(not(loom))]
             std::thread::yield_now();
         }
@@ -268,8 +300,8 @@ pub(crate) fn spin_while(mut busy: impl FnMut() -> bool) -> bool {
 /// comes quickly never pays for sleeping, and a long wait burns at most this much CPU.
 #[cfg(not(loom))]
 const SPIN_BUDGET: std::time::Duration = std::time::Duration::from_micros(20);
-/// Spin rounds made of PAUSEs (1, 2, 4, … 128 of them: ≈ 6 µs in all) before the rest of
-/// the budget is spent yielding.
+/// Spin rounds made of PAUSEs (1, 2, 4, … 64, 64 of them: ≈ 5 µs in all) before a yielding
+/// spinner spends the rest of its budget yielding.
 #[cfg(not(loom))]
 const YIELD_AFTER: u32 = 8;
 #[cfg(loom)]
