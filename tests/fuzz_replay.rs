@@ -16,6 +16,8 @@ mod channel_ops;
 mod mpmc_garbage;
 #[path = "fuzz_logic/mpmc_ops.rs"]
 mod mpmc_ops;
+#[path = "fuzz_logic/pool_ops.rs"]
+mod pool_ops;
 #[path = "fuzz_logic/pool_wire.rs"]
 mod pool_wire;
 #[path = "fuzz_logic/segment_open.rs"]
@@ -31,6 +33,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("channel_garbage", channel_garbage::channel_garbage_input),
     ("mpmc_ops", mpmc_ops::mpmc_ops_input),
     ("mpmc_garbage", mpmc_garbage::mpmc_garbage_input),
+    ("pool_ops", pool_ops::pool_ops_input),
     ("pool_wire", pool_wire::pool_wire_input),
 ];
 

@@ -1125,6 +1125,15 @@ fn pool_cancel_races_the_pump() {
         let cancelled = canceller.join().unwrap();
         assert!(ran != cancelled, "ran {ran}, cancelled {cancelled}");
         assert_eq!(got, if ran { Ok(7) } else { Err(PoolError::Cancelled) });
+        // A value is taken once; an error can be read again.
+        assert_eq!(
+            cell.take(),
+            Err(if ran {
+                PoolError::AlreadyTaken
+            } else {
+                PoolError::Cancelled
+            })
+        );
         assert!(cell.is_done());
     });
 }

@@ -113,12 +113,17 @@ impl<R> Cell<R> {
         true
     }
 
-    /// Takes the outcome, waiting until `deadline`.
+    /// Takes the outcome, waiting until `deadline`: a value once (then `AlreadyTaken`), an
+    /// error every time.
     pub(crate) fn take(&self, deadline: Option<Instant>) -> Result<R, PoolError> {
         if !self.wait(deadline) {
             return Err(PoolError::Timeout);
         }
         let mut s = self.lock();
+        if let Some(Err(e)) = &s.value {
+            // An error can be read again (as Python re-raises it); a value is moved out once.
+            return Err(e.clone());
+        }
         if s.taken {
             return Err(PoolError::AlreadyTaken);
         }

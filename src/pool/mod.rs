@@ -569,7 +569,8 @@ impl<R> AsyncResult<R> {
     }
 
     /// Waits at most `timeout` ([`PoolError::Timeout`] leaves the task running and the
-    /// result retrievable later); a result is returned once.
+    /// result retrievable later). A value is returned once (then
+    /// [`PoolError::AlreadyTaken`]); an error every time it is asked for.
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, PoolError> {
         self.cell.take(Instant::now().checked_add(timeout))
     }

@@ -219,6 +219,12 @@ pub struct Outcomes<R> {
 /// exactly `expected` items.
 pub fn decode_chunk<R: DeserializeOwned>(payload: &[u8], expected: usize) -> Result<Outcomes<R>, PoolError> {
     let bad = |what: &str| PoolError::Codec(format!("a worker's results are malformed: {what}"));
+    // The count of values first: with a zero-sized `R` a huge count would take no bytes to
+    // "decode" and keep us looping for ages.
+    let (count, _) = postcard::take_from_bytes::<u64>(payload).map_err(|e| bad(&e.to_string()))?;
+    if count > expected as u64 {
+        return Err(bad("more results than tasks"));
+    }
     let (values, panics): (Vec<R>, Vec<(u64, PanicInfo)>) =
         postcard::from_bytes(payload).map_err(|e| bad(&e.to_string()))?;
     if values.len().checked_add(panics.len()) != Some(expected) {
