@@ -1398,3 +1398,26 @@ fn workers_die_with_a_killed_parent() {
         });
     }
 }
+
+#[test]
+fn map_async_and_starmap_async_return_at_once() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} map_async"), move || {
+            let pool = pool(m, 2);
+            let slow = pool.map_async(nap, [200u64, 1], 1).unwrap();
+            assert!(!slow.ready(), "{m:?}: map_async waited for its tasks");
+            let sums = pool.starmap_async(add, [(1u64, 2u64), (3, 4)], None).unwrap();
+            assert_eq!(sums.get(), Ok(vec![3, 7]), "{m:?}");
+            assert_eq!(slow.get_timeout(LONG), Ok(vec![200, 1]), "{m:?}");
+            let failed = pool.map_async(boom, 0..8u64, 2).unwrap();
+            assert!(
+                matches!(failed.get_timeout(LONG), Err(PoolError::Panicked(_))),
+                "{m:?}"
+            );
+            assert!(failed.successful() == Ok(false), "{m:?}");
+            let empty = pool.map_async(square, Vec::<u64>::new(), None).unwrap();
+            assert_eq!(empty.get(), Ok(vec![]), "{m:?}");
+        });
+    }
+}

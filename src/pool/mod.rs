@@ -311,7 +311,7 @@ impl Pool {
         const { assert_no_captures::<F>() };
         let _ = f; // only its type travels
         let items: Vec<A> = iterable.into_iter().collect();
-        self.run_map::<One<F>, A, R>(&items, chunksize.into())
+        self.run_map::<One<F>, A, R>(&items, chunksize.into())?.get()
     }
 
     /// Like [`map`](Self::map) for functions of several arguments, each item a tuple
@@ -331,10 +331,65 @@ impl Pool {
         const { assert_no_captures::<F>() };
         let _ = f; // only its type travels
         let items: Vec<Args> = iterable.into_iter().collect();
+        self.run_map::<Star<F>, Args, R>(&items, chunksize.into())?.get()
+    }
+
+    /// Like [`map`](Self::map), but returns at once with an [`AsyncResult`] for the whole
+    /// list (Python's `map_async`).
+    ///
+    /// ```
+    /// use shmproc::Pool;
+    /// fn double(x: u32) -> u32 { 2 * x }
+    ///
+    /// shmproc::init();
+    /// let pool = Pool::new(2)?;
+    /// let pending = pool.map_async(double, 1..=3, None)?;
+    /// // ... other work meanwhile ...
+    /// assert_eq!(pending.get()?, [2, 4, 6]);
+    /// # Ok::<(), shmproc::PoolError>(())
+    /// ```
+    pub fn map_async<F, A, R, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: impl Into<Option<usize>>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        const { assert_no_captures::<F>() };
+        let _ = f; // only its type travels
+        let items: Vec<A> = iterable.into_iter().collect();
+        self.run_map::<One<F>, A, R>(&items, chunksize.into())
+    }
+
+    /// Like [`starmap`](Self::starmap), returning at once (Python's `starmap_async`).
+    pub fn starmap_async<F, Args, R, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: impl Into<Option<usize>>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: StarFn<Args, R>,
+        Args: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = Args>,
+    {
+        const { assert_no_captures::<F>() };
+        let _ = f; // only its type travels
+        let items: Vec<Args> = iterable.into_iter().collect();
         self.run_map::<Star<F>, Args, R>(&items, chunksize.into())
     }
 
-    fn run_map<Rn, A, R>(&self, items: &[A], chunksize: Option<usize>) -> Result<Vec<R>, PoolError>
+    fn run_map<Rn, A, R>(
+        &self,
+        items: &[A],
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
     where
         Rn: Runner<A, R>,
         A: Serialize + DeserializeOwned + 'static,
@@ -344,11 +399,15 @@ impl Pool {
         if cs == 0 {
             return Err(PoolError::Invalid("chunksize must be at least 1"));
         }
+        let state = Arc::new(MapState::<R>::new(items.len(), items.len().div_ceil(cs)));
+        let result = AsyncResult {
+            cell: state.out.clone(),
+        };
         if items.is_empty() {
-            return Ok(Vec::new());
+            state.out.set(Ok(Vec::new()));
+            return Ok(result);
         }
         let offset = offset_of::<Rn, A, R>();
-        let state = Arc::new(MapState::<R>::new(items.len(), items.len().div_ceil(cs)));
         // Submit as we encode, so workers start on the first chunks at once; then in
         // batches, so that a long map takes the queue's lock rarely.
         let mut batch = Vec::new();
@@ -363,7 +422,7 @@ impl Pool {
             }
         }
         self.shared.submit(batch)?;
-        state.wait()
+        Ok(result)
     }
 
     /// Runs `f(args)` in a worker and waits for the result (Python's `apply`).
@@ -597,10 +656,10 @@ impl<R> AsyncResult<R> {
     }
 }
 
-/// Collects a `map`'s chunks.
+/// Collects a `map`'s chunks; the last one (or the first error) completes `out`.
 struct MapState<R> {
     inner: Mutex<MapInner<R>>,
-    cv: Condvar,
+    out: Arc<Cell<Vec<R>>>,
 }
 
 struct MapInner<R> {
@@ -609,7 +668,6 @@ struct MapInner<R> {
     /// Chunks not yet in.
     remaining: usize,
     items: usize,
-    error: Option<PoolError>,
 }
 
 impl<R: DeserializeOwned + Send + 'static> MapState<R> {
@@ -619,9 +677,8 @@ impl<R: DeserializeOwned + Send + 'static> MapState<R> {
                 chunks: std::iter::repeat_with(|| None).take(chunks).collect(),
                 remaining: chunks,
                 items,
-                error: None,
             }),
-            cv: Condvar::new(),
+            out: Cell::new(),
         }
     }
 
@@ -635,34 +692,23 @@ impl<R: DeserializeOwned + Send + 'static> MapState<R> {
                         Some((_, info)) => Err(PoolError::Panicked(info.clone())),
                     });
             let mut st = me.inner.lock().unwrap_or_else(|p| p.into_inner());
+            st.remaining -= 1;
             match decoded {
-                Ok(values) => st.chunks[index] = Some(values),
-                Err(e) => {
-                    if st.error.is_none() {
-                        st.error = Some(e);
+                // The first error completes the map (later chunks still run, unheard).
+                Err(e) => me.out.set(Err(e)),
+                Ok(values) => {
+                    st.chunks[index] = Some(values);
+                    if st.remaining == 0 {
+                        let mut all = Vec::with_capacity(st.items);
+                        for chunk in std::mem::take(&mut st.chunks) {
+                            all.extend(chunk.into_iter().flatten());
+                        }
+                        drop(st);
+                        me.out.set(Ok(all)); // ignored if an error came first
                     }
                 }
             }
-            st.remaining -= 1;
-            if st.remaining == 0 || st.error.is_some() {
-                me.cv.notify_all();
-            }
         })
-    }
-
-    fn wait(&self) -> Result<Vec<R>, PoolError> {
-        let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        while st.remaining > 0 && st.error.is_none() {
-            st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        if let Some(e) = st.error.take() {
-            return Err(e);
-        }
-        let mut out = Vec::with_capacity(st.items);
-        for chunk in std::mem::take(&mut st.chunks) {
-            out.extend(chunk.ok_or_else(|| PoolError::Codec("a result is missing".to_owned()))?);
-        }
-        Ok(out)
     }
 }
 
