@@ -6,7 +6,10 @@
 //! A task is a `fn` item or a closure that captures nothing, with serde arguments and
 //! result. Workers run this same executable, so the task's code travels as a reference the
 //! worker resolves; its arguments travel postcard-encoded through the worker's
-//! shared-memory pipe. A closure that captures data is refused at compile time.
+//! shared-memory pipe. A closure that captures data is refused at compile time. (A closure
+//! whose captures are all zero-sized is accepted: in a worker it is re-created, not copied,
+//! so do not capture a zero-sized "token" type whose existence stands for something done at
+//! run time.)
 //!
 //! # Dispatch and robustness
 //! Every worker has its own pipe and a feeding thread in the parent, which sends it jobs

@@ -104,10 +104,11 @@ fn trampoline<Rn: Runner<A, R>, A: DeserializeOwned, R: Serialize>(
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     const { assert_no_captures::<Rn>() };
-    // SAFETY: `Rn` is zero-sized (asserted above at compile time) and is a wrapper around a
-    // `fn` item or a non-capturing closure (the only zero-sized types that implement the
-    // `Fn` traits on stable Rust, given that `Rn: Copy`), so it has no bytes and no
-    // invariant: a dangling, well-aligned pointer reads a valid value.
+    // SAFETY: `Rn` is zero-sized (asserted above at compile time) and wraps a `Copy` value
+    // implementing `Fn`: on stable Rust that is a `fn` item or a closure whose captures are
+    // all zero-sized `Copy` values. Such a value has no bytes, so a dangling, well-aligned
+    // pointer reads a valid one. What it cannot carry is a fact a zero-sized capture might
+    // stand for (a "token" type); the pool docs rule such captures out.
     let runner: Rn = unsafe { std::ptr::NonNull::<Rn>::dangling().as_ptr().read() };
     let items: Vec<A> =
         postcard::from_bytes(payload).map_err(|e| format!("cannot decode the arguments: {e}"))?;
