@@ -41,6 +41,10 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use shmproc::{Executor, PodCodec, Pool, Process, ProcessError, Queue, StartMethod};
 
+mod common;
+
+use common::{cpu_snap, fmt_ns, foreign, live_children, loadavg, median, pct, wait_quiet};
+
 // ------------------------------------------------------------------------------ settings
 
 /// Items of the default-chunksize `map`.
@@ -313,130 +317,7 @@ fn criterion_groups(c: &mut Criterion, p: &Pools, echo: &mut QueueEcho) {
     g.finish();
 }
 
-// -------------------------------------------------------------------------- conditions
-
-/// CPU seconds: the machine's busy time and steal (`/proc/stat`), and ours (this process,
-/// its reaped children, and its live children: the pools' workers and the echo child).
-#[derive(Clone, Copy)]
-struct CpuSnap {
-    busy: f64,
-    steal: f64,
-    own: f64,
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
-}
-
-/// `(ppid, user + system CPU seconds)` of a process, from `/proc/<pid>/stat`.
-fn proc_stat(pid: &str) -> Option<(u32, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the parenthesised command: state, ppid, ..., utime (12th), stime (13th).
-    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    Some((f.get(1)?.parse().ok()?, (num(11) + num(12)) / clock_ticks()))
-}
-
-/// CPU seconds of our live children.
-fn children_cpu() -> f64 {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-                .filter_map(|n| proc_stat(&n))
-                .filter(|&(ppid, _)| ppid == me)
-                .map(|(_, cpu)| cpu)
-                .sum()
-        })
-        .unwrap_or(0.0)
-}
-
-fn cpu_snap() -> CpuSnap {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let t = |i: usize| ticks.get(i).copied().unwrap_or(0.0) / clock_ticks();
-    let rusage = |who| {
-        // SAFETY: an all-zero rusage is valid; getrusage fills it.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: `ru` is a valid out-pointer.
-        unsafe { libc::getrusage(who, &mut ru) };
-        let tv = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    };
-    CpuSnap {
-        // user + nice + system + irq + softirq
-        busy: t(0) + t(1) + t(2) + t(5) + t(6),
-        steal: t(7),
-        own: rusage(libc::RUSAGE_SELF) + rusage(libc::RUSAGE_CHILDREN) + children_cpu(),
-    }
-}
-
-/// CPU seconds other processes used between two snapshots.
-fn foreign(a: CpuSnap, b: CpuSnap) -> f64 {
-    ((b.busy - a.busy) - (b.own - a.own)).max(0.0)
-}
-
-/// Waits (up to 30 s) for half a second in which other processes use under 0.15 core.
-fn wait_quiet() -> (Duration, f64) {
-    let t = Instant::now();
-    loop {
-        let a = cpu_snap();
-        std::thread::sleep(Duration::from_millis(500));
-        let cores = foreign(a, cpu_snap()) / 0.5;
-        if cores < 0.15 || t.elapsed() >= Duration::from_secs(30) {
-            return (t.elapsed(), cores);
-        }
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_owned()
-}
-
 // ------------------------------------------------------------------------- interleaved
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let k = v.len();
-    if k % 2 == 1 {
-        v[k / 2]
-    } else {
-        (v[k / 2 - 1] + v[k / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn pct(sorted: &[u32], p: f64) -> u32 {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns >= 1e4 {
-        format!("{:.1} µs", ns / 1e3)
-    } else if ns >= 1e3 {
-        format!("{:.2} µs", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
-    }
-}
 
 /// A candidate whose call times itself (a whole `map`, a whole executor batch).
 struct Batch<'a> {
@@ -483,13 +364,13 @@ fn interleaved(batches: &mut [Batch<'_>], rts: &mut [RoundTrip<'_>]) {
             .max(1e-7);
         r.n = ((RT_MIN as f64 / d * TURN.as_secs_f64()) as u64).clamp(RT_MIN, RT_MAX);
     }
-    let (waited, cores) = wait_quiet();
-    let (snap0, t0, load0) = (cpu_snap(), Instant::now(), loadavg());
+    let (waited, cores) = wait_quiet(&live_children());
+    let (snap0, t0, load0) = (cpu_snap(&live_children()), Instant::now(), loadavg());
     let mut rounds: Vec<Round> = Vec::new();
     let mut kept = Vec::new();
     let mut dropped = 0;
     while rounds.len() < ROUNDS {
-        let a = cpu_snap();
+        let a = cpu_snap(&live_children());
         let round = Round {
             batch: batches.iter_mut().map(turn).collect(),
             rts: rts
@@ -501,17 +382,17 @@ fn interleaved(batches: &mut [Batch<'_>], rts: &mut [RoundTrip<'_>]) {
                 })
                 .collect(),
         };
-        let b = cpu_snap();
+        let b = cpu_snap(&live_children());
         let (other, steal) = (foreign(a, b), b.steal - a.steal);
         if other + steal <= ROUND_FOREIGN_MAX || dropped >= MAX_DROPPED || t0.elapsed() > PASS_BUDGET {
             rounds.push(round);
             kept.push(format!("{other:.2}+{steal:.2}"));
         } else {
             dropped += 1;
-            wait_quiet();
+            wait_quiet(&live_children());
         }
     }
-    let end = cpu_snap();
+    let end = cpu_snap(&live_children());
     let wall = t0.elapsed().as_secs_f64();
 
     println!();

@@ -86,7 +86,7 @@ use serde_bytes::ByteBuf;
 use shmproc::ring::{Consumer, MpmcRing, Producer, RingError, SpscRing};
 mod common;
 
-use common::{await_change, bump};
+use common::{await_change, bump, cpu_snap, fmt_ns, foreign, loadavg, median, pct, wait_quiet};
 use shmproc::sys::futex;
 use shmproc::{
     Bytes, Codec, Connection, PodCodec, Postcard, Process, ProcessError, Queue, Shared, ShmSafe,
@@ -1311,118 +1311,11 @@ fn clock_read_ns() -> f64 {
     (last - t).as_nanos() as f64 / f64::from(n)
 }
 
-/// CPU seconds: the whole machine's busy time and steal (from `/proc/stat`), and ours:
-/// this process, its reaped children and the live peers listed.
-#[derive(Clone, Copy)]
-struct CpuSnap {
-    busy: f64,
-    steal: f64,
-    own: f64,
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
-}
-
-/// User + system CPU seconds of a live process, from `/proc/<pid>/stat` (0 if gone).
-fn proc_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command: state is the first, utime the 12th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // `state` does not parse as a number, so utime and stime are at 10 and 11 here.
-    (f.get(10).copied().unwrap_or(0.0) + f.get(11).copied().unwrap_or(0.0)) / clock_ticks()
-}
-
-fn cpu_snap(peers: &[u32]) -> CpuSnap {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let t = |i: usize| ticks.get(i).copied().unwrap_or(0.0) / clock_ticks();
-    let rusage = |who| {
-        // SAFETY: an all-zero rusage is valid; getrusage fills it.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: `ru` is a valid out-pointer.
-        unsafe { libc::getrusage(who, &mut ru) };
-        let tv = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
-        tv(ru.ru_utime) + tv(ru.ru_stime)
-    };
-    CpuSnap {
-        // user + nice + system + irq + softirq
-        busy: t(0) + t(1) + t(2) + t(5) + t(6),
-        steal: t(7),
-        own: rusage(libc::RUSAGE_SELF)
-            + rusage(libc::RUSAGE_CHILDREN)
-            + peers.iter().map(|&p| proc_cpu(p)).sum::<f64>(),
-    }
-}
-
-/// CPU seconds used by other processes between two snapshots (same peer list).
-fn foreign(a: CpuSnap, b: CpuSnap) -> f64 {
-    ((b.busy - a.busy) - (b.own - a.own)).max(0.0)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .next()
-        .unwrap_or("?")
-        .to_owned()
-}
-
-/// Waits (up to 30 s) for a half second in which other processes use under 0.15 of a
-/// core. Returns the time waited and the other load of the last half second, in cores.
-fn wait_quiet(peers: &[u32]) -> (Duration, f64) {
-    let t = Instant::now();
-    loop {
-        let a = cpu_snap(peers);
-        std::thread::sleep(Duration::from_millis(500));
-        let cores = foreign(a, cpu_snap(peers)) / 0.5;
-        if cores < 0.15 || t.elapsed() >= Duration::from_secs(30) {
-            return (t.elapsed(), cores);
-        }
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let k = v.len();
-    if k % 2 == 1 {
-        v[k / 2]
-    } else {
-        (v[k / 2 - 1] + v[k / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn pct(sorted: &[u32], p: f64) -> u32 {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn fmt_rate(r: f64) -> String {
     if r >= 1e6 {
         format!("{:.2} M", r / 1e6)
     } else {
         format!("{:.1} k", r / 1e3)
-    }
-}
-
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e4 {
-        format!("{:.1} µs", ns / 1e3)
-    } else if ns >= 1e3 {
-        format!("{:.2} µs", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
     }
 }
 
