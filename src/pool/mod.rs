@@ -311,10 +311,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
     {
-        const { assert_no_captures::<F>() };
-        let _ = f; // only its type travels
-        let items: Vec<A> = iterable.into_iter().collect();
-        self.run_map::<One<F>, A, R>(&items, chunksize.into())?.get()
+        self.map_async(f, iterable, chunksize)?.get()
     }
 
     /// Like [`map`](Self::map) for functions of several arguments, each item a tuple
@@ -331,10 +328,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = Args>,
     {
-        const { assert_no_captures::<F>() };
-        let _ = f; // only its type travels
-        let items: Vec<Args> = iterable.into_iter().collect();
-        self.run_map::<Star<F>, Args, R>(&items, chunksize.into())?.get()
+        self.starmap_async(f, iterable, chunksize)?.get()
     }
 
     /// Like [`map`](Self::map), but returns at once with an [`AsyncResult`] for the whole

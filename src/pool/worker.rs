@@ -104,11 +104,22 @@ pub(crate) struct State {
     pids: Vec<Option<u32>>,
 }
 
+impl State {
+    /// Why pumps must stop and jobs fail now, if they must: the pool is broken or terminated.
+    fn stop_error(&self) -> Option<PoolError> {
+        self.broken
+            .clone()
+            .or(self.terminated.then_some(PoolError::Terminated))
+    }
+}
+
 pub(crate) struct Shared {
     state: Mutex<State>,
     cv: Condvar,
     /// Jobs in `state.jobs`, readable without the lock (idle pumps spin on it briefly).
     queued: AtomicUsize,
+    /// Set by `close`, `terminate` and a broken pool: idle pumps stop spinning, busy ones
+    /// look at the state under the lock.
     stopping: AtomicBool,
     /// Pumps with nothing in flight (from the moment their last answer is in, through
     /// looking for work, to starting a worker): queued jobs are theirs before busy pumps
@@ -212,6 +223,7 @@ impl Shared {
     fn break_pool(&self, e: PoolError) {
         let jobs = {
             let mut st = self.lock();
+            self.stopping.store(true, Ordering::Release);
             if st.broken.is_none() {
                 st.broken = Some(e.clone());
             }
@@ -227,11 +239,7 @@ impl Shared {
     /// Puts jobs back at the front of the queue, in their order.
     fn requeue(&self, jobs: impl DoubleEndedIterator<Item = Job>) {
         let mut st = self.lock();
-        if let Some(e) = st
-            .broken
-            .clone()
-            .or(st.terminated.then_some(PoolError::Terminated))
-        {
+        if let Some(e) = st.stop_error() {
             drop(st);
             for j in jobs {
                 j.fail(e.clone());
@@ -274,9 +282,13 @@ impl Shared {
                 });
             }
         }
+        if !wait && self.queued.load(Ordering::Acquire) == 0 && !self.stopping.load(Ordering::Acquire) {
+            // A busy pump looking for extra work: nothing queued, no need for the lock.
+            return Some(());
+        }
         let mut st = self.lock();
         loop {
-            if st.terminated || st.broken.is_some() {
+            if st.stop_error().is_some() {
                 return None;
             }
             // An idle pump takes one job; jobs beyond that (prefetches) only while there are
@@ -565,8 +577,7 @@ impl Pump {
             }
             Err(_) => {
                 self.worker_died();
-                let st = self.sh.lock();
-                if st.terminated || st.broken.is_some() {
+                if self.sh.lock().stop_error().is_some() {
                     Step::Stop
                 } else {
                     Step::Continue
@@ -596,8 +607,7 @@ impl Pump {
                 err
             });
         }
-        self.sh
-            .requeue(std::mem::take(&mut self.inflight).into_iter().map(|(j, _)| j));
+        self.requeue_inflight();
     }
 
     /// Kills (if needed) and reaps the worker: (pid, signal, exit code).
@@ -621,6 +631,12 @@ impl Pump {
         }
     }
 
+    /// Puts the jobs sent to a worker that is gone back on the pool's queue.
+    fn requeue_inflight(&mut self) {
+        self.sh
+            .requeue(std::mem::take(&mut self.inflight).into_iter().map(|(j, _)| j));
+    }
+
     fn fail_inflight(&mut self, e: PoolError) {
         for (job, _) in self.inflight.drain(..) {
             job.fail(e.clone());
@@ -633,8 +649,7 @@ impl Pump {
             let _ = w.process.kill();
             self.reap(w);
         }
-        self.sh
-            .requeue(std::mem::take(&mut self.inflight).into_iter().map(|(j, _)| j));
+        self.requeue_inflight();
     }
 
     /// `maxtasksperchild` reached and every answer in: stop this worker (the loop starts a new one).
@@ -646,12 +661,7 @@ impl Pump {
     }
 
     fn shutdown(&mut self) {
-        let st = self.sh.lock();
-        let err = st
-            .broken
-            .clone()
-            .or(st.terminated.then_some(PoolError::Terminated));
-        drop(st);
+        let err = self.sh.lock().stop_error();
         if let Some(w) = self.worker.take() {
             if err.is_some() {
                 let _ = w.process.kill();
