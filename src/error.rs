@@ -588,3 +588,60 @@ fn signal_name(sig: i32) -> &'static str {
         _ => "signal",
     }
 }
+
+/// Why an operation on a shared container ([`Dict`](crate::Dict), [`List`](crate::List),
+/// [`Namespace`](crate::Namespace)) failed.
+///
+/// No operation panics on bad input or on a bad segment: a peer that wrote garbage into the
+/// container's memory gives [`Corrupt`](ManagerError::Corrupt), a value of another type gives
+/// [`Codec`](ManagerError::Codec), and a container at its memory limit gives
+/// [`LimitExceeded`](ManagerError::LimitExceeded) and stays as it was.
+///
+/// ```
+/// use shmproc::{Manager, ManagerError};
+/// let ns = Manager::new().namespace()?;
+/// ns.set("x", &1.5f64)?;
+/// assert!(matches!(ns.get::<String>("x"), Err(ManagerError::Codec(_))));
+/// # Ok::<(), ManagerError>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// The container's lock is held by someone else (the `try_lock` form).
+    #[error("the container is locked by another thread or process")]
+    WouldBlock,
+    /// The timeout passed before the container's lock was free.
+    #[error("timed out waiting for the container's lock")]
+    Timeout,
+    /// This thread already holds the container's lock (a guard is alive, or an
+    /// `update_with` closure touched its own container): blocking would deadlock.
+    #[error("this thread already holds the container's lock; waiting would deadlock")]
+    WouldDeadlock,
+    /// The change does not fit in the container's memory limit; nothing was changed.
+    #[error("the container would outgrow its memory limit: {needed} bytes needed, {limit} available")]
+    LimitExceeded {
+        /// Bytes the container would need after compaction.
+        needed: u64,
+        /// Bytes of one arena half (half of the configured limit, less the control block).
+        limit: u64,
+    },
+    /// A key or value could not be encoded, or stored bytes did not decode as the expected
+    /// type (a type mismatch between processes, or a handle that cannot be stored).
+    #[error("cannot encode or decode a key or value: {0}")]
+    Codec(String),
+    /// A list index outside `0..len` (Python's `IndexError`).
+    #[error("index {index} out of range for a list of length {len}")]
+    Index {
+        /// The index asked for.
+        index: usize,
+        /// The list's length.
+        len: usize,
+    },
+    /// The container's shared memory holds values no correct process writes (a buggy or
+    /// hostile peer); nothing was read or changed past the check that failed.
+    #[error("the container's shared memory is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// The container's segment could not be created or opened.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}

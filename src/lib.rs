@@ -9,6 +9,7 @@ mod cell;
 pub mod connection;
 mod error;
 mod loom;
+pub mod manager;
 pub mod pool;
 mod process;
 mod queue;
@@ -20,9 +21,10 @@ pub mod sys;
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
 pub use connection::{pipe, pipe_simplex, Connection, PIPE_CAPACITY};
 pub use error::{
-    BarrierError, ConnError, GetError, IndexError, LockError, OwnerDied, PanicInfo, PoolError, ProcessError,
-    PutError, ReleaseError, SegmentError, TaskDoneError,
+    BarrierError, ConnError, GetError, IndexError, LockError, ManagerError, OwnerDied, PanicInfo, PoolError,
+    ProcessError, PutError, ReleaseError, SegmentError, TaskDoneError,
 };
+pub use manager::{Dict, DictGuard, List, ListGuard, Manager, Namespace, NamespaceGuard};
 pub use pool::{
     as_completed, AsCompleted, AsyncResult, Executor, Future, IMap, IMapUnordered, Pool, PoolBuilder, StarFn,
 };

@@ -1,0 +1,363 @@
+//! `Dict<K, V>`: a hash map in shared memory.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::store::{self, Kind, Locked, Store};
+use super::{deadline, decode, encode, Buf, DEFAULT_LIMIT};
+use crate::error::ManagerError;
+use crate::shm::Segment;
+
+/// A hash map shared between processes; mirrors Python's `Manager().dict()`.
+///
+/// Keys and values are serde types, stored encoded (postcard) in the dict's own segment; see
+/// the [module docs](crate::manager) for the design, the memory limit and what happens when
+/// a process dies mid-operation. Every method takes the dict's lock for one operation; for
+/// several operations as one atomic step, or for the timeout and non-blocking forms, take a
+/// [`DictGuard`] with [`lock`](Self::lock), [`lock_timeout`](Self::lock_timeout) or
+/// [`try_lock`](Self::try_lock).
+///
+/// [`update_with`](Self::update_with) is the atomic read-modify-write that Python's
+/// `d[k] += 1` is not: concurrent increments from many processes lose nothing.
+///
+/// ```
+/// use shmproc::Dict;
+/// let d = Dict::<String, u32>::new()?;
+/// d.insert(&"a".into(), &1)?;
+/// d.update([("b".to_string(), 2), ("c".to_string(), 3)])?;
+/// assert_eq!(d.get(&"b".into())?, Some(2));
+/// assert_eq!(d.remove(&"a".into())?, Some(1));
+/// assert_eq!(d.update_with(&"c".into(), |v| v.unwrap_or(0) * 10)?, 30);
+/// let mut items = d.items()?;
+/// items.sort();
+/// assert_eq!(items, [("b".to_string(), 2), ("c".to_string(), 30)]);
+/// # Ok::<(), shmproc::ManagerError>(())
+/// ```
+pub struct Dict<K, V> {
+    store: Store,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> std::fmt::Debug for Dict<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dict").field("store", &self.store).finish()
+    }
+}
+
+fn fingerprint<K, V>() -> crate::shm::Fingerprint {
+    store::fingerprint(&format!(
+        "shmproc::Dict<{}, {}>",
+        std::any::type_name::<K>(),
+        std::any::type_name::<V>()
+    ))
+}
+
+impl<K, V> Dict<K, V>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    /// A new, empty dict with the [`DEFAULT_LIMIT`] memory limit.
+    pub fn new() -> Result<Self, ManagerError> {
+        Self::with_limit(DEFAULT_LIMIT)
+    }
+
+    /// A new, empty dict whose segment is `limit` bytes (at least 4096); it holds up to
+    /// about half of that in table and entries.
+    pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
+        Ok(Self {
+            store: Store::create(Kind::Dict, fingerprint::<K, V>(), limit)?,
+            _t: PhantomData,
+        })
+    }
+
+    pub(crate) fn wrap(seg: Segment) -> Result<Self, ManagerError> {
+        Ok(Self {
+            store: Store::wrap(seg, Kind::Dict)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Another handle to the same dict (a new fd; the memory is shared, not copied).
+    pub fn clone_handle(&self) -> Result<Self, ManagerError> {
+        Ok(Self {
+            store: self.store.try_clone()?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Takes the dict's lock, waiting as long as needed.
+    pub fn lock(&self) -> Result<DictGuard<'_, K, V>, ManagerError> {
+        self.guard(None, false)
+    }
+
+    /// Takes the dict's lock, or fails with [`ManagerError::Timeout`] after `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<DictGuard<'_, K, V>, ManagerError> {
+        self.guard(deadline(timeout), false)
+    }
+
+    /// Takes the dict's lock only if it is free ([`ManagerError::WouldBlock`] otherwise).
+    pub fn try_lock(&self) -> Result<DictGuard<'_, K, V>, ManagerError> {
+        self.guard(None, true)
+    }
+
+    fn guard(
+        &self,
+        deadline: Option<std::time::Instant>,
+        try_only: bool,
+    ) -> Result<DictGuard<'_, K, V>, ManagerError> {
+        Ok(DictGuard {
+            l: self.store.lock(deadline, try_only)?,
+            _t: PhantomData,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// The value for `key` (a copy), or `None` (Python's `d.get(k)`).
+    pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
+        self.lock()?.get(key)
+    }
+
+    /// Sets `key` to `value` (Python's `d[k] = v`).
+    pub fn insert(&self, key: &K, value: &V) -> Result<(), ManagerError> {
+        self.lock()?.insert(key, value)
+    }
+
+    /// Removes `key`, returning its value (Python's `d.pop(k, None)`). If the stored value
+    /// does not decode as `V`, nothing is removed and the error says why.
+    pub fn remove(&self, key: &K) -> Result<Option<V>, ManagerError> {
+        self.lock()?.remove(key)
+    }
+
+    /// Removes `key` without decoding its value; whether it was there (Python's `del d[k]`).
+    pub fn discard(&self, key: &K) -> Result<bool, ManagerError> {
+        self.lock()?.discard(key)
+    }
+
+    /// Whether `key` is present (Python's `k in d`).
+    pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
+        self.lock()?.contains_key(key)
+    }
+
+    /// Number of entries (Python's `len(d)`).
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        self.lock()?.len()
+    }
+
+    /// Whether the dict has no entries.
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// All keys, taken under one lock (a consistent snapshot, in no particular order).
+    pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
+        self.lock()?.keys()
+    }
+
+    /// All values, taken under one lock.
+    pub fn values(&self) -> Result<Vec<V>, ManagerError> {
+        self.lock()?.values()
+    }
+
+    /// All entries, taken under one lock (Python's `d.items()` / `d.copy()`).
+    pub fn items(&self) -> Result<Vec<(K, V)>, ManagerError> {
+        self.lock()?.items()
+    }
+
+    /// Inserts every pair, under one lock (Python's `d.update(pairs)`).
+    pub fn update(&self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<(), ManagerError> {
+        self.lock()?.update(pairs)
+    }
+
+    /// Removes every entry (Python's `d.clear()`).
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        self.lock()?.clear()
+    }
+
+    /// Atomically replaces the value of `key` by `f(old)` (`None` when absent) and returns the
+    /// new value: `d.update_with(&k, |v| v.unwrap_or(0) + 1)` is a `d[k] += 1` that loses no
+    /// update between processes. `f` runs under the dict's lock: it must not use this dict
+    /// (that gives [`ManagerError::WouldDeadlock`]). If `f` panics, nothing changes.
+    pub fn update_with(&self, key: &K, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError> {
+        self.lock()?.update_with(key, f)
+    }
+
+    /// The segment's size: the memory limit given at creation.
+    pub fn limit(&self) -> usize {
+        self.store.segment().len()
+    }
+
+    /// How many times a process took this dict's lock over from a holder that had died, and
+    /// repaired the dict (see the [module docs](crate::manager)).
+    pub fn recoveries(&self) -> u64 {
+        self.store.recoveries()
+    }
+
+    /// The underlying segment (for inspection; writing to it bypasses every check but can
+    /// only make operations fail with [`ManagerError::Corrupt`]).
+    pub fn segment(&self) -> &Segment {
+        self.store.segment()
+    }
+}
+
+/// A [`Dict`] with its lock held: every operation, several of them as one atomic step.
+///
+/// ```
+/// use std::time::Duration;
+/// let d = shmproc::Dict::<u32, u32>::new()?;
+/// {
+///     let mut g = d.lock_timeout(Duration::from_secs(1))?;
+///     let v = g.get(&1)?.unwrap_or(0);
+///     g.insert(&1, &(v + 1))?; // no other process sees the dict in between
+///     assert!(matches!(d.try_lock(), Err(shmproc::ManagerError::WouldDeadlock | shmproc::ManagerError::WouldBlock)));
+/// }
+/// assert_eq!(d.get(&1)?, Some(1));
+/// # Ok::<(), shmproc::ManagerError>(())
+/// ```
+pub struct DictGuard<'a, K, V> {
+    l: Locked<'a>,
+    _t: PhantomData<fn() -> (K, V)>,
+    /// The lock records its owner thread: the guard stays on it.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<K, V> std::fmt::Debug for DictGuard<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DictGuard")
+    }
+}
+
+impl<K, V> DictGuard<'_, K, V>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    /// See [`Dict::get`].
+    pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
+        let k = encode(key)?;
+        let loc = self.l.locate(&k)?;
+        if !loc.is_found() {
+            return Ok(None);
+        }
+        let mut v = Buf::new();
+        self.l.value_of(&loc, &mut v)?;
+        decode(&v).map(Some)
+    }
+
+    /// See [`Dict::insert`].
+    pub fn insert(&mut self, key: &K, value: &V) -> Result<(), ManagerError> {
+        let (k, v) = (encode(key)?, encode(value)?);
+        let loc = self.l.locate(&k)?;
+        self.l.put(loc, &k, &v)
+    }
+
+    /// See [`Dict::remove`].
+    pub fn remove(&mut self, key: &K) -> Result<Option<V>, ManagerError> {
+        let k = encode(key)?;
+        let loc = self.l.locate(&k)?;
+        if !loc.is_found() {
+            return Ok(None);
+        }
+        let mut v = Buf::new();
+        self.l.value_of(&loc, &mut v)?;
+        let old = decode(&v)?;
+        self.l.delete(&loc)?;
+        Ok(Some(old))
+    }
+
+    /// See [`Dict::discard`].
+    pub fn discard(&mut self, key: &K) -> Result<bool, ManagerError> {
+        let k = encode(key)?;
+        let loc = self.l.locate(&k)?;
+        self.l.delete(&loc)?;
+        Ok(loc.is_found())
+    }
+
+    /// See [`Dict::contains_key`].
+    pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
+        Ok(self.l.locate(&encode(key)?)?.is_found())
+    }
+
+    /// See [`Dict::len`].
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        self.l.len()
+    }
+
+    /// Whether the dict has no entries.
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// See [`Dict::keys`].
+    pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
+        let mut out = Vec::with_capacity(self.len()?);
+        self.l.for_each_entry(|k, _| Ok(out.push(decode(k)?)))?;
+        Ok(out)
+    }
+
+    /// See [`Dict::values`].
+    pub fn values(&self) -> Result<Vec<V>, ManagerError> {
+        let mut out = Vec::with_capacity(self.len()?);
+        self.l.for_each_entry(|_, v| Ok(out.push(decode(v)?)))?;
+        Ok(out)
+    }
+
+    /// See [`Dict::items`].
+    pub fn items(&self) -> Result<Vec<(K, V)>, ManagerError> {
+        let mut out = Vec::with_capacity(self.len()?);
+        self.l
+            .for_each_entry(|k, v| Ok(out.push((decode(k)?, decode(v)?))))?;
+        Ok(out)
+    }
+
+    /// See [`Dict::update`]. If a pair fails (encoding, memory limit), the pairs before it
+    /// stay inserted.
+    pub fn update(&mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<(), ManagerError> {
+        for (k, v) in pairs {
+            self.insert(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// See [`Dict::clear`].
+    pub fn clear(&mut self) -> Result<(), ManagerError> {
+        self.l.clear()
+    }
+
+    /// See [`Dict::update_with`].
+    pub fn update_with(&mut self, key: &K, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError> {
+        let k = encode(key)?;
+        let loc = self.l.locate(&k)?;
+        let old = if loc.is_found() {
+            let mut v = Buf::new();
+            self.l.value_of(&loc, &mut v)?;
+            Some(decode(&v)?)
+        } else {
+            None
+        };
+        let new = f(old);
+        let v = encode(&new)?;
+        self.l.put(loc, &k, &v)?;
+        Ok(new)
+    }
+}
+
+impl<K, V> serde::Serialize for Dict<K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.store.segment().serialize(s)
+    }
+}
+
+impl<'de, K, V> serde::Deserialize<'de> for Dict<K, V>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let seg = crate::shm::transfer::deserialize_segment(d, Some(&fingerprint::<K, V>()))?;
+        Self::wrap(seg).map_err(|e| crate::shm::transfer::fail::<D::Error>(e.to_string()))
+    }
+}

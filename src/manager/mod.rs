@@ -1,0 +1,243 @@
+//! Shared containers: [`Manager`], [`Dict`], [`List`] and [`Namespace`] — Python's
+//! `multiprocessing.Manager().dict()`, `.list()` and `.Namespace()`.
+//!
+//! # Mechanism: containers live in shared memory, not behind a server
+//!
+//! Python's `Manager()` starts a server process; every proxy call pickles its arguments,
+//! sends them over a socket and waits for the answer (about 70–80 µs an operation), and when
+//! the server dies every proxy breaks. Here each container is **one memfd segment** that
+//! every process holding a handle maps; an operation takes the container's robust lock
+//! ([`RawLock`](crate::sync::RawLock)), hashes the key's encoding, probes an open-addressing
+//! table and copies one record in or out: no other process, no system call on the fast path.
+//!
+//! - **No growth, no remapping.** The segment is created at the container's *memory limit*
+//!   (default [`DEFAULT_LIMIT`], set with [`Manager::with_limit`]) and mapped whole. A memfd
+//!   is sparse: pages cost memory only once touched, so a 256 MiB limit costs a few pages for
+//!   a small dict. Every process maps the same size from the start, so nothing ever has to
+//!   be remapped or handed to running children. A change that would not fit fails with
+//!   [`ManagerError::LimitExceeded`] and leaves the container as it was.
+//! - **Two halves, copy-on-write.** The limit is split into two halves. Records are appended
+//!   in the active half; when it is full (or the table must grow) the live entries are
+//!   copied into the other half with a fresh table, and the halves swap with one store. The
+//!   freed half is given back to the kernel (`MADV_REMOVE`), so resident memory follows the
+//!   live size, about twice it at most. A container can thus hold up to half its limit.
+//! - **A process killed mid-operation** (even by `SIGKILL`) never leaves the container
+//!   unusable: every change is published by one aligned 8-byte store, after the bytes it
+//!   makes reachable are written, so the container is always in its last published state.
+//!   The next process to take the lock is told by the lock that its holder died (within
+//!   about 20–40 ms), compacts the container, which recounts it and drops the dead writer's
+//!   unpublished bytes, and goes on; [`Dict::recoveries`] counts such take-overs.
+//! - **Shared memory is untrusted.** Every offset, length and count read from the segment is
+//!   checked before use; bad contents give [`ManagerError::Corrupt`], never a crash.
+//! - **Keys and values** are serde types encoded with postcard. Two keys are the same key
+//!   when their encodings are equal (as for `Hash`/`Eq` types with canonical serde forms:
+//!   integers, strings, tuples, `Vec`s, `BTreeMap`s; not `HashMap`s, whose order varies).
+//!   The hash is deterministic, so all processes agree on where a key lives.
+//! - **Handles** travel like every other shmproc handle: moved into a `Fork` child, passed
+//!   as an argument of a spawned child or of a pool initializer, or duplicated with
+//!   `clone_handle`. The memory is freed when the last handle in any process is dropped.
+//!
+//! # Nested containers: Python's pitfall, and the idiom here
+//!
+//! In Python, `d["k"].append(1)` on a managed dict of lists silently changes a *copy*. Here
+//! values are plain serde values, so `d.get(&k)?` also returns a copy, and changing it does
+//! not change the dict. The correct idiom, which is also atomic against other processes, is
+//! [`Dict::update_with`]:
+//!
+//! ```
+//! let d = shmproc::Manager::new().dict::<String, Vec<u32>>()?;
+//! d.insert(&"k".into(), &vec![])?;
+//! let mut copy = d.get(&"k".into())?.unwrap();
+//! copy.push(1); // changes only the local copy
+//! assert_eq!(d.get(&"k".into())?, Some(vec![]));
+//! d.update_with(&"k".into(), |v| {
+//!     let mut v = v.unwrap_or_default();
+//!     v.push(1);
+//!     v
+//! })?; // read, change and write back under the dict's lock
+//! assert_eq!(d.get(&"k".into())?, Some(vec![1]));
+//! # Ok::<(), shmproc::ManagerError>(())
+//! ```
+//!
+//! A handle (a `List`, a `Queue`…) cannot be stored *inside* a container: encoding it fails
+//! with [`ManagerError::Codec`]. Give each process the handles themselves instead.
+//!
+//! # Blocking
+//!
+//! An operation waits only for the container's lock. Every container has `lock()`,
+//! `lock_timeout(t)` and `try_lock()`, returning a guard on which every operation can be
+//! called: the timeout and non-blocking forms of each operation, and a way to make several
+//! operations one atomic step (Python users write `with lock:` around proxy calls for this).
+
+mod dict;
+mod list;
+mod namespace;
+pub(crate) mod store;
+
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+
+pub use dict::{Dict, DictGuard};
+pub use list::{List, ListGuard};
+pub use namespace::{Namespace, NamespaceGuard};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ManagerError;
+
+/// The memory limit of a container when none is given: 256 MiB of address space, of which
+/// only touched pages use memory. A container holds up to half of it.
+pub const DEFAULT_LIMIT: usize = 256 << 20;
+
+/// Makes shared containers; mirrors Python's `multiprocessing.Manager()`.
+///
+/// Unlike Python's, it starts no server process: it only carries the memory limit for the
+/// containers it makes, which live in shared memory themselves (see the
+/// [module docs](crate::manager)). There is nothing to shut down; a container is freed when
+/// its last handle is dropped.
+///
+/// ```
+/// use shmproc::{Manager, Process};
+///
+/// let m = Manager::new();
+/// let counts = m.dict::<String, u64>()?;
+/// let c = counts.clone_handle()?;
+/// let mut child = Process::fork(move || {
+///     for _ in 0..1000 {
+///         c.update_with(&"hits".into(), |n| n.unwrap_or(0) + 1).expect("update");
+///     }
+/// })
+/// .start()?;
+/// for _ in 0..1000 {
+///     counts.update_with(&"hits".into(), |n| n.unwrap_or(0) + 1)?;
+/// }
+/// child.join()?;
+/// assert_eq!(counts.get(&"hits".into())?, Some(2000)); // no update lost
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Manager {
+    limit: usize,
+}
+
+impl Default for Manager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Manager {
+    /// A manager whose containers get [`DEFAULT_LIMIT`] bytes each.
+    pub fn new() -> Self {
+        Self { limit: DEFAULT_LIMIT }
+    }
+
+    /// A manager whose containers get `bytes` of memory limit each (at least 4096).
+    pub fn with_limit(bytes: usize) -> Self {
+        Self {
+            limit: bytes.max(store::MIN_LIMIT),
+        }
+    }
+
+    /// The memory limit each new container gets.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A new, empty shared dict (Python's `Manager().dict()`).
+    pub fn dict<K, V>(&self) -> Result<Dict<K, V>, ManagerError>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        Dict::with_limit(self.limit)
+    }
+
+    /// A new, empty shared list (Python's `Manager().list()`).
+    pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<List<T>, ManagerError> {
+        List::with_limit(self.limit)
+    }
+
+    /// A new, empty namespace (Python's `Manager().Namespace()`).
+    pub fn namespace(&self) -> Result<Namespace, ManagerError> {
+        Namespace::with_limit(self.limit)
+    }
+}
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scratch byte buffer from a small per-thread pool, so operations do not allocate.
+/// Taking one out (rather than borrowing a fixed one) keeps re-entrant use safe.
+pub(crate) struct Buf(Vec<u8>);
+
+impl Buf {
+    pub(crate) fn new() -> Self {
+        let v = SPARE
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        Buf(v)
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let mut v = std::mem::take(&mut self.0);
+        if v.capacity() == 0 || v.capacity() > 1 << 20 {
+            return;
+        }
+        v.clear();
+        let _ = SPARE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < 8 {
+                s.push(v);
+            }
+        });
+    }
+}
+
+impl Deref for Buf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+/// Encodes `v` into a fresh scratch buffer.
+pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Buf, ManagerError> {
+    let mut b = Buf::new();
+    let vec = std::mem::take(&mut b.0);
+    b.0 = postcard::to_extend(v, vec).map_err(|e| ManagerError::Codec(e.to_string()))?;
+    Ok(b)
+}
+
+/// Decodes a whole stored value; leftover bytes mean the value was written as another type.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(ManagerError::Codec(format!(
+            "{} bytes left over after decoding a {}: the value was stored as another type",
+            rest.len(),
+            std::any::type_name::<T>()
+        ))),
+        Err(e) => Err(ManagerError::Codec(format!(
+            "cannot decode a {}: {e}",
+            std::any::type_name::<T>()
+        ))),
+    }
+}
+
+/// A lock deadline `timeout` from now (`None`, no deadline, if that overflows).
+pub(crate) fn deadline(timeout: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
