@@ -32,6 +32,7 @@
 
 mod cell;
 mod executor;
+mod init;
 mod task;
 mod worker;
 
@@ -47,6 +48,7 @@ use serde::Serialize;
 pub use self::cell::loom_cell;
 use self::cell::Cell;
 pub use self::executor::{as_completed, AsCompleted, Executor, Future};
+use self::init::Init;
 pub use self::task::StarFn;
 use self::task::{assert_no_captures, offset_of, task_message, One, Runner, Star};
 use self::worker::{Config, Job, Shared, Sink};
@@ -122,7 +124,7 @@ pub fn default_chunksize(len: usize, workers: usize) -> usize {
 #[must_use = "a builder does nothing until build() is called"]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    init: Option<Result<(u64, Vec<u8>), PoolError>>,
+    init: Option<Result<Init, PoolError>>,
     max_tasks: Option<u64>,
     method: Option<StartMethod>,
     threads: bool,
@@ -138,19 +140,21 @@ impl PoolBuilder {
     /// Runs `f(args)` once in every worker when it starts (Python's `initializer`,
     /// `initargs`). If it panics, or kills its worker, the pool is broken: every task fails
     /// with [`PoolError::InitializerFailed`] instead of workers restarting forever.
+    ///
+    /// `args` may carry shmproc handles (a [`Dict`](crate::Dict), a [`Lock`](crate::Lock),
+    /// a [`Queue`](crate::Queue)…), with either start method: each worker decodes its own
+    /// handle to the same object, typically to keep it in a `static` for its tasks (the
+    /// idiom Python users know from `initializer`). Pipe ends cannot be passed this way
+    /// ([`PoolError::Codec`]): every worker would hold the same end.
     pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
     where
         F: Fn(A) + Copy + Send + Sync + 'static,
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
     {
         const { assert_no_captures::<F>() };
         let _ = f; // only its type travels
         let offset = offset_of::<One<F>, A, ()>();
-        self.init = Some(
-            postcard::to_allocvec(std::slice::from_ref(&args))
-                .map(|p| (offset, p))
-                .map_err(|e| PoolError::Codec(format!("cannot encode the initializer's arguments: {e}"))),
-        );
+        self.init = Some(Init::new(offset, args));
         self
     }
 

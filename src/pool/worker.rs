@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::cell::{claim_to_run, PENDING};
-use super::task::{self, Reply, TaskMsg, DONE, INIT, STOP, TASK_HEADER};
+use super::init::Init;
+use super::task::{self, Reply, TaskMsg, DONE, STOP, TASK_HEADER};
 use crate::connection::Connection;
 use crate::error::{ConnError, PoolError, ProcessError};
 use crate::loom::AtomicU32;
@@ -31,8 +32,7 @@ type Pipe = Connection<Vec<u8>, Bytes>;
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WorkerArgs {
     conn: Pipe,
-    /// The initializer as (trampoline offset, encoded one-item chunk).
-    init: Option<(u64, Vec<u8>)>,
+    init: Option<Init>,
 }
 
 /// The body of a worker process.
@@ -40,8 +40,8 @@ pub(crate) fn worker_main(w: WorkerArgs) {
     // Worker and feeder wait on each other, and with the caller they outnumber the CPUs.
     crate::sync::park::yield_in_spins(true);
     let mut out = Vec::with_capacity(256);
-    if let Some((offset, payload)) = &w.init {
-        task::run_chunk(*offset, payload, INIT, &mut out);
+    if let Some(init) = &w.init {
+        init.run(&mut out);
         if w.conn.send_bytes(&out).is_err() {
             return;
         }
@@ -84,7 +84,7 @@ impl Job {
 pub(crate) struct Config {
     pub(crate) threads: bool,
     pub(crate) method: StartMethod,
-    pub(crate) init: Option<(u64, Vec<u8>)>,
+    pub(crate) init: Option<Init>,
     pub(crate) max_tasks: Option<u64>,
     pub(crate) workers: usize,
 }
@@ -354,8 +354,8 @@ pub(crate) fn pump(shared: Arc<Shared>, slot: usize) {
 fn run_threaded(sh: &Shared) {
     crate::process::child::install_panic_hook();
     let mut out = Vec::new();
-    if let Some((offset, payload)) = &sh.cfg.init {
-        task::run_chunk(*offset, payload, INIT, &mut out);
+    if let Some(init) = &sh.cfg.init {
+        init.run(&mut out);
         if let Err(e) = init_outcome(&out) {
             sh.break_pool(e);
             return;

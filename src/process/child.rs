@@ -156,9 +156,11 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
         return Outcome::Failed("entry point does not match the target's signature".to_owned());
     }
     let decoded = transfer::with_inherited(fds, || postcard::from_bytes::<A>(args));
-    for &fd in fds {
+    let claimed = transfer::take_claimed();
+    for &fd in fds.iter().filter(|fd| !claimed.contains(fd)) {
         // SAFETY: these are the originals the spawn helper kept open for this child; the
-        // handles just decoded own duplicates, so closing the originals is ours to do.
+        // handles just decoded own duplicates, and the claimed ones (skipped) are owned by
+        // what claimed them, so closing the rest is ours to do.
         drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
     }
     let a = match decoded {

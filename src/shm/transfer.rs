@@ -21,6 +21,47 @@ thread_local! {
     static INCOMING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
     static ON_STARTED: RefCell<Option<Vec<OnStarted>>> = const { RefCell::new(None) };
+    static CLAIMED: RefCell<Vec<RawFd>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Adds `fd` to the fds the spawn helper is collecting for a child (for a value that
+/// carries handles in an encoded form of its own). `false` outside such a collection.
+pub(crate) fn pass_fd(fd: RawFd) -> bool {
+    OUTGOING.with(|o| match o.borrow_mut().as_mut() {
+        Some(v) => {
+            if !v.contains(&fd) {
+                v.push(fd);
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+/// In a child decoding its arguments: takes ownership of the inherited original `fd`, so
+/// that it stays open after decoding (the spawn helper closes the others). `None` if `fd`
+/// was not passed to this child or was claimed already.
+pub(crate) fn claim_fd(fd: RawFd) -> Option<OwnedFd> {
+    let passed = INCOMING.with(|i| i.borrow().as_ref().is_some_and(|v| v.contains(&fd)));
+    let fresh = CLAIMED.with(|c| {
+        let mut c = c.borrow_mut();
+        let fresh = !c.contains(&fd);
+        if passed && fresh {
+            c.push(fd);
+        }
+        fresh
+    });
+    if !(passed && fresh) {
+        return None;
+    }
+    // SAFETY: `fd` is one of the originals the spawn helper kept open for this child and
+    // would close after decoding; recording it in `CLAIMED` hands that duty to us, once.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// The fds claimed while decoding the arguments (the helper must not close them); resets.
+pub(crate) fn take_claimed() -> Vec<RawFd> {
+    CLAIMED.with(|c| std::mem::take(&mut *c.borrow_mut()))
 }
 
 /// Work a handle asks the spawn helper to do once the child's pid is known (e.g. record the
