@@ -212,7 +212,8 @@ where
 ///     let mut g = d.lock_timeout(Duration::from_secs(1))?;
 ///     let v = g.get(&1)?.unwrap_or(0);
 ///     g.insert(&1, &(v + 1))?; // no other process sees the dict in between
-///     assert!(matches!(d.try_lock(), Err(shmproc::ManagerError::WouldDeadlock | shmproc::ManagerError::WouldBlock)));
+///     assert!(matches!(d.try_lock(), Err(shmproc::ManagerError::WouldBlock)));
+///     assert!(matches!(d.get(&1), Err(shmproc::ManagerError::WouldDeadlock)));
 /// }
 /// assert_eq!(d.get(&1)?, Some(1));
 /// # Ok::<(), shmproc::ManagerError>(())
@@ -294,22 +295,30 @@ where
     /// See [`Dict::keys`].
     pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
         let mut out = Vec::with_capacity(self.len()?);
-        self.l.for_each_entry(|k, _| Ok(out.push(decode(k)?)))?;
+        self.l.for_each_entry(|k, _| {
+            out.push(decode(k)?);
+            Ok(())
+        })?;
         Ok(out)
     }
 
     /// See [`Dict::values`].
     pub fn values(&self) -> Result<Vec<V>, ManagerError> {
         let mut out = Vec::with_capacity(self.len()?);
-        self.l.for_each_entry(|_, v| Ok(out.push(decode(v)?)))?;
+        self.l.for_each_entry(|_, v| {
+            out.push(decode(v)?);
+            Ok(())
+        })?;
         Ok(out)
     }
 
     /// See [`Dict::items`].
     pub fn items(&self) -> Result<Vec<(K, V)>, ManagerError> {
         let mut out = Vec::with_capacity(self.len()?);
-        self.l
-            .for_each_entry(|k, v| Ok(out.push((decode(k)?, decode(v)?))))?;
+        self.l.for_each_entry(|k, v| {
+            out.push((decode(k)?, decode(v)?));
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -242,7 +242,10 @@ impl<T: Serialize + DeserializeOwned> ListGuard<'_, T> {
     /// See [`List::snapshot`].
     pub fn snapshot(&self) -> Result<Vec<T>, ManagerError> {
         let mut out = Vec::with_capacity(self.len()?);
-        self.l.for_each_elem(|v| Ok(out.push(decode(v)?)))?;
+        self.l.for_each_elem(|v| {
+            out.push(decode(v)?);
+            Ok(())
+        })?;
         Ok(out)
     }
 

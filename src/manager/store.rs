@@ -574,7 +574,7 @@ impl Locked<'_> {
     }
 
     /// Appends the encoded values of `vals`, all visible at once (one `len` commit).
-    pub(crate) fn list_extend<'v>(&mut self, vals: &[&'v [u8]]) -> Result<(), ManagerError> {
+    pub(crate) fn list_extend(&mut self, vals: &[&[u8]]) -> Result<(), ManagerError> {
         let len = self.len()?;
         let add: usize = vals.iter().map(|v| rec_size(0, v.len())).sum();
         let mut r = self.root()?;
