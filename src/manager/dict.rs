@@ -68,25 +68,38 @@ where
     /// A new, empty dict whose segment is `limit` bytes (at least 4096); it holds up to
     /// about half of that in table and entries.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
-        Ok(Self {
-            store: Store::create(Kind::Dict, fingerprint::<K, V>(), limit)?,
-            _t: PhantomData,
-        })
+        Self::from_store(Store::create(Kind::Dict, fingerprint::<K, V>(), limit, None)?)
     }
 
-    pub(crate) fn wrap(seg: Segment) -> Result<Self, ManagerError> {
+    /// A new, empty dict under the POSIX shared-memory name `name` (`"/name"`, created
+    /// exclusively, mode 0600), which unrelated processes of the same user can
+    /// [`open_named`](Self::open_named) (Python: a manager serving at an address). This
+    /// handle unlinks the name when dropped, unless [`segment`](Self::segment)`().keep()`.
+    /// A named segment cannot be sealed, so it trusts the processes that can open it.
+    pub fn create_named(name: &str, limit: usize) -> Result<Self, ManagerError> {
+        Self::from_store(Store::create(
+            Kind::Dict,
+            fingerprint::<K, V>(),
+            limit,
+            Some(name),
+        )?)
+    }
+
+    /// Opens the named dict `name`, checking that it was created with the same types.
+    pub fn open_named(name: &str) -> Result<Self, ManagerError> {
+        Self::from_store(Store::open_named(Kind::Dict, fingerprint::<K, V>(), name)?)
+    }
+
+    fn from_store(store: Store) -> Result<Self, ManagerError> {
         Ok(Self {
-            store: Store::wrap(seg, Kind::Dict)?,
+            store,
             _t: PhantomData,
         })
     }
 
     /// Another handle to the same dict (a new fd; the memory is shared, not copied).
     pub fn clone_handle(&self) -> Result<Self, ManagerError> {
-        Ok(Self {
-            store: self.store.try_clone()?,
-            _t: PhantomData,
-        })
+        Self::from_store(self.store.try_clone()?)
     }
 
     /// Takes the dict's lock, waiting as long as needed.
@@ -367,6 +380,8 @@ where
 {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let seg = crate::shm::transfer::deserialize_segment(d, Some(&fingerprint::<K, V>()))?;
-        Self::wrap(seg).map_err(|e| crate::shm::transfer::fail::<D::Error>(e.to_string()))
+        Store::wrap(seg, Kind::Dict)
+            .and_then(Self::from_store)
+            .map_err(|e| crate::shm::transfer::fail::<D::Error>(e.to_string()))
     }
 }

@@ -55,18 +55,33 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// A new, empty list whose segment is `limit` bytes (at least 4096); it holds up to
     /// about half of that in index and elements.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
+        Self::from_store(Store::create(Kind::List, fingerprint::<T>(), limit, None)?)
+    }
+
+    /// A new, empty list under the POSIX shared-memory name `name` (`"/name"`, created
+    /// exclusively, mode 0600), which unrelated processes of the same user can
+    /// [`open_named`](Self::open_named) (Python: a manager serving at an address). This
+    /// handle unlinks the name when dropped, unless [`segment`](Self::segment)`().keep()`.
+    /// A named segment cannot be sealed, so it trusts the processes that can open it.
+    pub fn create_named(name: &str, limit: usize) -> Result<Self, ManagerError> {
+        Self::from_store(Store::create(Kind::List, fingerprint::<T>(), limit, Some(name))?)
+    }
+
+    /// Opens the named list `name`, checking that it was created with the same types.
+    pub fn open_named(name: &str) -> Result<Self, ManagerError> {
+        Self::from_store(Store::open_named(Kind::List, fingerprint::<T>(), name)?)
+    }
+
+    fn from_store(store: Store) -> Result<Self, ManagerError> {
         Ok(Self {
-            store: Store::create(Kind::List, fingerprint::<T>(), limit)?,
+            store,
             _t: PhantomData,
         })
     }
 
     /// Another handle to the same list (a new fd; the memory is shared, not copied).
     pub fn clone_handle(&self) -> Result<Self, ManagerError> {
-        Ok(Self {
-            store: self.store.try_clone()?,
-            _t: PhantomData,
-        })
+        Self::from_store(self.store.try_clone()?)
     }
 
     /// Takes the list's lock, waiting as long as needed.
@@ -275,10 +290,7 @@ impl<'de, T: Serialize + DeserializeOwned> serde::Deserialize<'de> for List<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let seg = crate::shm::transfer::deserialize_segment(d, Some(&fingerprint::<T>()))?;
         Store::wrap(seg, Kind::List)
-            .map(|store| Self {
-                store,
-                _t: PhantomData,
-            })
+            .and_then(Self::from_store)
             .map_err(|e| crate::shm::transfer::fail::<D::Error>(e.to_string()))
     }
 }

@@ -37,6 +37,28 @@
 //!   as an argument of a spawned child or of a pool initializer, or duplicated with
 //!   `clone_handle`. The memory is freed when the last handle in any process is dropped.
 //!
+//! # Unrelated processes
+//!
+//! Python connects unrelated processes to a manager by address. Here a container can be
+//! created under a POSIX shared-memory name, exclusively and with mode 0600, and opened by
+//! name from any process of the same user; opening checks the element types:
+//!
+//! ```
+//! use shmproc::{Dict, ManagerError, SegmentError};
+//! let name = format!("/shmproc-doc-dict-{}", std::process::id());
+//! let server = Dict::<String, u32>::create_named(&name, 1 << 20)?;
+//! server.insert(&"port".into(), &8080)?;
+//! let client = Dict::<String, u32>::open_named(&name)?; // e.g. in another program
+//! assert_eq!(client.get(&"port".into())?, Some(8080));
+//! assert!(matches!(
+//!     Dict::<String, String>::open_named(&name),
+//!     Err(ManagerError::Segment(SegmentError::LayoutMismatch { .. }))
+//! ));
+//! drop(server); // the creator unlinks the name; open handles keep working
+//! assert_eq!(client.len()?, 1);
+//! # Ok::<(), ManagerError>(())
+//! ```
+//!
 //! # Nested containers: Python's pitfall, and the idiom here
 //!
 //! In Python, `d["k"].append(1)` on a managed dict of lists silently changes a *copy*. Here

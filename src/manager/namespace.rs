@@ -54,16 +54,30 @@ impl Namespace {
 
     /// A new, empty namespace whose segment is `limit` bytes (at least 4096).
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
-        Ok(Self {
-            store: Store::create(Kind::Dict, fingerprint(), limit)?,
-        })
+        Self::from_store(Store::create(Kind::Dict, fingerprint(), limit, None)?)
+    }
+
+    /// A new, empty namespace under the POSIX shared-memory name `name` (`"/name"`, created
+    /// exclusively, mode 0600), which unrelated processes of the same user can
+    /// [`open_named`](Self::open_named) (Python: a manager serving at an address). This
+    /// handle unlinks the name when dropped, unless [`segment`](Self::segment)`().keep()`.
+    /// A named segment cannot be sealed, so it trusts the processes that can open it.
+    pub fn create_named(name: &str, limit: usize) -> Result<Self, ManagerError> {
+        Self::from_store(Store::create(Kind::Dict, fingerprint(), limit, Some(name))?)
+    }
+
+    /// Opens the named namespace `name`, checking that it was created with the same types.
+    pub fn open_named(name: &str) -> Result<Self, ManagerError> {
+        Self::from_store(Store::open_named(Kind::Dict, fingerprint(), name)?)
+    }
+
+    fn from_store(store: Store) -> Result<Self, ManagerError> {
+        Ok(Self { store })
     }
 
     /// Another handle to the same namespace.
     pub fn clone_handle(&self) -> Result<Self, ManagerError> {
-        Ok(Self {
-            store: self.store.try_clone()?,
-        })
+        Self::from_store(self.store.try_clone()?)
     }
 
     /// Takes the namespace's lock, waiting as long as needed.
@@ -233,7 +247,7 @@ impl<'de> serde::Deserialize<'de> for Namespace {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let seg = crate::shm::transfer::deserialize_segment(d, Some(&fingerprint()))?;
         Store::wrap(seg, Kind::Dict)
-            .map(|store| Self { store })
+            .and_then(Self::from_store)
             .map_err(|e| crate::shm::transfer::fail::<D::Error>(e.to_string()))
     }
 }

@@ -157,10 +157,19 @@ pub(crate) fn fingerprint(name: &str) -> Fingerprint {
 }
 
 impl Store {
-    /// A new container of `limit` bytes (sparse: pages are backed only when touched).
-    pub(crate) fn create(kind: Kind, fp: Fingerprint, limit: usize) -> Result<Self, ManagerError> {
+    /// A new container of `limit` bytes (sparse: pages are backed only when touched),
+    /// anonymous or under the POSIX shm `name`.
+    pub(crate) fn create(
+        kind: Kind,
+        fp: Fingerprint,
+        limit: usize,
+        name: Option<&str>,
+    ) -> Result<Self, ManagerError> {
         let limit = limit.max(MIN_LIMIT);
-        let seg = Segment::anonymous(fp, limit)?;
+        let seg = match name {
+            None => Segment::anonymous(fp, limit)?,
+            Some(name) => Segment::create_named(name, fp, limit)?,
+        };
         let s = Self::wrap(seg, kind)?;
         let root = Root {
             half: 0,
@@ -171,6 +180,11 @@ impl Store {
         // zero, which is an empty table.
         s.ctrl().root.store(root.word(), Ordering::Release);
         Ok(s)
+    }
+
+    /// Opens the named container `name`, checking that it holds `fp`'s types.
+    pub(crate) fn open_named(kind: Kind, fp: Fingerprint, name: &str) -> Result<Self, ManagerError> {
+        Self::wrap(Segment::open_named(name, Some(&fp))?, kind)
     }
 
     /// Wraps an opened segment; its fingerprint was already checked.
