@@ -257,6 +257,8 @@ impl Store {
 /// Where a key is, or where it would go.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Loc {
+    /// The root word the position was found under.
+    root: u64,
     hash: u64,
     /// Table index and record offset of the key, if present.
     found: Option<(usize, usize)>,
@@ -405,6 +407,7 @@ impl Locked<'_> {
             match self.word(r, i) {
                 EMPTY => {
                     return Ok(Loc {
+                        root: r.word(),
                         hash: h,
                         found: None,
                         free: free.or(Some(i)),
@@ -418,6 +421,7 @@ impl Locked<'_> {
                     let (klen, _) = self.record(r, off)?;
                     if klen == key.len() && self.equals(r, off + 8, key) {
                         return Ok(Loc {
+                            root: r.word(),
                             hash: h,
                             found: Some((i, off)),
                             free,
@@ -429,16 +433,27 @@ impl Locked<'_> {
             i = (i + 1) & mask;
         }
         Ok(Loc {
+            root: r.word(),
             hash: h,
             found: None,
             free,
         })
     }
 
+    /// The current root, which must be the one `loc` was found under: only a peer writing
+    /// without the lock could have changed it, and `loc`'s table indices belong to it.
+    fn root_of(&self, loc: &Loc) -> Result<Root, ManagerError> {
+        let r = self.root()?;
+        if r.word() != loc.root {
+            return Err(corrupt("root word changed under the lock"));
+        }
+        Ok(r)
+    }
+
     /// Copies the value of a found key into `out`.
     pub(crate) fn value_of(&self, loc: &Loc, out: &mut Vec<u8>) -> Result<(), ManagerError> {
         let (_, off) = loc.found.ok_or(corrupt("value of a missing key"))?;
-        let r = self.root()?;
+        let r = self.root_of(loc)?;
         let (klen, vlen) = self.record(&r, off)?;
         self.copy_out(&r, off + 8 + klen, vlen, out);
         Ok(())
@@ -447,11 +462,11 @@ impl Locked<'_> {
     /// Inserts or replaces `key` → `val` at `loc` (from `locate` under this same lock).
     pub(crate) fn put(&mut self, loc: Loc, key: &[u8], val: &[u8]) -> Result<(), ManagerError> {
         let c = self.s.ctrl();
-        let mut r = self.root()?;
+        let mut r = self.root_of(&loc)?;
         let mut loc = loc;
         let size = rec_size(key.len(), val.len());
         if loc.found.is_none() {
-            let used = c.used.load(Ordering::Relaxed) as usize;
+            let used = (hint(&c.used) as usize).min(r.cap());
             if loc.free.is_none() || (used + 1) * 4 > r.cap() * 3 {
                 let len = self.len()?;
                 self.rebuild(grown_log(len + 1), size)?;
@@ -476,19 +491,16 @@ impl Locked<'_> {
             (Some((i, old)), _) => {
                 let old_size = self.record(&r, old).map(|(k, v)| rec_size(k, v)).unwrap_or(0);
                 self.set_word(&r, i, w);
-                c.live.store(
-                    hint(&c.live).saturating_sub(old_size as u64) + size as u64,
-                    Ordering::Relaxed,
-                );
+                adjust(&c.live, size, old_size);
             }
             (None, Some(i)) => {
                 let was = self.word(&r, i);
                 self.set_word(&r, i, w);
-                c.len.store(hint(&c.len) + 1, Ordering::Relaxed);
+                adjust(&c.len, 1, 0);
                 if was == EMPTY {
-                    c.used.store(hint(&c.used) + 1, Ordering::Relaxed);
+                    adjust(&c.used, 1, 0);
                 }
-                c.live.store(hint(&c.live) + size as u64, Ordering::Relaxed);
+                adjust(&c.live, size, 0);
             }
             (None, None) => return Err(corrupt("table has no free word after a rebuild")),
         }
@@ -500,13 +512,12 @@ impl Locked<'_> {
         let Some((i, off)) = loc.found else {
             return Ok(());
         };
-        let r = self.root()?;
+        let r = self.root_of(loc)?;
         let size = self.record(&r, off).map(|(k, v)| rec_size(k, v)).unwrap_or(0);
         self.set_word(&r, i, TOMB);
         let c = self.s.ctrl();
-        c.len.store(hint(&c.len).saturating_sub(1), Ordering::Relaxed);
-        c.live
-            .store(hint(&c.live).saturating_sub(size as u64), Ordering::Relaxed);
+        adjust(&c.len, 0, 1);
+        adjust(&c.live, 0, size);
         Ok(())
     }
 
@@ -533,7 +544,11 @@ impl Locked<'_> {
 
     /// Number of entries (a dict's hint, bounded by the table; a list's checked length).
     pub(crate) fn len(&self) -> Result<usize, ManagerError> {
-        let r = self.root()?;
+        self.len_in(&self.root()?)
+    }
+
+    /// Number of entries, checked against the table of `r` (a list's words `0..len`).
+    fn len_in(&self, r: &Root) -> Result<usize, ManagerError> {
         let n = self.s.ctrl().len.load(Ordering::Acquire);
         match self.s.kind {
             Kind::Dict => Ok((n as usize).min(r.cap())),
@@ -570,7 +585,7 @@ impl Locked<'_> {
 
     /// The record offset of element `i` (checked against the length).
     fn elem(&self, r: &Root, i: usize) -> Result<(usize, usize), ManagerError> {
-        let len = self.len()?;
+        let len = self.len_in(r)?;
         if i >= len {
             return Err(ManagerError::Index { index: i, len });
         }
@@ -589,12 +604,15 @@ impl Locked<'_> {
 
     /// Appends the encoded values of `vals`, all visible at once (one `len` commit).
     pub(crate) fn list_extend(&mut self, vals: &[&[u8]]) -> Result<(), ManagerError> {
-        let len = self.len()?;
-        let add: usize = vals.iter().map(|v| rec_size(0, v.len())).sum();
         let mut r = self.root()?;
+        let len = self.len_in(&r)?;
+        let add: usize = vals.iter().map(|v| rec_size(0, v.len())).sum();
         if len + vals.len() > r.cap() || add > self.s.half - r.top {
             self.rebuild(grown_log(len + vals.len()).max(r.log), add)?;
             r = self.root()?;
+            if self.len_in(&r)? != len || len + vals.len() > r.cap() {
+                return Err(corrupt("list changed under the lock"));
+            }
         }
         for (k, v) in vals.iter().enumerate() {
             let off = self.append(&mut r, &[], v).ok_or(ManagerError::LimitExceeded {
@@ -607,7 +625,7 @@ impl Locked<'_> {
         let c = self.s.ctrl();
         // SYNC POINT (commit): the new elements become visible together.
         c.len.store((len + vals.len()) as u64, Ordering::Release);
-        c.live.store(hint(&c.live) + add as u64, Ordering::Relaxed);
+        adjust(&c.live, add, 0);
         Ok(())
     }
 
@@ -627,31 +645,28 @@ impl Locked<'_> {
                 })?
             }
         };
+        if i >= self.len_in(&r)? {
+            return Err(corrupt("list changed under the lock"));
+        }
         self.set_word(&r, i, off as u64);
         let c = self.s.ctrl();
-        c.live.store(
-            hint(&c.live).saturating_sub(rec_size(0, old_n) as u64) + size as u64,
-            Ordering::Relaxed,
-        );
+        adjust(&c.live, size, rec_size(0, old_n));
         Ok(())
     }
 
     /// Removes the last element, copying it into `out`; `false` if the list is empty.
     pub(crate) fn list_pop(&mut self, out: &mut Vec<u8>) -> Result<bool, ManagerError> {
-        let len = self.len()?;
+        let r = self.root()?;
+        let len = self.len_in(&r)?;
         if len == 0 {
             return Ok(false);
         }
-        let r = self.root()?;
         let (at, n) = self.elem(&r, len - 1)?;
         self.copy_out(&r, at, n, out);
         let c = self.s.ctrl();
         // SYNC POINT (commit).
         c.len.store((len - 1) as u64, Ordering::Release);
-        c.live.store(
-            hint(&c.live).saturating_sub(rec_size(0, n) as u64),
-            Ordering::Relaxed,
-        );
+        adjust(&c.live, 0, rec_size(0, n));
         Ok(true)
     }
 
@@ -662,7 +677,7 @@ impl Locked<'_> {
     ) -> Result<(), ManagerError> {
         let r = self.root()?;
         let mut v = Vec::new();
-        for i in 0..self.len()? {
+        for i in 0..self.len_in(&r)? {
             let (at, n) = self.elem(&r, i)?;
             self.copy_out(&r, at, n, &mut v);
             f(&v)?;
@@ -735,7 +750,7 @@ impl Locked<'_> {
                 }
             }
             Kind::List => {
-                let n = self.len()?;
+                let n = self.len_in(&r)?;
                 if n > nr.cap() {
                     return Err(full(n * 8));
                 }
@@ -811,6 +826,14 @@ fn grown_log(n: usize) -> u32 {
 
 fn hint(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
+}
+
+/// Moves a counter hint by `+add - sub`, saturating (a peer may have stored anything).
+fn adjust(a: &AtomicU64, add: usize, sub: usize) {
+    a.store(
+        hint(a).saturating_sub(sub as u64).saturating_add(add as u64),
+        Ordering::Relaxed,
+    );
 }
 
 /// Writes a record (header, key, value) at `p`.
