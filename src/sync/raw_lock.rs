@@ -123,17 +123,22 @@ impl RawLock {
     fn lock_slow(&self, deadline: Option<Instant>) -> Result<Acquired, LockFail> {
         let (me, info) = park::me();
         park::spin_while(|| self.word.load(Ordering::Relaxed) != 0);
+        // Until we have slept, no one can be asleep that our unlock would owe a wake-up to
+        // (a sleeper sets WAITERS again itself before sleeping), so a lock taken while
+        // spinning leaves WAITERS clear and its unlock makes no system call, as std's
+        // futex mutex does. Once we have slept, others may sleep too: keep WAITERS set.
+        let mut slept = false;
         loop {
             let v = self.word.load(Ordering::Relaxed);
             if v & RESERVED != 0 || (v != 0 && v & TID_MASK == 0) {
                 return Err(LockFail::Corrupted);
             }
             if v == 0 {
-                // We may have slept: others may too, so keep WAITERS set for our unlock.
+                let mine = if slept { me | WAITERS } else { me };
                 // SYNC POINT (lock hand-over): acquire pairs with the release in `unlock`.
                 if self
                     .word
-                    .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(0, mine, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     self.owner.store(info, Ordering::Relaxed);
@@ -150,6 +155,7 @@ impl RawLock {
                 continue;
             }
             let (until, is_final) = park::slice_deadline(deadline);
+            slept = true;
             if park::wait(&self.word, v | WAITERS, Some(until)) || Instant::now() < until {
                 continue;
             }
