@@ -76,6 +76,9 @@ struct Control {
     live: AtomicU64,
     /// How many times a lock was taken over from a dead holder.
     recoveries: AtomicU64,
+    /// Non-zero from a take-over until the repair that follows it succeeds, so that a repair
+    /// that failed is tried again by the next locker rather than forgotten.
+    repair: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Control>() <= CTRL);
@@ -238,13 +241,18 @@ impl Store {
             Err(LockFail::Corrupted | LockFail::RecursionLimit) => return Err(corrupt("lock word")),
         };
         let mut l = Locked { s: self };
+        let c = self.ctrl();
         if died {
-            self.ctrl().recoveries.fetch_add(1, Ordering::Relaxed);
-            // A writer died inside an operation: the published state is consistent, but the
-            // hints may lag and its unpublished bytes sit above `top`. Compacting rebuilds
-            // all of it from the published state (and checks every word on the way).
+            c.recoveries.fetch_add(1, Ordering::Relaxed);
+            c.repair.store(1, Ordering::Relaxed);
+        }
+        if c.repair.load(Ordering::Relaxed) != 0 {
+            // A holder died, perhaps inside an operation: the published state is consistent,
+            // but the hints may lag and its unpublished bytes sit above `top`. Compacting
+            // rebuilds all of it from the published state (checking every word on the way).
             let root = l.root()?;
             l.rebuild(root.log, 0)?;
+            c.repair.store(0, Ordering::Relaxed);
         }
         Ok(l)
     }
@@ -694,11 +702,13 @@ impl Locked<'_> {
         let r = self.root()?;
         let mut log = log.clamp(MIN_LOG, MAX_LOG);
         if self.s.kind == Kind::Dict {
-            // The counters are hints; size the table by the entries actually there.
+            // The counters are hints: the table must hold the entries actually there, plus
+            // one empty word to end every probe. (Growing for load is `put`'s decision: a
+            // repair, or a compaction for a replaced value, keeps the size asked for.)
             let count = (0..r.cap())
                 .filter(|&i| !matches!(self.word(&r, i), EMPTY | TOMB))
                 .count();
-            if (count + 1) * 4 > (1usize << log) * 3 {
+            if count + 1 > (1usize << log) {
                 log = grown_log(count + 1);
             }
         }

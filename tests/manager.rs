@@ -1,0 +1,1917 @@
+//! `Manager`, `Dict`, `List` and `Namespace` across real child processes, with both start
+//! methods: concurrent read-modify-writes that lose nothing, snapshots that never show half a
+//! transaction, holders `SIGKILL`ed with the lock (also at random moments while compacting a
+//! small container), timeouts and `try_lock` against a live holder, growth to a million
+//! entries, the memory limit, type mismatches and garbage written into the segment by a
+//! peer, `WouldDeadlock`, the nested-value pitfall, handles in pool initializer arguments,
+//! and leaks (fds, `/dev/shm`, zombies).
+//!
+//! Every blocking call is bounded — a timeout form, `join_timeout`, or a watchdog thread
+//! (`common::bounded`) — so a bug fails a test instead of hanging the suite. Children are
+//! daemons: one left behind by a failing test dies with the test's thread. The only timing
+//! assertions are generous "does not hang" bounds and "a timeout does not end early".
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use common::METHODS;
+use common::{bounded, dev_shm, eventually, is_dead, join, ms, open_fds, start, zombie_children, JOIN, LONG};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shmproc::{
+    Dict, Event, List, Manager, ManagerError, Namespace, Pool, Process, ProcessError, StartMethod,
+};
+
+// ------------------------------------------------------------------------------------------
+// Helpers
+// ------------------------------------------------------------------------------------------
+
+/// The leak test compares this process's fds and children before and after; the tests of
+/// this binary run in parallel, so it takes this lock exclusively and every other test
+/// takes it shared.
+static SERIAL: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    SERIAL.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    SERIAL.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Bound on a survivor's first operation after the lock's holder was killed (the take-over
+/// itself takes about 20–40 ms).
+const TAKEOVER: Duration = Duration::from_secs(5);
+
+/// A memory limit small enough that the containers below compact all the time.
+const SMALL: usize = 64 * 1024;
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed(what: &str) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let s = (t ^ u64::from(std::process::id()) << 32) | 1;
+    eprintln!("{what}: seed {s:#x}");
+    s
+}
+
+/// Sends `SIGKILL` and reaps the child, checking that it died of it.
+fn kill_and_reap<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) {
+    p.kill().expect("kill");
+    let pid = p.pid();
+    assert!(eventually(JOIN, || is_dead(pid)), "child {pid} survived SIGKILL");
+    match p.join_timeout(JOIN) {
+        Err(ProcessError::Killed(9)) => {}
+        Err(e) => panic!("child {pid}: expected death by SIGKILL, got {e}"),
+        Ok(_) => panic!("child {pid} returned instead of being killed"),
+    }
+}
+
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Waits for a child's readiness event (bounded).
+fn await_ready<R: Serialize + DeserializeOwned + 'static>(ev: &Event, p: &Process<R>, what: &str) {
+    assert!(
+        ev.wait_timeout(LONG),
+        "{what}: child {} never got ready (alive: {})",
+        p.pid(),
+        p.is_alive()
+    );
+}
+
+/// A value whose contents follow from `(key, gen)`, of a size that varies with both, so
+/// records of many sizes come and go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Val {
+    key: u64,
+    gen: u64,
+    data: Vec<u8>,
+}
+
+fn val(key: u64, gen: u64) -> Val {
+    Val {
+        key,
+        gen,
+        data: vec![(key ^ gen) as u8; ((key + gen) % 23) as usize],
+    }
+}
+
+fn well_formed(key: u64, v: &Val) -> bool {
+    *v == val(key, v.gen)
+}
+
+fn words(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("w{}", i % 7)).collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// 1. Several processes at once
+// ------------------------------------------------------------------------------------------
+
+const ROUNDS: u64 = 300;
+
+/// One writer of [`several_processes_update_push_and_set_at_once`]: every round, two
+/// read-modify-writes on the dict, a push or an extend on the list, one on the namespace.
+type WriterArgs = (Dict<String, u64>, List<(u64, u64)>, Namespace, Event, u64);
+
+fn mixed_writer((d, l, ns, go, id): WriterArgs) -> String {
+    assert!(go.wait_timeout(LONG), "writer {id}: no go");
+    ns.set(&format!("name{id}"), &format!("writer {id}")).unwrap();
+    ns.set(&format!("pid{id}"), &std::process::id()).unwrap();
+    for i in 0..ROUNDS {
+        d.update_with(&"total".to_string(), |v| v.unwrap_or(0) + 1)
+            .unwrap();
+        d.update_with(&format!("k{}", i % 4), |v| v.unwrap_or(0) + id)
+            .unwrap();
+        match i % 3 {
+            0 => l.push(&(id, i)).unwrap(),
+            1 => l.extend([(id, i), (id, i + 1)]).unwrap(),
+            _ => {} // pushed by the extend above
+        }
+        ns.update_with("hits", |h: Option<u64>| h.unwrap_or(0) + 1)
+            .unwrap();
+    }
+    ns.get::<String>("greeting").unwrap().expect("the parent's field")
+}
+
+#[test]
+fn several_processes_update_push_and_set_at_once() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} concurrent writers"), move || {
+            let mgr = Manager::new();
+            let d = mgr.dict::<String, u64>().unwrap();
+            let l = mgr.list::<(u64, u64)>().unwrap();
+            let ns = mgr.namespace().unwrap();
+            ns.set("greeting", &"hello from the parent".to_string()).unwrap();
+            let go = Event::new().unwrap();
+            let ids = [1u64, 2, 3];
+            let mut kids: Vec<_> = ids
+                .iter()
+                .map(|&id| {
+                    let args = (
+                        d.clone_handle().unwrap(),
+                        l.clone_handle().unwrap(),
+                        ns.clone_handle().unwrap(),
+                        go.clone_handle().unwrap(),
+                        id,
+                    );
+                    start(m, mixed_writer, args)
+                })
+                .collect();
+            // The parent is the fourth writer.
+            go.set();
+            let parent = (
+                d.clone_handle().unwrap(),
+                l.clone_handle().unwrap(),
+                ns.clone_handle().unwrap(),
+                go.clone_handle().unwrap(),
+                100,
+            );
+            assert_eq!(mixed_writer(parent), "hello from the parent");
+            for k in &mut kids {
+                assert_eq!(join(k), "hello from the parent", "{m:?}");
+            }
+
+            // Dict: no update lost.
+            let all: u64 = ids.iter().sum::<u64>() + 100;
+            assert_eq!(d.get(&"total".into()).unwrap(), Some(4 * ROUNDS), "{m:?}");
+            for j in 0..4 {
+                assert_eq!(
+                    d.get(&format!("k{j}")).unwrap(),
+                    Some(ROUNDS / 4 * all),
+                    "{m:?} k{j}"
+                );
+            }
+            assert_eq!(d.len().unwrap(), 5, "{m:?}");
+
+            // List: every element exactly once, each writer's in its order, extends adjacent.
+            let snap = l.snapshot().unwrap();
+            assert_eq!(snap.len(), l.len().unwrap());
+            let per_writer =
+                (0..ROUNDS).filter(|i| i % 3 != 2).count() + (0..ROUNDS).filter(|i| i % 3 == 1).count();
+            assert_eq!(snap.len(), 4 * per_writer, "{m:?}");
+            for &id in ids.iter().chain([&100]) {
+                let mine: Vec<u64> = snap.iter().filter(|e| e.0 == id).map(|e| e.1).collect();
+                let want: Vec<u64> = (0..ROUNDS)
+                    .flat_map(|i| match i % 3 {
+                        0 => vec![i],
+                        1 => vec![i, i + 1],
+                        _ => vec![],
+                    })
+                    .collect();
+                assert_eq!(mine, want, "{m:?}: writer {id}'s elements");
+            }
+            // Only an extend's first element has `i % 3 == 1`: its partner follows at once.
+            for (at, e) in snap.iter().enumerate().filter(|(_, e)| e.1 % 3 == 1) {
+                assert_eq!(
+                    snap.get(at + 1),
+                    Some(&(e.0, e.1 + 1)),
+                    "{m:?}: extend split at {at}"
+                );
+            }
+
+            // Namespace: fields set by every child, counter exact.
+            assert_eq!(ns.get::<u64>("hits").unwrap(), Some(4 * ROUNDS), "{m:?}");
+            for (k, &id) in kids.iter().zip(&ids) {
+                assert_eq!(
+                    ns.get::<String>(&format!("name{id}")).unwrap(),
+                    Some(format!("writer {id}"))
+                );
+                assert_eq!(
+                    ns.get::<u32>(&format!("pid{id}")).unwrap(),
+                    Some(k.pid()),
+                    "{m:?}"
+                );
+            }
+            let mut names = ns.names().unwrap();
+            names.sort();
+            assert_eq!(names.len(), 2 + 2 * 4, "{m:?}: {names:?}");
+        });
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 2. Snapshots never show half a transaction
+// ------------------------------------------------------------------------------------------
+
+const KEYS: u32 = 12;
+const TOTAL: i64 = 12_000;
+
+type TxArgs = (Dict<u32, i64>, List<(u64, u8)>, Namespace, Event, Event, u64);
+
+/// Moves amounts between keys (and folds keys into others) under one guard, pushes and pops
+/// pairs under one guard, and sets two namespace fields under one guard, until `stop`.
+fn transactions((d, l, ns, started, stop, seed): TxArgs) -> u64 {
+    let mut rng = XorShift(seed);
+    let mut t = 0u64;
+    while !stop.is_set() {
+        {
+            let mut g = d.lock().unwrap();
+            let (a, b) = (rng.below(KEYS as u64) as u32, rng.below(KEYS as u64) as u32);
+            if a != b && rng.below(4) == 0 {
+                if let Some(va) = g.remove(&a).unwrap() {
+                    g.update_with(&b, |v| v.unwrap_or(0) + va).unwrap();
+                }
+            } else {
+                let amount = rng.below(500) as i64 - 250;
+                let va = g.get(&a).unwrap().unwrap_or(0);
+                g.insert(&a, &(va - amount)).unwrap();
+                g.update_with(&b, |v| v.unwrap_or(0) + amount).unwrap();
+            }
+        }
+        {
+            let mut g = l.lock().unwrap();
+            if g.len().unwrap() >= 40 && rng.below(2) == 0 {
+                let x = g.pop().unwrap().unwrap();
+                let y = g.pop().unwrap().unwrap();
+                assert_eq!((y.0, y.1, x.1), (x.0, 0, 1), "my own pair");
+            } else {
+                g.push(&(t, 0)).unwrap();
+                g.push(&(t, 1)).unwrap();
+            }
+        }
+        {
+            let mut g = ns.lock().unwrap();
+            let a = rng.below(1000) as i64;
+            g.set("a", &a).unwrap();
+            g.set("b", &(TOTAL - a).to_string()).unwrap();
+            g.set("gen", &t).unwrap();
+        }
+        t += 1;
+        if t == 1 {
+            started.set();
+        }
+    }
+    t
+}
+
+#[test]
+fn snapshots_never_show_half_a_transaction() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} snapshots"), move || {
+            let d = Dict::<u32, i64>::with_limit(SMALL).unwrap();
+            d.update((0..KEYS).map(|k| (k, TOTAL / KEYS as i64))).unwrap();
+            let l = List::<(u64, u8)>::with_limit(SMALL).unwrap();
+            let ns = Namespace::with_limit(SMALL).unwrap();
+            ns.set("a", &0i64).unwrap();
+            ns.set("b", &TOTAL.to_string()).unwrap();
+            let (started, stop) = (Event::new().unwrap(), Event::new().unwrap());
+            let args = (
+                d.clone_handle().unwrap(),
+                l.clone_handle().unwrap(),
+                ns.clone_handle().unwrap(),
+                started.clone_handle().unwrap(),
+                stop.clone_handle().unwrap(),
+                seed("snapshots"),
+            );
+            let mut child = start(m, transactions, args);
+            await_ready(&started, &child, "snapshots");
+            let mut last_gen = 0u64;
+            let check = |last_gen: &mut u64| {
+                let items = d.items().unwrap();
+                assert_eq!(items.iter().map(|e| e.1).sum::<i64>(), TOTAL, "{m:?}: {items:?}");
+                let keys: BTreeSet<u32> = items.iter().map(|e| e.0).collect();
+                assert_eq!(keys.len(), items.len(), "{m:?}: a key twice in {items:?}");
+                assert!(keys.iter().all(|&k| k < KEYS));
+                assert_eq!(d.values().unwrap().iter().sum::<i64>(), TOTAL, "{m:?}");
+                {
+                    let g = d.lock().unwrap();
+                    assert_eq!(g.len().unwrap(), g.items().unwrap().len(), "{m:?}");
+                    assert_eq!(g.keys().unwrap().len(), g.len().unwrap(), "{m:?}");
+                }
+                let snap = l.snapshot().unwrap();
+                assert_eq!(snap.len() % 2, 0, "{m:?}: half a pair in {snap:?}");
+                for p in snap.chunks(2) {
+                    assert_eq!((p[0].0, p[0].1, p[1].1), (p[1].0, 0, 1), "{m:?}: {snap:?}");
+                }
+                let g = ns.lock().unwrap();
+                let a: i64 = g.get("a").unwrap().unwrap();
+                let b: String = g.get("b").unwrap().unwrap();
+                assert_eq!(a + b.parse::<i64>().unwrap(), TOTAL, "{m:?}");
+                let gen = g.get::<u64>("gen").unwrap().unwrap_or(0);
+                assert!(
+                    gen >= *last_gen,
+                    "{m:?}: namespace went back from {last_gen} to {gen}"
+                );
+                *last_gen = gen;
+            };
+            for _ in 0..300 {
+                check(&mut last_gen);
+            }
+            stop.set();
+            let done = join(&mut child);
+            check(&mut last_gen);
+            assert!(done >= last_gen, "{m:?}");
+            println!("{m:?}: 300 snapshots during {done} transactions");
+        });
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 3a. A holder killed with the lock
+// ------------------------------------------------------------------------------------------
+
+fn hold_dict((d, ready): (Dict<u64, String>, Event)) {
+    let mut g = d.lock().unwrap();
+    g.insert(&99, &"child".into()).unwrap();
+    g.remove(&0).unwrap();
+    ready.set();
+    sleep_forever();
+}
+
+fn hold_list((l, ready): (List<String>, Event)) {
+    let mut g = l.lock().unwrap();
+    g.push(&"child".into()).unwrap();
+    ready.set();
+    sleep_forever();
+}
+
+fn hold_namespace((ns, ready): (Namespace, Event)) {
+    let mut g = ns.lock().unwrap();
+    g.set("child", &7u8).unwrap();
+    ready.set();
+    sleep_forever();
+}
+
+/// Runs `op` on a watchdog thread and checks that it was done within [`TAKEOVER`].
+fn after_takeover<T: Send + 'static>(what: &str, op: impl FnOnce() -> T + Send + 'static) -> T {
+    let label = what.to_string();
+    bounded(what, move || {
+        let t0 = Instant::now();
+        let r = op();
+        let took = t0.elapsed();
+        assert!(took < TAKEOVER, "{label}: {took:?} to take over");
+        println!("{label:<30} took over in {:>7.2} ms", took.as_secs_f64() * 1e3);
+        r
+    })
+}
+
+#[test]
+fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
+    let _g = shared();
+    for m in METHODS {
+        // Dict.
+        let d = Dict::<u64, String>::new().unwrap();
+        d.update((0..50).map(|k| (k, format!("v{k}")))).unwrap();
+        let ready = Event::new().unwrap();
+        let mut child = start(
+            m,
+            hold_dict,
+            (d.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+        );
+        await_ready(&ready, &child, "dict holder");
+        assert!(matches!(d.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
+        kill_and_reap(&mut child);
+        let d = after_takeover(&format!("{m:?} dict take-over"), move || {
+            d.insert(&100, &"parent".into()).unwrap();
+            d
+        });
+        assert_eq!(d.recoveries(), 1, "{m:?}");
+        let mut items = d.items().unwrap();
+        items.sort();
+        let mut want: Vec<(u64, String)> = (1..50).map(|k| (k, format!("v{k}"))).collect();
+        want.extend([(99, "child".to_string()), (100, "parent".to_string())]);
+        assert_eq!(items, want, "{m:?}");
+        assert_eq!(d.len().unwrap(), 51, "{m:?}");
+        assert_eq!(d.recoveries(), 1, "{m:?}: only the first locker recovers");
+
+        // List.
+        let l = List::<String>::new().unwrap();
+        l.extend((0..50).map(|i| format!("e{i}"))).unwrap();
+        let ready = Event::new().unwrap();
+        let mut child = start(
+            m,
+            hold_list,
+            (l.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+        );
+        await_ready(&ready, &child, "list holder");
+        assert!(matches!(l.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
+        kill_and_reap(&mut child);
+        let l = after_takeover(&format!("{m:?} list take-over"), move || {
+            l.push(&"parent".into()).unwrap();
+            l
+        });
+        assert_eq!(l.recoveries(), 1, "{m:?}");
+        let mut want: Vec<String> = (0..50).map(|i| format!("e{i}")).collect();
+        want.extend(["child".to_string(), "parent".to_string()]);
+        assert_eq!(l.snapshot().unwrap(), want, "{m:?}");
+        assert_eq!(l.len().unwrap(), 52);
+
+        // Namespace.
+        let ns = Namespace::new().unwrap();
+        ns.set("parent", &1.5f64).unwrap();
+        let ready = Event::new().unwrap();
+        let mut child = start(
+            m,
+            hold_namespace,
+            (ns.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+        );
+        await_ready(&ready, &child, "namespace holder");
+        assert!(matches!(ns.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
+        kill_and_reap(&mut child);
+        let ns = after_takeover(&format!("{m:?} namespace take-over"), move || {
+            ns.set("after", &"yes".to_string()).unwrap();
+            ns
+        });
+        assert_eq!(ns.recoveries(), 1, "{m:?}");
+        assert_eq!(ns.get::<f64>("parent").unwrap(), Some(1.5));
+        assert_eq!(ns.get::<u8>("child").unwrap(), Some(7));
+        assert_eq!(ns.get::<String>("after").unwrap().as_deref(), Some("yes"));
+        let mut names = ns.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["after", "child", "parent"], "{m:?}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 3b. Writers killed at random moments, compacting all the time
+// ------------------------------------------------------------------------------------------
+
+const TRIALS: usize = 12;
+const DICT_KEYS: u64 = 300;
+
+fn tolerate_full(r: Result<(), ManagerError>) {
+    match r {
+        Ok(()) | Err(ManagerError::LimitExceeded { .. }) => {}
+        Err(e) => panic!("hammer: {e}"),
+    }
+}
+
+/// Inserts, replaces, removes and clears, 20 operations a guard, forever.
+fn hammer_dict((d, ready, seed): (Dict<u64, Val>, Event, u64)) {
+    let mut rng = XorShift(seed);
+    let mut gen = 0;
+    loop {
+        let mut g = d.lock().unwrap();
+        for _ in 0..20 {
+            gen += 1;
+            let k = rng.below(DICT_KEYS);
+            let r = match rng.below(100) {
+                0..=44 => g.insert(&k, &val(k, gen)),
+                45..=64 => g.update_with(&k, |_| val(k, gen)).map(drop),
+                65..=79 => g.remove(&k).map(drop),
+                80..=94 => g.discard(&k).map(drop),
+                95..=98 => g.update((k..k + 5).map(|k| (k, val(k, gen)))),
+                _ if rng.below(20) == 0 => g.clear(),
+                _ => g.get(&k).map(drop),
+            };
+            tolerate_full(r);
+        }
+        drop(g);
+        ready.set();
+    }
+}
+
+/// Pushes, extends, pops, sets and clears; element `i` is always `val(i, _)`.
+fn hammer_list((l, ready, seed): (List<Val>, Event, u64)) {
+    let mut rng = XorShift(seed);
+    let mut gen = 0;
+    loop {
+        let mut g = l.lock().unwrap();
+        for _ in 0..20 {
+            gen += 1;
+            let len = g.len().unwrap() as u64;
+            let r = match rng.below(100) {
+                _ if len > 300 => g.pop().map(drop),
+                0..=34 => g.push(&val(len, gen)),
+                35..=49 => {
+                    let n = 1 + rng.below(6);
+                    g.extend((len..len + n).map(|i| val(i, gen)))
+                }
+                50..=69 => g.pop().map(drop),
+                70..=84 if len > 0 => {
+                    let i = rng.below(len);
+                    g.set(i as usize, &val(i, gen))
+                }
+                85..=98 if len > 0 => {
+                    let i = rng.below(len);
+                    g.update_with(i as usize, |old| val(old.key, gen)).map(drop)
+                }
+                99 if rng.below(10) == 0 => g.clear(),
+                _ => g.get(0).map(drop),
+            };
+            match r {
+                Err(ManagerError::LimitExceeded { .. }) => {
+                    for _ in 0..50 {
+                        g.pop().unwrap();
+                    }
+                }
+                r => tolerate_full(r),
+            }
+        }
+        drop(g);
+        ready.set();
+    }
+}
+
+/// Field `f{n}`: a `String` for even `n`, a `(u64, u64, Vec<u64>)` for odd `n`.
+fn ns_string(n: u64, gen: u64) -> String {
+    format!("{n}/{gen}/{}", "x".repeat(((n + gen) % 17) as usize))
+}
+
+fn ns_tuple(n: u64, gen: u64) -> (u64, u64, Vec<u64>) {
+    (n, gen, vec![n + gen; (gen % 9) as usize])
+}
+
+fn hammer_namespace((ns, ready, seed): (Namespace, Event, u64)) {
+    let mut rng = XorShift(seed);
+    let mut gen = 0;
+    loop {
+        let mut g = ns.lock().unwrap();
+        for _ in 0..20 {
+            gen += 1;
+            let n = rng.below(20);
+            let name = format!("f{n}");
+            let r = match (rng.below(10), n % 2) {
+                (0..=5, 0) => g.set(&name, &ns_string(n, gen)),
+                (0..=5, _) => g.set(&name, &ns_tuple(n, gen)),
+                (6..=7, 0) => g
+                    .update_with(&name, |_: Option<String>| ns_string(n, gen))
+                    .map(drop),
+                (6..=7, _) => g
+                    .update_with(&name, |_: Option<(u64, u64, Vec<u64>)>| ns_tuple(n, gen))
+                    .map(drop),
+                _ => g.remove(&name).map(drop),
+            };
+            tolerate_full(r);
+        }
+        drop(g);
+        ready.set();
+    }
+}
+
+/// Starts `hammer` on a fresh container, kills it 0–30 ms after it got going, then checks
+/// the container with `check` (on a watchdog thread), which returns the recoveries it saw.
+fn kill_trials<C, A>(
+    what: &str,
+    make: fn() -> C,
+    hammer: fn(A),
+    args: fn(&C, &Event, u64) -> A,
+    check: fn(&C, StartMethod) -> u64,
+) where
+    C: Send + 'static,
+    A: Serialize + DeserializeOwned + 'static,
+{
+    let mut rng = XorShift(seed(what));
+    for m in METHODS {
+        let mut recovered = 0;
+        for trial in 0..TRIALS {
+            let c = make();
+            let ready = Event::new().unwrap();
+            let mut child = start(m, hammer, args(&c, &ready, rng.next() | 1));
+            await_ready(&ready, &child, what);
+            std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+            kill_and_reap(&mut child);
+            recovered += bounded(&format!("{m:?} {what} trial {trial}"), move || check(&c, m));
+        }
+        println!("{what} {m:?}: {recovered} recoveries in {TRIALS} kills");
+        // The writer holds the lock nearly all the time: at least one kill caught it there.
+        assert!(
+            recovered >= 1,
+            "{what} {m:?}: no kill caught the writer with the lock"
+        );
+    }
+}
+
+fn check_dict(d: &Dict<u64, Val>, m: StartMethod) -> u64 {
+    let t0 = Instant::now();
+    let items = d.items().unwrap();
+    assert!(t0.elapsed() < TAKEOVER, "{m:?}: {:?} to take over", t0.elapsed());
+    let recovered = d.recoveries();
+    assert!(recovered <= 1, "{m:?}: {recovered} recoveries");
+    assert_eq!(d.len().unwrap(), items.len(), "{m:?}");
+    let keys: BTreeSet<u64> = items.iter().map(|e| e.0).collect();
+    assert_eq!(keys.len(), items.len(), "{m:?}: a key twice");
+    for (k, v) in &items {
+        assert!(*k < DICT_KEYS + 5 && well_formed(*k, v), "{m:?}: {k} -> {v:?}");
+        assert_eq!(d.get(k).unwrap().as_ref(), Some(v), "{m:?}");
+    }
+    assert_eq!(d.keys().unwrap().len(), items.len());
+    assert_eq!(d.values().unwrap().len(), items.len());
+    // Everything still works: absent keys, inserts, replacements, removals, clear.
+    for k in 1000..1040 {
+        assert!(!d.contains_key(&k).unwrap());
+        d.insert(&k, &val(k, 1)).unwrap();
+    }
+    for k in 1000..1040 {
+        assert_eq!(
+            d.update_with(&k, |v| val(k, v.unwrap().gen + 1)).unwrap(),
+            val(k, 2)
+        );
+    }
+    let first = items.first().map(|e| e.0);
+    if let Some(k) = first {
+        assert!(d.remove(&k).unwrap().is_some());
+    }
+    assert_eq!(d.len().unwrap(), items.len() + 40 - first.iter().count(), "{m:?}");
+    assert_eq!(d.recoveries(), recovered, "{m:?}: a second recovery");
+    d.clear().unwrap();
+    assert!(d.is_empty().unwrap());
+    d.insert(&1, &val(1, 1)).unwrap();
+    assert_eq!(d.items().unwrap(), [(1, val(1, 1))]);
+    recovered
+}
+
+fn check_list(l: &List<Val>, m: StartMethod) -> u64 {
+    let t0 = Instant::now();
+    let snap = l.snapshot().unwrap();
+    assert!(t0.elapsed() < TAKEOVER, "{m:?}: {:?} to take over", t0.elapsed());
+    let recovered = l.recoveries();
+    assert!(recovered <= 1, "{m:?}: {recovered} recoveries");
+    assert_eq!(l.len().unwrap(), snap.len(), "{m:?}");
+    for (i, v) in snap.iter().enumerate() {
+        assert!(
+            v.key == i as u64 && well_formed(i as u64, v),
+            "{m:?}: [{i}] = {v:?}"
+        );
+    }
+    for i in (0..snap.len()).step_by(7) {
+        assert_eq!(l.get(i).unwrap().as_ref(), Some(&snap[i]));
+    }
+    assert_eq!(l.get(snap.len()).unwrap(), None);
+    let n = snap.len() as u64;
+    l.push(&val(n, 1)).unwrap();
+    l.extend((n + 1..n + 10).map(|i| val(i, 1))).unwrap();
+    l.set(n as usize, &val(n, 2)).unwrap();
+    assert_eq!(l.pop().unwrap(), Some(val(n + 9, 1)));
+    assert_eq!(l.len().unwrap(), snap.len() + 9);
+    assert_eq!(l.get(n as usize).unwrap(), Some(val(n, 2)));
+    assert_eq!(&l.snapshot().unwrap()[..snap.len()], &snap[..], "{m:?}");
+    assert_eq!(l.recoveries(), recovered, "{m:?}: a second recovery");
+    recovered
+}
+
+fn check_namespace(ns: &Namespace, m: StartMethod) -> u64 {
+    let t0 = Instant::now();
+    let names = ns.names().unwrap();
+    assert!(t0.elapsed() < TAKEOVER, "{m:?}: {:?} to take over", t0.elapsed());
+    let recovered = ns.recoveries();
+    assert!(recovered <= 1, "{m:?}: {recovered} recoveries");
+    assert_eq!(
+        names.iter().collect::<BTreeSet<_>>().len(),
+        names.len(),
+        "{m:?}: {names:?}"
+    );
+    for name in &names {
+        let n: u64 = name
+            .strip_prefix('f')
+            .and_then(|n| n.parse().ok())
+            .expect("a field name");
+        assert!(n < 20, "{m:?}: {name}");
+        if n % 2 == 0 {
+            let s: String = ns.get(name).unwrap().unwrap();
+            let gen: u64 = s.split('/').nth(1).unwrap().parse().unwrap();
+            assert_eq!(s, ns_string(n, gen), "{m:?}");
+        } else {
+            let t: (u64, u64, Vec<u64>) = ns.get(name).unwrap().unwrap();
+            assert_eq!(t, ns_tuple(n, t.1), "{m:?}");
+        }
+        assert!(ns.contains(name).unwrap());
+    }
+    for n in 0..20u64 {
+        let name = format!("f{n}");
+        assert_eq!(ns.contains(&name).unwrap(), names.contains(&name), "{m:?}");
+    }
+    ns.set("new", &vec![1u8, 2, 3]).unwrap();
+    assert_eq!(ns.get::<Vec<u8>>("new").unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(
+        ns.update_with("f0", |_: Option<String>| "over".into()).unwrap(),
+        "over"
+    );
+    assert!(ns.remove("new").unwrap());
+    assert_eq!(ns.recoveries(), recovered, "{m:?}: a second recovery");
+    recovered
+}
+
+#[test]
+fn a_dict_writer_killed_at_random_moments_leaves_a_whole_dict() {
+    let _g = shared();
+    kill_trials(
+        "dict kills",
+        || Dict::<u64, Val>::with_limit(SMALL).unwrap(),
+        hammer_dict,
+        |d, ev, seed| (d.clone_handle().unwrap(), ev.clone_handle().unwrap(), seed),
+        check_dict,
+    );
+}
+
+#[test]
+fn a_list_writer_killed_at_random_moments_leaves_a_whole_list() {
+    let _g = shared();
+    kill_trials(
+        "list kills",
+        || Manager::with_limit(SMALL).list::<Val>().unwrap(),
+        hammer_list,
+        |l, ev, seed| (l.clone_handle().unwrap(), ev.clone_handle().unwrap(), seed),
+        check_list,
+    );
+}
+
+#[test]
+fn a_namespace_writer_killed_at_random_moments_leaves_whole_fields() {
+    let _g = shared();
+    kill_trials(
+        "namespace kills",
+        || Namespace::with_limit(16 * 1024).unwrap(),
+        hammer_namespace,
+        |ns, ev, seed| (ns.clone_handle().unwrap(), ev.clone_handle().unwrap(), seed),
+        check_namespace,
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// 3c. A live holder: timeouts and try_lock
+// ------------------------------------------------------------------------------------------
+
+type HoldArgs = (Dict<u32, u32>, List<u32>, Namespace, Event, Event);
+
+/// Holds all three locks until `release`, then lets go and returns.
+fn hold_all_until((d, l, ns, ready, release): HoldArgs) -> u32 {
+    let mut gd = d.lock().unwrap();
+    let gl = l.lock().unwrap();
+    let gn = ns.lock().unwrap();
+    gd.insert(&1, &10).unwrap();
+    ready.set();
+    assert!(release.wait_timeout(LONG), "never released");
+    drop((gd, gl, gn));
+    7
+}
+
+#[test]
+fn lock_timeout_and_try_lock_fail_while_a_live_child_holds_the_lock() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} live holder"), move || {
+            let d = Dict::<u32, u32>::new().unwrap();
+            let l = List::<u32>::new().unwrap();
+            let ns = Namespace::new().unwrap();
+            let (ready, release) = (Event::new().unwrap(), Event::new().unwrap());
+            let args = (
+                d.clone_handle().unwrap(),
+                l.clone_handle().unwrap(),
+                ns.clone_handle().unwrap(),
+                ready.clone_handle().unwrap(),
+                release.clone_handle().unwrap(),
+            );
+            let mut child = start(m, hold_all_until, args);
+            await_ready(&ready, &child, "holder");
+
+            assert!(matches!(d.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
+            assert!(matches!(l.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
+            assert!(matches!(ns.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
+            // Long enough for the lock to check on its holder (every 20–40 ms): a live one
+            // is never taken over.
+            let t = ms(200);
+            let t0 = Instant::now();
+            assert!(matches!(d.lock_timeout(t), Err(ManagerError::Timeout)), "{m:?}");
+            assert!(
+                t0.elapsed() >= t,
+                "{m:?}: the timeout ended after {:?}",
+                t0.elapsed()
+            );
+            let t0 = Instant::now();
+            assert!(matches!(l.lock_timeout(t), Err(ManagerError::Timeout)), "{m:?}");
+            assert!(
+                t0.elapsed() >= t,
+                "{m:?}: the timeout ended after {:?}",
+                t0.elapsed()
+            );
+            assert!(
+                matches!(ns.lock_timeout(ms(0)), Err(ManagerError::Timeout)),
+                "{m:?}"
+            );
+            assert!(
+                matches!(ns.lock_timeout(ms(60)), Err(ManagerError::Timeout)),
+                "{m:?}"
+            );
+
+            // A blocking operation waits for the holder.
+            let d2 = d.clone_handle().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let waiter = std::thread::spawn(move || {
+                let r = d2.update_with(&1, |v| v.unwrap() + 1);
+                tx.send(()).unwrap();
+                r
+            });
+            assert!(
+                rx.recv_timeout(ms(100)).is_err(),
+                "{m:?}: update_with did not wait for the lock"
+            );
+            release.set();
+            assert_eq!(waiter.join().unwrap().unwrap(), 11, "{m:?}");
+            assert_eq!(join(&mut child), 7);
+            for r in [d.recoveries(), l.recoveries(), ns.recoveries()] {
+                assert_eq!(r, 0, "{m:?}: a live holder's lock was taken over");
+            }
+            let mut g = d.lock_timeout(LONG).unwrap();
+            g.insert(&2, &20).unwrap();
+            assert_eq!(g.len().unwrap(), 2);
+            drop(g);
+            assert!(l.try_lock().is_ok() && ns.try_lock().is_ok());
+        });
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 4. Growth
+// ------------------------------------------------------------------------------------------
+
+const MILLION: u64 = 1_000_000;
+
+fn spot(k: u64) -> u64 {
+    k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7
+}
+
+/// Reads the grown dict from a child: spot checks and removes the odd keys.
+fn read_grown((d, l): (Dict<u64, u64>, List<u64>)) -> (usize, usize) {
+    for k in (0..MILLION).step_by(9973) {
+        assert_eq!(d.get(&k).unwrap(), Some(spot(k)), "child: key {k}");
+    }
+    assert_eq!(l.get(999_999).unwrap(), Some(999_999));
+    (d.len().unwrap(), l.len().unwrap())
+}
+
+#[test]
+fn a_dict_grows_to_a_million_entries() {
+    let _g = shared();
+    bounded("million dict", || {
+        let t0 = Instant::now();
+        let d = Dict::<u64, u64>::new().unwrap();
+        for k in 0..1000 {
+            d.insert(&k, &spot(k)).unwrap();
+        }
+        for batch in (1000..MILLION).step_by(10_000) {
+            let mut g = d.lock().unwrap();
+            for k in batch..(batch + 10_000).min(MILLION) {
+                g.insert(&k, &spot(k)).unwrap();
+            }
+        }
+        let grown = t0.elapsed();
+        assert_eq!(d.len().unwrap(), MILLION as usize);
+        for k in (0..MILLION).step_by(997) {
+            assert_eq!(d.get(&k).unwrap(), Some(spot(k)), "key {k}");
+        }
+        assert_eq!(d.get(&MILLION).unwrap(), None);
+        let l = List::<u64>::new().unwrap();
+        l.extend(0..MILLION).unwrap();
+        for m in METHODS {
+            let mut child = start(
+                m,
+                read_grown,
+                (d.clone_handle().unwrap(), l.clone_handle().unwrap()),
+            );
+            assert_eq!(join(&mut child), (MILLION as usize, MILLION as usize), "{m:?}");
+        }
+        drop(l);
+        // Remove the odd half.
+        for batch in (1..MILLION).step_by(20_000) {
+            let mut g = d.lock().unwrap();
+            for k in (batch..(batch + 20_000).min(MILLION)).step_by(2) {
+                assert!(g.discard(&k).unwrap(), "key {k}");
+            }
+        }
+        assert_eq!(d.len().unwrap(), MILLION as usize / 2);
+        for k in (0..MILLION).step_by(991) {
+            let want = (k % 2 == 0).then(|| spot(k));
+            assert_eq!(d.get(&k).unwrap(), want, "key {k}");
+        }
+        let keys = d.keys().unwrap();
+        assert_eq!(keys.len(), MILLION as usize / 2);
+        assert!(keys.iter().all(|k| k % 2 == 0));
+        // And grows again over the tombstones.
+        for k in (1..2001).step_by(2) {
+            d.insert(&k, &0).unwrap();
+        }
+        assert_eq!(d.len().unwrap(), MILLION as usize / 2 + 1000);
+        println!(
+            "dict: 1M inserts {:.2} s, whole test {:.2} s",
+            grown.as_secs_f64(),
+            t0.elapsed().as_secs_f64()
+        );
+    });
+}
+
+#[test]
+fn a_list_grows_to_a_million_elements() {
+    let _g = shared();
+    bounded("million list", || {
+        let t0 = Instant::now();
+        let l = List::<u64>::new().unwrap();
+        for batch in (0..MILLION).step_by(50_000) {
+            l.extend(batch..batch + 50_000).unwrap();
+        }
+        assert_eq!(l.len().unwrap(), MILLION as usize);
+        for i in (0..MILLION).step_by(997) {
+            assert_eq!(l.get(i as usize).unwrap(), Some(i));
+        }
+        let extended = t0.elapsed();
+        let t1 = Instant::now();
+        let p = List::<u64>::new().unwrap();
+        for i in 0..MILLION {
+            p.push(&(i * 3)).unwrap();
+        }
+        let pushed = t1.elapsed();
+        assert_eq!(p.len().unwrap(), MILLION as usize);
+        let snap = p.snapshot().unwrap();
+        assert!(snap.iter().enumerate().all(|(i, &v)| v == i as u64 * 3));
+        for _ in 0..10 {
+            p.pop().unwrap();
+        }
+        assert_eq!(p.len().unwrap(), MILLION as usize - 10);
+        println!(
+            "list: 1M by extend {:.2} s, 1M by push {:.2} s",
+            extended.as_secs_f64(),
+            pushed.as_secs_f64()
+        );
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// 5. The memory limit
+// ------------------------------------------------------------------------------------------
+
+/// From a child: an insert into the full dict and a push onto the full list must fail and
+/// change nothing; returns what it saw.
+fn insert_into_full((d, l, expect_full): (Dict<u64, Vec<u8>>, List<Vec<u8>>, bool)) -> (bool, bool) {
+    let (dn, ln) = (d.len().unwrap(), l.len().unwrap());
+    let dr = d.insert(&1_000_000, &vec![1; 100]);
+    let lr = l.push(&vec![1; 100]);
+    if expect_full {
+        assert_eq!((d.len().unwrap(), l.len().unwrap()), (dn, ln));
+    }
+    (
+        matches!(dr, Err(ManagerError::LimitExceeded { .. })),
+        matches!(lr, Err(ManagerError::LimitExceeded { .. })),
+    )
+}
+
+#[test]
+fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
+    let _g = shared();
+    bounded("memory limit", || {
+        let mgr = Manager::with_limit(SMALL);
+        assert_eq!(mgr.limit(), SMALL);
+        let d = mgr.dict::<u64, Vec<u8>>().unwrap();
+        assert_eq!(d.limit(), SMALL);
+        let mut n = 0u64;
+        let err = loop {
+            match d.insert(&n, &vec![n as u8; 100]) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+            assert!(n < 10_000, "a 64 KiB dict took {n} values of 100 bytes");
+        };
+        assert!(matches!(err, ManagerError::LimitExceeded { .. }), "{err}");
+        assert!(n > 100, "only {n} values of 100 bytes fit in a 64 KiB dict");
+        let before = {
+            let mut v = d.items().unwrap();
+            v.sort();
+            v
+        };
+        assert_eq!(before.len(), n as usize);
+        assert_eq!(d.len().unwrap(), n as usize);
+        assert!(!d.contains_key(&n).unwrap());
+        // A replacement that does not fit, and a value larger than the whole limit.
+        assert!(matches!(
+            d.insert(&0, &vec![0; 2000]),
+            Err(ManagerError::LimitExceeded { .. })
+        ));
+        assert!(matches!(
+            d.insert(&n, &vec![0; SMALL]),
+            Err(ManagerError::LimitExceeded { .. })
+        ));
+        assert!(matches!(
+            d.update_with(&1, |_| vec![0; SMALL]),
+            Err(ManagerError::LimitExceeded { .. })
+        ));
+        let mut after = d.items().unwrap();
+        after.sort();
+        assert_eq!(after, before, "a failed change changed the dict");
+
+        // Same for a list.
+        let l = mgr.list::<Vec<u8>>().unwrap();
+        let mut len = 0usize;
+        let err = loop {
+            match l.push(&vec![len as u8; 100]) {
+                Ok(()) => len += 1,
+                Err(e) => break e,
+            }
+            assert!(len < 10_000);
+        };
+        assert!(matches!(err, ManagerError::LimitExceeded { .. }), "{err}");
+        let lbefore = l.snapshot().unwrap();
+        assert_eq!(lbefore.len(), len);
+        assert!(matches!(
+            l.extend([vec![1u8; 100], vec![2; 100]]),
+            Err(ManagerError::LimitExceeded { .. })
+        ));
+        assert!(matches!(
+            l.set(3, &vec![0; SMALL]),
+            Err(ManagerError::LimitExceeded { .. })
+        ));
+        assert!(matches!(
+            l.update_with(3, |_| vec![0; SMALL]),
+            Err(ManagerError::LimitExceeded { .. })
+        ));
+        assert_eq!(l.snapshot().unwrap(), lbefore, "a failed change changed the list");
+
+        // A namespace too.
+        let ns = Namespace::with_limit(4096).unwrap();
+        assert!(matches!(
+            ns.set("big", &vec![0u8; 4096]),
+            Err(ManagerError::LimitExceeded { .. })
+        ));
+        assert!(ns.names().unwrap().is_empty());
+
+        for m in METHODS {
+            let args = (d.clone_handle().unwrap(), l.clone_handle().unwrap(), true);
+            assert_eq!(join(&mut start(m, insert_into_full, args)), (true, true), "{m:?}");
+        }
+        let mut after = d.items().unwrap();
+        after.sort();
+        assert_eq!(after, before);
+        assert_eq!(l.snapshot().unwrap(), lbefore);
+
+        // Room again after removals, from this process and from a child.
+        for k in 0..10 {
+            assert_eq!(d.remove(&k).unwrap(), Some(vec![k as u8; 100]));
+            l.pop().unwrap().unwrap();
+        }
+        for m in METHODS {
+            let args = (d.clone_handle().unwrap(), l.clone_handle().unwrap(), false);
+            assert_eq!(
+                join(&mut start(m, insert_into_full, args)),
+                (false, false),
+                "{m:?}"
+            );
+            d.remove(&1_000_000).unwrap().unwrap();
+            l.pop().unwrap().unwrap();
+        }
+        d.insert(&n, &vec![1; 100]).unwrap();
+        assert_eq!(d.len().unwrap(), n as usize - 10 + 1);
+        l.push(&vec![1; 100]).unwrap();
+        assert_eq!(l.len().unwrap(), len - 10 + 1);
+        assert_eq!(l.snapshot().unwrap()[..len - 10], lbefore[..len - 10]);
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// 6. Wrong types and garbage from another process
+// ------------------------------------------------------------------------------------------
+
+fn outcome<T: std::fmt::Debug>(r: Result<Option<T>, ManagerError>) -> String {
+    match r {
+        Ok(v) => format!("ok {v:?}"),
+        Err(ManagerError::Codec(_)) => "codec".into(),
+        Err(e) => format!("other {e}"),
+    }
+}
+
+/// Reads the parent's fields as other types.
+fn read_as_other_types(ns: Namespace) -> Vec<String> {
+    vec![
+        outcome(ns.get::<String>("s")),
+        outcome(ns.get::<f64>("s")),
+        outcome(ns.get::<u32>("s")),
+        outcome(ns.get::<bool>("s")),
+        outcome(ns.get::<(u64, u64)>("s")),
+        outcome(ns.get::<Vec<String>>("s")),
+        outcome(ns.get::<String>("f")),
+        outcome(ns.get::<u64>("n")),
+        outcome(ns.update_with("s", |_: Option<f64>| 0.0).map(Some)),
+        outcome(ns.get::<String>("s")),
+    ]
+}
+
+#[test]
+fn a_field_read_as_another_type_in_a_child_is_a_codec_error() {
+    let _g = shared();
+    for m in METHODS {
+        let ns = Namespace::new().unwrap();
+        ns.set("s", &"hello world".to_string()).unwrap();
+        ns.set("f", &2.5f64).unwrap();
+        ns.set("n", &7u32).unwrap();
+        let got = join(&mut start(m, read_as_other_types, ns.clone_handle().unwrap()));
+        let want = [
+            "ok Some(\"hello world\")",
+            "codec",
+            "codec",
+            "codec",
+            "codec",
+            "codec",
+            "codec",
+            // Documented: postcard integers are variable-length, a u32 reads as a u64.
+            "ok Some(7)",
+            "codec",
+            "ok Some(\"hello world\")",
+        ];
+        assert_eq!(got, want, "{m:?}");
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+enum Scribble {
+    /// Random bytes over the whole data area past the lock.
+    Everything,
+    /// A random root word.
+    Root,
+    /// A root word that passes the range checks: random half, table size and top.
+    PlausibleRoot,
+    /// The root pointing at the other half.
+    OtherHalf,
+    /// Random words over the active table.
+    Table,
+    /// Random bytes over the active half's records.
+    Records,
+    /// 64 random bytes anywhere but the lock.
+    Sparse,
+    /// A random `len` (a list's commit word), up to twice the table.
+    Len,
+    /// Random counter words (`len`, `used`, `live`, `recoveries`), the root left alone.
+    Hints,
+}
+
+const SCRIBBLES: [Scribble; 9] = [
+    Scribble::Everything,
+    Scribble::Root,
+    Scribble::PlausibleRoot,
+    Scribble::OtherHalf,
+    Scribble::Table,
+    Scribble::Records,
+    Scribble::Sparse,
+    Scribble::Len,
+    Scribble::Hints,
+];
+
+/// Control block offsets (see src/manager/store.rs): lock 0..16, root 16, len 24, used 32,
+/// live 40, recoveries 48.
+const ROOT: usize = 16;
+const LEN: usize = 24;
+const HINTS: std::ops::Range<usize> = 32..48;
+const CTRL: usize = 128;
+
+fn scribble(seg: &shmproc::Segment, how: Scribble, rng: &mut XorShift) {
+    let p = seg.as_ptr();
+    let size = seg.len();
+    let half = ((size - CTRL) / 2) & !7;
+    // SAFETY (all accesses below): in bounds of the mapped data area (the root word is
+    // 8-aligned). Other processes may use the container meanwhile: racing with them is the
+    // point, and the library must treat the segment's bytes as untrusted.
+    let root = unsafe { p.add(ROOT).cast::<u64>().read_volatile() };
+    let (h, log, top) = (
+        (root >> 63) as usize,
+        ((root >> 57) & 63) as u32,
+        (root & ((1 << 57) - 1)) as usize,
+    );
+    let base = CTRL + h * half;
+    // A scribbled root may say anything: keep the ranges inside the half.
+    let table = if log <= 20 {
+        (8usize << log).min(half)
+    } else {
+        half
+    };
+    let put = |at: usize, b: u8| {
+        if (16..size).contains(&at) {
+            unsafe { p.add(at).write_volatile(b) }
+        }
+    };
+    let put_u64 = |at: usize, v: u64| {
+        for (i, b) in v.to_le_bytes().into_iter().enumerate() {
+            put(at + i, b)
+        }
+    };
+    match how {
+        Scribble::Everything => (16..size).for_each(|at| put(at, rng.next() as u8)),
+        Scribble::Root => put_u64(ROOT, rng.next()),
+        Scribble::PlausibleRoot => {
+            let log = 3 + rng.below(9) as u32;
+            let table = 8usize << log; // at most 16 KiB, less than the half
+            let top = (table + rng.below((half - table) as u64) as usize) & !7;
+            put_u64(ROOT, rng.below(2) << 63 | u64::from(log) << 57 | top as u64)
+        }
+        Scribble::OtherHalf => put_u64(ROOT, root ^ 1 << 63),
+        Scribble::Table => (base..base + table).step_by(8).for_each(|at| {
+            if rng.below(3) == 0 {
+                put_u64(at, rng.next() >> rng.below(64))
+            }
+        }),
+        Scribble::Records => (base + table..base + top.min(half)).for_each(|at| put(at, rng.next() as u8)),
+        Scribble::Sparse => (0..64).for_each(|_| put(rng.below(size as u64) as usize, rng.next() as u8)),
+        Scribble::Len => put_u64(LEN, rng.below(2 * (table as u64 / 8) + 1)),
+        Scribble::Hints => (LEN..56)
+            .step_by(8)
+            .for_each(|at| put_u64(at, rng.next() >> rng.below(64))),
+    }
+}
+
+type Victims = (Vec<Dict<u64, String>>, Vec<List<String>>, Vec<Namespace>, u64);
+
+fn scribble_all((ds, ls, nss, seed): Victims) -> usize {
+    let mut rng = XorShift(seed);
+    let segs = ds
+        .iter()
+        .map(|d| d.segment())
+        .chain(ls.iter().map(|l| l.segment()))
+        .chain(nss.iter().map(|n| n.segment()));
+    let mut n = 0;
+    for (i, seg) in segs.enumerate() {
+        scribble(seg, SCRIBBLES[i % SCRIBBLES.len()], &mut rng);
+        n += 1;
+    }
+    n
+}
+
+/// An operation on a scribbled container may succeed or fail with an error that says so;
+/// anything else (another error, a panic, a hang) is a bug. Returns whether it succeeded.
+fn fine<T>(what: &str, r: Result<T, ManagerError>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(
+            ManagerError::Corrupt(_)
+            | ManagerError::Codec(_)
+            | ManagerError::LimitExceeded { .. }
+            | ManagerError::Index { .. },
+        ) => false,
+        Err(e) => panic!("{what}: unexpected error {e:?}"),
+    }
+}
+
+/// `strict`: nobody writes meanwhile, so a successful `clear` must leave a healthy dict.
+fn poke_dict(d: &Dict<u64, String>, what: &str, strict: bool) -> bool {
+    fine(what, d.len());
+    fine(what, d.items());
+    fine(what, d.keys());
+    fine(what, d.values());
+    for k in 0..45 {
+        fine(what, d.get(&k));
+        fine(what, d.contains_key(&k));
+    }
+    fine(what, d.insert(&7, &"seven".into()));
+    fine(what, d.insert(&1000, &"new".into()));
+    fine(what, d.update_with(&3, |_| "three".into()));
+    fine(what, d.remove(&5));
+    fine(what, d.discard(&6));
+    fine(what, d.update((200..260).map(|k| (k, "many".into()))));
+    fine(what, d.try_lock().map(drop));
+    if fine(what, d.clear()) && strict {
+        // A successful clear makes a whole, empty dict.
+        assert!(d.is_empty().unwrap(), "{what}");
+        d.insert(&1, &"one".into()).unwrap();
+        assert_eq!(d.items().unwrap(), [(1, "one".to_string())], "{what}");
+        return true;
+    }
+    false
+}
+
+fn poke_list(l: &List<String>, what: &str, strict: bool) -> bool {
+    fine(what, l.len());
+    fine(what, l.snapshot());
+    for i in 0..45 {
+        fine(what, l.get(i));
+    }
+    fine(what, l.set(3, &"three".into()));
+    fine(what, l.update_with(4, |s| s + "!"));
+    fine(what, l.push(&"pushed".into()));
+    fine(what, l.extend((0..60).map(|i| i.to_string())));
+    fine(what, l.pop());
+    if fine(what, l.clear()) && strict {
+        assert!(l.is_empty().unwrap(), "{what}");
+        l.push(&"one".into()).unwrap();
+        assert_eq!(l.snapshot().unwrap(), ["one"], "{what}");
+        return true;
+    }
+    false
+}
+
+fn poke_namespace(ns: &Namespace, what: &str) {
+    fine(what, ns.names());
+    for i in 0..25 {
+        fine(what, ns.get::<String>(&format!("f{i}")));
+        fine(what, ns.contains(&format!("f{i}")));
+    }
+    fine(what, ns.set("f1", &1.5f64));
+    fine(what, ns.set("new", &"new".to_string()));
+    fine(what, ns.update_with("f2", |_: Option<u8>| 2));
+    fine(what, ns.remove("f3"));
+}
+
+#[test]
+fn garbage_written_by_a_child_gives_errors_not_panics_or_hangs() {
+    let _g = shared();
+    let mut rng = XorShift(seed("garbage"));
+    for m in METHODS {
+        let rounds = 2 * SCRIBBLES.len();
+        let mk = Manager::with_limit(SMALL);
+        let ds: Vec<Dict<u64, String>> = (0..rounds)
+            .map(|_| {
+                let d = mk.dict().unwrap();
+                d.update((0..40).map(|k| (k, format!("value {k}")))).unwrap();
+                d
+            })
+            .collect();
+        let ls: Vec<List<String>> = (0..rounds)
+            .map(|_| {
+                let l = mk.list().unwrap();
+                l.extend((0..40).map(|k| format!("element {k}"))).unwrap();
+                l
+            })
+            .collect();
+        let nss: Vec<Namespace> = (0..rounds)
+            .map(|_| {
+                let ns = mk.namespace().unwrap();
+                for i in 0..20 {
+                    ns.set(&format!("f{i}"), &format!("field {i}")).unwrap();
+                }
+                ns
+            })
+            .collect();
+        let args = (
+            ds.iter().map(|d| d.clone_handle().unwrap()).collect(),
+            ls.iter().map(|l| l.clone_handle().unwrap()).collect(),
+            nss.iter().map(|n| n.clone_handle().unwrap()).collect(),
+            rng.next() | 1,
+        );
+        assert_eq!(join(&mut start(m, scribble_all, args)), 3 * rounds, "{m:?}");
+        let (cleared_d, cleared_l) = bounded(&format!("{m:?} scribbled containers"), move || {
+            let (mut cd, mut cl) = (0, 0);
+            let mut i = 0;
+            for d in &ds {
+                cd += poke_dict(
+                    d,
+                    &format!("{m:?} dict {:?}", SCRIBBLES[i % SCRIBBLES.len()]),
+                    true,
+                ) as u32;
+                i += 1;
+            }
+            for l in &ls {
+                cl += poke_list(
+                    l,
+                    &format!("{m:?} list {:?}", SCRIBBLES[i % SCRIBBLES.len()]),
+                    true,
+                ) as u32;
+                i += 1;
+            }
+            for ns in &nss {
+                poke_namespace(
+                    ns,
+                    &format!("{m:?} namespace {:?}", SCRIBBLES[i % SCRIBBLES.len()]),
+                );
+                i += 1;
+            }
+            (cd, cl)
+        });
+        println!("{m:?}: {cleared_d}/{rounds} dicts and {cleared_l}/{rounds} lists cleared back to health");
+    }
+}
+
+/// Scribbles on the three containers (lock words excepted) until `stop`, without their locks.
+fn scribble_meanwhile(
+    (d, l, ns, ready, stop, seed): (Dict<u64, String>, List<String>, Namespace, Event, Event, u64),
+) -> u64 {
+    let mut rng = XorShift(seed);
+    let segs = [d.segment(), l.segment(), ns.segment()];
+    let mild = [
+        Scribble::Table,
+        Scribble::Records,
+        Scribble::Sparse,
+        Scribble::Len,
+        Scribble::PlausibleRoot,
+        Scribble::Hints,
+    ];
+    let mut n = 0;
+    while !stop.is_set() {
+        let how = if rng.below(50) == 0 {
+            SCRIBBLES[rng.below(SCRIBBLES.len() as u64) as usize]
+        } else {
+            mild[rng.below(mild.len() as u64) as usize]
+        };
+        scribble(segs[rng.below(3) as usize], how, &mut rng);
+        n += 1;
+        if n == 1 {
+            ready.set();
+        }
+        if rng.below(4) == 0 {
+            std::thread::yield_now();
+        }
+    }
+    n
+}
+
+#[test]
+fn garbage_written_by_a_child_during_operations_gives_errors_not_panics_or_hangs() {
+    let _g = shared();
+    let mut rng = XorShift(seed("concurrent garbage"));
+    for m in METHODS {
+        let mk = Manager::with_limit(SMALL);
+        let d = mk.dict::<u64, String>().unwrap();
+        let l = mk.list::<String>().unwrap();
+        let ns = mk.namespace().unwrap();
+        let (ready, stop) = (Event::new().unwrap(), Event::new().unwrap());
+        let args = (
+            d.clone_handle().unwrap(),
+            l.clone_handle().unwrap(),
+            ns.clone_handle().unwrap(),
+            ready.clone_handle().unwrap(),
+            stop.clone_handle().unwrap(),
+            rng.next() | 1,
+        );
+        let mut child = start(m, scribble_meanwhile, args);
+        await_ready(&ready, &child, "scribbler");
+        let what = format!("{m:?} concurrent garbage");
+        bounded(&what.clone(), move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < ms(400) {
+                // Refill what the scribbler broke (when the root still allows it), then poke.
+                if fine(&what, d.clear()) {
+                    fine(&what, d.update((0..40).map(|k| (k, format!("value {k}")))));
+                }
+                if fine(&what, l.clear()) {
+                    fine(&what, l.extend((0..40).map(|k| format!("element {k}"))));
+                }
+                poke_dict(&d, &what, false);
+                poke_list(&l, &what, false);
+                poke_namespace(&ns, &what);
+            }
+            drop((d, l, ns));
+        });
+        stop.set();
+        let n = join(&mut child);
+        println!("{m:?}: {n} scribbles during the operations");
+    }
+}
+
+/// Writes `u64::MAX` into the `used` and `live` hints of the control block.
+fn max_out_hints(d: Dict<u64, u64>) {
+    for at in HINTS.step_by(8) {
+        // SAFETY: in bounds and 8-aligned; the parent does not use the dict meanwhile.
+        unsafe {
+            d.segment()
+                .as_ptr()
+                .add(at)
+                .cast::<u64>()
+                .write_volatile(u64::MAX)
+        };
+    }
+}
+
+#[test]
+fn hints_full_of_garbage_do_not_panic() {
+    let _g = shared();
+    for m in METHODS {
+        let d = Dict::<u64, u64>::with_limit(SMALL).unwrap();
+        d.insert(&1, &1).unwrap();
+        join(&mut start(m, max_out_hints, d.clone_handle().unwrap()));
+        let r = bounded("insert after garbage hints", move || {
+            let r = d.insert(&2, &2);
+            fine("insert", r)
+        });
+        println!("{m:?}: insert succeeded: {r}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 7. WouldDeadlock
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn using_a_container_inside_its_own_critical_section_is_would_deadlock() {
+    let _g = shared();
+    bounded("would deadlock", || {
+        let d = Dict::<String, u64>::new().unwrap();
+        let k = "k".to_string();
+        d.insert(&k, &1).unwrap();
+        let mut inner = None;
+        let out = d
+            .update_with(&k, |v| {
+                inner = Some(d.get(&k));
+                v.unwrap() + 1
+            })
+            .unwrap();
+        assert_eq!(out, 2);
+        assert!(
+            matches!(inner, Some(Err(ManagerError::WouldDeadlock))),
+            "{inner:?}"
+        );
+        assert_eq!(d.get(&k).unwrap(), Some(2));
+        // Through another handle of the same dict as well, and every blocking form.
+        let d2 = d.clone_handle().unwrap();
+        let mut inner = Vec::new();
+        d.update_with(&k, |v| {
+            inner.push(d2.insert(&"x".into(), &0).err());
+            inner.push(d2.lock_timeout(ms(50)).err());
+            inner.push(d2.lock().err());
+            v.unwrap() + 1
+        })
+        .unwrap();
+        assert!(
+            inner
+                .iter()
+                .all(|e| matches!(e, Some(ManagerError::WouldDeadlock))),
+            "{inner:?}"
+        );
+        {
+            let g = d.lock().unwrap();
+            assert!(matches!(d.len(), Err(ManagerError::WouldDeadlock)));
+            assert!(matches!(d.try_lock(), Err(ManagerError::WouldBlock)));
+            assert_eq!(g.get(&k).unwrap(), Some(3));
+            // Another thread just waits (or times out): it is not the holder.
+            let d3 = d.clone_handle().unwrap();
+            let r = std::thread::spawn(move || {
+                (
+                    matches!(d3.try_lock(), Err(ManagerError::WouldBlock)),
+                    matches!(d3.lock_timeout(ms(30)), Err(ManagerError::Timeout)),
+                )
+            })
+            .join()
+            .unwrap();
+            assert_eq!(r, (true, true));
+        }
+        assert_eq!(d.len().unwrap(), 1);
+
+        let l = List::<u64>::new().unwrap();
+        l.push(&1).unwrap();
+        let mut inner = None;
+        assert_eq!(
+            l.update_with(0, |v| {
+                inner = Some(l.push(&9));
+                v + 1
+            })
+            .unwrap(),
+            2
+        );
+        assert!(
+            matches!(inner, Some(Err(ManagerError::WouldDeadlock))),
+            "{inner:?}"
+        );
+        assert_eq!(l.snapshot().unwrap(), [2]);
+
+        let ns = Namespace::new().unwrap();
+        let mut inner = None;
+        assert_eq!(
+            ns.update_with("n", |v: Option<u32>| {
+                inner = Some(ns.names());
+                v.unwrap_or(0) + 5
+            })
+            .unwrap(),
+            5
+        );
+        assert!(
+            matches!(inner, Some(Err(ManagerError::WouldDeadlock))),
+            "{inner:?}"
+        );
+        assert_eq!(ns.get::<u32>("n").unwrap(), Some(5));
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// 8. Nested values: a copy is a copy, update_with writes back
+// ------------------------------------------------------------------------------------------
+
+fn append_to_nested((d, go, id): (Dict<String, Vec<u32>>, Event, u32)) -> Vec<u32> {
+    assert!(go.wait_timeout(LONG));
+    let k = "k".to_string();
+    // The pitfall: changing a copy changes nothing.
+    let mut copy = d.get(&k).unwrap().unwrap_or_default();
+    copy.push(999_999);
+    for i in 0..100 {
+        d.update_with(&k, |v| {
+            let mut v = v.unwrap_or_default();
+            v.push(id * 1000 + i);
+            v
+        })
+        .unwrap();
+    }
+    copy
+}
+
+#[test]
+fn a_nested_value_copy_does_not_write_back_but_update_with_does() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} nested"), move || {
+            let d = Dict::<String, Vec<u32>>::new().unwrap();
+            let k = "k".to_string();
+            d.insert(&k, &vec![]).unwrap();
+            let mut copy = d.get(&k).unwrap().unwrap();
+            copy.push(1);
+            assert_eq!(d.get(&k).unwrap(), Some(vec![]), "{m:?}: a copy wrote back");
+            let go = Event::new().unwrap();
+            let mut kids: Vec<_> = (1..=3u32)
+                .map(|id| {
+                    start(
+                        m,
+                        append_to_nested,
+                        (d.clone_handle().unwrap(), go.clone_handle().unwrap(), id),
+                    )
+                })
+                .collect();
+            go.set();
+            for i in 0..100 {
+                d.update_with(&k, |v| {
+                    let mut v = v.unwrap();
+                    v.push(i);
+                    v
+                })
+                .unwrap();
+            }
+            for kid in &mut kids {
+                assert_eq!(join(kid).last(), Some(&999_999));
+            }
+            let v = d.get(&k).unwrap().unwrap();
+            assert!(!v.contains(&999_999), "{m:?}: a child's copy wrote back");
+            let mut sorted = v.clone();
+            sorted.sort();
+            let mut want: Vec<u32> = (0..100)
+                .chain((1..=3).flat_map(|id| (0..100).map(move |i| id * 1000 + i)))
+                .collect();
+            want.sort();
+            assert_eq!(sorted, want, "{m:?}: an append was lost");
+            // Each process's appends stay in its order.
+            for id in 0..=3u32 {
+                let mine: Vec<u32> = v.iter().copied().filter(|x| x / 1000 == id).collect();
+                assert!(mine.windows(2).all(|w| w[0] < w[1]), "{m:?}: {mine:?}");
+            }
+        });
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 9. Handles in pool initializer arguments
+// ------------------------------------------------------------------------------------------
+
+static COUNTS: OnceLock<Dict<String, u64>> = OnceLock::new();
+
+fn keep_counts(d: Dict<String, u64>) {
+    COUNTS.set(d).expect("the initializer runs once a worker");
+}
+
+fn count_word(w: String) -> u64 {
+    let d = COUNTS.get().expect("the initializer's dict");
+    d.update_with(&w, |n| n.unwrap_or(0) + 1).unwrap()
+}
+
+#[test]
+fn a_dict_handed_to_pool_workers_by_the_initializer_counts_their_tasks() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} pool initializer"), move || {
+            let d = Dict::<String, u64>::new().unwrap();
+            let pool = Pool::builder()
+                .processes(2)
+                .start_method(m)
+                .initializer(keep_counts, d.clone_handle().unwrap())
+                .build()
+                .unwrap_or_else(|e| panic!("{m:?}: build a pool with a dict initializer argument: {e}"));
+            let ws = words(700);
+            let r = pool.map(count_word, ws.clone(), None);
+            let r = r.unwrap_or_else(|e| panic!("{m:?}: map with a dict from the initializer: {e}"));
+            assert_eq!(r.len(), ws.len());
+            let mut items = d.items().unwrap();
+            items.sort();
+            let want: Vec<(String, u64)> = (0..7).map(|i| (format!("w{i}"), 100)).collect();
+            assert_eq!(items, want, "{m:?}");
+            pool.close();
+            pool.join().unwrap();
+        });
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// 10. Leaks
+// ------------------------------------------------------------------------------------------
+
+fn use_all((d, l, ns): (Dict<u64, u64>, List<u64>, Namespace)) -> usize {
+    d.update_with(&1, |v| v.unwrap_or(0) + 1).unwrap();
+    l.push(&1).unwrap();
+    ns.set("x", &1u8).unwrap();
+    d.len().unwrap() + l.len().unwrap()
+}
+
+fn hold_and_die((d, ready): (Dict<u64, u64>, Event)) {
+    let _g = d.lock().unwrap();
+    ready.set();
+    sleep_forever();
+}
+
+fn shmproc_entries(before: &[String]) -> Vec<String> {
+    dev_shm()
+        .into_iter()
+        .filter(|e| e.contains("shmproc") && !before.contains(e))
+        .collect()
+}
+
+fn leak_scenario(m: StartMethod) {
+    let mgr = Manager::with_limit(SMALL);
+    let d = mgr.dict::<u64, u64>().unwrap();
+    let l = mgr.list::<u64>().unwrap();
+    let ns = mgr.namespace().unwrap();
+    for _ in 0..2 {
+        let args = (
+            d.clone_handle().unwrap(),
+            l.clone_handle().unwrap(),
+            ns.clone_handle().unwrap(),
+        );
+        join(&mut start(m, use_all, args));
+    }
+    let ready = Event::new().unwrap();
+    let mut child = start(
+        m,
+        hold_and_die,
+        (d.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+    );
+    await_ready(&ready, &child, "leak holder");
+    kill_and_reap(&mut child);
+    assert_eq!(d.get(&1).unwrap(), Some(2));
+    assert_eq!(d.recoveries(), 1);
+    // A dropped handle of a running child, killed by dropping (daemon) or not.
+    let ready = Event::new().unwrap();
+    let child = start(
+        m,
+        hold_and_die,
+        (d.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+    );
+    await_ready(&ready, &child, "leak holder 2");
+    child.kill().unwrap();
+    drop(child);
+    assert_eq!(d.len().unwrap(), 1);
+    assert_eq!(l.snapshot().unwrap(), [1, 1]);
+    // The handles of a Fork child closure.
+    let (d2, l2) = (d.clone_handle().unwrap(), l.clone_handle().unwrap());
+    if m == StartMethod::Fork {
+        let mut p = Process::fork(move || {
+            l2.push(&2).unwrap();
+            d2.len().unwrap()
+        })
+        .start()
+        .unwrap();
+        assert_eq!(p.join_timeout(JOIN).unwrap(), 1);
+    }
+}
+
+#[test]
+fn nothing_leaks_after_children_used_and_were_killed_with_containers() {
+    let _g = exclusive();
+    // Warm up lazily created process-wide state (panic hook, spawn helper) first.
+    for m in METHODS {
+        join(&mut start(
+            m,
+            use_all,
+            (
+                Dict::new().unwrap(),
+                List::new().unwrap(),
+                Namespace::new().unwrap(),
+            ),
+        ));
+    }
+    assert!(eventually(LONG, || zombie_children().is_empty()));
+    let fds = open_fds();
+    let shm = dev_shm();
+    for m in METHODS {
+        bounded(&format!("{m:?} leak scenario"), move || leak_scenario(m));
+        assert!(
+            eventually(ms(10_000), || zombie_children().is_empty()),
+            "{m:?}: zombies {:?}",
+            zombie_children()
+        );
+        assert!(
+            eventually(ms(5_000), || open_fds() == fds),
+            "{m:?}: fds leaked:\nbefore {fds:?}\nafter  {:?}",
+            open_fds()
+        );
+        assert!(
+            eventually(ms(5_000), || shmproc_entries(&shm).is_empty()),
+            "{m:?}: /dev/shm entries leaked: {:?}",
+            shmproc_entries(&shm)
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Bugs
+// ------------------------------------------------------------------------------------------
+
+/// 12 entries in a table of 16 words (the most a 16-word table takes) whose records fill
+/// most of a 4 KiB dict's half.
+fn full_small_dict() -> Dict<u64, Vec<u8>> {
+    let d = Dict::<u64, Vec<u8>>::with_limit(4096).unwrap();
+    for k in 0..12 {
+        d.insert(&k, &vec![k as u8; 140]).unwrap();
+    }
+    d
+}
+
+fn hold_small((d, ready): (Dict<u64, Vec<u8>>, Event)) {
+    let _g = d.lock().unwrap();
+    ready.set();
+    sleep_forever();
+}
+
+#[test]
+fn a_full_dict_recovers_from_a_killed_holder() {
+    let _g = shared();
+    for m in METHODS {
+        let d = full_small_dict();
+        assert_eq!(d.len().unwrap(), 12);
+        let ready = Event::new().unwrap();
+        let mut child = start(
+            m,
+            hold_small,
+            (d.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+        );
+        await_ready(&ready, &child, "small holder");
+        kill_and_reap(&mut child);
+        let d = bounded("read after take-over", move || {
+            let r = d.get(&3);
+            assert_eq!(
+                r.as_ref().ok(),
+                Some(&Some(vec![3u8; 140])),
+                "{m:?}: get after a take-over: {r:?}"
+            );
+            d
+        });
+        assert_eq!(d.recoveries(), 1);
+        assert_eq!(d.len().unwrap(), 12);
+    }
+}
+
+#[test]
+fn replacing_a_value_at_full_load_only_compacts() {
+    let _g = shared();
+    // 12 entries (the most a 16-word table takes) of 136-byte records: 128 + 12 * 136 = 1760
+    // bytes of a 1984-byte half. A compaction for a replacement needs 1760 + 136 = 1896 bytes
+    // with the same table, 2024 with a 32-word one.
+    let d = Dict::<u64, Vec<u8>>::with_limit(4096).unwrap();
+    for k in 0..12 {
+        d.insert(&k, &vec![k as u8; 126]).unwrap();
+    }
+    for round in 0..20u8 {
+        let r = d.insert(&0, &vec![round; 126]);
+        assert!(r.is_ok(), "replacement {round}: {r:?}");
+    }
+    assert_eq!(d.get(&0).unwrap(), Some(vec![19; 126]));
+}
