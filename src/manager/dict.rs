@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::store::{self, Kind, Locked, Store};
-use super::{deadline, decode, encode, Buf, DEFAULT_LIMIT};
+use super::{deadline, decode, encode, DEFAULT_LIMIT};
 use crate::error::ManagerError;
 use crate::shm::Segment;
 
@@ -131,28 +131,33 @@ where
 
     /// The value for `key` (a copy), or `None` (Python's `d.get(k)`).
     pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
-        self.lock()?.get(key)
+        let k = encode(key)?; // outside the lock: a shorter critical section
+        self.lock()?.get_enc(&k)
     }
 
     /// Sets `key` to `value` (Python's `d[k] = v`).
     pub fn insert(&self, key: &K, value: &V) -> Result<(), ManagerError> {
-        self.lock()?.insert(key, value)
+        let (k, v) = (encode(key)?, encode(value)?);
+        self.lock()?.insert_enc(&k, &v)
     }
 
     /// Removes `key`, returning its value (Python's `d.pop(k, None)`). If the stored value
     /// does not decode as `V`, nothing is removed and the error says why.
     pub fn remove(&self, key: &K) -> Result<Option<V>, ManagerError> {
-        self.lock()?.remove(key)
+        let k = encode(key)?;
+        self.lock()?.remove_enc(&k)
     }
 
     /// Removes `key` without decoding its value; whether it was there (Python's `del d[k]`).
     pub fn discard(&self, key: &K) -> Result<bool, ManagerError> {
-        self.lock()?.discard(key)
+        let k = encode(key)?;
+        self.lock()?.discard_enc(&k)
     }
 
     /// Whether `key` is present (Python's `k in d`).
     pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
-        self.lock()?.contains_key(key)
+        let k = encode(key)?;
+        Ok(self.lock()?.l.locate(&k)?.is_found())
     }
 
     /// Number of entries (Python's `len(d)`).
@@ -195,7 +200,8 @@ where
     /// update between processes. `f` runs under the dict's lock: it must not use this dict
     /// (that gives [`ManagerError::WouldDeadlock`]). If `f` panics, nothing changes.
     pub fn update_with(&self, key: &K, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError> {
-        self.lock()?.update_with(key, f)
+        let k = encode(key)?;
+        self.lock()?.update_with_enc(&k, f)
     }
 
     /// The segment's size: the memory limit given at creation.
@@ -251,41 +257,49 @@ where
 {
     /// See [`Dict::get`].
     pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
-        let k = encode(key)?;
-        let loc = self.l.locate(&k)?;
+        self.get_enc(&encode(key)?)
+    }
+
+    fn get_enc(&self, k: &[u8]) -> Result<Option<V>, ManagerError> {
+        let loc = self.l.locate(k)?;
         if !loc.is_found() {
             return Ok(None);
         }
-        let mut v = Buf::new();
-        self.l.value_of(&loc, &mut v)?;
-        decode(&v).map(Some)
+        self.l.value_with(&loc, decode)?.map(Some)
     }
 
     /// See [`Dict::insert`].
     pub fn insert(&mut self, key: &K, value: &V) -> Result<(), ManagerError> {
-        let (k, v) = (encode(key)?, encode(value)?);
-        let loc = self.l.locate(&k)?;
-        self.l.put(loc, &k, &v)
+        self.insert_enc(&encode(key)?, &encode(value)?)
+    }
+
+    fn insert_enc(&mut self, k: &[u8], v: &[u8]) -> Result<(), ManagerError> {
+        let loc = self.l.locate(k)?;
+        self.l.put(loc, k, v)
     }
 
     /// See [`Dict::remove`].
     pub fn remove(&mut self, key: &K) -> Result<Option<V>, ManagerError> {
-        let k = encode(key)?;
-        let loc = self.l.locate(&k)?;
+        self.remove_enc(&encode(key)?)
+    }
+
+    fn remove_enc(&mut self, k: &[u8]) -> Result<Option<V>, ManagerError> {
+        let loc = self.l.locate(k)?;
         if !loc.is_found() {
             return Ok(None);
         }
-        let mut v = Buf::new();
-        self.l.value_of(&loc, &mut v)?;
-        let old = decode(&v)?;
+        let old = self.l.value_with(&loc, decode)??;
         self.l.delete(&loc)?;
         Ok(Some(old))
     }
 
     /// See [`Dict::discard`].
     pub fn discard(&mut self, key: &K) -> Result<bool, ManagerError> {
-        let k = encode(key)?;
-        let loc = self.l.locate(&k)?;
+        self.discard_enc(&encode(key)?)
+    }
+
+    fn discard_enc(&mut self, k: &[u8]) -> Result<bool, ManagerError> {
+        let loc = self.l.locate(k)?;
         self.l.delete(&loc)?;
         Ok(loc.is_found())
     }
@@ -351,18 +365,17 @@ where
 
     /// See [`Dict::update_with`].
     pub fn update_with(&mut self, key: &K, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError> {
-        let k = encode(key)?;
-        let loc = self.l.locate(&k)?;
-        let old = if loc.is_found() {
-            let mut v = Buf::new();
-            self.l.value_of(&loc, &mut v)?;
-            Some(decode(&v)?)
-        } else {
-            None
+        self.update_with_enc(&encode(key)?, f)
+    }
+
+    fn update_with_enc(&mut self, k: &[u8], f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError> {
+        let loc = self.l.locate(k)?;
+        let old = match loc.is_found() {
+            true => Some(self.l.value_with(&loc, decode)??),
+            false => None,
         };
         let new = f(old);
-        let v = encode(&new)?;
-        self.l.put(loc, &k, &v)?;
+        self.l.put(loc, k, &encode(&new)?)?;
         Ok(new)
     }
 }

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::store::{self, Kind, Locked, Store};
-use super::{deadline, decode, encode, Buf, DEFAULT_LIMIT};
+use super::{deadline, decode, encode, Enc, DEFAULT_LIMIT};
 use crate::error::ManagerError;
 use crate::shm::Segment;
 
@@ -113,7 +113,8 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Appends `value` (Python's `l.append(v)`).
     pub fn push(&self, value: &T) -> Result<(), ManagerError> {
-        self.lock()?.push(value)
+        let v = encode(value)?; // outside the lock: a shorter critical section
+        self.lock()?.l.list_extend(&[&v])
     }
 
     /// Removes and returns the last element, `None` if empty (Python's `l.pop()`).
@@ -128,7 +129,8 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Replaces element `index` (Python's `l[i] = v`); [`ManagerError::Index`] past the end.
     pub fn set(&self, index: usize, value: &T) -> Result<(), ManagerError> {
-        self.lock()?.set(index, value)
+        let v = encode(value)?;
+        self.lock()?.l.list_set(index, &v)
     }
 
     /// Number of elements (Python's `len(l)`).
@@ -143,7 +145,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Appends every value, all visible at once (Python's `l.extend(values)`).
     pub fn extend(&self, values: impl IntoIterator<Item = T>) -> Result<(), ManagerError> {
-        self.lock()?.extend(values)
+        let enc = encode_all(values)?;
+        let refs: Vec<&[u8]> = enc.iter().map(|b| &**b).collect();
+        self.lock()?.l.list_extend(&refs)
     }
 
     /// A copy of all elements, in order, taken under one lock (Python's `l[:]`).
@@ -211,18 +215,13 @@ impl<T: Serialize + DeserializeOwned> ListGuard<'_, T> {
 
     /// See [`List::pop`]. If the last element does not decode as `T`, it is still removed.
     pub fn pop(&mut self) -> Result<Option<T>, ManagerError> {
-        let mut v = Buf::new();
-        if !self.l.list_pop(&mut v)? {
-            return Ok(None);
-        }
-        decode(&v).map(Some)
+        self.l.list_pop_with(decode)?.transpose()
     }
 
     /// See [`List::get`].
     pub fn get(&self, index: usize) -> Result<Option<T>, ManagerError> {
-        let mut v = Buf::new();
-        match self.l.list_get(index, &mut v) {
-            Ok(()) => decode(&v).map(Some),
+        match self.l.list_get_with(index, decode) {
+            Ok(v) => v.map(Some),
             Err(ManagerError::Index { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -246,11 +245,8 @@ impl<T: Serialize + DeserializeOwned> ListGuard<'_, T> {
 
     /// See [`List::extend`].
     pub fn extend(&mut self, values: impl IntoIterator<Item = T>) -> Result<(), ManagerError> {
-        let enc = values
-            .into_iter()
-            .map(|v| encode(&v))
-            .collect::<Result<Vec<Buf>, _>>()?;
-        let refs: Vec<&[u8]> = enc.iter().map(|b| b.as_slice()).collect();
+        let enc = encode_all(values)?;
+        let refs: Vec<&[u8]> = enc.iter().map(|b| &**b).collect();
         self.l.list_extend(&refs)
     }
 
@@ -271,13 +267,15 @@ impl<T: Serialize + DeserializeOwned> ListGuard<'_, T> {
 
     /// See [`List::update_with`].
     pub fn update_with(&mut self, index: usize, f: impl FnOnce(T) -> T) -> Result<T, ManagerError> {
-        let mut v = Buf::new();
-        self.l.list_get(index, &mut v)?;
-        let new = f(decode(&v)?);
+        let new = f(self.l.list_get_with(index, decode)??);
         let enc = encode(&new)?;
         self.l.list_set(index, &enc)?;
         Ok(new)
     }
+}
+
+fn encode_all<T: Serialize>(values: impl IntoIterator<Item = T>) -> Result<Vec<Enc>, ManagerError> {
+    values.into_iter().map(|v| encode(&v)).collect()
 }
 
 impl<T> serde::Serialize for List<T> {

@@ -96,8 +96,7 @@ mod list;
 mod namespace;
 pub(crate) mod store;
 
-use std::cell::RefCell;
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 
 pub use dict::{Dict, DictGuard};
 pub use list::{List, ListGuard};
@@ -187,60 +186,41 @@ impl Manager {
     }
 }
 
-thread_local! {
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+/// Encoded keys and values up to this size stay on the stack.
+pub(crate) const INLINE: usize = 128;
+
+/// A key or value encoded with postcard: on the stack when small (no allocation), else on
+/// the heap.
+pub(crate) enum Enc {
+    Inline { buf: [u8; INLINE], len: usize },
+    Heap(Vec<u8>),
 }
 
-/// A scratch byte buffer from a small per-thread pool, so operations do not allocate.
-/// Taking one out (rather than borrowing a fixed one) keeps re-entrant use safe.
-pub(crate) struct Buf(Vec<u8>);
-
-impl Buf {
-    pub(crate) fn new() -> Self {
-        let v = SPARE
-            .try_with(|s| s.borrow_mut().pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        Buf(v)
-    }
-}
-
-impl Drop for Buf {
-    fn drop(&mut self) {
-        let mut v = std::mem::take(&mut self.0);
-        if v.capacity() == 0 || v.capacity() > 1 << 20 {
-            return;
+impl Deref for Enc {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Enc::Inline { buf, len } => &buf[..*len],
+            Enc::Heap(v) => v,
         }
-        v.clear();
-        let _ = SPARE.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < 8 {
-                s.push(v);
-            }
-        });
     }
 }
 
-impl Deref for Buf {
-    type Target = Vec<u8>;
-    fn deref(&self) -> &Vec<u8> {
-        &self.0
+/// Encodes `v` (done before taking a container's lock where the value is known).
+/// Inlined so that the buffer is built in the caller's frame rather than moved out.
+#[inline(always)]
+pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Enc, ManagerError> {
+    let mut buf = [0u8; INLINE];
+    match postcard::to_slice(v, &mut buf) {
+        Ok(used) => {
+            let len = used.len();
+            Ok(Enc::Inline { buf, len })
+        }
+        Err(postcard::Error::SerializeBufferFull) => postcard::to_allocvec(v)
+            .map(Enc::Heap)
+            .map_err(|e| ManagerError::Codec(e.to_string())),
+        Err(e) => Err(ManagerError::Codec(e.to_string())),
     }
-}
-
-impl DerefMut for Buf {
-    fn deref_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.0
-    }
-}
-
-/// Encodes `v` into a fresh scratch buffer.
-pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Buf, ManagerError> {
-    let mut b = Buf::new();
-    let vec = std::mem::take(&mut b.0);
-    b.0 = postcard::to_extend(v, vec).map_err(|e| ManagerError::Codec(e.to_string()))?;
-    Ok(b)
 }
 
 /// Decodes a whole stored value; leftover bytes mean the value was written as another type.

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::store::{self, Kind, Locked, Store};
-use super::{deadline, decode, encode, Buf, DEFAULT_LIMIT};
+use super::{deadline, decode, encode, DEFAULT_LIMIT};
 use crate::error::ManagerError;
 use crate::shm::Segment;
 
@@ -108,7 +108,10 @@ impl Namespace {
 
     /// Sets field `name` (Python's `ns.name = value`).
     pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<(), ManagerError> {
-        self.lock()?.set(name, value)
+        let v = encode(value)?; // outside the lock: a shorter critical section
+        let mut g = self.lock()?;
+        let loc = g.l.locate(name.as_bytes())?;
+        g.l.put(loc, name.as_bytes(), &v)
     }
 
     /// Field `name` as a `T`, `None` if unset (Python's `ns.name`, or `getattr(ns, name, None)`).
@@ -187,9 +190,7 @@ impl NamespaceGuard<'_> {
         if !loc.is_found() {
             return Ok(None);
         }
-        let mut v = Buf::new();
-        self.l.value_of(&loc, &mut v)?;
-        decode(&v).map(Some)
+        self.l.value_with(&loc, decode)?.map(Some)
     }
 
     /// See [`Namespace::remove`].
@@ -223,12 +224,9 @@ impl NamespaceGuard<'_> {
         f: impl FnOnce(Option<T>) -> T,
     ) -> Result<T, ManagerError> {
         let loc = self.l.locate(name.as_bytes())?;
-        let old = if loc.is_found() {
-            let mut v = Buf::new();
-            self.l.value_of(&loc, &mut v)?;
-            Some(decode(&v)?)
-        } else {
-            None
+        let old = match loc.is_found() {
+            true => Some(self.l.value_with(&loc, decode)??),
+            false => None,
         };
         let new = f(old);
         let v = encode(&new)?;

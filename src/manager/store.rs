@@ -38,6 +38,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::INLINE;
 use crate::error::ManagerError;
 use crate::shm::{Fingerprint, Segment};
 use crate::sync::raw_lock::{Acquired, LockFail, RawLock};
@@ -363,6 +364,27 @@ impl Locked<'_> {
         }
     }
 
+    /// Runs `f` on a copy of the `len` bytes at `off` of the active half (range checked by
+    /// the caller with [`record`](Self::record)): on the stack when small.
+    fn with_bytes<R>(&self, r: &Root, off: usize, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        if len <= INLINE {
+            let mut buf = std::mem::MaybeUninit::<[u8; INLINE]>::uninit();
+            debug_assert!(off + len <= r.top);
+            // SAFETY: `off + len <= top <= half size`; `buf` holds `len <= INLINE` bytes, and
+            // the slice covers exactly the `len` bytes the copy initialised.
+            let bytes = unsafe {
+                let p = buf.as_mut_ptr().cast::<u8>();
+                std::ptr::copy_nonoverlapping(self.s.base(r.half).add(off), p, len);
+                std::slice::from_raw_parts(p, len)
+            };
+            f(bytes)
+        } else {
+            let mut v = Vec::new();
+            self.copy_out(r, off, len, &mut v);
+            f(&v)
+        }
+    }
+
     /// Whether the `len` bytes at `off` equal `key` (range checked by the caller).
     fn equals(&self, r: &Root, off: usize, key: &[u8]) -> bool {
         let mut buf = [0u8; 64];
@@ -458,13 +480,12 @@ impl Locked<'_> {
         Ok(r)
     }
 
-    /// Copies the value of a found key into `out`.
-    pub(crate) fn value_of(&self, loc: &Loc, out: &mut Vec<u8>) -> Result<(), ManagerError> {
+    /// Runs `f` on a copy of the value of a found key.
+    pub(crate) fn value_with<R>(&self, loc: &Loc, f: impl FnOnce(&[u8]) -> R) -> Result<R, ManagerError> {
         let (_, off) = loc.found.ok_or(corrupt("value of a missing key"))?;
         let r = self.root_of(loc)?;
         let (klen, vlen) = self.record(&r, off)?;
-        self.copy_out(&r, off + 8 + klen, vlen, out);
-        Ok(())
+        Ok(self.with_bytes(&r, off + 8 + klen, vlen, f))
     }
 
     /// Inserts or replaces `key` → `val` at `loc` (from `locate` under this same lock).
@@ -602,12 +623,11 @@ impl Locked<'_> {
         Ok((off + 8 + klen, vlen))
     }
 
-    /// Copies element `i` into `out`.
-    pub(crate) fn list_get(&self, i: usize, out: &mut Vec<u8>) -> Result<(), ManagerError> {
+    /// Runs `f` on a copy of element `i`.
+    pub(crate) fn list_get_with<R>(&self, i: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, ManagerError> {
         let r = self.root()?;
         let (at, n) = self.elem(&r, i)?;
-        self.copy_out(&r, at, n, out);
-        Ok(())
+        Ok(self.with_bytes(&r, at, n, f))
     }
 
     /// Appends the encoded values of `vals`, all visible at once (one `len` commit).
@@ -662,20 +682,20 @@ impl Locked<'_> {
         Ok(())
     }
 
-    /// Removes the last element, copying it into `out`; `false` if the list is empty.
-    pub(crate) fn list_pop(&mut self, out: &mut Vec<u8>) -> Result<bool, ManagerError> {
+    /// Removes the last element and runs `f` on a copy of it; `None` if the list is empty.
+    pub(crate) fn list_pop_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, ManagerError> {
         let r = self.root()?;
         let len = self.len_in(&r)?;
         if len == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         let (at, n) = self.elem(&r, len - 1)?;
-        self.copy_out(&r, at, n, out);
+        let out = self.with_bytes(&r, at, n, f);
         let c = self.s.ctrl();
         // SYNC POINT (commit).
         c.len.store((len - 1) as u64, Ordering::Release);
         adjust(&c.live, 0, rec_size(0, n));
-        Ok(true)
+        Ok(Some(out))
     }
 
     /// Calls `f(value)` for elements `0..len`, in order, with copies of the bytes.
