@@ -1,8 +1,9 @@
 //! A guided run of shmproc across real processes: `cargo run --release --example tour`.
 //!
 //! Each step starts children with both start methods, shares memory with them, and prints
-//! what happened; step 12 measures process start+join against `/bin/true`, and the last
-//! two run a `Pool` and an `Executor` on real work, timed against one process.
+//! what happened; step 12 measures process start+join against `/bin/true`, steps 13–14 run
+//! a `Pool` and an `Executor` on real work, timed against one process, and step 15 has pool
+//! workers count words into a shared `Dict`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
