@@ -1741,6 +1741,40 @@ fn a_dict_handed_to_pool_workers_by_the_initializer_counts_their_tasks() {
     }
 }
 
+/// For the thread backend, whose initializer runs in this test process: its own static.
+static THREAD_COUNTS: OnceLock<Dict<String, u64>> = OnceLock::new();
+
+fn keep_thread_counts(d: Dict<String, u64>) {
+    let _ = THREAD_COUNTS.set(d);
+}
+
+fn count_word_in_thread(w: String) -> u64 {
+    let d = THREAD_COUNTS.get().expect("the initializer ran");
+    d.update_with(&w, |c| c.unwrap_or(0) + 1).expect("update")
+}
+
+#[test]
+fn a_dict_handed_to_a_thread_pool_by_the_initializer_counts_its_tasks() {
+    let _g = shared();
+    bounded("thread pool initializer", || {
+        let d = Dict::<String, u64>::new().unwrap();
+        let pool = Pool::builder()
+            .threads(true)
+            .processes(2)
+            .initializer(keep_thread_counts, d.clone_handle().unwrap())
+            .build()
+            .unwrap();
+        let ws = words(700);
+        assert_eq!(pool.map(count_word_in_thread, ws, None).unwrap().len(), 700);
+        let mut items = d.items().unwrap();
+        items.sort();
+        let want: Vec<(String, u64)> = (0..7).map(|i| (format!("w{i}"), 100)).collect();
+        assert_eq!(items, want);
+        pool.close();
+        pool.join().unwrap();
+    });
+}
+
 // ------------------------------------------------------------------------------------------
 // 10. Leaks
 // ------------------------------------------------------------------------------------------

@@ -1421,3 +1421,45 @@ fn map_async_and_starmap_async_return_at_once() {
         });
     }
 }
+
+fn hold_end(_: shmproc::Connection<u64>) {}
+
+fn bump_counter(v: shmproc::Value<u64>) {
+    v.update(|x| x + 1).expect("update");
+}
+
+#[test]
+fn initializer_arguments_carry_handles_but_not_pipe_ends() {
+    let _g = shared();
+    for m in METHODS {
+        // A handle in the initializer's arguments reaches every worker.
+        let inits = shmproc::Value::new(0u64).unwrap();
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(m)
+            .initializer(bump_counter, inits.clone_handle().unwrap())
+            .build()
+            .unwrap();
+        assert_eq!(pool.map(square, vec![1, 2, 3], Some(1)).unwrap(), vec![1, 4, 9]);
+        let ran = || inits.get().unwrap();
+        assert!(
+            eventually(LONG, || ran() == 2),
+            "{m:?}: {} initializers ran",
+            ran()
+        );
+        pool.close();
+        pool.join().unwrap();
+        // A pipe end would be shared by every worker: refused when the pool is built.
+        let (a, _b) = shmproc::pipe::<u64>().unwrap();
+        let built = Pool::builder()
+            .processes(1)
+            .start_method(m)
+            .initializer(hold_end, a)
+            .build();
+        assert!(
+            matches!(built, Err(PoolError::Codec(_))),
+            "{m:?}: {:?}",
+            built.err()
+        );
+    }
+}
