@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::store::{self, Kind, Locked, Store};
-use super::{deadline, decode, encode, DEFAULT_LIMIT};
+use super::{deadline, decode, encode, prealloc, DEFAULT_LIMIT};
 use crate::error::ManagerError;
 use crate::shm::Segment;
 
@@ -321,7 +321,7 @@ where
 
     /// See [`Dict::keys`].
     pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
-        let mut out = Vec::with_capacity(self.len()?);
+        let mut out = Vec::with_capacity(prealloc(self.len()?));
         self.l.for_each_entry(|k, _| {
             out.push(decode(k)?);
             Ok(())
@@ -331,7 +331,7 @@ where
 
     /// See [`Dict::values`].
     pub fn values(&self) -> Result<Vec<V>, ManagerError> {
-        let mut out = Vec::with_capacity(self.len()?);
+        let mut out = Vec::with_capacity(prealloc(self.len()?));
         self.l.for_each_entry(|_, v| {
             out.push(decode(v)?);
             Ok(())
@@ -341,7 +341,7 @@ where
 
     /// See [`Dict::items`].
     pub fn items(&self) -> Result<Vec<(K, V)>, ManagerError> {
-        let mut out = Vec::with_capacity(self.len()?);
+        let mut out = Vec::with_capacity(prealloc(self.len()?));
         self.l.for_each_entry(|k, v| {
             out.push((decode(k)?, decode(v)?));
             Ok(())

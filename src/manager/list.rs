@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::store::{self, Kind, Locked, Store};
-use super::{deadline, decode, encode, Enc, DEFAULT_LIMIT};
+use super::{deadline, decode, encode, prealloc, Enc, DEFAULT_LIMIT};
 use crate::error::ManagerError;
 use crate::shm::Segment;
 
@@ -252,7 +252,7 @@ impl<T: Serialize + DeserializeOwned> ListGuard<'_, T> {
 
     /// See [`List::snapshot`].
     pub fn snapshot(&self) -> Result<Vec<T>, ManagerError> {
-        let mut out = Vec::with_capacity(self.len()?);
+        let mut out = Vec::with_capacity(prealloc(self.len()?));
         self.l.for_each_elem(|v| {
             out.push(decode(v)?);
             Ok(())

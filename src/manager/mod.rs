@@ -239,6 +239,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerErro
     }
 }
 
+/// How many elements a snapshot reserves for a length read from shared memory: the length
+/// is checked against the table, but a peer could still claim a huge one, so the vector
+/// grows by itself past this.
+pub(crate) fn prealloc(len: usize) -> usize {
+    len.min(1 << 16)
+}
+
 /// A lock deadline `timeout` from now (`None`, no deadline, if that overflows).
 pub(crate) fn deadline(timeout: std::time::Duration) -> Option<std::time::Instant> {
     std::time::Instant::now().checked_add(timeout)
