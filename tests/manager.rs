@@ -1949,3 +1949,60 @@ fn replacing_a_value_at_full_load_only_compacts() {
     }
     assert_eq!(d.get(&0).unwrap(), Some(vec![19; 126]));
 }
+
+// ------------------------------------------------------------------------------------------
+// 11. Named containers, for processes that share no handle
+// ------------------------------------------------------------------------------------------
+
+/// Opens the containers by name only (as an unrelated program would) and writes to them.
+fn open_by_name(base: String) -> Result<u64, String> {
+    let d = Dict::<String, u64>::open_named(&format!("{base}-d")).map_err(|e| e.to_string())?;
+    let l = List::<u64>::open_named(&format!("{base}-l")).map_err(|e| e.to_string())?;
+    let ns = Namespace::open_named(&format!("{base}-n")).map_err(|e| e.to_string())?;
+    if !matches!(
+        Dict::<u64, u64>::open_named(&format!("{base}-d")),
+        Err(ManagerError::Segment(
+            shmproc::SegmentError::LayoutMismatch { .. }
+        ))
+    ) {
+        return Err("a dict opened with other types was not refused".into());
+    }
+    d.update_with(&"child".into(), |v| v.unwrap_or(0) + 1)
+        .map_err(|e| e.to_string())?;
+    l.push(&7).map_err(|e| e.to_string())?;
+    ns.set("from", &"child".to_string()).map_err(|e| e.to_string())?;
+    d.get(&"parent".into())
+        .map_err(|e| e.to_string())?
+        .ok_or("no parent key".to_string())
+}
+
+#[test]
+fn named_containers_are_shared_by_name_and_unlinked_by_their_creator() {
+    let _g = shared();
+    for m in METHODS {
+        let base = format!("/shmproc-test-mgr-{}-{m:?}", std::process::id());
+        let d = Dict::<String, u64>::create_named(&format!("{base}-d"), 1 << 20).unwrap();
+        let l = List::<u64>::create_named(&format!("{base}-l"), 1 << 20).unwrap();
+        let ns = Namespace::create_named(&format!("{base}-n"), 1 << 20).unwrap();
+        assert!(matches!(
+            Dict::<String, u64>::create_named(&format!("{base}-d"), 1 << 20),
+            Err(ManagerError::Segment(shmproc::SegmentError::AlreadyExists(_)))
+        ));
+        let leaf = |suffix: &str| format!("{}-{suffix}", &base[1..]);
+        assert!(dev_shm().contains(&leaf("d")), "{m:?}: the name exists");
+        d.insert(&"parent".into(), &41).unwrap();
+        let mut child = start(m, open_by_name, base.clone());
+        assert_eq!(join(&mut child), Ok(41), "{m:?}");
+        assert_eq!(d.get(&"child".into()).unwrap(), Some(1));
+        assert_eq!(l.snapshot().unwrap(), [7]);
+        assert_eq!(ns.get::<String>("from").unwrap().as_deref(), Some("child"));
+        drop((d, l, ns));
+        for s in ["d", "l", "n"] {
+            assert!(!dev_shm().contains(&leaf(s)), "{m:?}: {s} unlinked on drop");
+        }
+        assert!(matches!(
+            Dict::<String, u64>::open_named(&format!("{base}-d")),
+            Err(ManagerError::Segment(shmproc::SegmentError::NotFound(_)))
+        ));
+    }
+}
