@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 mod channel_garbage;
 #[path = "fuzz_logic/channel_ops.rs"]
 mod channel_ops;
+#[path = "fuzz_logic/manager_image.rs"]
+mod manager_image;
+#[path = "fuzz_logic/manager_ops.rs"]
+mod manager_ops;
 #[path = "fuzz_logic/mpmc_garbage.rs"]
 mod mpmc_garbage;
 #[path = "fuzz_logic/mpmc_ops.rs"]
@@ -35,6 +39,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("mpmc_garbage", mpmc_garbage::mpmc_garbage_input),
     ("pool_ops", pool_ops::pool_ops_input),
     ("pool_wire", pool_wire::pool_wire_input),
+    ("manager_ops", manager_ops::manager_ops_input),
+    ("manager_image", manager_image::manager_image_input),
 ];
 
 fn corpus_root() -> PathBuf {

@@ -738,9 +738,13 @@ impl Locked<'_> {
             log,
             top: 8 << log,
         };
-        let full = |needed: usize| ManagerError::LimitExceeded {
-            needed: needed as u64,
-            limit: self.s.half as u64,
+        // What the new half would need in all: the table, every live record, `extra`.
+        let full = |table: usize| match self.live_bytes(&r) {
+            Ok(live) => ManagerError::LimitExceeded {
+                needed: (table + live + extra) as u64,
+                limit: self.s.half as u64,
+            },
+            Err(e) => e,
         };
         if nr.table_bytes() > self.s.half {
             return Err(full(nr.table_bytes()));
@@ -763,7 +767,7 @@ impl Locked<'_> {
                     let h = hash(&key);
                     let at = self
                         .copy_record(&r, off, klen + vlen, &mut nr)
-                        .ok_or_else(|| full(nr.top))?;
+                        .ok_or_else(|| full(nr.table_bytes()))?;
                     let mut j = h as usize & mask;
                     let mut probes = 0;
                     while self.word(&nr, j) != EMPTY {
@@ -789,7 +793,7 @@ impl Locked<'_> {
                     let (klen, vlen) = self.record(&r, off)?;
                     let at = self
                         .copy_record(&r, off, klen + vlen, &mut nr)
-                        .ok_or_else(|| full(nr.top))?;
+                        .ok_or_else(|| full(nr.table_bytes()))?;
                     self.set_word(&nr, i, at as u64);
                 }
                 len = n;
@@ -797,7 +801,7 @@ impl Locked<'_> {
         }
         let live = nr.top - nr.table_bytes();
         if extra > self.s.half - nr.top {
-            return Err(full(nr.top + extra));
+            return Err(full(nr.table_bytes()));
         }
         self.commit_root(nr);
         let c = self.s.ctrl();
@@ -808,6 +812,32 @@ impl Locked<'_> {
         c.live.store(live as u64, Ordering::Relaxed);
         self.release_half(r.half);
         Ok(())
+    }
+
+    /// Bytes of the live records under `r` (checked), for an honest `LimitExceeded`.
+    fn live_bytes(&self, r: &Root) -> Result<usize, ManagerError> {
+        let mut sum = 0;
+        let mut add = |off: usize| -> Result<(), ManagerError> {
+            let (klen, vlen) = self.record(r, off)?;
+            sum += rec_size(klen, vlen);
+            Ok(())
+        };
+        match self.s.kind {
+            Kind::Dict => {
+                for i in 0..r.cap() {
+                    let w = self.word(r, i);
+                    if w != EMPTY && w != TOMB {
+                        add(((w & OFF_MASK) << 3) as usize)?;
+                    }
+                }
+            }
+            Kind::List => {
+                for i in 0..self.len_in(r)? {
+                    add(self.word(r, i) as usize)?;
+                }
+            }
+        }
+        Ok(sum)
     }
 
     /// Copies a checked record (`body` bytes after its header) from the active half to the
