@@ -550,6 +550,37 @@ impl Locked<'_> {
         Ok(())
     }
 
+    /// Calls `f(n, offset, key_len, val_len)` for each live record under `r`, checked: a
+    /// dict's in table order, a list's elements `0..len` in order (`n` counts from 0).
+    fn each_live(
+        &self,
+        r: &Root,
+        mut f: impl FnMut(usize, usize, usize, usize) -> Result<(), ManagerError>,
+    ) -> Result<(), ManagerError> {
+        let mut visit = |n: usize, off: usize| {
+            let (klen, vlen) = self.record(r, off)?;
+            f(n, off, klen, vlen)
+        };
+        match self.s.kind {
+            Kind::Dict => {
+                let mut n = 0;
+                for i in 0..r.cap() {
+                    let w = self.word(r, i);
+                    if w != EMPTY && w != TOMB {
+                        visit(n, ((w & OFF_MASK) << 3) as usize)?;
+                        n += 1;
+                    }
+                }
+            }
+            Kind::List => {
+                for i in 0..self.len_in(r)? {
+                    visit(i, self.word(r, i) as usize)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `f(key, value)` for every entry, in table order, with copies of the bytes.
     pub(crate) fn for_each_entry(
         &self,
@@ -557,18 +588,11 @@ impl Locked<'_> {
     ) -> Result<(), ManagerError> {
         let r = self.root()?;
         let (mut k, mut v) = (Vec::new(), Vec::new());
-        for i in 0..r.cap() {
-            let w = self.word(&r, i);
-            if w == EMPTY || w == TOMB {
-                continue;
-            }
-            let off = ((w & OFF_MASK) << 3) as usize;
-            let (klen, vlen) = self.record(&r, off)?;
+        self.each_live(&r, |_, off, klen, vlen| {
             self.copy_out(&r, off + 8, klen, &mut k);
             self.copy_out(&r, off + 8 + klen, vlen, &mut v);
-            f(&k, &v)?;
-        }
-        Ok(())
+            f(&k, &v)
+        })
     }
 
     /// Number of entries (a dict's hint, bounded by the table; a list's checked length).
@@ -705,12 +729,10 @@ impl Locked<'_> {
     ) -> Result<(), ManagerError> {
         let r = self.root()?;
         let mut v = Vec::new();
-        for i in 0..self.len_in(&r)? {
-            let (at, n) = self.elem(&r, i)?;
-            self.copy_out(&r, at, n, &mut v);
-            f(&v)?;
-        }
-        Ok(())
+        self.each_live(&r, |_, off, klen, vlen| {
+            self.copy_out(&r, off + 8 + klen, vlen, &mut v);
+            f(&v)
+        })
     }
 
     // ------------------------------------------------------------------ compaction
@@ -749,25 +771,23 @@ impl Locked<'_> {
         if nr.table_bytes() > self.s.half {
             return Err(full(nr.table_bytes()));
         }
+        if self.s.kind == Kind::List && self.len_in(&r)? > nr.cap() {
+            return Err(full(nr.table_bytes()));
+        }
         // SAFETY: the inactive half is reachable by no reader; the table fits (checked).
         unsafe { std::ptr::write_bytes(self.s.base(other), 0, nr.table_bytes()) };
-        let (mut len, mut used) = (0usize, 0usize);
+        let mut len = 0;
         let mut key = Vec::new();
-        match self.s.kind {
-            Kind::Dict => {
-                let mask = nr.cap() - 1;
-                for i in 0..r.cap() {
-                    let w = self.word(&r, i);
-                    if w == EMPTY || w == TOMB {
-                        continue;
-                    }
-                    let off = ((w & OFF_MASK) << 3) as usize;
-                    let (klen, vlen) = self.record(&r, off)?;
+        let mask = nr.cap() - 1;
+        self.each_live(&r, |n, off, klen, vlen| {
+            let at = self
+                .copy_record(&r, off, klen + vlen, &mut nr)
+                .ok_or_else(|| full(nr.table_bytes()))?;
+            let (slot, word) = match self.s.kind {
+                Kind::List => (n, at as u64),
+                Kind::Dict => {
                     self.copy_out(&r, off + 8, klen, &mut key);
                     let h = hash(&key);
-                    let at = self
-                        .copy_record(&r, off, klen + vlen, &mut nr)
-                        .ok_or_else(|| full(nr.table_bytes()))?;
                     let mut j = h as usize & mask;
                     let mut probes = 0;
                     while self.word(&nr, j) != EMPTY {
@@ -778,27 +798,13 @@ impl Locked<'_> {
                         }
                         j = (j + 1) & mask;
                     }
-                    self.set_word(&nr, j, tag(h) << 40 | (at as u64 >> 3));
-                    len += 1;
-                    used += 1;
+                    (j, tag(h) << 40 | (at as u64 >> 3))
                 }
-            }
-            Kind::List => {
-                let n = self.len_in(&r)?;
-                if n > nr.cap() {
-                    return Err(full(n * 8));
-                }
-                for i in 0..n {
-                    let off = self.word(&r, i) as usize;
-                    let (klen, vlen) = self.record(&r, off)?;
-                    let at = self
-                        .copy_record(&r, off, klen + vlen, &mut nr)
-                        .ok_or_else(|| full(nr.table_bytes()))?;
-                    self.set_word(&nr, i, at as u64);
-                }
-                len = n;
-            }
-        }
+            };
+            self.set_word(&nr, slot, word);
+            len = n + 1;
+            Ok(())
+        })?;
         let live = nr.top - nr.table_bytes();
         if extra > self.s.half - nr.top {
             return Err(full(nr.table_bytes()));
@@ -807,8 +813,8 @@ impl Locked<'_> {
         let c = self.s.ctrl();
         if self.s.kind == Kind::Dict {
             c.len.store(len as u64, Ordering::Relaxed);
+            c.used.store(len as u64, Ordering::Relaxed);
         }
-        c.used.store(used as u64, Ordering::Relaxed);
         c.live.store(live as u64, Ordering::Relaxed);
         self.release_half(r.half);
         Ok(())
@@ -817,26 +823,10 @@ impl Locked<'_> {
     /// Bytes of the live records under `r` (checked), for an honest `LimitExceeded`.
     fn live_bytes(&self, r: &Root) -> Result<usize, ManagerError> {
         let mut sum = 0;
-        let mut add = |off: usize| -> Result<(), ManagerError> {
-            let (klen, vlen) = self.record(r, off)?;
+        self.each_live(r, |_, _, klen, vlen| {
             sum += rec_size(klen, vlen);
             Ok(())
-        };
-        match self.s.kind {
-            Kind::Dict => {
-                for i in 0..r.cap() {
-                    let w = self.word(r, i);
-                    if w != EMPTY && w != TOMB {
-                        add(((w & OFF_MASK) << 3) as usize)?;
-                    }
-                }
-            }
-            Kind::List => {
-                for i in 0..self.len_in(r)? {
-                    add(self.word(r, i) as usize)?;
-                }
-            }
-        }
+        })?;
         Ok(sum)
     }
 
