@@ -19,8 +19,11 @@
 //! - **Two halves, copy-on-write.** The limit is split into two halves. Records are appended
 //!   in the active half; when it is full (or the table must grow) the live entries are
 //!   copied into the other half with a fresh table, and the halves swap with one store. The
-//!   freed half is given back to the kernel (`MADV_REMOVE`), so resident memory follows the
-//!   live size, about twice it at most. A container can thus hold up to half its limit.
+//!   freed half is given back to the kernel (`MADV_REMOVE`), so resident memory is what the
+//!   active half uses (live records plus replaced ones not yet compacted), not the limit. A
+//!   container can thus hold up to half its limit.
+//! - **Readers lock too.** Every access, reads included, holds the lock, so there is no
+//!   lock-free protocol to get wrong: a dead reader costs the next locker a compaction.
 //! - **A process killed mid-operation** (even by `SIGKILL`) never leaves the container
 //!   unusable: every change is published by one aligned 8-byte store, after the bytes it
 //!   makes reachable are written, so the container is always in its last published state.
