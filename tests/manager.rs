@@ -1741,6 +1741,30 @@ fn a_dict_handed_to_pool_workers_by_the_initializer_counts_their_tasks() {
     }
 }
 
+#[test]
+fn replacement_workers_get_the_initializer_handles_too() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} replaced workers"), move || {
+            let d = Dict::<String, u64>::new().unwrap();
+            // Every worker runs one chunk, then a fresh one starts and decodes its own handle.
+            let pool = Pool::builder()
+                .processes(2)
+                .start_method(m)
+                .maxtasksperchild(1)
+                .initializer(keep_counts, d.clone_handle().unwrap())
+                .build()
+                .unwrap();
+            let ws = words(70);
+            assert_eq!(pool.map(count_word, ws, Some(5)).unwrap().len(), 70, "{m:?}");
+            let total: u64 = d.values().unwrap().iter().sum();
+            assert_eq!(total, 70, "{m:?}: every one of the 14 chunks counted");
+            pool.close();
+            pool.join().unwrap();
+        });
+    }
+}
+
 /// For the thread backend, whose initializer runs in this test process: its own static.
 static THREAD_COUNTS: OnceLock<Dict<String, u64>> = OnceLock::new();
 
