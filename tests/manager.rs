@@ -2030,3 +2030,45 @@ fn named_containers_are_shared_by_name_and_unlinked_by_their_creator() {
         ));
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// 12. setdefault races
+// ------------------------------------------------------------------------------------------
+
+/// Waits for the start signal, then claims 50 keys with its own id; returns what it saw.
+fn claim_keys((d, go, id): (Dict<u64, u32>, Event, u32)) -> Vec<u32> {
+    assert!(go.wait_timeout(LONG), "no start signal");
+    (0..50)
+        .map(|k| d.setdefault(&k, &id).expect("setdefault"))
+        .collect()
+}
+
+#[test]
+fn processes_racing_setdefault_all_see_the_one_value_inserted() {
+    let _g = shared();
+    for m in METHODS {
+        let d = Dict::<u64, u32>::new().unwrap();
+        let go = Event::new().unwrap();
+        let mut kids: Vec<_> = (1..=3)
+            .map(|id| {
+                start(
+                    m,
+                    claim_keys,
+                    (d.clone_handle().unwrap(), go.clone_handle().unwrap(), id),
+                )
+            })
+            .collect();
+        go.set();
+        let seen: Vec<Vec<u32>> = kids.iter_mut().map(|k| join(k)).collect();
+        let stored: Vec<u32> = (0..50).map(|k| d.get(&k).unwrap().unwrap()).collect();
+        for (i, s) in seen.iter().enumerate() {
+            assert_eq!(
+                s,
+                &stored,
+                "{m:?}: child {} saw another value than the one stored",
+                i + 1
+            );
+        }
+        assert!(stored.iter().all(|v| (1..=3).contains(v)));
+    }
+}

@@ -31,6 +31,7 @@ use crate::shm::Segment;
 /// assert_eq!(d.get(&"b".into())?, Some(2));
 /// assert_eq!(d.remove(&"a".into())?, Some(1));
 /// assert_eq!(d.update_with(&"c".into(), |v| v.unwrap_or(0) * 10)?, 30);
+/// assert_eq!(d.setdefault(&"c".into(), &0)?, 30); // present: unchanged
 /// let mut items = d.items()?;
 /// items.sort();
 /// assert_eq!(items, [("b".to_string(), 2), ("c".to_string(), 30)]);
@@ -193,6 +194,14 @@ where
     /// Removes every entry (Python's `d.clear()`).
     pub fn clear(&self) -> Result<(), ManagerError> {
         self.lock()?.clear()
+    }
+
+    /// The value of `key`, after inserting `default` if it was absent, as one atomic step
+    /// (Python's `d.setdefault(k, default)`): of several processes racing to initialise a
+    /// key, exactly one inserts and all see its value.
+    pub fn setdefault(&self, key: &K, default: &V) -> Result<V, ManagerError> {
+        let (k, v) = (encode(key)?, encode(default)?);
+        self.lock()?.setdefault_enc(&k, &v)
     }
 
     /// Atomically replaces the value of `key` by `f(old)` (`None` when absent) and returns the
@@ -361,6 +370,21 @@ where
     /// See [`Dict::clear`].
     pub fn clear(&mut self) -> Result<(), ManagerError> {
         self.l.clear()
+    }
+
+    /// See [`Dict::setdefault`].
+    pub fn setdefault(&mut self, key: &K, default: &V) -> Result<V, ManagerError> {
+        self.setdefault_enc(&encode(key)?, &encode(default)?)
+    }
+
+    fn setdefault_enc(&mut self, k: &[u8], default: &[u8]) -> Result<V, ManagerError> {
+        let loc = self.l.locate(k)?;
+        if loc.is_found() {
+            return self.l.value_with(&loc, decode)?;
+        }
+        let v = decode(default)?;
+        self.l.put(loc, k, default)?;
+        Ok(v)
     }
 
     /// See [`Dict::update_with`].
