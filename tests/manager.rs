@@ -2059,7 +2059,7 @@ fn processes_racing_setdefault_all_see_the_one_value_inserted() {
             })
             .collect();
         go.set();
-        let seen: Vec<Vec<u32>> = kids.iter_mut().map(|k| join(k)).collect();
+        let seen: Vec<Vec<u32>> = kids.iter_mut().map(join).collect();
         let stored: Vec<u32> = (0..50).map(|k| d.get(&k).unwrap().unwrap()).collect();
         for (i, s) in seen.iter().enumerate() {
             assert_eq!(
