@@ -6,6 +6,7 @@
 compile_error!("shmproc supports Linux only for now (futex, memfd, pidfd)");
 
 mod cell;
+mod codec;
 pub mod connection;
 mod error;
 mod loom;

@@ -76,7 +76,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
     }
 
     fn decode(bytes: &[u8]) -> Result<T, String> {
-        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+        crate::codec::from_bytes(bytes).map_err(|e| e.to_string())
     }
 }
 

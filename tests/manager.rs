@@ -2072,3 +2072,16 @@ fn processes_racing_setdefault_all_see_the_one_value_inserted() {
         assert!(stored.iter().all(|v| (1..=3).contains(v)));
     }
 }
+
+#[test]
+fn a_value_claiming_endless_zero_sized_elements_is_a_codec_error_not_a_hang() {
+    let _g = shared();
+    bounded("decode a huge Vec<()>", || {
+        let ns = Namespace::new().unwrap();
+        // 2^60 encodes exactly like the length prefix of a `Vec<()>` of 2^60 elements.
+        ns.set("n", &(1u64 << 60)).unwrap();
+        assert!(matches!(ns.get::<Vec<()>>("n"), Err(ManagerError::Codec(_))));
+        ns.set("n", &vec![(); 5]).unwrap();
+        assert_eq!(ns.get::<Vec<()>>("n").unwrap(), Some(vec![(); 5]));
+    });
+}

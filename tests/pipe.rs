@@ -1348,3 +1348,27 @@ fn random_kills_of_a_streaming_writer_leave_whole_messages_then_disconnected() {
     }
     eprintln!("random writer kills: {mid} of 10 trials delivered messages after the kill point");
 }
+
+/// Sends a message claiming 2^60 zero-sized elements (9 bytes); returns when it was read.
+fn claim_huge_zst_vec(conn: Conn<Vec<()>>) {
+    let huge = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]; // varint 2^60
+    conn.send_bytes_timeout(&huge, LONG).expect("send");
+    conn.send_timeout(&vec![(); 3], LONG).expect("send");
+}
+
+#[test]
+fn a_message_claiming_endless_zero_sized_elements_is_a_decode_error_not_a_hang() {
+    let _g = shared();
+    for m in METHODS {
+        let (a, b) = pipe::<Vec<()>>().unwrap();
+        let mut c = start(m, claim_huge_zst_vec, b);
+        let got = bounded("decode a huge Vec<()>", move || {
+            let first = a.recv_timeout(LONG);
+            let second = a.recv_timeout(LONG);
+            (format!("{first:?}"), second)
+        });
+        assert!(got.0.contains("Decode"), "{m:?}: {}", got.0);
+        assert_eq!(got.1.ok(), Some(vec![(); 3]), "{m:?}: the pipe stays usable");
+        join(&mut c);
+    }
+}

@@ -567,7 +567,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             None if code == 0 => Err(ProcessError::NoResult),
             None => Err(ProcessError::Exited(code)),
             Some(Err(e)) => Err(ProcessError::Codec(format!("unreadable result record: {e}"))),
-            Some(Ok(Outcome::Returned(r))) if code == 0 => postcard::from_bytes(&r)
+            Some(Ok(Outcome::Returned(r))) if code == 0 => crate::codec::from_bytes(&r)
                 .map_err(|e| ProcessError::Codec(format!("cannot decode the result: {e}"))),
             Some(Ok(Outcome::Panicked(p))) if code == 1 => Err(ProcessError::Panicked(p)),
             Some(Ok(Outcome::Failed(m))) if code == 1 => Err(ProcessError::ChildFailed(m)),
