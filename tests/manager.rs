@@ -17,13 +17,11 @@ use std::collections::BTreeSet;
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use common::METHODS;
-use common::{bounded, dev_shm, eventually, is_dead, join, ms, open_fds, start, zombie_children, JOIN, LONG};
+use common::{bounded, dev_shm, eventually, join, ms, open_fds, start, zombie_children, JOIN, LONG};
+use common::{kill_and_reap, sleep_forever, METHODS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shmproc::{
-    Dict, Event, List, Manager, ManagerError, Namespace, Pool, Process, ProcessError, StartMethod,
-};
+use shmproc::{Dict, Event, List, Manager, ManagerError, Namespace, Pool, Process, StartMethod};
 
 // ------------------------------------------------------------------------------------------
 // Helpers
@@ -72,24 +70,6 @@ fn seed(what: &str) -> u64 {
     let s = (t ^ u64::from(std::process::id()) << 32) | 1;
     eprintln!("{what}: seed {s:#x}");
     s
-}
-
-/// Sends `SIGKILL` and reaps the child, checking that it died of it.
-fn kill_and_reap<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) {
-    p.kill().expect("kill");
-    let pid = p.pid();
-    assert!(eventually(JOIN, || is_dead(pid)), "child {pid} survived SIGKILL");
-    match p.join_timeout(JOIN) {
-        Err(ProcessError::Killed(9)) => {}
-        Err(e) => panic!("child {pid}: expected death by SIGKILL, got {e}"),
-        Ok(_) => panic!("child {pid} returned instead of being killed"),
-    }
-}
-
-fn sleep_forever() -> ! {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
 }
 
 /// Waits for a child's readiness event (bounded).

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bounded, eventually, join, ms, proc_state, start, JOIN, LONG, METHODS};
+use common::{bounded, eventually, join, kill_and_reap, ms, proc_state, start, LONG, METHODS};
 use shmproc::ring::{MpmcRing, SlotError, SlotRing, SlotRingHeader};
-use shmproc::{Process, ProcessError, RawArray, RawValue, SegmentError};
+use shmproc::{RawArray, RawValue, SegmentError};
 
 // ------------------------------------------------------------------------------------------
 // Helpers
@@ -74,16 +74,6 @@ fn seed() -> u64 {
         .as_nanos() as u64;
     eprintln!("seed {t:#x}");
     t | 1
-}
-
-/// Sends `SIGKILL` and reaps the child, checking that it died of it.
-fn kill_and_reap<R: serde::Serialize + serde::de::DeserializeOwned + 'static>(p: &mut Process<R>) {
-    p.kill().expect("kill");
-    match p.join_timeout(JOIN) {
-        Err(ProcessError::Killed(9)) => {}
-        Err(e) => panic!("child {}: expected death by SIGKILL, got {e}", p.pid()),
-        Ok(_) => panic!("child {} returned instead of being killed", p.pid()),
-    }
 }
 
 /// Waits until the child `pid` sleeps (state `S`): it has reached its blocking call.

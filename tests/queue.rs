@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{bounded, eventually, is_dead, join, ms, proc_state, start, JOIN, LONG, METHODS};
-use serde::de::DeserializeOwned;
+use common::{bounded, eventually, join, kill_and_reap, ms, proc_state, start, JOIN, LONG, METHODS};
 use serde::{Deserialize, Serialize};
 use shmproc::{
     Codec, Event, GetError, JoinableQueue, PodCodec, Process, ProcessError, PutError, Queue, Shared, ShmSafe,
@@ -29,18 +28,6 @@ use shmproc::{
 
 /// How long the tests let a child run into a blocking call before acting on it.
 const SETTLE: Duration = Duration::from_millis(100);
-
-/// Sends `SIGKILL` and reaps the child, checking that it died of it.
-fn kill_and_reap<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) {
-    p.kill().expect("kill");
-    let pid = p.pid();
-    assert!(eventually(JOIN, || is_dead(pid)), "child {pid} survived SIGKILL");
-    match p.join_timeout(JOIN) {
-        Err(ProcessError::Killed(9)) => {}
-        Err(e) => panic!("child {pid}: expected death by SIGKILL, got {e}"),
-        Ok(_) => panic!("child {pid} returned instead of being killed"),
-    }
-}
 
 /// Sends `SIGKILL` and reaps the child; `false` if it had finished on its own first.
 fn kill_if_running(p: &mut Process<()>) -> bool {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{bounded, eventually, is_dead, join, ms, start, JOIN, LONG, METHODS};
+use common::{bounded, eventually, join, kill_and_reap, ms, sleep_forever, start, JOIN, LONG, METHODS};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shmproc::sync::{
@@ -21,8 +21,8 @@ use shmproc::sync::{
     SemFail, SEM_VALUE_MAX,
 };
 use shmproc::{
-    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockError, Process, ProcessError,
-    RLock, RawValue, ReleaseError, Semaphore, Shared, ShmSafe, StartMethod, Value,
+    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockError, Process, RLock,
+    RawValue, ReleaseError, Semaphore, Shared, ShmSafe, StartMethod, Value,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -34,24 +34,6 @@ const TAKEOVER: Duration = Duration::from_secs(5);
 
 fn join_all<R: Serialize + DeserializeOwned + 'static>(kids: &mut [Process<R>]) -> Vec<R> {
     kids.iter_mut().map(join).collect()
-}
-
-/// Sends `SIGKILL` and reaps the child, checking that it died of it.
-fn kill_and_reap<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) {
-    p.kill().expect("kill");
-    let pid = p.pid();
-    assert!(eventually(JOIN, || is_dead(pid)), "child {pid} survived SIGKILL");
-    match p.join_timeout(JOIN) {
-        Err(ProcessError::Killed(9)) => {}
-        Err(e) => panic!("child {pid}: expected death by SIGKILL, got {e}"),
-        Ok(_) => panic!("child {pid} returned instead of being killed"),
-    }
-}
-
-fn sleep_forever() -> ! {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
 }
 
 /// Prints how long a survivor took to take over a dead holder's lock (no assertion on it).

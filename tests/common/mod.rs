@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use shmproc::{Process, StartMethod};
+use shmproc::{Process, ProcessError, StartMethod};
 
 pub const METHODS: [shmproc::StartMethod; 2] = [shmproc::StartMethod::Fork, shmproc::StartMethod::Spawn];
 
@@ -129,5 +129,24 @@ pub fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'st
             Ok(()) => unreachable!("the worker always sends before it ends"),
         },
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {LONG:?}"),
+    }
+}
+
+/// Sends `SIGKILL` and reaps the child, checking that it died of it.
+pub fn kill_and_reap<R: Serialize + DeserializeOwned + 'static>(p: &mut Process<R>) {
+    p.kill().expect("kill");
+    let pid = p.pid();
+    assert!(eventually(JOIN, || is_dead(pid)), "child {pid} survived SIGKILL");
+    match p.join_timeout(JOIN) {
+        Err(ProcessError::Killed(9)) => {}
+        Err(e) => panic!("child {pid}: expected death by SIGKILL, got {e}"),
+        Ok(_) => panic!("child {pid} returned instead of being killed"),
+    }
+}
+
+/// The body of a child that waits to be killed.
+pub fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
