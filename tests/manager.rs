@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use common::{bounded, dev_shm, eventually, join, ms, open_fds, start, zombie_children, JOIN, LONG};
+use common::{assert_leaves_nothing, bounded, dev_shm, join, ms, start, JOIN, LONG};
 use common::{kill_and_reap, sleep_forever, METHODS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -1796,13 +1796,6 @@ fn hold_and_die((d, ready): (Dict<u64, u64>, Event)) {
     sleep_forever();
 }
 
-fn shmproc_entries(before: &[String]) -> Vec<String> {
-    dev_shm()
-        .into_iter()
-        .filter(|e| e.contains("shmproc") && !before.contains(e))
-        .collect()
-}
-
 fn leak_scenario(m: StartMethod) {
     let mgr = Manager::with_limit(SMALL);
     let d = mgr.dict::<u64, u64>().unwrap();
@@ -1866,27 +1859,7 @@ fn nothing_leaks_after_children_used_and_were_killed_with_containers() {
             ),
         ));
     }
-    assert!(eventually(LONG, || zombie_children().is_empty()));
-    let fds = open_fds();
-    let shm = dev_shm();
-    for m in METHODS {
-        bounded(&format!("{m:?} leak scenario"), move || leak_scenario(m));
-        assert!(
-            eventually(ms(10_000), || zombie_children().is_empty()),
-            "{m:?}: zombies {:?}",
-            zombie_children()
-        );
-        assert!(
-            eventually(ms(5_000), || open_fds() == fds),
-            "{m:?}: fds leaked:\nbefore {fds:?}\nafter  {:?}",
-            open_fds()
-        );
-        assert!(
-            eventually(ms(5_000), || shmproc_entries(&shm).is_empty()),
-            "{m:?}: /dev/shm entries leaked: {:?}",
-            shmproc_entries(&shm)
-        );
-    }
+    assert_leaves_nothing(leak_scenario);
 }
 
 // ------------------------------------------------------------------------------------------

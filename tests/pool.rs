@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use common::{bounded, dev_shm, eventually, ms, open_fds, proc_state, zombie_children, LONG, METHODS};
+use common::{assert_leaves_nothing, bounded, eventually, ms, proc_state, LONG, METHODS};
 use shmproc::{as_completed, AsyncResult, Executor, Pool, PoolBuilder, PoolError, StartMethod};
 
 // ------------------------------------------------------------------------------------------
@@ -1278,14 +1278,6 @@ fn thread_backend_behaves_like_the_process_pool() {
 // Leaks
 // ------------------------------------------------------------------------------------------
 
-/// Entries of /dev/shm that mention shmproc and were not there in `before`.
-fn new_shmproc_entries(before: &[String]) -> Vec<String> {
-    dev_shm()
-        .into_iter()
-        .filter(|e| e.contains("shmproc") && !before.contains(e))
-        .collect()
-}
-
 /// Busy pools with panics, killed workers (from inside and outside), terminate and drop.
 fn leak_scenario(m: StartMethod) {
     let what = format!("{m:?} leak scenario");
@@ -1341,28 +1333,7 @@ fn nothing_leaks_after_kills_panics_terminate_and_drop() {
         let pool = pool(m, 1);
         assert_eq!(pool.apply(square, 2), Ok(4));
     }
-    assert!(eventually(LONG, || zombie_children().is_empty()));
-    let fds = open_fds();
-    let shm = dev_shm();
-    for m in METHODS {
-        bounded(&format!("{m:?} leak scenario"), move || leak_scenario(m));
-        assert!(
-            eventually(ms(10_000), || zombie_children().is_empty()),
-            "{m:?}: zombies {:?}",
-            zombie_children()
-        );
-        assert!(
-            eventually(ms(5_000), || open_fds() == fds),
-            "{m:?}: fds leaked:\nbefore {fds:?}\nafter  {:?}",
-            open_fds()
-        );
-        // Other test binaries on the machine may make short-lived entries: allow them to go.
-        assert!(
-            eventually(ms(5_000), || new_shmproc_entries(&shm).is_empty()),
-            "{m:?}: /dev/shm entries leaked: {:?}",
-            new_shmproc_entries(&shm)
-        );
-    }
+    assert_leaves_nothing(leak_scenario);
 }
 
 /// The middle process of [`workers_die_with_a_killed_parent`]: builds a pool of two, runs a

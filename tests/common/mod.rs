@@ -150,3 +150,40 @@ pub fn sleep_forever() -> ! {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
+
+/// `/dev/shm` entries of shmproc that were not in `before`.
+pub fn new_shmproc_entries(before: &[String]) -> Vec<String> {
+    dev_shm()
+        .into_iter()
+        .filter(|e| e.contains("shmproc") && !before.contains(e))
+        .collect()
+}
+
+/// Runs `scenario` for each start method (bounded), then checks that it left no zombie
+/// children, no fd and no shmproc `/dev/shm` entry behind. Call it with the other tests of
+/// the binary excluded (they open fds and start children too), after a warm-up that made
+/// the lazily created process-wide fds.
+pub fn assert_leaves_nothing(scenario: fn(StartMethod)) {
+    assert!(eventually(LONG, || zombie_children().is_empty()));
+    let fds = open_fds();
+    let shm = dev_shm();
+    for m in METHODS {
+        bounded(&format!("{m:?} leak scenario"), move || scenario(m));
+        assert!(
+            eventually(ms(10_000), || zombie_children().is_empty()),
+            "{m:?}: zombies {:?}",
+            zombie_children()
+        );
+        assert!(
+            eventually(ms(5_000), || open_fds() == fds),
+            "{m:?}: fds leaked:\nbefore {fds:?}\nafter  {:?}",
+            open_fds()
+        );
+        // Other test binaries on the machine may make short-lived entries: allow them to go.
+        assert!(
+            eventually(ms(5_000), || new_shmproc_entries(&shm).is_empty()),
+            "{m:?}: /dev/shm entries leaked: {:?}",
+            new_shmproc_entries(&shm)
+        );
+    }
+}
