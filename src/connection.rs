@@ -46,7 +46,7 @@ use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::queue::{Codec, Postcard};
 use crate::ring::{ChanError, Channel};
 use crate::shm::transfer;
-use crate::sync::park;
+use crate::sync::{deadline_after, park};
 use crate::{Shared, ShmSafe};
 
 /// Processes that may hold one end at a time (a small table under loom, which explores
@@ -434,10 +434,6 @@ fn coarse_now_ns() -> u64 {
     (t.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(t.tv_nsec as u64)
-}
-
-fn deadline_after(d: Duration) -> Option<Instant> {
-    Instant::now().checked_add(d)
 }
 
 /// How a call waits: `None` forever, `Some((deadline, try_form))`.

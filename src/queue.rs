@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{GetError, PutError, SegmentError, TaskDoneError};
 use crate::ring::{ChanError, Channel, EventCount, SlotError, SlotRing};
+use crate::sync::deadline_after;
 use crate::Shared;
 
 /// How queue items become bytes and back.
@@ -160,10 +161,6 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 
 /// Default buffer size of a queue: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
-
-fn deadline_after(d: Duration) -> Option<Instant> {
-    Instant::now().checked_add(d)
-}
 
 /// A multi-producer multi-consumer FIFO queue between processes and threads; mirrors
 /// Python's `multiprocessing.Queue(maxsize)`.

@@ -14,10 +14,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{assert_leaves_nothing, bounded, dev_shm, join, ms, start, JOIN, LONG};
+use common::{assert_leaves_nothing, bounded, dev_shm, exclusive, join, ms, shared, start, JOIN, LONG};
 use common::{kill_and_reap, sleep_forever, METHODS};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -26,19 +26,6 @@ use shmproc::{Dict, Event, List, Manager, ManagerError, Namespace, Pool, Process
 // ------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------
-
-/// The leak test compares this process's fds and children before and after; the tests of
-/// this binary run in parallel, so it takes this lock exclusively and every other test
-/// takes it shared.
-static SERIAL: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    SERIAL.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    SERIAL.write().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Bound on a survivor's first operation after the lock's holder was killed (the take-over
 /// itself takes about 20–40 ms).

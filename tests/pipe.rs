@@ -17,12 +17,13 @@ mod common;
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-use std::sync::{mpsc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    bounded, dev_shm, eventually, join, ms, open_fds, proc_state, start, zombie_children, JOIN, LONG, METHODS,
+    bounded, dev_shm, eventually, exclusive, join, ms, open_fds, proc_state, shared, start, zombie_children,
+    JOIN, LONG, METHODS,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -44,19 +45,6 @@ const DETECT_BOUND: Duration = Duration::from_secs(2);
 
 /// A small buffer per direction, to fill a pipe quickly.
 const SMALL: usize = 4096;
-
-/// The leak test compares this process's fds and children before and after; the tests of
-/// this binary run in parallel, so it takes this lock exclusively and every other test
-/// takes it shared.
-static SERIAL: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    SERIAL.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    SERIAL.write().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A flag a child raises just before its blocking call.
 type Flag = Shared<AtomicU32>;

@@ -20,28 +20,15 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{assert_leaves_nothing, bounded, eventually, ms, proc_state, LONG, METHODS};
+use common::{assert_leaves_nothing, bounded, eventually, exclusive, ms, proc_state, shared, LONG, METHODS};
 use shmproc::{as_completed, AsyncResult, Executor, Pool, PoolBuilder, PoolError, StartMethod};
 
 // ------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------
-
-/// The leak test compares this process's fds and children before and after; the tests of
-/// this binary run in parallel, so it takes this lock exclusively and every other test
-/// takes it shared.
-static SERIAL: RwLock<()> = RwLock::new(());
-
-fn shared() -> RwLockReadGuard<'static, ()> {
-    SERIAL.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    SERIAL.write().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Bound on calls that must return promptly (`terminate`, `join` after it, dropping a
 /// busy pool): well under the 10 s the long tasks would take.

@@ -7,9 +7,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::store::{self, Kind, Locked, Store};
-use super::{deadline, decode, encode, prealloc, DEFAULT_LIMIT};
+use super::{decode, encode, prealloc, DEFAULT_LIMIT};
 use crate::error::ManagerError;
 use crate::shm::Segment;
+use crate::sync::deadline_after;
 
 /// A hash map shared between processes; mirrors Python's `Manager().dict()`.
 ///
@@ -110,7 +111,7 @@ where
 
     /// Takes the dict's lock, or fails with [`ManagerError::Timeout`] after `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<DictGuard<'_, K, V>, ManagerError> {
-        self.guard(deadline(timeout), false)
+        self.guard(deadline_after(timeout), false)
     }
 
     /// Takes the dict's lock only if it is free ([`ManagerError::WouldBlock`] otherwise).

@@ -7,9 +7,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::store::{self, Kind, Locked, Store};
-use super::{deadline, decode, encode, prealloc, Enc, DEFAULT_LIMIT};
+use super::{decode, encode, prealloc, Enc, DEFAULT_LIMIT};
 use crate::error::ManagerError;
 use crate::shm::Segment;
+use crate::sync::deadline_after;
 
 /// A list shared between processes; mirrors Python's `Manager().list()`.
 ///
@@ -91,7 +92,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// Takes the list's lock, or fails with [`ManagerError::Timeout`] after `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ListGuard<'_, T>, ManagerError> {
-        self.guard(deadline(timeout), false)
+        self.guard(deadline_after(timeout), false)
     }
 
     /// Takes the list's lock only if it is free ([`ManagerError::WouldBlock`] otherwise).

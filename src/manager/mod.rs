@@ -248,8 +248,3 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerErro
 pub(crate) fn prealloc(len: usize) -> usize {
     len.min(1 << 16)
 }
-
-/// A lock deadline `timeout` from now (`None`, no deadline, if that overflows).
-pub(crate) fn deadline(timeout: std::time::Duration) -> Option<std::time::Instant> {
-    std::time::Instant::now().checked_add(timeout)
-}

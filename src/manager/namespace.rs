@@ -7,9 +7,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::store::{self, Kind, Locked, Store};
-use super::{deadline, decode, encode, DEFAULT_LIMIT};
+use super::{decode, encode, DEFAULT_LIMIT};
 use crate::error::ManagerError;
 use crate::shm::Segment;
+use crate::sync::deadline_after;
 
 /// Named fields shared between processes; mirrors Python's `Manager().Namespace()`.
 ///
@@ -87,7 +88,7 @@ impl Namespace {
 
     /// Takes the namespace's lock, or fails with [`ManagerError::Timeout`] after `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<NamespaceGuard<'_>, ManagerError> {
-        self.guard(deadline(timeout), false)
+        self.guard(deadline_after(timeout), false)
     }
 
     /// Takes the namespace's lock only if it is free ([`ManagerError::WouldBlock`] otherwise).

@@ -108,19 +108,11 @@ fn rec_size(klen: usize, vlen: usize) -> usize {
     8 + (klen + vlen).next_multiple_of(8)
 }
 
-/// 64-bit FNV-1a with a final avalanche, over a key's encoded bytes. Deterministic across
-/// processes (they run the same code), unlike std's randomly seeded hasher.
+/// The crate's FNV-1a over a key's encoded bytes, with a final avalanche so that the low
+/// bits (the table index) and the high bits (the tag) both depend on every byte.
+/// Deterministic across processes (they run the same code), unlike std's seeded hasher.
 pub(crate) fn hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        h ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = h.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(23);
-    }
-    for &b in chunks.remainder() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut h = crate::shm::fnv1a(bytes);
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

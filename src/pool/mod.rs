@@ -484,15 +484,8 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
     {
-        const { assert_no_captures::<F>() };
-        let _ = f; // only its type travels
         IMap {
-            feed: Feed::new(
-                self,
-                offset_of::<One<F>, A, R>(),
-                iterable.into_iter(),
-                chunksize.into(),
-            ),
+            feed: Feed::of(self, f, iterable.into_iter(), chunksize.into()),
             window: VecDeque::new(),
             ready: Vec::new().into_iter(),
         }
@@ -512,15 +505,8 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
     {
-        const { assert_no_captures::<F>() };
-        let _ = f; // only its type travels
         IMapUnordered {
-            feed: Feed::new(
-                self,
-                offset_of::<One<F>, A, R>(),
-                iterable.into_iter(),
-                chunksize.into(),
-            ),
+            feed: Feed::of(self, f, iterable.into_iter(), chunksize.into()),
             out: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())),
             pending: 0,
         }
@@ -731,7 +717,16 @@ impl<'p, I: Iterator> Feed<'p, I>
 where
     I::Item: Serialize,
 {
-    fn new(pool: &'p Pool, offset: u64, input: I, chunksize: Option<usize>) -> Self {
+    /// A feed of `f` over `input` (`f` captures nothing: only its type travels).
+    fn of<F, R>(pool: &'p Pool, f: F, input: I, chunksize: Option<usize>) -> Self
+    where
+        F: Fn(I::Item) -> R + Copy + Send + Sync + 'static,
+        I::Item: DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        const { assert_no_captures::<F>() };
+        let _ = f;
+        let offset = offset_of::<One<F>, I::Item, R>();
         let chunksize = chunksize.unwrap_or(1);
         let error = (chunksize == 0).then_some(PoolError::Invalid("chunksize must be at least 1"));
         let chunksize = chunksize.max(1);

@@ -6,6 +6,7 @@ mod segment;
 mod stale;
 pub(crate) mod transfer;
 
+pub(crate) use header::fnv1a;
 pub use header::{check_image, DataRange, Fingerprint, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION};
 pub use segment::Segment;
 pub use stale::cleanup_stale;

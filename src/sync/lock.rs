@@ -9,6 +9,7 @@ use super::raw_lock::{Acquired, LockFail, RawLock, RawRLock, ReleaseFail};
 use crate::error::{LockError, OwnerDied, ReleaseError, SegmentError};
 use crate::Shared;
 
+/// The deadline `d` from now; `None` (no deadline) if that is past what `Instant` holds.
 pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)
 }

@@ -22,6 +22,7 @@ mod value;
 pub use barrier::Barrier;
 pub use condition::{Condition, RawConditionCell};
 pub use event::Event;
+pub(crate) use lock::deadline_after;
 pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use raw_barrier::{BarrierFail, RawBarrier};
 pub use raw_cond::{CondFail, RawCondition};

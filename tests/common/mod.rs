@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -186,4 +187,19 @@ pub fn assert_leaves_nothing(scenario: fn(StartMethod)) {
             new_shmproc_entries(&shm)
         );
     }
+}
+
+/// The leak tests compare this process's fds and children before and after; the tests of a
+/// binary run in parallel, so a leak test takes this lock exclusively and every other test
+/// of its binary takes it shared.
+static SERIAL: RwLock<()> = RwLock::new(());
+
+/// Runs beside the other tests of this binary, but never beside a leak test.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    SERIAL.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs alone among this binary's tests that took [`shared`].
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    SERIAL.write().unwrap_or_else(PoisonError::into_inner)
 }
