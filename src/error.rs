@@ -428,8 +428,9 @@ pub enum GetError {
     /// Nothing arrived before the timeout (Python's `queue.Empty`).
     #[error("the queue is empty")]
     Empty,
-    /// The queue was shut down and is drained.
-    #[error("the queue is shut down and drained")]
+    /// This handle was closed (Python's "Queue is closed"), or the queue was shut down and
+    /// is drained.
+    #[error("the queue is closed, or shut down and drained")]
     Closed,
     /// A message arrived but does not decode as the queue's item type.
     #[error("cannot decode the item: {0}")]

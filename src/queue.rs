@@ -274,6 +274,10 @@ impl<T, C: Codec<T>> Queue<T, C> {
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, GetError> {
+        if self.closed.load(Ordering::Relaxed) {
+            // Python's `get` on a closed queue raises at once; so does every receiving form.
+            return Err(GetError::Closed);
+        }
         fn failed(e: ChanError) -> GetError {
             match e {
                 ChanError::Timeout | ChanError::Full => GetError::Empty,
@@ -302,16 +306,21 @@ impl<T, C: Codec<T>> Queue<T, C> {
     }
 
     /// Takes the oldest item, waiting as long as needed (Python's `get()`).
+    ///
+    /// `Closed` at once on a handle that was [`close`](Self::close)d, and on any handle
+    /// once the queue was [`shutdown`](Self::shutdown) and drained.
     pub fn get(&self) -> Result<T, GetError> {
         self.get_deadline(None)
     }
 
-    /// Takes the oldest item, waiting at most `timeout` (`Empty` after that).
+    /// Takes the oldest item, waiting at most `timeout` (`Empty` after that; `Closed` at
+    /// once on a closed handle).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
         self.get_deadline(deadline_after(timeout))
     }
 
-    /// Takes the oldest item only if one is there now (Python's `get_nowait`).
+    /// Takes the oldest item only if one is there now (Python's `get_nowait`; `Closed` on
+    /// a closed handle).
     pub fn try_get(&self) -> Result<T, GetError> {
         self.get_deadline(Some(Instant::now()))
     }
@@ -334,7 +343,11 @@ impl<T, C: Codec<T>> Queue<T, C> {
         }
     }
 
-    /// This handle will put no more (Python's `close()`); other handles are unaffected.
+    /// This handle is done (Python's `close()`): from now on its `put`s and `get`s, in
+    /// every form, fail at once with `Closed`. Other handles of the same queue, in this
+    /// process or another, are unaffected, and so is a clone made after the close. A `get`
+    /// already blocked in another thread on this handle is not woken (as in Python); use
+    /// [`shutdown`](Self::shutdown) to wake everyone.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
     }
@@ -520,7 +533,7 @@ impl<T, C: Codec<T>> SimpleQueue<T, C> {
         self.q.empty()
     }
 
-    /// This handle will put no more.
+    /// This handle will put and get no more (`Closed`); other handles are unaffected.
     pub fn close(&self) {
         self.q.close()
     }
@@ -648,6 +661,12 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
             s.done.notify();
         }
         Ok(())
+    }
+
+    /// This handle will put and get no more (`Closed`; Python's `close()`); other handles
+    /// are unaffected.
+    pub fn close(&self) {
+        self.q.close()
     }
 
     /// Marks one item taken with `get` as processed.

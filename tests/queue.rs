@@ -312,15 +312,33 @@ fn qsize_is_exact_across_processes() {
 // close() and shutdown()
 // ------------------------------------------------------------------------------------------
 
-/// Closes its own handle, then tries to put through it; still reads through it.
-fn close_mine(q: Queue<String>) -> (String, String) {
+/// Closes its own handle, then tries every form of put and get through it.
+fn close_mine(q: Queue<String>) -> Vec<String> {
     q.close();
     let put = match q.put("from a closed handle".into()) {
         Err(PutError::Closed(s)) => format!("Closed({s})"),
         other => format!("{other:?}"),
     };
-    let got = format!("{:?}", q.get_timeout(LONG));
-    (put, got)
+    // An item is waiting: a closed handle must refuse it, not wait and not take it.
+    vec![
+        put,
+        format!("{:?}", q.get_timeout(LONG)),
+        format!("{:?}", q.get()),
+        format!("{:?}", q.try_get()),
+    ]
+}
+
+/// The same on a `SimpleQueue` and a `JoinableQueue` handle.
+fn close_mine_simple_joinable((s, j): (SimpleQueue<u32>, JoinableQueue<u32>)) -> Vec<String> {
+    s.close();
+    j.close();
+    vec![
+        format!("{:?}", s.get()),
+        format!("{:?}", j.get()),
+        format!("{:?}", j.get_timeout(LONG)),
+        format!("{:?}", j.try_get()),
+        format!("{:?}", j.put(7).map_err(|e| e.into_inner())),
+    ]
 }
 
 #[test]
@@ -334,20 +352,51 @@ fn close_is_per_handle() {
             other => panic!("put on a closed handle: {other:?}"),
         }
         assert!(matches!(mine.try_put("y".into()), Err(PutError::Closed(_))));
-        // A closed handle still reads, and a clone of it is open.
+        // A closed handle refuses to read (Python: "Queue is closed"), even with an item
+        // waiting, and a clone of it is open.
         q.put("a".into()).unwrap();
-        assert_eq!(mine.try_get().unwrap(), "a");
+        assert_eq!(mine.try_get(), Err(GetError::Closed));
+        assert_eq!(mine.get_timeout(LONG), Err(GetError::Closed));
+        assert_eq!(bounded("get on a closed handle", move || mine.get()), Err(GetError::Closed));
+        assert_eq!(q.try_get().unwrap(), "a", "the refused gets took nothing");
+        let mine = q.clone_handle().unwrap();
+        mine.close();
         mine.clone_handle().unwrap().put("b".into()).unwrap();
         assert_eq!(q.try_get().unwrap(), "b");
 
-        // The child's close does not reach this process's handle.
+        // The child's close does not reach this process's handle; the item it was refused
+        // is still there for others.
         q.put("for the child".into()).unwrap();
-        let (put, got) = join(&mut start(m, close_mine, q.clone_handle().unwrap()));
-        assert_eq!(put, "Closed(from a closed handle)", "{m:?}");
-        assert_eq!(got, "Ok(\"for the child\")");
+        let got = join(&mut start(m, close_mine, q.clone_handle().unwrap()));
+        assert_eq!(
+            got,
+            ["Closed(from a closed handle)", "Err(Closed)", "Err(Closed)", "Err(Closed)"],
+            "{m:?}"
+        );
+        assert_eq!(q.try_get().unwrap(), "for the child", "{m:?}");
         q.put("still open".into()).unwrap();
         assert_eq!(q.try_get().unwrap(), "still open");
         assert!(!q.full() && q.empty());
+
+        let s = SimpleQueue::<u32>::new().unwrap();
+        let j = JoinableQueue::<u32>::new(0).unwrap();
+        s.put(1).unwrap();
+        j.put(2).unwrap();
+        let got = join(&mut start(
+            m,
+            close_mine_simple_joinable,
+            (s.clone_handle().unwrap(), j.clone_handle().unwrap()),
+        ));
+        assert_eq!(
+            got,
+            ["Err(Closed)", "Err(Closed)", "Err(Closed)", "Err(Closed)", "Err(7)"],
+            "{m:?}"
+        );
+        // This process's handles still read what the child was refused.
+        assert_eq!(s.get(), Ok(1));
+        assert_eq!(j.try_get(), Ok(2));
+        j.task_done().unwrap();
+        assert_eq!(j.unfinished_tasks(), 0, "{m:?}: a refused put is not a task");
     }
 }
 
