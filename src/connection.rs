@@ -441,7 +441,8 @@ type Wait = Option<(Instant, bool)>;
 
 impl<T, C: Codec<T>> Connection<T, C> {
     /// A connected pair with any codec and a buffer of `capacity` bytes per direction:
-    /// duplex, or `(receiver, sender)` when `duplex` is false.
+    /// duplex, or `(receiver, sender)` when `duplex` is false. A `capacity` of `0` is
+    /// [`SegmentError::InvalidSize`].
     pub fn pair(duplex: bool, capacity: usize) -> Result<(Self, Self), SegmentError> {
         let link = Shared::new(LinkState::default())?;
         let ab = Channel::new(capacity)?;

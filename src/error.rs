@@ -84,6 +84,11 @@ pub enum SegmentError {
     /// The type cannot live in a segment (for example alignment above the page size).
     #[error("unsupported layout: {0}")]
     Unsupported(&'static str),
+    /// A size, length or count that makes no sense (Python's `ValueError`): a
+    /// `SharedMemory` of zero bytes, a buffer of zero bytes, a ring of zero slots, a
+    /// barrier of zero parties. The text says which.
+    #[error("invalid size: {0}")]
+    InvalidSize(&'static str),
     /// Any other operating-system error.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),

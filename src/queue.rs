@@ -213,7 +213,11 @@ impl<T, C: Codec<T>> Queue<T, C> {
 
     /// A queue with an item limit (`0`: none) and a buffer of `bytes` bytes (rounded up to
     /// a power of two). Messages larger than a quarter of the buffer are streamed in parts.
+    /// A buffer of `0` bytes is [`SegmentError::InvalidSize`].
     pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self, SegmentError> {
+        if bytes == 0 {
+            return Err(SegmentError::InvalidSize("a queue's buffer needs at least one byte"));
+        }
         Ok(Self {
             chan: Backend::new::<T, C>(maxsize, bytes)?,
             maxsize: maxsize as u64,

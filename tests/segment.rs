@@ -377,20 +377,72 @@ fn shared_memory_bounds_errors() {
     assert!(msg.contains('9') && msg.contains("16"), "{msg}");
 }
 
+/// What a child gets from every constructor whose size makes no sense.
+fn zero_sizes(name: String) -> Vec<String> {
+    let kind = |r: Result<(), SegmentError>| match r {
+        Err(SegmentError::InvalidSize(why)) => format!("InvalidSize({why})"),
+        other => format!("{other:?}"),
+    };
+    vec![
+        kind(SharedMemory::new(0).map(drop)),
+        kind(SharedMemory::create(&name, 0).map(drop)),
+        kind(shmproc::Queue::<u32>::with_capacity(0, 0).map(drop)),
+        kind(shmproc::Queue::<u64, shmproc::PodCodec>::with_capacity(0, 0).map(drop)),
+        kind(shmproc::Connection::<u32>::pair(true, 0).map(drop)),
+        kind(shmproc::ring::Channel::new(0).map(drop)),
+        kind(shmproc::ring::SpscRing::<u64>::new(0).map(drop)),
+        kind(shmproc::ring::MpmcRing::<u64>::new(0).map(drop)),
+        kind(shmproc::Barrier::new(0).map(drop)),
+        kind(shmproc::Barrier::with_timeout(0, None).map(drop)),
+    ]
+}
+
+/// Python's `SharedMemory(create=True, size=0)` and `Barrier(0)` are `ValueError`s: every
+/// constructor whose size makes no sense is `InvalidSize`, in the parent and in a child of
+/// each start method, and the refused named segment leaves nothing in `/dev/shm`.
 #[test]
-fn shared_memory_zero_size() {
-    let shm = SharedMemory::new(0).unwrap();
-    assert_eq!(shm.size(), 0);
-    assert!(shm.to_vec().is_empty());
-    shm.read_at(0, &mut []).unwrap();
+fn zero_sizes_are_invalid() {
+    let mut names = ShmNames::new("zero");
+    let expected = [
+        "InvalidSize(a SharedMemory needs at least one byte)",
+        "InvalidSize(a SharedMemory needs at least one byte)",
+        "InvalidSize(a queue's buffer needs at least one byte)",
+        "InvalidSize(a queue's buffer needs at least one byte)",
+        "InvalidSize(a buffer needs at least one byte)",
+        "InvalidSize(a buffer needs at least one byte)",
+        "InvalidSize(a ring needs at least one slot)",
+        "InvalidSize(a ring needs at least one slot)",
+        "InvalidSize(a barrier needs at least one party)",
+        "InvalidSize(a barrier needs at least one party)",
+    ];
+    assert_eq!(zero_sizes(names.name()), expected, "in the test process");
+    for m in [shmproc::StartMethod::Fork, shmproc::StartMethod::Spawn] {
+        let mut child = shmproc::Process::new(zero_sizes, names.name())
+            .start_method(m)
+            .daemon(true)
+            .start()
+            .unwrap();
+        let got = child.join_timeout(std::time::Duration::from_secs(60)).unwrap();
+        assert_eq!(got, expected, "{m:?}");
+    }
+    // The smallest sizes that make sense are fine.
+    let one = SharedMemory::new(1).unwrap();
+    assert_eq!(one.size(), 1);
+    one.write_at(0, &[7]).unwrap();
+    assert_eq!(one.to_vec(), [7]);
     assert_eq!(
-        shm.write_at(0, &[1]),
+        one.write_at(1, &[1]),
         Err(IndexError {
-            index: 0,
+            index: 1,
             count: 1,
-            len: 0
+            len: 1
         })
     );
+    let named = SharedMemory::create(&names.name(), 1).unwrap();
+    assert_eq!(SharedMemory::open(named.name().unwrap()).unwrap().size(), 1);
+    drop(named);
+    shmproc::Barrier::new(1).unwrap().wait().unwrap();
+    names.assert_clean();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -35,16 +35,32 @@ pub struct SharedMemory {
     pub(crate) seg: Segment,
 }
 
+/// A block holds at least one byte (Python: "'size' must be a positive number different
+/// from zero").
+fn check_size(size: usize) -> Result<(), SegmentError> {
+    if size == 0 {
+        return Err(SegmentError::InvalidSize("a SharedMemory needs at least one byte"));
+    }
+    Ok(())
+}
+
 impl SharedMemory {
     /// An anonymous block of `size` zero bytes.
+    ///
+    /// `size` must be at least 1: a zero-sized block is
+    /// [`SegmentError::InvalidSize`], as Python's `SharedMemory(create=True, size=0)` is a
+    /// `ValueError`.
     pub fn new(size: usize) -> Result<Self, SegmentError> {
+        check_size(size)?;
         Ok(Self {
             seg: Segment::anonymous(Fingerprint::bytes(), size)?,
         })
     }
 
-    /// A new named block (`"/name"`), created exclusively with mode `0600`.
+    /// A new named block (`"/name"`), created exclusively with mode `0600`; `size` at
+    /// least 1 ([`SegmentError::InvalidSize`] otherwise, and nothing is created).
     pub fn create(name: &str, size: usize) -> Result<Self, SegmentError> {
+        check_size(size)?;
         Ok(Self {
             seg: Segment::create_named(name, Fingerprint::bytes(), size)?,
         })

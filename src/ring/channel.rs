@@ -155,8 +155,12 @@ pub struct Channel {
 const MID_MESSAGE_CHECK: Duration = Duration::from_millis(20);
 
 impl Channel {
-    /// A channel with a buffer of `capacity` bytes (rounded up to a power of two ≥ 256).
+    /// A channel with a buffer of `capacity` bytes (rounded up to a power of two ≥ 256;
+    /// `0` is [`SegmentError::InvalidSize`]).
     pub fn new(capacity: usize) -> Result<Self, SegmentError> {
+        if capacity == 0 {
+            return Err(SegmentError::InvalidSize("a buffer needs at least one byte"));
+        }
         let cap = capacity
             .max(256)
             .checked_next_power_of_two()

@@ -400,10 +400,10 @@ impl SlotRing {
 
     fn create(capacity: usize, slot_size: usize, fp: Fingerprint) -> Result<Self, SegmentError> {
         if capacity == 0 {
-            return Err(SegmentError::Unsupported("a ring needs at least one slot"));
+            return Err(SegmentError::InvalidSize("a ring needs at least one slot"));
         }
         if slot_size == 0 {
-            return Err(SegmentError::Unsupported("zero-sized slots"));
+            return Err(SegmentError::InvalidSize("zero-sized slots"));
         }
         if capacity > MAX_CAPACITY {
             return Err(SegmentError::TooLarge(capacity as u128));

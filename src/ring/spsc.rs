@@ -122,8 +122,12 @@ fn ring_fingerprint<T>() -> Fingerprint {
 }
 
 impl<T: Pod> SpscRing<T> {
-    /// A ring with room for `capacity` items (rounded up to a power of two, at least 2).
+    /// A ring with room for `capacity` items (rounded up to a power of two, at least 2;
+    /// `0` is [`SegmentError::InvalidSize`]).
     pub fn new(capacity: usize) -> Result<Self, SegmentError> {
+        if capacity == 0 {
+            return Err(SegmentError::InvalidSize("a ring needs at least one slot"));
+        }
         if std::mem::size_of::<T>() == 0 {
             return Err(SegmentError::Unsupported("zero-sized element types"));
         }

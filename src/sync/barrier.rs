@@ -42,13 +42,18 @@ pub struct Barrier {
 }
 
 impl Barrier {
-    /// A barrier for `parties` (at least 1) with no default timeout.
+    /// A barrier for `parties` with no default timeout. `parties` must be at least 1
+    /// ([`SegmentError::InvalidSize`] otherwise, as Python's `Barrier(0)` is a
+    /// `ValueError`).
     pub fn new(parties: u32) -> Result<Self, SegmentError> {
         Self::with_timeout(parties, None)
     }
 
     /// A barrier whose `wait` uses `timeout` by default (Python's `timeout` argument).
     pub fn with_timeout(parties: u32, timeout: Option<Duration>) -> Result<Self, SegmentError> {
+        if parties == 0 {
+            return Err(SegmentError::InvalidSize("a barrier needs at least one party"));
+        }
         Ok(Self {
             cell: Shared::new(RawBarrier::new(parties))?,
             timeout,
