@@ -575,6 +575,25 @@ fn barrier_abort_races_round() {
     outcomes.assert_all(&["round completed", "round broken"]);
 }
 
+/// A party times out while another holds the barrier's internal lock (here: inside
+/// `reset`): the timed-out party either takes the lock and breaks the round itself, or posts
+/// a request that the holder carries out when it releases. In every interleaving the round
+/// ends broken exactly once and no request is left behind (a holder that looked for
+/// requests only before its unlock would lose one posted in between).
+#[test]
+fn barrier_break_request_is_never_lost() {
+    model_bounded(3, || {
+        let b = Arc::new(RawBarrier::new(2));
+        let holder = {
+            let b = b.clone();
+            thread::spawn(move || b.reset().unwrap())
+        };
+        b.loom_time_out();
+        holder.join().unwrap();
+        assert_eq!(b.loom_state(), (1, 0), "(generation, pending)");
+    });
+}
+
 // --- Negative control ----------------------------------------------------------------------
 
 /// A deliberately broken test-local spin lock: its CAS and release are `Relaxed`, so the

@@ -1060,6 +1060,104 @@ fn signal(p: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), sig).expect("signal the child");
 }
 
+/// Resets the barrier over and over (each call takes and releases its internal lock) until
+/// `stop` is set.
+fn barrier_reset_loop((b, stop): (Barrier, Shared<AtomicU32>)) -> u64 {
+    let mut n = 0;
+    while stop.load(SeqCst) == 0 {
+        b.reset().expect("reset");
+        n += 1;
+    }
+    n
+}
+
+fn hang(_: ()) {
+    sleep_forever()
+}
+
+/// Runs `b.wait_timeout(timeout)` on a helper thread; `None` if it is still blocked after
+/// `bound` (then `unstick` runs, so the thread can finish, and the caller fails the test).
+fn timed_wait_returns(b: &Barrier, timeout: Duration, bound: Duration, unstick: impl FnOnce()) -> Option<String> {
+    let b2 = b.clone_handle().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let _ = tx.send(format!("{:?}", b2.wait_timeout(timeout)));
+    });
+    let r = rx.recv_timeout(bound).ok();
+    if r.is_none() {
+        unstick();
+    }
+    t.join().unwrap();
+    r
+}
+
+/// `wait_timeout` honours its deadline on the barrier's internal lock too: with the lock held
+/// by a peer that is stopped inside `reset` (SIGSTOP), and with a lock word that names a live
+/// thread (corrupted memory), it returns `Timeout` while the holder is still stopped / alive.
+/// The timed-out wait breaks the barrier once the stopped holder releases the lock.
+#[test]
+fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
+    use nix::sys::signal::Signal;
+    for m in METHODS {
+        // A peer frozen while it holds the internal lock.
+        let b = Barrier::new(2).unwrap();
+        let stop = Shared::new(AtomicU32::new(0)).unwrap();
+        let mut peer = start(m, barrier_reset_loop, (b.clone_handle().unwrap(), stop.clone_handle().unwrap()));
+        let lock_word = word_in(b.raw(), 0);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            assert!(tries < 10_000, "{m:?}: never caught the peer inside the lock");
+            signal(peer.pid(), Signal::SIGSTOP);
+            assert!(eventually(LONG, || common::proc_state(peer.pid()) == Some('T')));
+            if lock_word.load(SeqCst) != 0 {
+                break;
+            }
+            signal(peer.pid(), Signal::SIGCONT);
+            std::thread::sleep(Duration::from_micros(50 + (tries % 7) * 30));
+        }
+        assert!(!b.broken());
+        let pid = peer.pid();
+        let r = timed_wait_returns(&b, ms(100), ms(10_000), || signal(pid, Signal::SIGCONT));
+        assert_eq!(
+            r.as_deref(),
+            Some("Err(Timeout)"),
+            "{m:?}: wait_timeout(100 ms) still blocked after 10 s on a lock held by a stopped peer"
+        );
+        assert_eq!(common::proc_state(peer.pid()), Some('T'), "{m:?}: the peer is still stopped");
+        stop.store(1, SeqCst);
+        signal(peer.pid(), Signal::SIGCONT);
+        assert!(join(&mut peer) > 0);
+        // The peer's reset finished, then its release carried out the timed-out wait's break.
+        // The peer's release carried out the timed-out wait's break of round 0: it ended,
+        // broken. (`RawBarrier` is `#[repr(C)] { lock: RawLock (4 words), generation, count,
+        // parties, broken, outcomes, pending }`; the peer's resets never end a round, as no
+        // party waits.) Whether `broken` is still set depends on where the peer was stopped:
+        // in the middle of its `reset`, the break comes first and the reset then repairs it.
+        assert_eq!(word_in(b.raw(), 4).load(SeqCst), 1, "{m:?}: round 0 never ended");
+        assert_eq!(word_in(b.raw(), 8).load(SeqCst) & 1, 1, "{m:?}: round 0 was not broken");
+        assert_eq!(word_in(b.raw(), 9).load(SeqCst), 0, "{m:?}: the request is left pending");
+        b.reset().unwrap();
+        barrier_full_rounds(m, &b, 1, 2);
+
+        // A lock word naming a live thread that never releases it (corrupted memory).
+        let b = Barrier::new(2).unwrap();
+        let mut holder = start(m, hang, ());
+        word_in(b.raw(), 0).store(holder.pid(), SeqCst);
+        let pid = holder.pid();
+        let r = timed_wait_returns(&b, ms(100), ms(10_000), || {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+        });
+        assert_eq!(r.as_deref(), Some("Err(Timeout)"), "{m:?}: a live-looking lock word");
+        assert!(!common::is_dead(holder.pid()));
+        // Once the "holder" is gone, the next locker takes over and the barrier is broken.
+        kill_and_reap(&mut holder);
+        assert_eq!(b.wait_timeout(LONG), Err(BarrierError::Broken), "{m:?}");
+        b.reset().unwrap();
+        barrier_full_rounds(m, &b, 1, 1);
+    }
+}
+
 #[test]
 fn barrier_waiter_of_an_aborted_round_gets_broken_even_when_it_runs_late() {
     use nix::sys::signal::Signal;

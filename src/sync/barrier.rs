@@ -73,7 +73,11 @@ impl Barrier {
         barrier_result(self.cell.wait(self.timeout.and_then(deadline_after)))
     }
 
-    /// Waits for all parties, at most `timeout`.
+    /// Waits for all parties, at most `timeout`, the barrier's internal lock included: a
+    /// peer stopped inside the barrier's bookkeeping (or a lock word that names a live
+    /// thread) cannot hold this call past its deadline. A timed-out wait breaks the barrier
+    /// for everyone, as in Python (if the internal lock was held at the deadline, the break
+    /// happens when its holder releases it).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BarrierError> {
         barrier_result(self.cell.wait(deadline_after(timeout)))
     }
@@ -96,6 +100,11 @@ impl Barrier {
     /// Parties waiting now.
     pub fn n_waiting(&self) -> u32 {
         self.cell.n_waiting()
+    }
+
+    /// The raw barrier.
+    pub fn raw(&self) -> &RawBarrier {
+        &self.cell
     }
 
     /// Whether the barrier is broken.

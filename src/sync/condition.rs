@@ -129,6 +129,12 @@ impl Condition {
 
     /// Like [`wait`](Self::wait) with a timeout; `Ok(false)` if it timed out (Python's
     /// `wait(timeout)`).
+    ///
+    /// The timeout bounds the wait for a notify. As in Python, the lock is then taken back
+    /// before the call returns — the caller's guard must hold it again — so that last step
+    /// waits for the lock's holder as long as it holds it (a holder that dies is detected:
+    /// `Err(OwnerDied)`). This is the one timed form in the crate that can outlast its
+    /// timeout, and only by another party's critical section.
     pub fn wait_timeout(&self, guard: &mut RLockGuard<'_>, timeout: Duration) -> Result<bool, LockError<()>> {
         self.wait_until(guard, deadline_after(timeout))
     }

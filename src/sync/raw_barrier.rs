@@ -6,12 +6,24 @@
 //! means no sleeper can miss the break). Bit `g % 32` of `outcomes` records how round `g`
 //! ended, so a waiter that wakes late — even after later rounds ended — still reads its own
 //! round's outcome, as long as fewer than 32 rounds ended meanwhile.
+//!
+//! Timed waits honour their deadline on the internal lock too: a party that cannot take it
+//! in time (its holder is stopped, or the word is garbage naming a live thread) returns
+//! `Timeout` at its deadline and leaves a *break request* for round `g` in `pending`. Whoever
+//! holds the lock carries it out before releasing it (and every locker on entry), and the
+//! requester tries the lock once more after posting, so the request cannot fall between a
+//! holder's last look and its release (fences on both sides: post, fence, try-lock against
+//! release, fence, look). A request for a round that has already ended is dropped.
 
 use std::time::Instant;
 
 use super::park;
 use super::raw_lock::{LockFail, RawLock};
-use crate::loom::{AtomicU32, Ordering};
+use super::raw_lock::Acquired;
+use crate::loom::{fence, AtomicU32, Ordering};
+
+/// `pending` holds `PENDING | (g & !PENDING)`: break round `g` (0: nothing pending).
+const PENDING: u32 = 1 << 31;
 
 /// Why a barrier wait failed (Python's `BrokenBarrierError`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +48,8 @@ pub struct RawBarrier {
     broken: AtomicU32,
     /// Bit `g % 32` set: round `g` was broken.
     outcomes: AtomicU32,
-    _pad: AtomicU32,
+    /// A break request from a timed-out party that could not take the lock in time.
+    pending: AtomicU32,
 }
 
 /// The guard of the internal lock; a dead previous holder breaks the barrier.
@@ -44,7 +57,7 @@ struct Inner<'a>(&'a RawBarrier);
 
 impl Drop for Inner<'_> {
     fn drop(&mut self) {
-        let _ = self.0.lock.unlock();
+        self.0.release();
     }
 }
 
@@ -56,18 +69,77 @@ impl RawBarrier {
         b
     }
 
-    fn enter(&self) -> Result<Inner<'_>, BarrierFail> {
-        match self.lock.lock(None) {
-            Ok(super::raw_lock::Acquired::Normal) => Ok(Inner(self)),
-            Ok(super::raw_lock::Acquired::OwnerDied(_)) => {
-                // A party died while updating the fields: they cannot be trusted.
-                let g = Inner(self);
-                self.break_round();
-                Ok(g)
+    /// Takes the internal lock by `deadline` (`Timeout` after it).
+    fn enter(&self, deadline: Option<Instant>) -> Result<Inner<'_>, BarrierFail> {
+        match self.lock.lock(deadline) {
+            Ok(how) => {
+                self.entered(how);
+                Ok(Inner(self))
             }
-            Err(LockFail::Corrupted) => Err(BarrierFail::Corrupted),
+            Err(LockFail::Timeout | LockFail::WouldBlock) => Err(BarrierFail::Timeout),
             Err(_) => Err(BarrierFail::Corrupted),
         }
+    }
+
+    /// Just took the internal lock: repairs after a dead holder, carries out a request.
+    fn entered(&self, how: Acquired) {
+        if let Acquired::OwnerDied(_) = how {
+            // A party died while updating the fields: they cannot be trusted.
+            self.break_round();
+        }
+        self.settle();
+    }
+
+    /// Internal lock held: carries out a pending break request for the current round.
+    fn settle(&self) {
+        // (A request posted after this look is caught by `release`'s look after unlocking.)
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let p = self.pending.swap(0, Ordering::Relaxed);
+        let g = self.generation.load(Ordering::Relaxed);
+        if p & PENDING != 0 && (p ^ g) & !PENDING == 0 {
+            self.break_round();
+        }
+    }
+
+    /// Releases the internal lock, then makes sure no break request posted meanwhile is
+    /// left behind (see the module docs).
+    fn release(&self) {
+        self.settle();
+        let _ = self.lock.unlock();
+        // SYNC POINT (break request): pairs with the fence in `request_break`.
+        fence(Ordering::SeqCst);
+        self.serve_requests();
+    }
+
+    /// While a request is pending and the lock is free, takes it and carries it out.
+    fn serve_requests(&self) {
+        while self.pending.load(Ordering::SeqCst) != 0 {
+            if self.lock.is_locked_sc() {
+                // Held: its holder settles before it releases, and looks again after.
+                return;
+            }
+            match self.lock.try_lock() {
+                Ok(how) => {
+                    self.entered(how);
+                    let _ = self.lock.unlock();
+                    fence(Ordering::SeqCst);
+                }
+                // Taken meanwhile: its holder settles before it releases.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// A timed-out party that could not take the lock asks for round `g` to be broken.
+    fn request_break(&self, g: u32) {
+        // A swap, not a store: as a read-modify-write it lands after every settle's swap
+        // that came before it in the word's modification order, never beneath one.
+        self.pending.swap(PENDING | (g & !PENDING), Ordering::Relaxed);
+        // SYNC POINT (break request): pairs with the fence in `release`.
+        fence(Ordering::SeqCst);
+        self.serve_requests();
     }
 
     /// Breaks the current round; call with the internal lock held.
@@ -89,7 +161,8 @@ impl RawBarrier {
         park::wake_all(&self.generation);
     }
 
-    /// How round `g` ended (internal lock held, round over).
+    /// How round `g` ended (round over: `generation` was seen past `g` with an acquiring
+    /// load, which orders this read after the ending party's write of `outcomes`).
     fn outcome(&self, g: u32, index: u32) -> Result<u32, BarrierFail> {
         if self.outcomes.load(Ordering::Relaxed) & (1u32 << (g % 32)) != 0 {
             Err(BarrierFail::Broken)
@@ -98,10 +171,45 @@ impl RawBarrier {
         }
     }
 
+    /// Loom hook: what a party whose deadline passed does about the internal lock — break
+    /// the round itself if the lock is free, else post a request for its holder.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_time_out(&self) {
+        let g = self.generation.load(Ordering::SeqCst);
+        match self.lock.try_lock() {
+            Ok(how) => {
+                let _inner = Inner(self);
+                self.entered(how);
+                if self.generation.load(Ordering::Relaxed) == g {
+                    self.break_round();
+                }
+            }
+            Err(_) => self.request_break(g),
+        }
+    }
+
+    /// Loom hook: `(generation, pending)`.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_state(&self) -> (u32, u32) {
+        (self.generation.load(Ordering::SeqCst), self.pending.load(Ordering::SeqCst))
+    }
+
     /// Waits for all parties; returns this party's arrival index (`0..parties`).
+    ///
+    /// `deadline` bounds the whole call, the internal lock included; a wait that times out
+    /// breaks the barrier for everyone (at once, or — if the lock's holder is stopped — as
+    /// soon as that holder releases it).
     pub fn wait(&self, deadline: Option<Instant>) -> Result<u32, BarrierFail> {
         let (g, index) = {
-            let _inner = self.enter()?;
+            let _inner = match self.enter(deadline) {
+                Err(BarrierFail::Timeout) => {
+                    self.request_break(self.generation.load(Ordering::SeqCst));
+                    return Err(BarrierFail::Timeout);
+                }
+                r => r?,
+            };
             if self.broken.load(Ordering::Relaxed) != 0 {
                 return Err(BarrierFail::Broken);
             }
@@ -122,11 +230,16 @@ impl RawBarrier {
         };
         loop {
             if self.generation.load(Ordering::SeqCst) != g {
-                let _inner = self.enter()?;
                 return self.outcome(g, index);
             }
             if !park::wait(&self.generation, g, deadline) && self.generation.load(Ordering::SeqCst) == g {
-                let _inner = self.enter()?;
+                let _inner = match self.enter(deadline) {
+                    Err(BarrierFail::Timeout) => {
+                        self.request_break(g);
+                        return Err(BarrierFail::Timeout);
+                    }
+                    r => r?,
+                };
                 if self.generation.load(Ordering::Relaxed) != g {
                     // Released (or broken) just as we timed out: report what happened.
                     return self.outcome(g, index);
@@ -139,14 +252,14 @@ impl RawBarrier {
 
     /// Breaks the barrier: current and future waits fail until [`reset`](Self::reset).
     pub fn abort(&self) -> Result<(), BarrierFail> {
-        let _inner = self.enter()?;
+        let _inner = self.enter(None)?;
         self.break_round();
         Ok(())
     }
 
     /// Returns the barrier to its empty, unbroken state; current waiters get `Broken`.
     pub fn reset(&self) -> Result<(), BarrierFail> {
-        let _inner = self.enter()?;
+        let _inner = self.enter(None)?;
         if self.count.load(Ordering::Relaxed) > 0 {
             self.break_round();
         }

@@ -206,6 +206,12 @@ impl RawLock {
         self.word.load(Ordering::Relaxed) != 0
     }
 
+    /// `is_locked` as a `SeqCst` load, for store-buffering handshakes across a release
+    /// (the caller's write, a `SeqCst` fence, then this read).
+    pub(crate) fn is_locked_sc(&self) -> bool {
+        self.word.load(Ordering::SeqCst) != 0
+    }
+
     /// Thread id of the holder, if held.
     pub fn owner_tid(&self) -> Option<u32> {
         Some(self.word.load(Ordering::Relaxed) & TID_MASK).filter(|&t| t != 0)
