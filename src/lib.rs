@@ -31,7 +31,7 @@ pub use pool::{
 };
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
-    Process, ProcessBuilder, ProcessInfo, Run, StartMethod,
+    Process, ProcessBuilder, ProcessInfo, Run, Sentinel, StartMethod,
 };
 pub use queue::{
     Bytes, Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY,

@@ -381,3 +381,113 @@ fn child_attaches_to_a_named_segment_by_name() {
         assert!(SharedMemory::open(&name).is_err(), "creator's drop unlinks");
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// parent_process(): is_alive() and sentinel()
+// ------------------------------------------------------------------------------------------
+
+/// Slots of the grandchild's report.
+const G_PID: usize = 0;
+const G_ALIVE_BEFORE: usize = 1;
+const G_READY_BEFORE: usize = 2;
+const G_FIRED: usize = 3;
+const G_ALIVE_AFTER: usize = 4;
+const G_WATCHING: usize = 5;
+const G_DONE: usize = 6;
+const G_PARENT: usize = 7;
+
+/// The grandchild: looks at its parent, then waits (at most 60 s) for the parent to die.
+fn watch_parent(report: RawArray<u32>) {
+    let parent = parent_process().expect("started by shmproc");
+    let sentinel = parent.sentinel().expect("sentinel");
+    report.set(G_PID, std::process::id()).unwrap();
+    report.set(G_PARENT, parent.pid).unwrap();
+    report.set(G_ALIVE_BEFORE, parent.is_alive() as u32).unwrap();
+    report.set(G_READY_BEFORE, sentinel.is_ready() as u32).unwrap();
+    report.set(G_WATCHING, 1).unwrap();
+    let fired = sentinel.wait_timeout(std::time::Duration::from_secs(60));
+    report.set(G_FIRED, fired as u32).unwrap();
+    report.set(G_ALIVE_AFTER, parent.is_alive() as u32).unwrap();
+    // A ProcessInfo made after the death says the same.
+    let late = parent_process().expect("still known");
+    report
+        .set(G_DONE, 1 + (late.is_alive() as u32) * 10 + (late.sentinel().unwrap().is_ready() as u32) * 100)
+        .unwrap();
+}
+
+/// The middle process: starts the watcher (not a daemon: it must outlive us), then waits
+/// to be killed.
+fn start_watcher((report, m): (RawArray<u32>, StartMethod)) {
+    let watcher = Process::new(watch_parent, report).start_method(m).start().expect("start");
+    std::mem::forget(watcher); // orphaned on purpose: its new parent reaps it
+    common::sleep_forever()
+}
+
+/// Python's `parent_process()` is a process object with `is_alive()` and a `sentinel`: a
+/// grandchild sees its parent alive, then — after the parent is SIGKILLed — sees the
+/// sentinel fire and `is_alive()` turn false, with both start methods at both levels.
+#[test]
+fn parent_process_is_alive_and_sentinel_follow_the_parents_death() {
+    for m in METHODS {
+        for inner in METHODS {
+            let report = RawArray::<u32>::new(8).unwrap();
+            let mut middle = Process::new(start_watcher, (report.clone_handle().unwrap(), inner))
+                .start_method(m)
+                .daemon(true)
+                .start()
+                .unwrap();
+            assert!(
+                eventually(common::LONG, || report.get(G_WATCHING) == Some(1)),
+                "{m:?}/{inner:?}: the watcher never reported"
+            );
+            assert_eq!(report.get(G_PARENT), Some(middle.pid()));
+            assert_eq!(report.get(G_ALIVE_BEFORE), Some(1), "{m:?}/{inner:?}: parent alive");
+            assert_eq!(report.get(G_READY_BEFORE), Some(0), "{m:?}/{inner:?}: sentinel early");
+            // Still waiting while the parent lives.
+            std::thread::sleep(ms(50));
+            assert_eq!(report.get(G_DONE), Some(0), "{m:?}/{inner:?}: woke with the parent alive");
+            common::kill_and_reap(&mut middle);
+            assert!(
+                eventually(common::LONG, || report.get(G_DONE) != Some(0)),
+                "{m:?}/{inner:?}: the watcher did not see its parent die"
+            );
+            assert_eq!(report.get(G_FIRED), Some(1), "{m:?}/{inner:?}: sentinel timed out");
+            assert_eq!(report.get(G_ALIVE_AFTER), Some(0), "{m:?}/{inner:?}: is_alive after death");
+            assert_eq!(report.get(G_DONE), Some(101), "{m:?}/{inner:?}: a late parent_process()");
+            let g = report.get(G_PID).unwrap();
+            assert!(eventually(common::LONG, || is_dead(g)), "the watcher did not exit");
+        }
+    }
+}
+
+fn sleeper(_: ()) {
+    common::sleep_forever()
+}
+
+/// `is_alive()` and `sentinel()` of `current_process()` and of `active_children()` entries.
+#[test]
+fn process_info_is_alive_and_sentinel() {
+    let me = current_process();
+    assert!(me.is_alive());
+    assert!(!me.sentinel().unwrap().is_ready());
+    for m in METHODS {
+        let mut child = Process::new(sleeper, ())
+            .start_method(m)
+            .daemon(true)
+            .start()
+            .unwrap();
+        let info = shmproc::active_children()
+            .into_iter()
+            .find(|c| c.pid == child.pid())
+            .expect("listed");
+        assert!(info.is_alive());
+        let sentinel = info.sentinel().unwrap();
+        assert!(!sentinel.wait_timeout(ms(20)), "{m:?}: ready while the child runs");
+        child.kill().unwrap();
+        assert!(sentinel.wait_timeout(common::LONG), "{m:?}: did not fire on death");
+        assert!(!info.is_alive(), "{m:?}: an exited child is not alive, reaped or not");
+        let _ = child.join_timeout(common::JOIN);
+        // After the reap: a fresh sentinel of the same info is ready at once.
+        assert!(info.sentinel().unwrap().is_ready());
+    }
+}

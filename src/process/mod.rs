@@ -69,16 +69,22 @@ pub fn get_start_method() -> StartMethod {
 
 /// What Python's `current_process()` / `parent_process()` / `active_children()` describe.
 ///
+/// Besides the name, pid and daemon flag it remembers the process's start time, so
+/// [`is_alive`](Self::is_alive) and [`sentinel`](Self::sentinel) keep naming *that* process
+/// even after its pid is reused by another one.
+///
 /// ```
 /// use shmproc::{current_process, parent_process, Process, ProcessInfo};
-/// fn who(_: ()) -> (String, Option<u32>) {
-///     (current_process().name, parent_process().map(|p| p.pid))
+/// fn who(_: ()) -> (String, Option<u32>, bool) {
+///     let parent = parent_process().expect("started by shmproc");
+///     (current_process().name, Some(parent.pid), parent.is_alive())
 /// }
 ///
 /// shmproc::init();
 /// assert_eq!(current_process().name, "MainProcess");
+/// assert!(current_process().is_alive());
 /// let mut p = Process::new(who, ()).name("helper").start()?;
-/// assert_eq!(p.join()?, ("helper".to_owned(), Some(std::process::id())));
+/// assert_eq!(p.join()?, ("helper".to_owned(), Some(std::process::id()), true));
 /// # Ok::<(), shmproc::ProcessError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,23 +95,103 @@ pub struct ProcessInfo {
     pub pid: u32,
     /// Whether the process was started as a daemon.
     pub daemon: bool,
+    /// Its start time (clock ticks after boot), `None` if it had exited when this value was
+    /// made.
+    start: Option<u64>,
+}
+
+impl ProcessInfo {
+    /// Whether the process is still running (Python's `is_alive()`). Robust against pid
+    /// reuse: the pid must still name a running process with the start time seen when this
+    /// value was made. A process that has exited but is not reaped yet is not alive.
+    pub fn is_alive(&self) -> bool {
+        self.start.is_some_and(|s| proc::start_time(self.pid) == Some(s))
+    }
+
+    /// Something to wait on for the process's exit (Python's `sentinel`): an fd that polls
+    /// readable once the process has exited — a pidfd while it runs, or an fd that is
+    /// readable at once if it had exited already (or its pid names another process now).
+    /// It works for any process, not only children, and is what a `poll`/`epoll` loop (or
+    /// the crate's own waiting) can watch.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), shmproc::ProcessError> {
+    /// use std::time::Duration;
+    /// let me = shmproc::current_process().sentinel()?;
+    /// assert!(!me.is_ready()); // this process has not exited
+    /// assert!(!me.wait_timeout(Duration::from_millis(1)));
+    /// # Ok(()) }
+    /// ```
+    pub fn sentinel(&self) -> Result<Sentinel, ProcessError> {
+        let fd = match self.start {
+            Some(start) => proc::pidfd_if_same(self.pid, start)?,
+            None => None,
+        };
+        Ok(Sentinel {
+            fd: match fd {
+                Some(fd) => fd,
+                None => proc::ready_fd()?,
+            },
+        })
+    }
+}
+
+/// The exit of one process as a file descriptor (Python's `Process.sentinel`), from
+/// [`ProcessInfo::sentinel`]: it polls readable once the process has exited.
+#[derive(Debug)]
+pub struct Sentinel {
+    fd: OwnedFd,
+}
+
+impl Sentinel {
+    /// Whether the process has exited.
+    pub fn is_ready(&self) -> bool {
+        self.wait_deadline(Some(Instant::now()))
+    }
+
+    /// Blocks until the process has exited.
+    pub fn wait(&self) {
+        self.wait_deadline(None);
+    }
+
+    /// Blocks until the process has exited or `timeout` passes; returns whether it exited.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_deadline(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+        // A poll error on an fd we own cannot happen short of a kernel without pidfd, which
+        // could not have made this sentinel; treat it as "not known to have exited".
+        proc::wait_exit(&self.fd, deadline).unwrap_or(false)
+    }
+}
+
+impl std::os::fd::AsFd for Sentinel {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 /// This process (Python's `multiprocessing.current_process()`).
 pub fn current_process() -> ProcessInfo {
+    let pid = std::process::id();
     ProcessInfo {
         name: child::identity_name(),
-        pid: std::process::id(),
+        pid,
         daemon: child::identity().daemon,
+        start: proc::start_time(pid),
     }
 }
 
 /// The process that started this one, if shmproc started it (Python's `parent_process()`).
+/// Its [`is_alive`](ProcessInfo::is_alive) turns false once the parent has exited (also by
+/// `SIGKILL`), and its [`sentinel`](ProcessInfo::sentinel) lets this process wait for that.
 pub fn parent_process() -> Option<ProcessInfo> {
     child::identity().parent.as_ref().map(|(pid, name)| ProcessInfo {
         name: name.clone(),
         pid: *pid,
         daemon: false,
+        start: proc::start_time_of_parent(*pid),
     })
 }
 
@@ -121,6 +207,8 @@ pub fn active_children() -> Vec<ProcessInfo> {
             name: c.name.clone(),
             pid: c.pid as u32,
             daemon: c.daemon,
+            // Not reaped yet (we are its reaper), so the pid is still this child's.
+            start: proc::start_time(c.pid as u32),
         })
         .collect()
 }

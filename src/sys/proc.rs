@@ -160,6 +160,42 @@ pub(crate) fn file_id(path: &str) -> io::Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// Our parent's pid (`getppid`; 0 if there is none, as for a process whose parent is
+/// outside our pid namespace).
+pub(crate) fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_pid() as u32)
+}
+
+/// The start time of our parent `pid`, or `None` if `pid` is no longer our parent (it has
+/// exited: its children were handed to a reaper). Reading the start time between two checks
+/// that `pid` is still our parent makes sure it is that process's and not a successor's: a
+/// process whose parent it still is cannot have exited.
+pub(crate) fn start_time_of_parent(pid: u32) -> Option<u64> {
+    if parent_pid() != pid {
+        return None;
+    }
+    let start = start_time(pid)?;
+    (parent_pid() == pid).then_some(start)
+}
+
+/// An fd that always polls readable (an eventfd holding 1): the sentinel of a process that
+/// has exited already.
+pub(crate) fn ready_fd() -> io::Result<OwnedFd> {
+    rustix::event::eventfd(1, rustix::event::EventfdFlags::CLOEXEC).map_err(rustix_io)
+}
+
+/// A pidfd for `pid` if `pid` still names the process that started at `start` (clock
+/// ticks), `None` if that process has exited. The start time is checked after the pidfd is
+/// open, so a pid reused by another process is never taken for it.
+pub(crate) fn pidfd_if_same(pid: u32, start: u64) -> io::Result<Option<OwnedFd>> {
+    let fd = match pidfd_open(pid as i32) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok((start_time(pid) == Some(start)).then_some(fd))
+}
+
 /// Start time of process `pid` in clock ticks after boot (`/proc/<pid>/stat` field 22), or
 /// `None` if there is no such process. Together with the pid it names one process for good.
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
