@@ -254,6 +254,12 @@ fn step(n: u32, title: &str) {
 
 fn main() -> Res<()> {
     shmproc::init(); // a spawned child takes over here and never returns
+                     // Step 4's children panic on purpose and print their panic message on stderr (as Python
+                     // prints a failed child's traceback). With RUST_BACKTRACE set in the caller's shell they
+                     // would add a full backtrace that looks like the tour failing: turn it off here, before
+                     // any thread starts; children inherit the environment (spawned) or this process's state
+                     // (forked).
+    std::env::set_var("RUST_BACKTRACE", "0");
     println!(
         "shmproc tour — pid {}, {} CPUs",
         std::process::id(),
@@ -340,6 +346,7 @@ fn main() -> Res<()> {
         4,
         "children that fail: panic, exit code, SIGTERM, SIGKILL, join timeout",
     );
+    println!("    (each panicking child prints its own panic message on stderr, as Python prints a child's traceback)");
     for m in METHODS {
         let mut p = Process::new(explode, 0).start_method(m).start()?;
         if let Err(ProcessError::Panicked(info)) = p.join() {

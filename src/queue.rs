@@ -216,7 +216,9 @@ impl<T, C: Codec<T>> Queue<T, C> {
     /// A buffer of `0` bytes is [`SegmentError::InvalidSize`].
     pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Self, SegmentError> {
         if bytes == 0 {
-            return Err(SegmentError::InvalidSize("a queue's buffer needs at least one byte"));
+            return Err(SegmentError::InvalidSize(
+                "a queue's buffer needs at least one byte",
+            ));
         }
         Ok(Self {
             chan: Backend::new::<T, C>(maxsize, bytes)?,

@@ -708,7 +708,10 @@ fn handles_reach_children_with_their_geometry() {
 fn rejected_geometries() {
     assert!(matches!(SlotRing::new(0, 8), Err(SegmentError::InvalidSize(_))));
     assert!(matches!(SlotRing::new(4, 0), Err(SegmentError::InvalidSize(_))));
-    assert!(matches!(MpmcRing::<u64>::new(0), Err(SegmentError::InvalidSize(_))));
+    assert!(matches!(
+        MpmcRing::<u64>::new(0),
+        Err(SegmentError::InvalidSize(_))
+    ));
     assert!(matches!(
         SlotRing::new(shmproc::ring::MAX_CAPACITY + 1, 8),
         Err(SegmentError::TooLarge(_))

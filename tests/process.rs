@@ -411,14 +411,20 @@ fn watch_parent(report: RawArray<u32>) {
     // A ProcessInfo made after the death says the same.
     let late = parent_process().expect("still known");
     report
-        .set(G_DONE, 1 + (late.is_alive() as u32) * 10 + (late.sentinel().unwrap().is_ready() as u32) * 100)
+        .set(
+            G_DONE,
+            1 + (late.is_alive() as u32) * 10 + (late.sentinel().unwrap().is_ready() as u32) * 100,
+        )
         .unwrap();
 }
 
 /// The middle process: starts the watcher (not a daemon: it must outlive us), then waits
 /// to be killed.
 fn start_watcher((report, m): (RawArray<u32>, StartMethod)) {
-    let watcher = Process::new(watch_parent, report).start_method(m).start().expect("start");
+    let watcher = Process::new(watch_parent, report)
+        .start_method(m)
+        .start()
+        .expect("start");
     std::mem::forget(watcher); // orphaned on purpose: its new parent reaps it
     common::sleep_forever()
 }
@@ -441,21 +447,48 @@ fn parent_process_is_alive_and_sentinel_follow_the_parents_death() {
                 "{m:?}/{inner:?}: the watcher never reported"
             );
             assert_eq!(report.get(G_PARENT), Some(middle.pid()));
-            assert_eq!(report.get(G_ALIVE_BEFORE), Some(1), "{m:?}/{inner:?}: parent alive");
-            assert_eq!(report.get(G_READY_BEFORE), Some(0), "{m:?}/{inner:?}: sentinel early");
+            assert_eq!(
+                report.get(G_ALIVE_BEFORE),
+                Some(1),
+                "{m:?}/{inner:?}: parent alive"
+            );
+            assert_eq!(
+                report.get(G_READY_BEFORE),
+                Some(0),
+                "{m:?}/{inner:?}: sentinel early"
+            );
             // Still waiting while the parent lives.
             std::thread::sleep(ms(50));
-            assert_eq!(report.get(G_DONE), Some(0), "{m:?}/{inner:?}: woke with the parent alive");
+            assert_eq!(
+                report.get(G_DONE),
+                Some(0),
+                "{m:?}/{inner:?}: woke with the parent alive"
+            );
             common::kill_and_reap(&mut middle);
             assert!(
                 eventually(common::LONG, || report.get(G_DONE) != Some(0)),
                 "{m:?}/{inner:?}: the watcher did not see its parent die"
             );
-            assert_eq!(report.get(G_FIRED), Some(1), "{m:?}/{inner:?}: sentinel timed out");
-            assert_eq!(report.get(G_ALIVE_AFTER), Some(0), "{m:?}/{inner:?}: is_alive after death");
-            assert_eq!(report.get(G_DONE), Some(101), "{m:?}/{inner:?}: a late parent_process()");
+            assert_eq!(
+                report.get(G_FIRED),
+                Some(1),
+                "{m:?}/{inner:?}: sentinel timed out"
+            );
+            assert_eq!(
+                report.get(G_ALIVE_AFTER),
+                Some(0),
+                "{m:?}/{inner:?}: is_alive after death"
+            );
+            assert_eq!(
+                report.get(G_DONE),
+                Some(101),
+                "{m:?}/{inner:?}: a late parent_process()"
+            );
             let g = report.get(G_PID).unwrap();
-            assert!(eventually(common::LONG, || is_dead(g)), "the watcher did not exit");
+            assert!(
+                eventually(common::LONG, || is_dead(g)),
+                "the watcher did not exit"
+            );
         }
     }
 }
@@ -482,10 +515,19 @@ fn process_info_is_alive_and_sentinel() {
             .expect("listed");
         assert!(info.is_alive());
         let sentinel = info.sentinel().unwrap();
-        assert!(!sentinel.wait_timeout(ms(20)), "{m:?}: ready while the child runs");
+        assert!(
+            !sentinel.wait_timeout(ms(20)),
+            "{m:?}: ready while the child runs"
+        );
         child.kill().unwrap();
-        assert!(sentinel.wait_timeout(common::LONG), "{m:?}: did not fire on death");
-        assert!(!info.is_alive(), "{m:?}: an exited child is not alive, reaped or not");
+        assert!(
+            sentinel.wait_timeout(common::LONG),
+            "{m:?}: did not fire on death"
+        );
+        assert!(
+            !info.is_alive(),
+            "{m:?}: an exited child is not alive, reaped or not"
+        );
         let _ = child.join_timeout(common::JOIN);
         // After the reap: a fresh sentinel of the same info is ready at once.
         assert!(info.sentinel().unwrap().is_ready());

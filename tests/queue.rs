@@ -357,7 +357,10 @@ fn close_is_per_handle() {
         q.put("a".into()).unwrap();
         assert_eq!(mine.try_get(), Err(GetError::Closed));
         assert_eq!(mine.get_timeout(LONG), Err(GetError::Closed));
-        assert_eq!(bounded("get on a closed handle", move || mine.get()), Err(GetError::Closed));
+        assert_eq!(
+            bounded("get on a closed handle", move || mine.get()),
+            Err(GetError::Closed)
+        );
         assert_eq!(q.try_get().unwrap(), "a", "the refused gets took nothing");
         let mine = q.clone_handle().unwrap();
         mine.close();
@@ -370,7 +373,12 @@ fn close_is_per_handle() {
         let got = join(&mut start(m, close_mine, q.clone_handle().unwrap()));
         assert_eq!(
             got,
-            ["Closed(from a closed handle)", "Err(Closed)", "Err(Closed)", "Err(Closed)"],
+            [
+                "Closed(from a closed handle)",
+                "Err(Closed)",
+                "Err(Closed)",
+                "Err(Closed)"
+            ],
             "{m:?}"
         );
         assert_eq!(q.try_get().unwrap(), "for the child", "{m:?}");
@@ -389,7 +397,13 @@ fn close_is_per_handle() {
         ));
         assert_eq!(
             got,
-            ["Err(Closed)", "Err(Closed)", "Err(Closed)", "Err(Closed)", "Err(7)"],
+            [
+                "Err(Closed)",
+                "Err(Closed)",
+                "Err(Closed)",
+                "Err(Closed)",
+                "Err(7)"
+            ],
             "{m:?}"
         );
         // This process's handles still read what the child was refused.

@@ -1077,7 +1077,12 @@ fn hang(_: ()) {
 
 /// Runs `b.wait_timeout(timeout)` on a helper thread; `None` if it is still blocked after
 /// `bound` (then `unstick` runs, so the thread can finish, and the caller fails the test).
-fn timed_wait_returns(b: &Barrier, timeout: Duration, bound: Duration, unstick: impl FnOnce()) -> Option<String> {
+fn timed_wait_returns(
+    b: &Barrier,
+    timeout: Duration,
+    bound: Duration,
+    unstick: impl FnOnce(),
+) -> Option<String> {
     let b2 = b.clone_handle().unwrap();
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
@@ -1102,7 +1107,11 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
         // A peer frozen while it holds the internal lock.
         let b = Barrier::new(2).unwrap();
         let stop = Shared::new(AtomicU32::new(0)).unwrap();
-        let mut peer = start(m, barrier_reset_loop, (b.clone_handle().unwrap(), stop.clone_handle().unwrap()));
+        let mut peer = start(
+            m,
+            barrier_reset_loop,
+            (b.clone_handle().unwrap(), stop.clone_handle().unwrap()),
+        );
         let lock_word = word_in(b.raw(), 0);
         let mut tries = 0;
         loop {
@@ -1124,7 +1133,11 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
             Some("Err(Timeout)"),
             "{m:?}: wait_timeout(100 ms) still blocked after 10 s on a lock held by a stopped peer"
         );
-        assert_eq!(common::proc_state(peer.pid()), Some('T'), "{m:?}: the peer is still stopped");
+        assert_eq!(
+            common::proc_state(peer.pid()),
+            Some('T'),
+            "{m:?}: the peer is still stopped"
+        );
         stop.store(1, SeqCst);
         signal(peer.pid(), Signal::SIGCONT);
         assert!(join(&mut peer) > 0);
@@ -1135,8 +1148,16 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
         // party waits.) Whether `broken` is still set depends on where the peer was stopped:
         // in the middle of its `reset`, the break comes first and the reset then repairs it.
         assert_eq!(word_in(b.raw(), 4).load(SeqCst), 1, "{m:?}: round 0 never ended");
-        assert_eq!(word_in(b.raw(), 8).load(SeqCst) & 1, 1, "{m:?}: round 0 was not broken");
-        assert_eq!(word_in(b.raw(), 9).load(SeqCst), 0, "{m:?}: the request is left pending");
+        assert_eq!(
+            word_in(b.raw(), 8).load(SeqCst) & 1,
+            1,
+            "{m:?}: round 0 was not broken"
+        );
+        assert_eq!(
+            word_in(b.raw(), 9).load(SeqCst),
+            0,
+            "{m:?}: the request is left pending"
+        );
         b.reset().unwrap();
         barrier_full_rounds(m, &b, 1, 2);
 
@@ -1148,7 +1169,11 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
         let r = timed_wait_returns(&b, ms(100), ms(10_000), || {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
         });
-        assert_eq!(r.as_deref(), Some("Err(Timeout)"), "{m:?}: a live-looking lock word");
+        assert_eq!(
+            r.as_deref(),
+            Some("Err(Timeout)"),
+            "{m:?}: a live-looking lock word"
+        );
         assert!(!common::is_dead(holder.pid()));
         // Once the "holder" is gone, the next locker takes over and the barrier is broken.
         kill_and_reap(&mut holder);

@@ -39,7 +39,9 @@ pub struct SharedMemory {
 /// from zero").
 fn check_size(size: usize) -> Result<(), SegmentError> {
     if size == 0 {
-        return Err(SegmentError::InvalidSize("a SharedMemory needs at least one byte"));
+        return Err(SegmentError::InvalidSize(
+            "a SharedMemory needs at least one byte",
+        ));
     }
     Ok(())
 }

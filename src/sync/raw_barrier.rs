@@ -18,8 +18,8 @@
 use std::time::Instant;
 
 use super::park;
-use super::raw_lock::{LockFail, RawLock};
 use super::raw_lock::Acquired;
+use super::raw_lock::{LockFail, RawLock};
 use crate::loom::{fence, AtomicU32, Ordering};
 
 /// `pending` holds `PENDING | (g & !PENDING)`: break round `g` (0: nothing pending).
@@ -193,7 +193,10 @@ impl RawBarrier {
     #[cfg(loom)]
     #[doc(hidden)]
     pub fn loom_state(&self) -> (u32, u32) {
-        (self.generation.load(Ordering::SeqCst), self.pending.load(Ordering::SeqCst))
+        (
+            self.generation.load(Ordering::SeqCst),
+            self.pending.load(Ordering::SeqCst),
+        )
     }
 
     /// Waits for all parties; returns this party's arrival index (`0..parties`).
