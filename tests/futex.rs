@@ -64,33 +64,54 @@ fn wake_all_reaches_sleepers_in_other_processes() {
     assert_eq!(w.woke.load(Ordering::SeqCst), 4);
 }
 
+/// Sleeps once on `flag` (at most 30 s, so a lost wake-up fails the test instead of hanging
+/// it); returns whether it was woken rather than timed out.
+fn sleep_once(w: Shared<Words>) -> bool {
+    w.asleep.fetch_add(1, Ordering::SeqCst);
+    let woken = futex::wait(&w.flag, 0, Some(Instant::now() + ms(30_000)));
+    w.woke.fetch_add(1, Ordering::SeqCst);
+    woken
+}
+
+/// `wake_one` wakes exactly one of two sleepers in two other processes: one returns, the
+/// other stays asleep (with the word unchanged it has no reason to return) until a second
+/// `wake_one`. A `wake_one` that woke both, or none, fails here.
 #[test]
 fn wake_one_wakes_one_of_two() {
     let w = new_words();
     let mut kids: Vec<_> = (0..2)
         .map(|i| {
-            Process::new(sleeper, w.clone_handle().unwrap())
+            Process::new(sleep_once, w.clone_handle().unwrap())
                 .start_method(METHODS[i])
+                .daemon(true)
                 .start()
                 .unwrap()
         })
         .collect();
     assert!(eventually(ms(10_000), || w.asleep.load(Ordering::SeqCst) == 2));
-    // Wake until one is woken; without the flag flipped it goes back to sleep, so instead
-    // flip the flag and wake exactly one, then check that one finished.
-    w.flag.store(1, Ordering::Release);
-    while !futex::wake_one(&w.flag) {
-        // Both may not be in the kernel yet; with the flag set they will exit by themselves.
-        if w.woke.load(Ordering::SeqCst) > 0 {
-            break;
-        }
-        std::thread::yield_now();
+    // Both are asleep in the kernel (state S) before the wake: it cannot reach only one
+    // merely because the other had not arrived yet.
+    for k in &kids {
+        assert!(
+            eventually(ms(10_000), || common::proc_state(k.pid()) == Some('S')),
+            "child {} never went to sleep",
+            k.pid()
+        );
     }
-    assert!(eventually(ms(10_000), || w.woke.load(Ordering::SeqCst) >= 1));
-    futex::wake_all(&w.flag);
+    assert!(futex::wake_one(&w.flag), "wake_one found no sleeper");
+    assert!(
+        eventually(ms(10_000), || w.woke.load(Ordering::SeqCst) == 1),
+        "nobody woke"
+    );
+    // The other one must still be asleep a while later.
+    std::thread::sleep(ms(200));
+    assert_eq!(w.woke.load(Ordering::SeqCst), 1, "wake_one woke both sleepers");
+    assert!(futex::wake_one(&w.flag), "the second sleeper was not asleep");
     for k in &mut kids {
-        k.join_timeout(ms(10_000)).unwrap();
+        assert!(k.join_timeout(ms(40_000)).unwrap(), "a sleeper timed out instead of being woken");
     }
+    assert_eq!(w.woke.load(Ordering::SeqCst), 2);
+    assert!(!futex::wake_one(&w.flag), "nobody is left asleep");
 }
 
 #[test]
