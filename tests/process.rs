@@ -318,9 +318,44 @@ fn many_threads_forking_at_once_do_not_hang() {
 }
 
 #[test]
-fn default_start_method_round_trip() {
+fn default_start_method_is_spawn() {
     assert_eq!(shmproc::get_start_method(), StartMethod::Spawn);
     assert!(shmproc::cpu_count() >= 1);
+}
+
+/// Set in a child before it starts a grandchild: a forked grandchild sees it, a spawned one
+/// starts from a fresh image.
+static MARK: AtomicU64 = AtomicU64::new(0);
+
+fn read_mark(_: ()) -> u64 {
+    MARK.load(Ordering::SeqCst)
+}
+
+/// In a child (so the test process's default stays as it is): `set_start_method(m)`, then
+/// a grandchild started without naming a method.
+fn set_method_then_start(m: StartMethod) -> (StartMethod, StartMethod, u64) {
+    shmproc::set_start_method(m);
+    let got = shmproc::get_start_method();
+    MARK.store(42, Ordering::SeqCst);
+    let mut g = Process::new(read_mark, ()).start().expect("grandchild");
+    let used = g.start_method();
+    (got, used, g.join().expect("grandchild's mark"))
+}
+
+/// `set_start_method` round trip across processes: the value set is the one read back, and
+/// the next `Process` started without a method uses it (a forked grandchild sees the
+/// child's memory, a spawned one does not).
+#[test]
+fn set_start_method_round_trip() {
+    for m in METHODS {
+        let mut c = Process::new(set_method_then_start, m)
+            .start_method(StartMethod::Spawn)
+            .start()
+            .unwrap();
+        let mark = if m == StartMethod::Fork { 42 } else { 0 };
+        assert_eq!(c.join().unwrap(), (m, m, mark), "{m:?}");
+    }
+    assert_eq!(shmproc::get_start_method(), StartMethod::Spawn, "the test process's own default");
 }
 
 fn list_fds(_handles: (RawArray<u8>, SharedMemory)) -> Vec<i32> {
