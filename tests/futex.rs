@@ -108,7 +108,10 @@ fn wake_one_wakes_one_of_two() {
     assert_eq!(w.woke.load(Ordering::SeqCst), 1, "wake_one woke both sleepers");
     assert!(futex::wake_one(&w.flag), "the second sleeper was not asleep");
     for k in &mut kids {
-        assert!(k.join_timeout(ms(40_000)).unwrap(), "a sleeper timed out instead of being woken");
+        assert!(
+            k.join_timeout(ms(40_000)).unwrap(),
+            "a sleeper timed out instead of being woken"
+        );
     }
     assert_eq!(w.woke.load(Ordering::SeqCst), 2);
     assert!(!futex::wake_one(&w.flag), "nobody is left asleep");

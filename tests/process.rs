@@ -355,7 +355,11 @@ fn set_start_method_round_trip() {
         let mark = if m == StartMethod::Fork { 42 } else { 0 };
         assert_eq!(c.join().unwrap(), (m, m, mark), "{m:?}");
     }
-    assert_eq!(shmproc::get_start_method(), StartMethod::Spawn, "the test process's own default");
+    assert_eq!(
+        shmproc::get_start_method(),
+        StartMethod::Spawn,
+        "the test process's own default"
+    );
 }
 
 fn list_fds(_handles: (RawArray<u8>, SharedMemory)) -> Vec<i32> {

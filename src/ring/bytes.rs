@@ -31,6 +31,17 @@ pub struct ByteRingIndices {
     head: CachePadded<AtomicU64>,
 }
 
+impl ByteRingIndices {
+    /// Byte offsets of `tail` and `head` (each a `u64`) inside the struct.
+    pub(crate) fn offsets() -> (usize, usize) {
+        let inner = std::mem::offset_of!(CachePadded<AtomicU64>, 0);
+        (
+            std::mem::offset_of!(ByteRingIndices, tail) + inner,
+            std::mem::offset_of!(ByteRingIndices, head) + inner,
+        )
+    }
+}
+
 /// The shared indices or a frame header hold values a correct writer never produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Corrupt;

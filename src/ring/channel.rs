@@ -135,6 +135,65 @@ pub struct ChannelHeader {
 
 const HEADER: usize = std::mem::size_of::<ChannelHeader>();
 
+/// One field of a channel's shared header: its name, byte offset and size.
+pub type HeaderField = (&'static str, usize, usize);
+
+impl ChannelHeader {
+    /// Every field of the shared header (name, byte offset from the header's start, size),
+    /// derived from the struct definitions, so tests and fuzz targets that write garbage into
+    /// chosen fields keep hitting them when the layout changes. Padding is not listed; the
+    /// buffer starts at `size_of::<ChannelHeader>()`.
+    #[doc(hidden)]
+    pub fn fields() -> Vec<HeaderField> {
+        use std::mem::{offset_of, size_of};
+        let (tail, head) = ByteRingIndices::offsets();
+        let idx = offset_of!(ChannelHeader, idx);
+        let ctl = offset_of!(ChannelHeader, ctl) + offset_of!(CachePadded<ChannelCtl>, 0);
+        let w = ctl + offset_of!(ChannelCtl, w) + offset_of!(CachePadded<WriterCtl>, 0);
+        let r = ctl + offset_of!(ChannelCtl, r) + offset_of!(CachePadded<ReaderCtl>, 0);
+        let k = ctl + offset_of!(ChannelCtl, wake) + offset_of!(CachePadded<WakeCtl>, 0);
+        let (word, owner) = (RawLock::WORD_OFFSET, RawLock::OWNER_OFFSET);
+        let (u32s, u64s, ecs) = (size_of::<u32>(), size_of::<u64>(), size_of::<EventCount>());
+        vec![
+            ("tail", idx + tail, u64s),
+            ("head", idx + head, u64s),
+            (
+                "write_lock.word",
+                w + offset_of!(WriterCtl, write_lock) + word,
+                u32s,
+            ),
+            (
+                "write_lock.owner",
+                w + offset_of!(WriterCtl, write_lock) + owner,
+                u64s,
+            ),
+            ("committed", w + offset_of!(WriterCtl, committed), u64s),
+            ("commit_target", w + offset_of!(WriterCtl, commit_target), u64s),
+            ("commit_pos", w + offset_of!(WriterCtl, commit_pos), u64s),
+            ("writer_mid", w + offset_of!(WriterCtl, writer_mid), u32s),
+            ("cached_head", w + offset_of!(WriterCtl, cached_head), u64s),
+            (
+                "read_lock.word",
+                r + offset_of!(ReaderCtl, read_lock) + word,
+                u32s,
+            ),
+            (
+                "read_lock.owner",
+                r + offset_of!(ReaderCtl, read_lock) + owner,
+                u64s,
+            ),
+            ("consumed", r + offset_of!(ReaderCtl, consumed), u64s),
+            ("consume_target", r + offset_of!(ReaderCtl, consume_target), u64s),
+            ("consume_pos", r + offset_of!(ReaderCtl, consume_pos), u64s),
+            ("reader_mid", r + offset_of!(ReaderCtl, reader_mid), u32s),
+            ("cached_tail", r + offset_of!(ReaderCtl, cached_tail), u64s),
+            ("not_empty", k + offset_of!(WakeCtl, not_empty), ecs),
+            ("not_full", k + offset_of!(WakeCtl, not_full), ecs),
+            ("shutdown", k + offset_of!(WakeCtl, shutdown), u32s),
+        ]
+    }
+}
+
 fn fingerprint() -> Fingerprint {
     Fingerprint::new(
         2,

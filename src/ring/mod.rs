@@ -10,7 +10,7 @@ mod pad;
 mod spsc;
 
 pub use bytes::{ByteRing, ByteRingIndices, Corrupt, FrameInfo, ABORT, FIRST, LAST};
-pub use channel::{ChanError, Channel, ChannelCtl, ChannelHeader};
+pub use channel::{ChanError, Channel, ChannelCtl, ChannelHeader, HeaderField};
 pub use eventcount::EventCount;
 pub use mpmc::{MpmcRing, SlotError, SlotRing, SlotRingHeader, MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use pad::CachePadded;

@@ -72,6 +72,11 @@ pub struct RawLock {
 }
 
 impl RawLock {
+    /// Byte offsets of the lock word (`u32`) and of the owner record (`u64`) inside the
+    /// struct, for code that lays out or inspects shared memory holding one.
+    pub(crate) const WORD_OFFSET: usize = std::mem::offset_of!(RawLock, word);
+    pub(crate) const OWNER_OFFSET: usize = std::mem::offset_of!(RawLock, owner);
+
     /// An unlocked lock.
     #[cfg(not(loom))]
     pub const fn new() -> Self {
