@@ -116,6 +116,7 @@ fn consume(ring: MpmcRing<u64>) -> Vec<u64> {
 
 #[test]
 fn two_producers_two_consumers_no_loss_no_duplicate_per_producer_order() {
+    let _g = common::shared();
     for m in METHODS {
         for cap in [3, 64] {
             let ring = MpmcRing::<u64>::new(cap).unwrap();
@@ -157,6 +158,7 @@ fn two_producers_two_consumers_no_loss_no_duplicate_per_producer_order() {
 
 #[test]
 fn capacity_three_holds_exactly_three_with_try_forms_and_timeouts() {
+    let _g = common::shared();
     let ring = SlotRing::new(3, 5).unwrap();
     assert_eq!((ring.capacity(), ring.slot_size()), (3, 8));
     assert_eq!(ring.try_push(&[0; 9]), Err(SlotError::TooLarge));
@@ -203,6 +205,7 @@ fn push_within((ring, v, wait_ms): (MpmcRing<u64>, u64, u64)) -> (Result<(), Slo
 
 #[test]
 fn timed_calls_across_processes_wait_for_the_other_side_and_never_end_early() {
+    let _g = common::shared();
     for m in METHODS {
         let ring = MpmcRing::<u64>::new(3).unwrap();
         // Nothing comes: Empty, after the whole wait.
@@ -248,6 +251,7 @@ fn push_forever((ring, waiting): (MpmcRing<u64>, RawValue<u32>)) -> Result<(), S
 
 #[test]
 fn shutdown_wakes_blocked_pops_and_pushes_and_pops_drain_first() {
+    let _g = common::shared();
     for m in METHODS {
         // A pop asleep on an empty ring.
         let ring = MpmcRing::<u64>::new(2).unwrap();
@@ -293,6 +297,7 @@ fn shutdown_wakes_blocked_pops_and_pushes_and_pops_drain_first() {
 
 #[test]
 fn a_producer_claim_left_by_a_dead_thread_is_skipped() {
+    let _g = common::shared();
     let ring = SlotRing::new(3, 8).unwrap();
     ring.try_push(&1u64.to_le_bytes()).unwrap();
     ring.try_push(&2u64.to_le_bytes()).unwrap();
@@ -322,6 +327,7 @@ fn a_producer_claim_left_by_a_dead_thread_is_skipped() {
 
 #[test]
 fn a_dead_producer_claim_is_skipped_by_a_loop_of_try_pops() {
+    let _g = common::shared();
     let ring = SlotRing::new(4, 8).unwrap();
     // Position 0 claimed by a dead thread (which never moved `tail`); position 1 pushed.
     slot_state(&ring, 0).store(state(0, BUSY | NO_SUCH_TID), SeqCst);
@@ -349,6 +355,7 @@ fn a_dead_producer_claim_is_skipped_by_a_loop_of_try_pops() {
 
 #[test]
 fn a_reader_claim_left_by_a_dead_thread_frees_its_slot() {
+    let _g = common::shared();
     let ring = SlotRing::new(2, 8).unwrap();
     ring.try_push(&1u64.to_le_bytes()).unwrap();
     ring.try_push(&2u64.to_le_bytes()).unwrap();
@@ -375,6 +382,7 @@ fn a_reader_claim_left_by_a_dead_thread_frees_its_slot() {
 
 #[test]
 fn a_claim_naming_a_live_thread_only_costs_the_deadline() {
+    let _g = common::shared();
     // A hostile peer can stall the ring (like a lock it never releases) but a deadline
     // still ends the wait.
     let ring = SlotRing::new(2, 8).unwrap();
@@ -437,6 +445,7 @@ fn busy_slots(ring: &SlotRing) -> usize {
 
 #[test]
 fn producers_killed_mid_push_lose_only_their_unfinished_item() {
+    let _g = common::shared();
     let mut rng = XorShift(seed());
     let mut mid_claim = 0;
     for trial in 0..KILL_TRIALS {
@@ -503,6 +512,7 @@ fn pop_until_killed((ring, log, count): (SlotRing, RawArray<u64>, RawValue<u64>)
 
 #[test]
 fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
+    let _g = common::shared();
     let mut rng = XorShift(seed());
     let mut mid_claim = 0;
     for trial in 0..KILL_TRIALS {
@@ -603,6 +613,7 @@ fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
 
 #[test]
 fn garbage_in_the_shared_words_is_corrupted_not_a_hang() {
+    let _g = common::shared();
     let check_calls = |ring: &SlotRing, what: &str, push: Option<SlotError>, pop: Option<SlotError>| {
         let mut out = [0u8; 8];
         let t = Instant::now();
@@ -688,6 +699,7 @@ fn sum_all(ring: MpmcRing<[u32; 3]>) -> u64 {
 
 #[test]
 fn handles_reach_children_with_their_geometry() {
+    let _g = common::shared();
     for m in METHODS {
         let ring = SlotRing::new(5, 100).unwrap();
         assert_eq!(
@@ -706,6 +718,7 @@ fn handles_reach_children_with_their_geometry() {
 
 #[test]
 fn rejected_geometries() {
+    let _g = common::shared();
     assert!(matches!(SlotRing::new(0, 8), Err(SegmentError::InvalidSize(_))));
     assert!(matches!(SlotRing::new(4, 0), Err(SegmentError::InvalidSize(_))));
     assert!(matches!(
@@ -729,6 +742,7 @@ fn rejected_geometries() {
 /// Threads of one process on one handle: the ring is `Sync`.
 #[test]
 fn threads_share_one_handle() {
+    let _g = common::shared();
     let ring = Arc::new(MpmcRing::<u64>::new(5).unwrap());
     let done = Arc::new(AtomicU32::new(0));
     let producers: Vec<_> = (0..3u64)
@@ -757,4 +771,54 @@ fn threads_share_one_handle() {
     }
     assert_eq!(done.load(SeqCst), 3);
     assert!(ring.is_empty());
+}
+
+// ------------------------------------------------------------------------------------------
+// Nothing leaks
+// ------------------------------------------------------------------------------------------
+
+fn push_pop((ring, n): (MpmcRing<u64>, u64)) -> u64 {
+    for i in 0..n {
+        ring.push(i, Some(Instant::now() + LONG)).expect("push");
+    }
+    (0..n)
+        .map(|_| ring.pop(Some(Instant::now() + LONG)).expect("pop"))
+        .sum()
+}
+
+fn mpmc_leak_scenario(m: shmproc::StartMethod) {
+    let ring = MpmcRing::<u64>::new(8).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            join(&mut start(m, push_pop, (ring.clone_handle().unwrap(), 5))),
+            10
+        );
+    }
+    // A consumer killed while it sleeps in pop.
+    let waiting = RawValue::new(0u32).unwrap();
+    let mut c = start(
+        m,
+        pop_forever,
+        (ring.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+    );
+    assert!(eventually(LONG, || waiting.get() == 1));
+    wait_until_asleep(c.pid());
+    kill_and_reap(&mut c);
+    ring.try_push(1).unwrap();
+    assert_eq!(ring.try_pop().unwrap(), 1);
+}
+
+/// No zombie, fd or `/dev/shm` entry is left after children used a ring and a sleeping
+/// consumer was killed (both start methods).
+#[test]
+fn nothing_leaks_after_children_used_a_ring_and_were_killed() {
+    let _g = common::exclusive();
+    for m in METHODS {
+        let ring = MpmcRing::<u64>::new(8).unwrap();
+        assert_eq!(
+            join(&mut start(m, push_pop, (ring.clone_handle().unwrap(), 1))),
+            0
+        );
+    }
+    common::assert_leaves_nothing(mpmc_leak_scenario);
 }

@@ -19,7 +19,7 @@ use common::{bounded, eventually, join, kill_and_reap, ms, proc_state, start, JO
 use serde::{Deserialize, Serialize};
 use shmproc::{
     Codec, Event, GetError, JoinableQueue, PodCodec, Process, ProcessError, PutError, Queue, Shared, ShmSafe,
-    SimpleQueue, TaskDoneError,
+    SimpleQueue, StartMethod, TaskDoneError,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -156,6 +156,7 @@ fn mpmc_consumer(q: Queue<Option<Msg>>) -> Vec<(u32, u32)> {
 
 #[test]
 fn producers_and_consumers_keep_per_producer_order_without_loss_or_duplicates() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<Option<Msg>>::with_capacity(0, 4096).unwrap();
         let mut consumers: Vec<_> = (0..CONSUMERS)
@@ -210,6 +211,7 @@ fn timed_get((q, waiting): (Queue<u32>, Shared<AtomicU32>)) -> (String, u128, u3
 
 #[test]
 fn get_timeout_and_try_get_on_an_empty_queue() {
+    let _g = common::shared();
     let q = Queue::<u32>::new(0).unwrap();
     assert_eq!(q.try_get(), Err(GetError::Empty));
     for timeout in [ms(1), ms(30), ms(120)] {
@@ -249,6 +251,7 @@ fn blocked_put((q, waiting): (Queue<u32>, Shared<AtomicU32>)) -> String {
 
 #[test]
 fn maxsize_limits_items_with_full_errors_that_return_the_item() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<u32>::new(2).unwrap();
         assert_eq!(q.maxsize(), 2);
@@ -291,6 +294,7 @@ fn maxsize_limits_items_with_full_errors_that_return_the_item() {
 
 #[test]
 fn qsize_is_exact_across_processes() {
+    let _g = common::shared();
     fn put_n((q, n): (Queue<u64>, u64)) {
         for i in 0..n {
             q.put(i).unwrap();
@@ -343,6 +347,7 @@ fn close_mine_simple_joinable((s, j): (SimpleQueue<u32>, JoinableQueue<u32>)) ->
 
 #[test]
 fn close_is_per_handle() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<String>::new(0).unwrap();
         let mine = q.clone_handle().unwrap();
@@ -434,6 +439,7 @@ fn blocked_put_on_limit((q, waiting): (Queue<u32>, Shared<AtomicU32>)) -> String
 
 #[test]
 fn shutdown_wakes_a_blocked_get_in_another_process() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<u32>::new(0).unwrap();
         let waiting = flag();
@@ -454,6 +460,7 @@ fn shutdown_wakes_a_blocked_get_in_another_process() {
 
 #[test]
 fn shutdown_wakes_a_put_blocked_on_maxsize_or_on_a_full_buffer() {
+    let _g = common::shared();
     for m in METHODS {
         // On the item limit.
         let q = Queue::<u32>::new(1).unwrap();
@@ -512,6 +519,7 @@ fn put_then_shutdown((q, n): (Queue<u32>, u32)) {
 
 #[test]
 fn gets_drain_remaining_items_after_shutdown() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<u32>::with_capacity(0, 4096).unwrap();
         join(&mut start(m, put_then_shutdown, (q.clone_handle().unwrap(), 50)));
@@ -577,6 +585,7 @@ fn put_big_postcard((q, len): (Queue<Vec<u8>>, usize)) {
 /// a debug build; its path is covered by the 4 MiB message of the next test.
 #[test]
 fn a_64_mib_message_streams_through_the_default_1_mib_buffer() {
+    let _g = common::shared();
     let want = big_pattern(BIG);
     for m in METHODS {
         let q = Queue::<Vec<u8>, Raw>::new(0).unwrap();
@@ -592,6 +601,7 @@ fn a_64_mib_message_streams_through_the_default_1_mib_buffer() {
 
 #[test]
 fn a_large_postcard_message_streams_through_the_default_buffer() {
+    let _g = common::shared();
     let len = 4 << 20;
     let want = big_pattern(len);
     for m in METHODS {
@@ -614,6 +624,7 @@ fn put_sizes((q, sizes): (Queue<Vec<u8>, Raw>, Vec<usize>)) {
 
 #[test]
 fn messages_around_the_frame_boundary() {
+    let _g = common::shared();
     let cap = 4096;
     let max_frame = cap / 4 - 8;
     let sizes = vec![
@@ -681,6 +692,7 @@ fn pod_producer((nums, samples, n): (Queue<u64, PodCodec>, Queue<Sample, PodCode
 
 #[test]
 fn pod_items_cross_processes() {
+    let _g = common::shared();
     for m in METHODS {
         let nums = Queue::<u64, PodCodec>::with_capacity(0, 4096).unwrap();
         let samples = Queue::<Sample, PodCodec>::with_capacity(0, 4096).unwrap();
@@ -732,6 +744,7 @@ fn put_evens_and_odds(q: Queue<Even>) {
 
 #[test]
 fn an_undecodable_message_is_a_decode_error_and_is_consumed() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<Even>::new(0).unwrap();
         join(&mut start(m, put_evens_and_odds, q.clone_handle().unwrap()));
@@ -769,6 +782,7 @@ fn simple_echo((inq, outq): (Pairs, Pairs)) {
 
 #[test]
 fn simple_queue_across_processes() {
+    let _g = common::shared();
     for m in METHODS {
         let inq = Pairs::new().unwrap();
         let outq = Pairs::new().unwrap();
@@ -809,6 +823,7 @@ fn joinable_worker((q, done, n): (JoinableQueue<u32>, Shared<AtomicU32>, u32)) -
 
 #[test]
 fn joinable_queue_join_waits_for_every_task_done() {
+    let _g = common::shared();
     for m in METHODS {
         let q = JoinableQueue::<u32>::new(0).unwrap();
         assert!(q.join_timeout(ms(1)), "nothing put: nothing to wait for");
@@ -850,6 +865,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
 
 #[test]
 fn joinable_queue_failed_put_is_not_a_task() {
+    let _g = common::shared();
     let q = JoinableQueue::<u32>::new(1).unwrap();
     q.put(1).unwrap();
     assert!(matches!(q.try_put(2), Err(PutError::Full(2))));
@@ -879,6 +895,7 @@ fn sentinel_consumer(q: Queue<Option<u64>>) -> (u64, u64) {
 
 #[test]
 fn producer_puts_then_a_sentinel_and_consumer_reads_until_it() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<Option<u64>>::with_capacity(0, 4096).unwrap();
         let mut cons = start(m, sentinel_consumer, q.clone_handle().unwrap());
@@ -940,6 +957,7 @@ fn expect_stream(got: &[(u32, u32, bool)], id: u32, n: u32, what: &str) {
 /// messages intact. Nothing is counted for the partial message.
 #[test]
 fn killed_producer_mid_message_consumer_not_reading_drops_the_partial_message() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<Msg>::with_capacity(0, KILL_CAP).unwrap();
         let go = Event::new().unwrap();
@@ -975,6 +993,7 @@ fn killed_producer_mid_message_consumer_not_reading_drops_the_partial_message() 
 /// yet), drops the partial message, and receives a later producer's messages intact.
 #[test]
 fn killed_producer_mid_message_consumer_mid_message_drops_it() {
+    let _g = common::shared();
     use nix::sys::signal::Signal;
     for m in METHODS {
         let q = Queue::<Msg>::with_capacity(0, KILL_CAP).unwrap();
@@ -1025,6 +1044,7 @@ fn get_forever((q, got, started): (Queue<Msg>, Shared<AtomicU32>, Shared<AtomicU
 /// following message intact and in order.
 #[test]
 fn killed_consumer_mid_message_loses_only_that_message() {
+    let _g = common::shared();
     use nix::sys::signal::Signal;
     fn big_then_stream((q, started): (Queue<Msg>, Shared<AtomicU32>)) {
         let m = make(1, 0, KILL_BIG);
@@ -1082,6 +1102,7 @@ fn killed_consumer_mid_message_loses_only_that_message() {
 #[test]
 
 fn try_get_after_a_consumer_died_waiting() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<u32>::new(0).unwrap();
         let waiting = flag();
@@ -1121,6 +1142,7 @@ fn try_get_after_a_consumer_died_waiting() {
 #[test]
 
 fn try_put_after_a_producer_died_waiting_for_room() {
+    let _g = common::shared();
     fn put_past_limit((q, waiting): (Queue<u32>, Shared<AtomicU32>)) {
         waiting.store(1, SeqCst);
         q.put(2).expect("put");
@@ -1156,6 +1178,7 @@ fn try_put_after_a_producer_died_waiting_for_room() {
 #[test]
 
 fn put_timeout_after_a_producer_died_mid_message_keeps_its_timeout() {
+    let _g = common::shared();
     for m in METHODS {
         let q = Queue::<Msg>::with_capacity(0, KILL_CAP).unwrap();
         let started = flag();
@@ -1295,6 +1318,7 @@ impl Rng {
 
 #[test]
 fn random_kills_of_producers_and_consumers_lose_nothing_else() {
+    let _g = common::shared();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1441,6 +1465,7 @@ fn random_kills_of_producers_and_consumers_lose_nothing_else() {
 /// a power of two): Python's `full()` / `put_nowait` semantics hold, and a child drains it.
 #[test]
 fn pod_queue_maxsize_is_exact_and_crosses_processes() {
+    let _g = common::shared();
     fn drain_three(q: Queue<u64, PodCodec>) -> Vec<u64> {
         (0..3).map(|_| q.get_timeout(LONG).expect("get")).collect()
     }
@@ -1464,4 +1489,108 @@ fn pod_queue_maxsize_is_exact_and_crosses_processes() {
         assert!(matches!(q.try_put(1), Err(PutError::Closed(1))), "{m:?}");
         assert_eq!(q.get_timeout(ms(30)), Err(GetError::Closed), "{m:?}");
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Nothing leaks
+// ------------------------------------------------------------------------------------------
+
+fn blocked_get_forever((q, waiting): (Queue<String>, Shared<AtomicU32>)) {
+    waiting.store(1, SeqCst);
+    let _ = q.get();
+}
+
+fn put_forever((q, big, waiting): (Queue<Vec<u8>, Raw>, Vec<u8>, Shared<AtomicU32>)) {
+    waiting.store(1, SeqCst);
+    let _ = q.put(big);
+}
+
+fn queue_leak_scenario(m: StartMethod) {
+    let q = Queue::<String>::new(0).unwrap();
+    let s = SimpleQueue::<u32>::new().unwrap();
+    let j = JoinableQueue::<u32>::new(0).unwrap();
+    let pod = Queue::<u64, PodCodec>::new(4).unwrap();
+    // Children that use every kind and finish.
+    fn use_all(
+        (q, s, j, pod): (
+            Queue<String>,
+            SimpleQueue<u32>,
+            JoinableQueue<u32>,
+            Queue<u64, PodCodec>,
+        ),
+    ) {
+        q.put("x".into()).unwrap();
+        s.put(1).unwrap();
+        j.get_timeout(LONG).unwrap();
+        j.task_done().unwrap();
+        pod.put(7).unwrap();
+    }
+    for _ in 0..2 {
+        j.put(0).unwrap();
+        let args = (
+            q.clone_handle().unwrap(),
+            s.clone_handle().unwrap(),
+            j.clone_handle().unwrap(),
+            pod.clone_handle().unwrap(),
+        );
+        join(&mut start(m, use_all, args));
+        assert_eq!(q.try_get().unwrap(), "x");
+        assert_eq!(s.get().unwrap(), 1);
+        assert_eq!(pod.try_get().unwrap(), 7);
+    }
+    // A consumer killed while it sleeps in get.
+    let waiting = flag();
+    let mut c = start(
+        m,
+        blocked_get_forever,
+        (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+    );
+    assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
+    wait_until_asleep(c.pid());
+    kill_and_reap(&mut c);
+    // A producer killed in the middle of a message far larger than the buffer.
+    let raw = Queue::<Vec<u8>, Raw>::with_capacity(0, 4096).unwrap();
+    let waiting = flag();
+    let mut p = start(
+        m,
+        put_forever,
+        (
+            raw.clone_handle().unwrap(),
+            vec![7u8; 64 * 1024],
+            waiting.clone_handle().unwrap(),
+        ),
+    );
+    assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
+    wait_until_asleep(p.pid());
+    kill_and_reap(&mut p);
+    assert_eq!(
+        raw.try_get(),
+        Err(GetError::Empty),
+        "the partial message is dropped"
+    );
+    // A running child whose handle is dropped after a kill (the reaper takes it).
+    let waiting = flag();
+    let c = start(
+        m,
+        blocked_get_forever,
+        (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+    );
+    assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
+    c.kill().unwrap();
+    drop(c);
+    q.put("after".into()).unwrap();
+    assert_eq!(q.try_get().unwrap(), "after");
+}
+
+/// No zombie, fd or `/dev/shm` entry is left after children used every queue kind and
+/// consumers and producers were killed mid-call (both start methods).
+#[test]
+fn nothing_leaks_after_children_used_queues_and_were_killed() {
+    let _g = common::exclusive();
+    // Warm up lazily created process-wide state (panic hook, spawn helper, scratch buffers).
+    for m in METHODS {
+        let q = Queue::<String>::new(0).unwrap();
+        join(&mut start(m, close_mine, q.clone_handle().unwrap()));
+    }
+    common::assert_leaves_nothing(queue_leak_scenario);
 }

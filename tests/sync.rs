@@ -129,6 +129,7 @@ fn count_under_rlock((lock, counter, go): (RLock, RawValue<u64>, Event)) -> u32 
 
 #[test]
 fn lock_excludes_processes_on_a_plain_counter() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = Lock::new().unwrap();
         let counter = RawValue::new(0u64).unwrap();
@@ -152,6 +153,7 @@ fn lock_excludes_processes_on_a_plain_counter() {
 
 #[test]
 fn lock_excludes_fork_closures() {
+    let _g = common::shared();
     let lock = Lock::new().unwrap();
     let counter = RawValue::new(0u64).unwrap();
     let mut kids: Vec<_> = (0..N)
@@ -181,6 +183,7 @@ fn lock_excludes_fork_closures() {
 
 #[test]
 fn rlock_entered_twice_excludes_processes_on_a_plain_counter() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = RLock::new().unwrap();
         let counter = RawValue::new(0u64).unwrap();
@@ -227,6 +230,7 @@ fn count_value((v, go, mode): (Value<u64>, Event, u8)) {
 
 #[test]
 fn value_update_get_lock_and_guard_exclude_processes() {
+    let _g = common::shared();
     for m in METHODS {
         for mode in 0..3u8 {
             let v = Value::new(0u64).unwrap();
@@ -248,6 +252,7 @@ fn value_update_get_lock_and_guard_exclude_processes() {
 
 #[test]
 fn value_modes_mixed_across_processes() {
+    let _g = common::shared();
     // All three access paths at once, from processes of both start methods.
     let v = Value::new(0u64).unwrap();
     let go = Event::new().unwrap();
@@ -281,6 +286,7 @@ fn lock_try_acquire(lock: Lock) -> bool {
 
 #[test]
 fn lock_is_a_binary_semaphore_across_processes() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = Lock::new().unwrap();
         lock.acquire().unwrap();
@@ -346,6 +352,7 @@ fn rlock_levels(lock: RLock) -> Vec<String> {
 
 #[test]
 fn rlock_reentrancy_and_ownership_across_processes() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = RLock::new().unwrap();
         let outer = lock.lock_timeout(LONG).unwrap();
@@ -419,6 +426,7 @@ fn rlock_try(lock: RLock) -> bool {
 
 #[test]
 fn lock_guard_may_be_released_from_another_thread() {
+    let _g = common::shared();
     // A Lock is a binary semaphore: its guard may travel, and dropping it anywhere releases.
     assert!(is_send!(shmproc::sync::LockGuard<'static>));
     assert!(
@@ -448,6 +456,7 @@ fn lock_guard_may_be_released_from_another_thread() {
 
 #[test]
 fn reentrant_guards_cannot_leave_their_thread() {
+    let _g = common::shared();
     assert!(
         !is_send!(shmproc::sync::RLockGuard<'static>),
         "RLockGuard is Send"
@@ -539,6 +548,7 @@ fn crowd_run<S: Units>(m: StartMethod, sem: S, k: u32) {
 
 #[test]
 fn semaphore_bounds_concurrency_across_processes() {
+    let _g = common::shared();
     for m in METHODS {
         crowd_run(m, Semaphore::new(1).unwrap(), 1);
         crowd_run(m, Semaphore::new(3).unwrap(), 3);
@@ -552,6 +562,7 @@ fn release_n<S: Units>((sem, n): (S, u32)) -> Vec<String> {
 
 #[test]
 fn bounded_semaphore_refuses_over_release_from_another_process() {
+    let _g = common::shared();
     for m in METHODS {
         let b = BoundedSemaphore::new(2).unwrap();
         b.acquire().unwrap();
@@ -577,6 +588,7 @@ fn bounded_semaphore_refuses_over_release_from_another_process() {
 
 #[test]
 fn bounded_semaphore_of_zero_refuses_any_release() {
+    let _g = common::shared();
     let b = BoundedSemaphore::new(0).unwrap();
     assert_eq!(b.release(), Err(ReleaseError::TooManyReleases));
     assert_eq!(b.get_value(), 0);
@@ -593,6 +605,7 @@ fn sem_release_after((sem, delay_ms): (Semaphore, u64)) {
 
 #[test]
 fn semaphore_try_acquire_timeouts_and_wakeups_across_processes() {
+    let _g = common::shared();
     for m in METHODS {
         let s = Semaphore::new(1).unwrap();
         assert!(s.try_acquire().unwrap());
@@ -648,6 +661,7 @@ fn event_timed_wait((ev, wait_ms): (Event, u64)) -> (bool, u64) {
 
 #[test]
 fn event_set_releases_every_waiting_process() {
+    let _g = common::shared();
     for m in METHODS {
         let ev = Event::new().unwrap();
         let arrived = Shared::new(AtomicU32::new(0)).unwrap();
@@ -679,6 +693,7 @@ fn event_set_releases_every_waiting_process() {
 
 #[test]
 fn event_wait_timeout_on_unset_event_returns_false() {
+    let _g = common::shared();
     for m in METHODS {
         let ev = Event::new().unwrap();
         let t0 = Instant::now();
@@ -692,6 +707,7 @@ fn event_wait_timeout_on_unset_event_returns_false() {
 
 #[test]
 fn event_set_then_clear_still_releases_those_already_waiting() {
+    let _g = common::shared();
     for m in METHODS {
         let ev = Event::new().unwrap();
         let arrived = Shared::new(AtomicU32::new(0)).unwrap();
@@ -758,6 +774,7 @@ fn consumer((c, stock, producers): (Condition, Shared<Counters>, u32)) -> u32 {
 
 #[test]
 fn condition_producers_and_consumers_across_processes() {
+    let _g = common::shared();
     for m in METHODS {
         const ITEMS: u32 = 300;
         let c = Condition::new().unwrap();
@@ -820,6 +837,7 @@ fn cond_try_lock((c, wait_ms): (Condition, u64)) -> String {
 
 #[test]
 fn condition_refuses_the_guard_of_another_condition() {
+    let _g = common::shared();
     let c1 = Condition::new().unwrap();
     let c2 = Condition::new().unwrap();
     let args = (c1.clone_handle().unwrap(), c2.clone_handle().unwrap());
@@ -850,6 +868,7 @@ fn condition_refuses_the_guard_of_another_condition() {
 
 #[test]
 fn condition_accepts_a_guard_from_another_handle_to_the_same_condition() {
+    let _g = common::shared();
     let c = Condition::new().unwrap();
     let same = c.clone_handle().unwrap();
     let mut g = same.lock_timeout(LONG).unwrap();
@@ -869,6 +888,7 @@ fn cond_timed_wait((c, wait_ms): (Condition, u64)) -> (String, u64) {
 
 #[test]
 fn condition_wait_timeout_returns_false_and_holds_the_lock_again() {
+    let _g = common::shared();
     for m in METHODS {
         let c = Condition::new().unwrap();
         let mut g = c.lock_timeout(LONG).unwrap();
@@ -905,6 +925,7 @@ fn cond_set_flag((c, flag): (Condition, Shared<AtomicU32>)) {
 
 #[test]
 fn condition_wait_releases_every_level_and_restores_them() {
+    let _g = common::shared();
     for m in METHODS {
         let c = Condition::new().unwrap();
         let flag = Shared::new(AtomicU32::new(0)).unwrap();
@@ -971,6 +992,7 @@ fn barrier_full_rounds(m: StartMethod, b: &Barrier, kids: u32, rounds: u32) {
 
 #[test]
 fn barrier_rounds_give_every_index_once() {
+    let _g = common::shared();
     for m in METHODS {
         let b = Barrier::new(4).unwrap();
         assert_eq!(b.parties(), 4);
@@ -983,6 +1005,7 @@ fn barrier_rounds_give_every_index_once() {
 
 #[test]
 fn barrier_timeout_breaks_it_for_everyone_until_reset() {
+    let _g = common::shared();
     for m in METHODS {
         let b = Barrier::new(4).unwrap();
         let mut kids: Vec<_> = (0..2)
@@ -1012,6 +1035,7 @@ fn barrier_timeout_breaks_it_for_everyone_until_reset() {
 
 #[test]
 fn barrier_abort_breaks_waiters_and_reset_repairs() {
+    let _g = common::shared();
     for m in METHODS {
         let b = Barrier::new(3).unwrap();
         let mut kids: Vec<_> = (0..2)
@@ -1029,6 +1053,7 @@ fn barrier_abort_breaks_waiters_and_reset_repairs() {
 
 #[test]
 fn barrier_reset_while_waiting_breaks_those_waiters_only() {
+    let _g = common::shared();
     for m in METHODS {
         let b = Barrier::new(3).unwrap();
         let mut kids: Vec<_> = (0..2)
@@ -1046,6 +1071,7 @@ fn barrier_reset_while_waiting_breaks_those_waiters_only() {
 
 #[test]
 fn barrier_default_timeout_travels_to_the_child() {
+    let _g = common::shared();
     for m in METHODS {
         let b = Barrier::with_timeout(2, Some(ms(60))).unwrap();
         let t0 = Instant::now();
@@ -1102,6 +1128,7 @@ fn timed_wait_returns(
 /// The timed-out wait breaks the barrier once the stopped holder releases the lock.
 #[test]
 fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
+    let _g = common::shared();
     use nix::sys::signal::Signal;
     for m in METHODS {
         // A peer frozen while it holds the internal lock.
@@ -1185,6 +1212,7 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
 
 #[test]
 fn barrier_waiter_of_an_aborted_round_gets_broken_even_when_it_runs_late() {
+    let _g = common::shared();
     use nix::sys::signal::Signal;
     for m in METHODS {
         let b = Barrier::new(2).unwrap();
@@ -1234,6 +1262,7 @@ fn fill_part((a, part): (Array<u64>, usize)) {
 
 #[test]
 fn array_children_fill_disjoint_ranges() {
+    let _g = common::shared();
     for m in METHODS {
         let a = Array::<u64>::new(N * PART).unwrap();
         let mut kids: Vec<_> = (0..N)
@@ -1300,6 +1329,7 @@ const ARRAY_RULES: [&str; 13] = [
 
 #[test]
 fn array_bounds_and_same_thread_refusals() {
+    let _g = common::shared();
     let empty = Array::<u8>::new(0).unwrap();
     assert!(empty.is_empty());
     let e2 = empty.clone_handle().unwrap();
@@ -1329,6 +1359,7 @@ fn array_read_first((a, started): (Array<u32>, Shared<AtomicU32>)) -> String {
 
 #[test]
 fn array_guard_makes_other_processes_wait_not_fail() {
+    let _g = common::shared();
     for m in METHODS {
         let a = Array::<u32>::new(2).unwrap();
         let started = Shared::new(AtomicU32::new(0)).unwrap();
@@ -1385,6 +1416,7 @@ const VALUE_RULES: [&str; 9] = [
 
 #[test]
 fn value_same_thread_refusals_and_get_lock_reentry() {
+    let _g = common::shared();
     let v = Value::new(0u64).unwrap();
     let v2 = v.clone_handle().unwrap();
     assert_eq!(bounded("value rules", move || value_rules(v2)), VALUE_RULES);
@@ -1409,6 +1441,7 @@ fn update_with_panicking_closure(v: Value<u64>) -> String {
 
 #[test]
 fn value_update_panic_releases_the_lock() {
+    let _g = common::shared();
     for m in METHODS {
         let v = Value::new(1u64).unwrap();
         let r = join(&mut start(
@@ -1452,6 +1485,7 @@ fn lock_cycles((lock, n): (Lock, u32)) -> u32 {
 
 #[test]
 fn killed_lock_holder_gives_owner_died_then_normal() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = Lock::new().unwrap();
 
@@ -1548,6 +1582,7 @@ fn contend_after_death((lock, waiting): (Lock, Shared<AtomicU32>)) -> String {
 
 #[test]
 fn only_one_of_several_waiters_takes_a_dead_holders_lock_over() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
@@ -1581,6 +1616,7 @@ fn acquire_and_return(lock: Lock) -> u32 {
 
 #[test]
 fn lock_abandoned_by_a_child_that_exits_normally() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = Lock::new().unwrap();
         // Any process may release an abandoned Lock, which then is just free.
@@ -1630,6 +1666,7 @@ fn rlock_cycles((lock, n): (RLock, u32)) -> u32 {
 
 #[test]
 fn killed_rlock_holder_entered_twice_gives_owner_died_then_normal() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = RLock::new().unwrap();
         let pid = kill_while_holding(m, hold_rlock_twice, lock.clone_handle().unwrap());
@@ -1679,6 +1716,7 @@ fn hold_condition((c, held): (Condition, Event)) {
 
 #[test]
 fn killed_condition_lock_holder_gives_owner_died_then_normal() {
+    let _g = common::shared();
     for m in METHODS {
         let c = Condition::new().unwrap();
         let pid = kill_while_holding(m, hold_condition, c.clone_handle().unwrap());
@@ -1752,6 +1790,7 @@ fn notify_and_hold((c, held): (Condition, Event)) {
 
 #[test]
 fn condition_waiter_takes_the_lock_back_from_a_killed_notifier() {
+    let _g = common::shared();
     for m in METHODS {
         let c = Condition::new().unwrap();
         let waiting = Shared::new(AtomicU32::new(0)).unwrap();
@@ -1801,6 +1840,7 @@ fn bump_pair((v, n): (Value<[u64; 2]>, u64)) {
 
 #[test]
 fn killed_value_guard_holder_gives_owner_died_then_normal() {
+    let _g = common::shared();
     for m in METHODS {
         let v = Value::new([0u64; 2]).unwrap();
         let pid = kill_while_holding(m, hold_value_guard, v.clone_handle().unwrap());
@@ -1863,6 +1903,7 @@ fn hold_array_guard((a, held): (Array<u64>, Event)) {
 
 #[test]
 fn killed_array_guard_holder_gives_owner_died_then_normal() {
+    let _g = common::shared();
     for m in METHODS {
         let a = Array::<u64>::new(N * PART).unwrap();
         let pid = kill_while_holding(m, hold_array_guard, a.clone_handle().unwrap());
@@ -1944,6 +1985,7 @@ const BAD_LOCK_WORDS: [u32; 5] = [
 
 #[test]
 fn corrupted_raw_lock_word_is_reported() {
+    let _g = common::shared();
     assert_eq!(std::mem::size_of::<RawLock>(), 16);
     for bad in BAD_LOCK_WORDS {
         let s = Shared::new(RawLock::new()).unwrap();
@@ -1979,6 +2021,7 @@ fn corrupted_raw_lock_word_is_reported() {
 
 #[test]
 fn corrupted_lock_handle_is_reported() {
+    let _g = common::shared();
     for bad in BAD_LOCK_WORDS {
         let lock = Lock::new().unwrap();
         word_in(lock.raw(), 0).store(bad, SeqCst);
@@ -2002,6 +2045,7 @@ fn lock_wait_report((lock, waiting): (Lock, Shared<AtomicU32>)) -> String {
 
 #[test]
 fn lock_corrupted_while_a_process_waits_is_reported_to_it() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = Lock::new().unwrap();
         lock.acquire().unwrap();
@@ -2023,6 +2067,7 @@ fn lock_corrupted_while_a_process_waits_is_reported_to_it() {
 
 #[test]
 fn corrupted_rlock_count_is_reported() {
+    let _g = common::shared();
     // RawRLock is #[repr(C)] { lock: RawLock (4 words), count, _pad }.
     assert_eq!(std::mem::size_of::<RawRLock>(), 24);
     let s = Shared::new(RawRLock::new()).unwrap();
@@ -2055,6 +2100,7 @@ fn corrupted_rlock_count_is_reported() {
 
 #[test]
 fn corrupted_semaphore_value_is_reported() {
+    let _g = common::shared();
     // RawSemaphore is #[repr(C)] { value, waiters, bound, bounded }.
     assert_eq!(std::mem::size_of::<RawSemaphore>(), 16);
     let s = Shared::new(RawSemaphore::new(2, true)).unwrap();
@@ -2099,6 +2145,7 @@ fn corrupted_semaphore_value_is_reported() {
 
 #[test]
 fn corrupted_barrier_is_reported() {
+    let _g = common::shared();
     // RawBarrier is #[repr(C)] { lock: RawLock (4 words), generation, count, parties, broken,
     // broken_gen, _pad }.
     assert_eq!(std::mem::size_of::<RawBarrier>(), 40);
@@ -2138,6 +2185,7 @@ fn corrupted_barrier_is_reported() {
 
 #[test]
 fn corrupted_array_lock_is_reported() {
+    let _g = common::shared();
     // An Array segment starts with its LockedHead { lock: RawRLock (6 words), borrowed, _pad }.
     let a = Array::<u32>::from_slice(&[1, 2, 3]).unwrap();
     // SAFETY: the segment's data starts with the lock word (see above), 8-aligned.
@@ -2182,6 +2230,7 @@ fn at_least(what: &str, t: Duration, f: impl FnOnce() -> bool) {
 
 #[test]
 fn timeouts_are_honoured() {
+    let _g = common::shared();
     for m in METHODS {
         let lock = Lock::new().unwrap();
         let rlock = RLock::new().unwrap();
@@ -2253,4 +2302,110 @@ fn timeouts_are_honoured() {
         join(&mut holder);
         assert!(!lock.is_locked() && !rlock.is_locked());
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Nothing leaks
+// ------------------------------------------------------------------------------------------
+
+type SyncSet = (
+    Lock,
+    RLock,
+    Semaphore,
+    Event,
+    Condition,
+    Barrier,
+    Value<u64>,
+    Array<u32>,
+);
+
+fn sync_set() -> SyncSet {
+    (
+        Lock::new().unwrap(),
+        RLock::new().unwrap(),
+        Semaphore::new(1).unwrap(),
+        Event::new().unwrap(),
+        Condition::new().unwrap(),
+        Barrier::new(2).unwrap(),
+        Value::new(0).unwrap(),
+        Array::new(4).unwrap(),
+    )
+}
+
+fn clone_set(s: &SyncSet) -> SyncSet {
+    (
+        s.0.clone_handle().unwrap(),
+        s.1.clone_handle().unwrap(),
+        s.2.clone_handle().unwrap(),
+        s.3.clone_handle().unwrap(),
+        s.4.clone_handle().unwrap(),
+        s.5.clone_handle().unwrap(),
+        s.6.clone_handle().unwrap(),
+        s.7.clone_handle().unwrap(),
+    )
+}
+
+/// Uses every primitive once and meets the parent at the barrier.
+fn use_sync_set((l, r, s, e, c, b, v, a): SyncSet) {
+    drop(l.lock_timeout(LONG).expect("lock"));
+    drop(r.lock_timeout(LONG).expect("rlock"));
+    assert!(s.acquire_timeout(LONG).expect("acquire"));
+    s.release().expect("release");
+    e.set();
+    drop(c.lock_timeout(LONG).expect("condition lock"));
+    b.wait_timeout(LONG).expect("barrier");
+    v.update(|x| x + 1).expect("value");
+    a.set(0, 1).expect("array");
+}
+
+/// Takes the lock and waits to be killed.
+fn hold_until_killed((l, ready): (Lock, Event)) {
+    let _g = l.lock_timeout(LONG).expect("lock");
+    ready.set();
+    sleep_forever();
+}
+
+fn sync_leak_scenario(m: StartMethod) {
+    let set = sync_set();
+    for _ in 0..2 {
+        let mut c = start(m, use_sync_set, clone_set(&set));
+        set.5.wait_timeout(LONG).unwrap();
+        join(&mut c);
+    }
+    assert_eq!(set.6.get().unwrap(), 2);
+    // A lock holder killed: the next locker gets OwnerDied.
+    let ready = Event::new().unwrap();
+    let mut c = start(
+        m,
+        hold_until_killed,
+        (set.0.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+    );
+    assert!(ready.wait_timeout(LONG));
+    kill_and_reap(&mut c);
+    // (The guard inside the error releases the lock as it drops.)
+    assert!(matches!(set.0.lock_timeout(LONG), Err(LockError::OwnerDied(_))));
+    assert!(set.0.try_acquire().unwrap());
+    set.0.release().unwrap();
+    // A waiter killed in Event::wait, its handle dropped (the reaper takes it).
+    let gate = Event::new().unwrap();
+    fn wait_forever(e: Event) {
+        e.wait();
+    }
+    let c = start(m, wait_forever, gate.clone_handle().unwrap());
+    c.kill().unwrap();
+    drop(c);
+}
+
+/// No zombie, fd or `/dev/shm` entry is left after children used every primitive and a
+/// holder and a waiter were killed (both start methods).
+#[test]
+fn nothing_leaks_after_children_used_primitives_and_were_killed() {
+    let _g = common::exclusive();
+    for m in METHODS {
+        let set = sync_set();
+        let mut c = start(m, use_sync_set, clone_set(&set));
+        set.5.wait_timeout(LONG).unwrap();
+        join(&mut c);
+    }
+    common::assert_leaves_nothing(sync_leak_scenario);
 }
