@@ -1360,3 +1360,48 @@ fn a_message_claiming_endless_zero_sized_elements_is_a_decode_error_not_a_hang()
         join(&mut c);
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Connection<_, PodCodec> across processes
+// ------------------------------------------------------------------------------------------
+
+type PodConn = Connection<u64, shmproc::PodCodec>;
+
+/// Echoes every number doubled until 0, then waits to be killed.
+fn pod_echo(c: PodConn) {
+    loop {
+        let v = c.recv_timeout(LONG).expect("recv");
+        if v == 0 {
+            break;
+        }
+        c.send(&(2 * v)).expect("send");
+    }
+    c.send(&u64::MAX).expect("send the end mark");
+    common::sleep_forever()
+}
+
+/// A duplex `Connection<u64, PodCodec>` to a child of each start method: 2 000 round trips
+/// in order, `poll`, the try forms, then `Disconnected` once the child is killed.
+#[test]
+fn pod_connection_crosses_processes_and_reports_a_killed_peer() {
+    let _g = shared();
+    for m in METHODS {
+        let (mine, theirs) = PodConn::pair(true, 4096).unwrap();
+        let mut child = start(m, pod_echo, theirs);
+        assert_eq!(mine.try_recv(), Err(ConnError::Empty));
+        for v in 1..=2000u64 {
+            mine.send(&v).unwrap();
+            assert_eq!(mine.recv_timeout(LONG), Ok(2 * v), "{m:?}");
+        }
+        mine.send(&0).unwrap();
+        assert_eq!(
+            mine.poll(Some(LONG)),
+            Ok(true),
+            "{m:?}: the end mark never became readable"
+        );
+        assert_eq!(mine.try_recv(), Ok(u64::MAX));
+        common::kill_and_reap(&mut child);
+        assert_eq!(mine.recv_timeout(LONG), Err(ConnError::Disconnected), "{m:?}");
+        assert_eq!(mine.send(&1), Err(ConnError::Disconnected), "{m:?}");
+    }
+}

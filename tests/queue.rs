@@ -1594,3 +1594,107 @@ fn nothing_leaks_after_children_used_queues_and_were_killed() {
     }
     common::assert_leaves_nothing(queue_leak_scenario);
 }
+
+// ------------------------------------------------------------------------------------------
+// The Bytes codec, and the Pod path's close / shutdown / peer death, across processes
+// ------------------------------------------------------------------------------------------
+
+/// Sends `n` raw messages of growing sizes (0 up to 3× the buffer), each a pattern.
+fn put_raw_bytes((q, n): (Queue<Vec<u8>, shmproc::Bytes>, u32)) {
+    for i in 0..n {
+        let len = (i as usize * 997) % (3 * 4096 + 1);
+        q.put(big_pattern(len).into_iter().map(|b| b ^ i as u8).collect())
+            .expect("put");
+    }
+}
+
+/// `Queue<Vec<u8>, Bytes>` (raw bytes, no serde) from a child of each start method: every
+/// message arrives whole and in order, including empty ones and ones larger than the buffer.
+#[test]
+fn bytes_codec_crosses_processes() {
+    let _g = common::shared();
+    for m in METHODS {
+        let q = Queue::<Vec<u8>, shmproc::Bytes>::with_capacity(0, 4096).unwrap();
+        let n = 40;
+        let mut p = start(m, put_raw_bytes, (q.clone_handle().unwrap(), n));
+        for i in 0..n {
+            let len = (i as usize * 997) % (3 * 4096 + 1);
+            let want: Vec<u8> = big_pattern(len).into_iter().map(|b| b ^ i as u8).collect();
+            let got = q.get_timeout(LONG).unwrap();
+            assert_eq!(got.len(), len, "{m:?}: message {i}");
+            assert_eq!(first_difference(&got, &want), None, "{m:?}: message {i}");
+        }
+        join(&mut p);
+        assert!(q.empty());
+    }
+}
+
+/// Closes its own handle, then reports what put and get say; the rest of the queue is
+/// untouched.
+fn pod_close_mine(q: Queue<u64, PodCodec>) -> Vec<String> {
+    q.close();
+    vec![
+        format!("{:?}", q.try_put(5).map_err(|e| e.into_inner())),
+        format!("{:?}", q.get_timeout(LONG)),
+    ]
+}
+
+fn pod_get_forever((q, waiting): (Queue<u64, PodCodec>, Shared<AtomicU32>)) -> String {
+    waiting.store(1, SeqCst);
+    format!("{:?}", q.get())
+}
+
+fn pod_put_forever((q, waiting): (Queue<u64, PodCodec>, Shared<AtomicU32>)) {
+    for i in 0.. {
+        if i == 2 {
+            waiting.store(1, SeqCst);
+        }
+        q.put(i).expect("put");
+    }
+}
+
+/// The Pod (slot ring) path across processes: a child's `close` is its own handle's; a
+/// `shutdown` here wakes a child asleep in `get`; a producer killed asleep on a full queue
+/// leaves exactly what it put, and the queue goes on working.
+#[test]
+fn pod_queue_close_shutdown_and_a_killed_producer() {
+    let _g = common::shared();
+    for m in METHODS {
+        let q = Queue::<u64, PodCodec>::new(2).unwrap();
+        q.put(1).unwrap();
+        let got = join(&mut start(m, pod_close_mine, q.clone_handle().unwrap()));
+        assert_eq!(got, ["Err(5)", "Err(Closed)"], "{m:?}");
+        assert_eq!(
+            q.try_get(),
+            Ok(1),
+            "{m:?}: the child's closed handle took nothing"
+        );
+
+        let waiting = flag();
+        let mut c = start(
+            m,
+            pod_get_forever,
+            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+        );
+        assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
+        wait_until_asleep(c.pid());
+        q.shutdown();
+        assert_eq!(join(&mut c), "Err(Closed)", "{m:?}: shutdown wakes the sleeper");
+        assert!(matches!(q.try_put(3), Err(PutError::Closed(3))));
+
+        let q = Queue::<u64, PodCodec>::new(2).unwrap();
+        let waiting = flag();
+        let mut p = start(
+            m,
+            pod_put_forever,
+            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+        );
+        assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
+        wait_until_asleep(p.pid());
+        kill_and_reap(&mut p);
+        assert_eq!((q.try_get(), q.try_get()), (Ok(0), Ok(1)), "{m:?}");
+        assert_eq!(q.try_get(), Err(GetError::Empty));
+        q.put(9).unwrap();
+        assert_eq!(q.try_get(), Ok(9));
+    }
+}

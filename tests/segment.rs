@@ -1585,3 +1585,87 @@ fn from_fd_rejects_non_regular_files() {
     let err = Segment::from_fd(null, None).unwrap_err();
     assert!(matches!(err, SegmentError::NotARegularFile), "{err:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Named cells opened by name in another process; bulk copies; unlink by a non-creator
+// ---------------------------------------------------------------------------------------
+
+#[repr(C)]
+struct Pair {
+    a: AtomicU64,
+    b: AtomicU64,
+}
+// SAFETY: repr(C) of atomics only; any bit pattern is valid.
+unsafe impl ShmSafe for Pair {}
+
+/// Opens every named cell by name (no handle passed), changes each, and checks the type
+/// checks on open: a `RawValue<u64>` name opened as `RawValue<u32>` is a layout mismatch.
+fn open_by_name(names: Vec<String>) -> Vec<String> {
+    let v = RawValue::<u64>::open_named(&names[0]).expect("open RawValue");
+    v.set(v.get() + 1);
+    let a = RawArray::<u32>::open_named(&names[1]).expect("open RawArray");
+    let mut buf = [0u32; 4];
+    a.read_into(2, &mut buf).expect("read_into");
+    a.write_from(0, &buf.map(|x| x * 10)).expect("write_from");
+    let s = Shared::<Pair>::open_named(&names[2]).expect("open Shared");
+    s.a.fetch_add(5, Ordering::SeqCst);
+    let seg = Segment::open_named(&names[3], Some(&Fingerprint::of::<u64>())).expect("open Segment");
+    // SAFETY: the segment holds one u64 (its fingerprint was checked), 8-aligned.
+    unsafe { (*seg.as_ptr().cast::<AtomicU64>()).store(77, Ordering::SeqCst) };
+    let wrong = match RawValue::<u32>::open_named(&names[0]) {
+        Err(SegmentError::LayoutMismatch { .. }) => "LayoutMismatch".to_owned(),
+        other => format!("{:?}", other.map(|_| ())),
+    };
+    let shm = SharedMemory::open(&names[4]).expect("open SharedMemory");
+    // Python: any process may unlink; this one did not create it.
+    shm.unlink().expect("unlink by a non-creator");
+    vec![wrong, format!("{:?}", SharedMemory::open(&names[4]).map(|_| ()))]
+}
+
+/// `create_named` here, `open_named` in a child of each start method that gets only the
+/// names: `RawValue`, `RawArray` (with `read_into` / `write_from`), `Shared<T>`, a raw
+/// `Segment`, and a `SharedMemory` that the child unlinks although it did not create it.
+#[test]
+fn named_cells_are_opened_and_unlinked_from_another_process() {
+    let mut names = ShmNames::new("named-xproc");
+    for m in [shmproc::StartMethod::Fork, shmproc::StartMethod::Spawn] {
+        let n: Vec<String> = (0..5).map(|_| names.name()).collect();
+        let v = RawValue::<u64>::create_named(&n[0], 41).unwrap();
+        let a = RawArray::<u32>::create_named(&n[1], 6).unwrap();
+        a.write_from(0, &[1, 2, 3, 4, 5, 6]).unwrap();
+        let s = Shared::<Pair>::create_named(
+            &n[2],
+            Pair {
+                a: AtomicU64::new(1),
+                b: AtomicU64::new(2),
+            },
+        )
+        .unwrap();
+        let seg = Segment::create_named(&n[3], Fingerprint::of::<u64>(), 8).unwrap();
+        let shm = SharedMemory::create(&n[4], 16).unwrap();
+        let mut child = shmproc::Process::new(open_by_name, n.clone())
+            .start_method(m)
+            .daemon(true)
+            .start()
+            .unwrap();
+        let got = child.join_timeout(std::time::Duration::from_secs(60)).unwrap();
+        assert_eq!(got[0], "LayoutMismatch", "{m:?}");
+        assert!(got[1].contains("NotFound"), "{m:?}: {}", got[1]);
+        assert_eq!(v.get(), 42, "{m:?}");
+        let mut all = [0u32; 6];
+        a.read_into(0, &mut all).unwrap();
+        assert_eq!(all, [30, 40, 50, 60, 5, 6], "{m:?}");
+        assert_eq!(s.a.load(Ordering::SeqCst), 6);
+        assert_eq!(s.b.load(Ordering::SeqCst), 2);
+        // SAFETY: as in the child.
+        assert_eq!(
+            unsafe { (*seg.as_ptr().cast::<AtomicU64>()).load(Ordering::SeqCst) },
+            77
+        );
+        // The creator's mapping outlives the name; its own unlink now finds nothing.
+        shm.write_at(0, b"still mapped").unwrap();
+        assert!(matches!(shm.unlink(), Err(SegmentError::NotFound(_))));
+        drop((v, a, s, seg, shm));
+    }
+    names.assert_clean();
+}

@@ -9,7 +9,7 @@
 mod common;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -2408,4 +2408,157 @@ fn nothing_leaks_after_children_used_primitives_and_were_killed() {
         join(&mut c);
     }
     common::assert_leaves_nothing(sync_leak_scenario);
+}
+
+// ------------------------------------------------------------------------------------------
+// Across processes: Condition waits that succeed, Barrier::wait with no timeout, raw
+// primitives embedded in a user's Shared<T>
+// ------------------------------------------------------------------------------------------
+
+/// Waits (no timeout) until the value reaches `target`, with `wait` and then `wait_while`;
+/// returns what it saw.
+fn condition_waiter((c, v, target, ready): (Condition, Value<u64>, u64, Event)) -> (u64, bool) {
+    let mut g = c.lock().expect("lock");
+    ready.set();
+    // Plain `wait`: Python's `while not pred: cond.wait()`.
+    while v.get().expect("get") < target / 2 {
+        c.wait(&mut g).expect("wait");
+    }
+    let mid = v.get().expect("get");
+    let done = c
+        .wait_while(&mut g, || v.get().expect("get") < target, None)
+        .expect("wait_while");
+    (mid, done)
+}
+
+/// Children of each start method wait on a `Condition` with `wait` and `wait_while` (no
+/// timeout) while this process bumps a value under the lock and notifies: they return once
+/// the value is reached, having slept in between.
+#[test]
+fn condition_wait_and_wait_while_succeed_across_processes() {
+    let _g = common::shared();
+    for m in METHODS {
+        let c = Condition::new().unwrap();
+        let v = Value::new(0u64).unwrap();
+        let ready = Event::new().unwrap();
+        let target = 20;
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| {
+                ready.clear();
+                let k = start(
+                    m,
+                    condition_waiter,
+                    (
+                        c.clone_handle().unwrap(),
+                        v.clone_handle().unwrap(),
+                        target,
+                        ready.clone_handle().unwrap(),
+                    ),
+                );
+                assert!(ready.wait_timeout(LONG));
+                k
+            })
+            .collect();
+        for _ in 0..target {
+            std::thread::sleep(ms(2));
+            let g = c.lock().unwrap();
+            v.update(|x| x + 1).unwrap();
+            c.notify_all(&g).unwrap();
+        }
+        for k in &mut kids {
+            let (mid, done) = join(k);
+            assert!((target / 2..=target).contains(&mid), "{m:?}: mid {mid}");
+            assert!(done, "{m:?}");
+        }
+    }
+}
+
+fn barrier_no_timeout((b, rounds): (Barrier, u32)) -> Vec<u32> {
+    (0..rounds).map(|_| b.wait().expect("barrier wait")).collect()
+}
+
+/// `Barrier::wait` with no timeout (and no default timeout) across three processes.
+#[test]
+fn barrier_wait_without_timeout_across_processes() {
+    let _g = common::shared();
+    for m in METHODS {
+        let b = Barrier::new(3).unwrap();
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| start(m, barrier_no_timeout, (b.clone_handle().unwrap(), 4)))
+            .collect();
+        let b2 = b.clone_handle().unwrap();
+        let mine = bounded("Barrier::wait", move || {
+            (0..4).map(|_| b2.wait().unwrap()).collect::<Vec<u32>>()
+        });
+        let theirs: Vec<Vec<u32>> = kids.iter_mut().map(join).collect();
+        for r in 0..4 {
+            let mut idx = vec![mine[r], theirs[0][r], theirs[1][r]];
+            idx.sort_unstable();
+            assert_eq!(idx, [0, 1, 2], "{m:?}: round {r}");
+        }
+    }
+}
+
+/// A user's own struct in shared memory with raw primitives inside.
+#[repr(C)]
+#[derive(Default)]
+struct Board {
+    lock: RawLock,
+    items: RawSemaphore,
+    done: RawEvent,
+    total: AtomicU64,
+    plain: AtomicU64,
+}
+// SAFETY: repr(C) of raw primitives and atomics, all of which live in shared memory as they
+// are, any bit pattern valid (corruption is detected by the primitives).
+unsafe impl ShmSafe for Board {}
+
+/// Takes `n` items off the board's semaphore, adding each under the board's lock with a
+/// non-atomic read-modify-write of `plain` (which only the lock keeps whole), then sets
+/// `done`.
+fn board_worker((b, n): (Shared<Board>, u64)) {
+    for _ in 0..n {
+        b.items.acquire(Some(Instant::now() + LONG)).expect("acquire");
+        b.lock.lock(Some(Instant::now() + LONG)).expect("lock");
+        let x = b.plain.load(SeqCst);
+        std::hint::spin_loop();
+        b.plain.store(x + 1, SeqCst);
+        b.total.fetch_add(1, SeqCst);
+        b.lock.unlock().expect("unlock");
+    }
+    b.done.set();
+}
+
+/// `RawLock`, `RawSemaphore` and `RawEvent` embedded in a user's `Shared<T>`, used by two
+/// children of each start method: the lock keeps a load-then-store count exact, the
+/// semaphore hands out exactly the items released, the event reports the end.
+#[test]
+fn raw_primitives_in_a_users_shared_struct_work_across_processes() {
+    let _g = common::shared();
+    for m in METHODS {
+        let b = Shared::new(Board {
+            items: RawSemaphore::new(0, false),
+            ..Board::default()
+        })
+        .unwrap();
+        let per = 2000;
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| start(m, board_worker, (b.clone_handle().unwrap(), per)))
+            .collect();
+        for _ in 0..2 * per {
+            b.items.release().unwrap();
+        }
+        for k in &mut kids {
+            join(k);
+        }
+        assert!(b.done.wait(Some(Instant::now() + LONG)));
+        assert_eq!(b.total.load(SeqCst), 2 * per, "{m:?}");
+        assert_eq!(
+            b.plain.load(SeqCst),
+            2 * per,
+            "{m:?}: the lock let updates through together"
+        );
+        assert_eq!(b.items.value(), 0);
+        assert!(!b.lock.is_locked());
+    }
 }
