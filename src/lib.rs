@@ -46,6 +46,7 @@ pub use sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, 
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::connection::loom_link::Table as LinkTable;
+    pub use crate::loom::Shadow;
     pub use crate::pool::loom_cell::ResultCell;
     pub use crate::shm::publish::{observe, publish, MagicWord};
 }

@@ -190,6 +190,63 @@ mod sc {
     common!(AtomicBool, bool);
     int!(AtomicU32(u32), AtomicU64(u64), AtomicUsize(usize));
 }
+/// Under loom: a stand-in for a buffer of raw shared memory (a byte ring's bytes, a ring's
+/// slots) that loom cannot see, one `loom::cell::UnsafeCell<()>` per unit (an 8-byte word,
+/// a slot). The code that copies payload in or out touches the units it covers, so a read
+/// that is not ordered after the write it copies (or a write over bytes still being read)
+/// is a causality violation loom reports — the payload's ordering is checked, not only the
+/// indices'.
+#[cfg(loom)]
+#[derive(Debug)]
+pub struct Shadow(Vec<UnsafeCell<()>>);
+
+// SAFETY: the cells hold no data (`()`); they exist so loom can see which thread touches
+// which unit, and loom's own checks report every unordered access.
+#[cfg(loom)]
+unsafe impl Sync for Shadow {}
+// SAFETY: as above.
+#[cfg(loom)]
+unsafe impl Send for Shadow {}
+
+#[cfg(loom)]
+impl Shadow {
+    /// A shadow of `units` units.
+    pub fn new(units: usize) -> Self {
+        Self((0..units.max(1)).map(|_| UnsafeCell::new(())).collect())
+    }
+
+    /// Units `first..first + n`, wrapping around the end.
+    fn each(&self, first: usize, n: usize, f: impl Fn(&UnsafeCell<()>)) {
+        for k in 0..n.min(self.0.len()) {
+            f(&self.0[(first + k) % self.0.len()]);
+        }
+    }
+
+    /// Records a write of units `first..first + n`.
+    pub(crate) fn write(&self, first: usize, n: usize) {
+        self.each(first, n, |c| c.with_mut(|_| ()));
+    }
+
+    /// Records a read of units `first..first + n`.
+    pub(crate) fn read(&self, first: usize, n: usize) {
+        self.each(first, n, |c| c.with(|_| ()));
+    }
+
+    /// Records a write of bytes `off..off + len` of a buffer of 8-byte units.
+    pub(crate) fn write_bytes(&self, off: usize, len: usize) {
+        if len > 0 {
+            self.write(off / 8, (off + len - 1) / 8 - off / 8 + 1);
+        }
+    }
+
+    /// Records a read of bytes `off..off + len` of a buffer of 8-byte units.
+    pub(crate) fn read_bytes(&self, off: usize, len: usize) {
+        if len > 0 {
+            self.read(off / 8, (off + len - 1) / 8 - off / 8 + 1);
+        }
+    }
+}
+
 #[cfg(not(loom))]
 pub(crate) use core::{
     hint::spin_loop,

@@ -77,6 +77,7 @@ fn relaxed_publish_is_caught() {
 use std::collections::BTreeSet;
 
 use loom::cell::UnsafeCell;
+use shmproc::loom_api::Shadow;
 use shmproc::sync::{
     Acquired, BarrierFail, LockFail, RawBarrier, RawCondition, RawEvent, RawLock, RawRLock, RawSemaphore,
     ReleaseFail, SemFail,
@@ -723,22 +724,37 @@ struct Buf(std::cell::UnsafeCell<[u8; 256]>);
 // what the reader gets.
 unsafe impl Sync for Buf {}
 
+/// The indices, the buffer and the buffer's loom stand-in (one unit per 8 bytes), so loom
+/// checks that every payload read is ordered after the write it copies.
+type RingParts = (shmproc::ring::ByteRingIndices, Buf, Shadow);
+
+fn ring_parts() -> Arc<RingParts> {
+    Arc::new((
+        Default::default(),
+        Buf(std::cell::UnsafeCell::new([0; 256])),
+        Shadow::new(32),
+    ))
+}
+
+/// A ring over the parts.
+fn byte_ring(p: &RingParts) -> shmproc::ring::ByteRing<'_> {
+    // SAFETY: 256 bytes, 8-aligned enough for the ring (byte copies only), alive as long
+    // as `p`, used only through rings over these indices.
+    unsafe { shmproc::ring::ByteRing::new(&p.0, p.1 .0.get().cast(), 256) }.with_shadow(&p.2)
+}
+
 /// The writer sends a one-frame message and a three-frame one; the reader, polling, gets
-/// both whole and in order, and the indices stay consistent in every interleaving.
+/// both whole and in order, and the indices stay consistent in every interleaving; every
+/// payload byte read was published to the reader (the buffer's stand-in checks it).
 #[test]
 fn byte_ring_frames_arrive_whole_and_in_order() {
-    use shmproc::ring::{ByteRing, ByteRingIndices, FIRST, LAST};
+    use shmproc::ring::{FIRST, LAST};
     model_bounded(2, || {
-        let shared = Arc::new((
-            ByteRingIndices::default(),
-            Buf(std::cell::UnsafeCell::new([0; 256])),
-        ));
+        let shared = ring_parts();
         let writer = {
             let shared = shared.clone();
             thread::spawn(move || {
-                // SAFETY: 256 bytes, 8-aligned enough for the ring (byte copies only), alive
-                // for the thread (the Arc), used only through rings over these indices.
-                let ring = unsafe { ByteRing::new(&shared.0, shared.1 .0.get().cast(), 256) };
+                let ring = byte_ring(&shared);
                 let frames: [(&[u8], u32); 4] =
                     [(b"one", FIRST | LAST), (b"two", FIRST), (b"-", 0), (b"two", LAST)];
                 for (payload, flags) in frames {
@@ -748,8 +764,7 @@ fn byte_ring_frames_arrive_whole_and_in_order() {
                 }
             })
         };
-        // SAFETY: as for the writer.
-        let ring = unsafe { ByteRing::new(&shared.0, shared.1 .0.get().cast(), 256) };
+        let ring = byte_ring(&shared);
         let mut got = Vec::new();
         let mut msg = Vec::new();
         while got.len() < 2 {
@@ -766,6 +781,27 @@ fn byte_ring_frames_arrive_whole_and_in_order() {
         writer.join().unwrap();
         assert_eq!(got, vec![b"one".to_vec(), b"two-two".to_vec()]);
         assert_eq!(ring.used(), Ok(0));
+    });
+}
+
+/// Negative control for the byte ring's payload check: two writers on one byte ring (its
+/// protocol allows one; the channel's write lock serializes them) write the same bytes with
+/// no order between them, and loom must report it through the buffer's stand-in. Were the
+/// stand-in not touched where the payload is copied, this would pass.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn byte_ring_two_unserialized_writers_are_caught() {
+    use shmproc::ring::{FIRST, LAST};
+    model_bounded(2, || {
+        let shared = ring_parts();
+        let other = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let _ = byte_ring(&shared).try_write(b"other", FIRST | LAST);
+            })
+        };
+        let _ = byte_ring(&shared).try_write(b"mine", FIRST | LAST);
+        other.join().unwrap();
     });
 }
 
@@ -921,6 +957,49 @@ fn spsc_hand_off_and_wake_ups() {
         }
         producer.join().unwrap();
         assert!(ring.is_empty());
+    });
+}
+
+/// Negative control for the SPSC ring's payload check: two producers on one ring (it
+/// allows one) fill the same slot with no order between them; loom must report it through
+/// the slots' stand-in.
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn spsc_two_producers_are_caught() {
+    model_bounded(2, || {
+        let ring = Arc::new(SpscRing::<u64>::new(2).unwrap());
+        let other = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let _ = ring.producer().unwrap().try_push(1);
+            })
+        };
+        let _ = ring.producer().unwrap().try_push(2);
+        other.join().unwrap();
+    });
+}
+
+/// Two consumers, one producer on a ring of two slots: each item is taken exactly once,
+/// whichever consumer claims it, and a consumer asleep on an empty ring is woken.
+#[test]
+fn mpmc_one_producer_two_consumers() {
+    model_bounded(2, || {
+        let ring = Arc::new(MpmcRing::<u64>::new(2).unwrap());
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let ring = ring.clone();
+                thread::spawn(move || ring.pop(None).unwrap())
+            })
+            .collect();
+        thread::yield_now();
+        for v in [1, 2] {
+            ring.push(v, None).unwrap();
+        }
+        let mut got: Vec<u64> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, [1, 2], "lost or repeated items");
+        assert_eq!(ring.len(), 0);
+        assert_eq!(ring.try_pop(), Err(SlotError::Empty));
     });
 }
 

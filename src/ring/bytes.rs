@@ -53,6 +53,9 @@ pub struct ByteRing<'a> {
     idx: &'a ByteRingIndices,
     buf: *mut u8,
     cap: u64,
+    /// Under loom: the buffer's stand-in (see [`Shadow`](crate::loom::Shadow)).
+    #[cfg(loom)]
+    shadow: Option<&'a crate::loom::Shadow>,
 }
 
 // SAFETY: the ring only holds a shared reference to atomics and a pointer into a shared
@@ -85,7 +88,17 @@ impl<'a> ByteRing<'a> {
             idx,
             buf,
             cap: cap as u64,
+            #[cfg(loom)]
+            shadow: None,
         }
+    }
+
+    /// Under loom: this ring's buffer accesses are recorded in `shadow` (`cap / 8` units),
+    /// so loom checks the payload's ordering.
+    #[cfg(loom)]
+    pub fn with_shadow(mut self, shadow: &'a crate::loom::Shadow) -> Self {
+        self.shadow = Some(shadow);
+        self
     }
 
     /// Largest payload of one frame (a quarter of the buffer, so frames always fit with room
@@ -121,6 +134,10 @@ impl<'a> ByteRing<'a> {
 
     fn copy_in(&self, at: u64, data: &[u8]) {
         let off = (at & (self.cap - 1)) as usize;
+        #[cfg(loom)]
+        if let Some(s) = self.shadow {
+            s.write_bytes(off, data.len());
+        }
         if data.len() == 8 && off % 8 == 0 {
             // One word (a frame header, or a u64 payload): 8-aligned offsets never wrap
             // (`cap` is a multiple of 8), and a plain store beats a call to memcpy.
@@ -142,6 +159,10 @@ impl<'a> ByteRing<'a> {
 
     fn copy_out(&self, at: u64, out: &mut [u8]) {
         let off = (at & (self.cap - 1)) as usize;
+        #[cfg(loom)]
+        if let Some(s) = self.shadow {
+            s.read_bytes(off, out.len());
+        }
         if out.len() == 8 && off % 8 == 0 {
             // SAFETY: as in `copy_in`'s one-word case; the word was published by the writer.
             let word = unsafe { self.buf.add(off).cast::<u64>().read() };

@@ -207,6 +207,9 @@ fn fingerprint() -> Fingerprint {
 pub struct Channel {
     seg: Segment,
     cap: usize,
+    /// Under loom: the buffer's stand-in, shared by the handles cloned from this one.
+    #[cfg(loom)]
+    shadow: std::sync::Arc<crate::loom::Shadow>,
 }
 
 /// How long a reader waiting for the rest of a message sleeps between checks that the
@@ -241,12 +244,23 @@ impl Channel {
         if cap < 256 || !cap.is_power_of_two() {
             return Err(SegmentError::Corrupt("channel buffer is not a power of two"));
         }
-        Ok(Self { seg, cap })
+        Ok(Self {
+            seg,
+            cap,
+            #[cfg(loom)]
+            shadow: std::sync::Arc::new(crate::loom::Shadow::new(cap / 8)),
+        })
     }
 
     /// Another handle to the same channel.
     pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Self::wrap(self.seg.try_clone()?)
+        #[allow(unused_mut)]
+        let mut c = Self::wrap(self.seg.try_clone()?)?;
+        #[cfg(loom)]
+        {
+            c.shadow = self.shadow.clone();
+        }
+        Ok(c)
     }
 
     /// The underlying segment.
@@ -267,7 +281,10 @@ impl Channel {
         // SAFETY: the buffer is the `cap` bytes after the header (checked in `wrap`), 8-aligned
         // (the header size is a multiple of 128), mapped while `self` lives, and used only
         // through byte rings over this header's indices.
-        unsafe { ByteRing::new(&self.header().idx, self.seg.as_ptr().add(HEADER), self.cap) }
+        let ring = unsafe { ByteRing::new(&self.header().idx, self.seg.as_ptr().add(HEADER), self.cap) };
+        #[cfg(loom)]
+        let ring = ring.with_shadow(&self.shadow);
+        ring
     }
 
     /// Buffer size in bytes.

@@ -99,6 +99,9 @@ struct Control {
 pub struct SpscRing<T: Pod> {
     seg: Segment,
     cap: u64,
+    /// Under loom: the slots' stand-in (one unit a slot), shared by cloned handles.
+    #[cfg(loom)]
+    shadow: std::sync::Arc<crate::loom::Shadow>,
     _t: PhantomData<T>,
 }
 
@@ -158,13 +161,21 @@ impl<T: Pod> SpscRing<T> {
         Ok(Self {
             seg,
             cap,
+            #[cfg(loom)]
+            shadow: std::sync::Arc::new(crate::loom::Shadow::new(cap as usize)),
             _t: PhantomData,
         })
     }
 
     /// Another handle to the same ring.
     pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Self::wrap(self.seg.try_clone()?)
+        #[allow(unused_mut)]
+        let mut r = Self::wrap(self.seg.try_clone()?)?;
+        #[cfg(loom)]
+        {
+            r.shadow = self.shadow.clone();
+        }
+        Ok(r)
     }
 
     /// Capacity in items.
@@ -274,6 +285,8 @@ impl<T: Pod> Producer<'_, T> {
             Err(_) => return Err(RingError::Corrupted),
         }
         let i = (self.tail & (self.ring.cap - 1)) as usize;
+        #[cfg(loom)]
+        self.ring.shadow.write(i, 1);
         // SAFETY: `i < cap`; the slot is free (the consumer is `cap` behind at most, checked
         // through `room`); only this producer writes free slots. A plain (not volatile) copy:
         // the release store below orders it, and volatile copies of large `T` compile to
@@ -291,6 +304,8 @@ impl<T: Pod> Producer<'_, T> {
         let n = (values.len() as u64).min(room) as usize;
         for (k, v) in values[..n].iter().enumerate() {
             let i = (self.tail.wrapping_add(k as u64) & (self.ring.cap - 1)) as usize;
+            #[cfg(loom)]
+            self.ring.shadow.write(i, 1);
             // SAFETY: as in `try_push`, for each of the `n <= room` free slots.
             unsafe { self.ring.slots().add(i).write(*v) };
         }
@@ -385,6 +400,8 @@ impl<T: Pod> Consumer<'_, T> {
             );
         }
         let i = (self.head & (self.ring.cap - 1)) as usize;
+        #[cfg(loom)]
+        self.ring.shadow.read(i, 1);
         // SAFETY: `i < cap`; the slot was published (head < tail, checked against cap);
         // `T: Pod` accepts whatever bytes are there. One plain copy into a local (ordered by
         // the acquire of `tail`); see `try_push` on volatile.
@@ -400,6 +417,8 @@ impl<T: Pod> Consumer<'_, T> {
         let n = (self.available().map_err(|_| RingError::Corrupted)?).min(out.len() as u64) as usize;
         for (k, o) in out[..n].iter_mut().enumerate() {
             let i = (self.head.wrapping_add(k as u64) & (self.ring.cap - 1)) as usize;
+            #[cfg(loom)]
+            self.ring.shadow.read(i, 1);
             // SAFETY: as in `try_pop`, for each of the `n` published slots.
             *o = unsafe { self.ring.slots().add(i).read() };
         }
