@@ -786,6 +786,13 @@ impl<T, C: Codec<T>> Connection<T, C> {
         self.tx.is_some()
     }
 
+    /// The channel this end receives from (`None` for a sending-only end), for tests that
+    /// inspect its shared state.
+    #[doc(hidden)]
+    pub fn inbound_channel(&self) -> Option<&Channel> {
+        self.rx.as_ref()
+    }
+
     /// Closes this handle (Python's `close()`): later calls on it fail with `Closed`. When no
     /// other live process holds this end, the other end sees `Disconnected` at once.
     pub fn close(&self) {

@@ -368,6 +368,16 @@ impl<T, C: Codec<T>> Queue<T, C> {
     pub fn maxsize(&self) -> usize {
         self.maxsize as usize
     }
+
+    /// The byte channel behind this queue (`None` for the slot ring of a fixed-size codec),
+    /// for tests that inspect its shared state.
+    #[doc(hidden)]
+    pub fn byte_channel(&self) -> Option<&Channel> {
+        match &self.chan {
+            Backend::Bytes(c) => Some(c),
+            Backend::Slots(_) => None,
+        }
+    }
 }
 
 /// What crosses to a child: the backend and the item limit.

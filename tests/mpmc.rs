@@ -405,9 +405,10 @@ fn a_claim_naming_a_live_thread_only_costs_the_deadline() {
 // ------------------------------------------------------------------------------------------
 
 /// Large slots: the side to be killed copies a whole slot per call (much of its time goes
-/// between its claim and its publish or release), the other side only a 16-byte item. On a
-/// 2-core machine about a third of the kills catch the child holding a slot (the tests print
-/// the count); the deterministic tests above cover that case for sure.
+/// between its claim and its publish or release), the other side only a 16-byte item.
+/// Odd trials kill the child at a random moment; even trials freeze it (SIGSTOP) at a moment
+/// it holds a claimed slot and kill it there, so the dead-claimer recovery runs on a real
+/// killed process in half the trials for sure (the tests assert it).
 const BIG_SLOT: usize = 1024 * 1024;
 const KILL_TRIALS: usize = 12;
 
@@ -443,6 +444,15 @@ fn busy_slots(ring: &SlotRing) -> usize {
         .count()
 }
 
+/// Slots claimed (a `BUSY` tag) by thread `tid` right now; a child's only thread that
+/// touches the ring is its main thread, whose tid is its pid.
+fn claims_by(ring: &SlotRing, tid: u32) -> usize {
+    (0..ring.capacity())
+        .map(|i| slot_state(ring, i).load(SeqCst))
+        .filter(|&st| st & BUSY != 0 && st & (SKIP - 1) == u64::from(tid))
+        .count()
+}
+
 #[test]
 fn producers_killed_mid_push_lose_only_their_unfinished_item() {
     let _g = common::shared();
@@ -470,12 +480,20 @@ fn producers_killed_mid_push_lose_only_their_unfinished_item() {
                 }
             })
         };
-        // Let it run 5-40 ms after it started pushing, then kill it wherever it is.
+        // Let it run 5-40 ms after it started pushing, then kill it wherever it is (odd
+        // trials) or once it is caught holding a claimed slot (even trials).
         assert!(eventually(LONG, || !ring.is_empty() || busy_slots(&ring) > 0));
         std::thread::sleep(Duration::from_micros(5_000 + rng.below(35_000)));
+        let pid = child.pid();
+        if trial % 2 == 0 {
+            assert!(
+                common::stop_when(pid, 2000, || claims_by(&ring, pid) > 0),
+                "{m:?} trial {trial}: never caught the producer holding a slot"
+            );
+        }
         kill_and_reap(&mut child);
         // Whether it died holding a slot (the others need a liveness slice to see that).
-        if busy_slots(&ring) > 0 {
+        if claims_by(&ring, pid) > 0 {
             mid_claim += 1;
         }
         dead.store(true, SeqCst);
@@ -499,6 +517,10 @@ fn producers_killed_mid_push_lose_only_their_unfinished_item() {
         }
     }
     eprintln!("producers killed while holding a claimed slot: {mid_claim} of {KILL_TRIALS}");
+    assert!(
+        mid_claim >= KILL_TRIALS / 2,
+        "the forced trials must kill mid-claim"
+    );
 }
 
 fn pop_until_killed((ring, log, count): (SlotRing, RawArray<u64>, RawValue<u64>)) {
@@ -547,9 +569,16 @@ fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
         };
         assert!(eventually(LONG, || count.get() > 0));
         std::thread::sleep(Duration::from_micros(5_000 + rng.below(35_000)));
+        let pid = child.pid();
+        if trial % 2 == 0 {
+            assert!(
+                common::stop_when(pid, 2000, || claims_by(&ring, pid) > 0),
+                "{m:?} trial {trial}: never caught the consumer holding a slot"
+            );
+        }
         kill_and_reap(&mut child);
         // Whether it died holding a slot (the others need a liveness slice to see that).
-        if busy_slots(&ring) > 0 {
+        if claims_by(&ring, pid) > 0 {
             mid_claim += 1;
         }
         stop.store(true, SeqCst);
@@ -605,6 +634,10 @@ fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
         assert_eq!(ring.len(), 0);
     }
     eprintln!("consumers killed while holding a claimed slot: {mid_claim} of {KILL_TRIALS}");
+    assert!(
+        mid_claim >= KILL_TRIALS / 2,
+        "the forced trials must kill mid-claim"
+    );
 }
 
 // ------------------------------------------------------------------------------------------

@@ -1285,8 +1285,10 @@ fn stream_random((conn, seed): (Conn<()>, u64)) {
     }
 }
 
-/// A writer killed at random points, often mid-message: the reader gets a gap-free prefix
-/// of whole, intact messages and then `Disconnected` — never a torn message, never a hang.
+/// A writer killed at random points (odd trials) or frozen while it is in the middle of a
+/// message and killed there (even trials, checked on the channel's header: it holds the
+/// write lock with part of a message sent): the reader gets a gap-free prefix of whole,
+/// intact messages and then `Disconnected` — never a torn message, never a hang.
 #[test]
 fn random_kills_of_a_streaming_writer_leave_whole_messages_then_disconnected() {
     let _g = shared();
@@ -1295,7 +1297,7 @@ fn random_kills_of_a_streaming_writer_leave_whole_messages_then_disconnected() {
         .unwrap()
         .as_nanos() as u64;
     eprintln!("random writer kills: seed {seed:#x}");
-    let mut mid = 0;
+    let (mut mid, mut mid_message) = (0, 0);
     for trial in 0..10u64 {
         let m = METHODS[(trial % 2) as usize];
         let what = format!("{m:?} trial {trial}");
@@ -1321,6 +1323,26 @@ fn random_kills_of_a_streaming_writer_leave_whole_messages_then_disconnected() {
             );
         }
         std::thread::sleep(Duration::from_micros(seed.wrapping_mul(trial + 7) % 3000));
+        let chan = a.inbound_channel().expect("a receiving end");
+        let pid = c.pid();
+        if trial % 2 == 0 {
+            // Freeze it mid-message; between tries read a message, so that it moves on.
+            let mut caught = false;
+            for _ in 0..500 {
+                if common::stop_when(pid, 10, || common::writing_mid_message(chan, pid)) {
+                    caught = true;
+                    break;
+                }
+                check(a.recv_bytes_timeout(LONG).expect("recv while forcing"), &mut got);
+            }
+            assert!(
+                caught,
+                "{what}: never caught the writer in the middle of a message"
+            );
+        }
+        if common::writing_mid_message(chan, pid) {
+            mid_message += 1;
+        }
         kill(&c);
         loop {
             match a.recv_bytes_timeout(LONG) {
@@ -1334,7 +1356,14 @@ fn random_kills_of_a_streaming_writer_leave_whole_messages_then_disconnected() {
             mid += 1;
         }
     }
-    eprintln!("random writer kills: {mid} of 10 trials delivered messages after the kill point");
+    eprintln!(
+        "random writer kills: {mid} of 10 trials delivered messages after the kill point, \
+         {mid_message} killed the writer mid-message"
+    );
+    assert!(
+        mid_message >= 5,
+        "the forced trials must kill the writer mid-message"
+    );
 }
 
 /// Sends a message claiming 2^60 zero-sized elements (9 bytes); returns when it was read.

@@ -1327,6 +1327,7 @@ fn random_kills_of_producers_and_consumers_lose_nothing_else() {
     println!("random kills: seed {seed:#x}");
     let mut rng = Rng(seed);
     let (mut total_received, mut total_lost, mut total_drained) = (0, 0, 0);
+    let (mut forced, mut caught, mut mid_kills) = (0, 0, 0);
     for trial in 0..TRIALS {
         let m = METHODS[(trial % 2) as usize];
         let q = Queue::<Msg>::with_capacity(0, 4096).unwrap();
@@ -1347,23 +1348,53 @@ fn random_kills_of_producers_and_consumers_lose_nothing_else() {
             "children never ready"
         );
         // Kill a producer, a consumer, or one of each, at random points of the stream.
-        let which = rng.below(3);
+        // 0: a producer, 1: a consumer, 2: one of each. Even trials kill a producer first,
+        // frozen in the middle of a message (a reader is mid-message only for the moments it
+        // waits for a writer's next frame, too rarely to catch on demand).
+        let which = if trial % 2 == 0 {
+            2 * rng.below(2)
+        } else {
+            rng.below(3)
+        };
         let victim_p = (which != 1).then(|| rng.below(2) as usize);
         let victim_c = (which != 0).then(|| rng.below(2) as usize);
         go.set();
         let mut kill_log = Vec::new();
+        let chan = q.byte_channel().expect("a byte channel");
         for (kind, victim) in [("producer", victim_p), ("consumer", victim_c)] {
             let Some(v) = victim else { continue };
-            let pause = Duration::from_micros(rng.below(5000));
-            std::thread::sleep(pause);
             let p = if kind == "producer" {
                 &mut producers[v]
             } else {
                 &mut consumers[v]
             };
+            let pid = p.pid();
+            let mid = |chan| {
+                if kind == "producer" {
+                    common::writing_mid_message(chan, pid)
+                } else {
+                    common::reading_mid_message(chan, pid)
+                }
+            };
+            let pause = Duration::from_micros(rng.below(5000));
+            if trial % 2 == 0 && kill_log.is_empty() {
+                // Freeze the trial's first victim, a producer, in the middle of a message
+                // (one in five is long enough to take several frames).
+                forced += 1;
+                if common::stop_when(pid, 5000, || mid(chan)) {
+                    caught += 1;
+                }
+            } else {
+                std::thread::sleep(pause);
+            }
+            let in_mid = mid(chan);
             // A child that already finished is not counted as killed.
             if kill_if_running(p) {
-                kill_log.push(format!("{kind} {v} after {pause:?}"));
+                kill_log.push(format!(
+                    "{kind} {v} after {pause:?}{}",
+                    if in_mid { " mid-message" } else { "" }
+                ));
+                mid_kills += usize::from(in_mid);
             }
         }
         let consumer_deaths = kill_log.iter().filter(|k| k.starts_with("consumer")).count();
@@ -1458,7 +1489,15 @@ fn random_kills_of_producers_and_consumers_lose_nothing_else() {
         total_lost += lost;
         total_drained += drained.len();
     }
-    println!("random kills: {total_received} received, {total_drained} of them drained, {total_lost} lost");
+    println!(
+        "random kills: {total_received} received, {total_drained} of them drained, {total_lost} lost; \
+         {mid_kills} kills mid-message ({caught} of {forced} forced)"
+    );
+    assert_eq!(
+        caught, forced,
+        "the even trials must kill their first victim mid-message"
+    );
+    assert!(mid_kills >= forced);
 }
 
 /// The Pod path keeps items in a slot ring whose capacity is exactly `maxsize` (3 here, not

@@ -203,3 +203,61 @@ pub fn shared() -> RwLockReadGuard<'static, ()> {
 pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
     SERIAL.write().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Freezes the child `pid` (SIGSTOP) at a moment when `caught()` holds, sampling: stop it,
+/// look, and if `caught()` is false let it run (SIGCONT) a few hundred µs and try again, up
+/// to `tries` times. Returns whether it is now stopped with `caught()` true — then a SIGKILL
+/// kills it exactly in that state (a stopped process dies of SIGKILL). On `false` the child
+/// runs again.
+pub fn stop_when(pid: u32, tries: u32, mut caught: impl FnMut() -> bool) -> bool {
+    use nix::sys::signal::{kill, Signal};
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    for k in 0..tries {
+        if kill(p, Signal::SIGSTOP).is_err() {
+            return false;
+        }
+        if !eventually(LONG, || proc_state(pid) == Some('T')) {
+            let _ = kill(p, Signal::SIGCONT);
+            return false;
+        }
+        if caught() {
+            return true;
+        }
+        let _ = kill(p, Signal::SIGCONT);
+        std::thread::sleep(Duration::from_micros(100 + u64::from(k % 7) * 70));
+    }
+    false
+}
+
+/// The 32-bit header field `name` of a channel (`ChannelHeader::fields()`).
+pub fn chan_word<'a>(chan: &'a shmproc::ring::Channel, name: &str) -> &'a std::sync::atomic::AtomicU32 {
+    let (_, off, size) = shmproc::ring::ChannelHeader::fields()
+        .into_iter()
+        .find(|f| f.0 == name)
+        .unwrap_or_else(|| panic!("no channel header field {name}"));
+    assert!(size >= 4 && off % 4 == 0 && off + 4 <= chan.segment().len());
+    // SAFETY: in bounds of the live mapping and 4-aligned (checked); the channel accesses
+    // its header fields only atomically.
+    unsafe {
+        &*chan
+            .segment()
+            .as_ptr()
+            .add(off)
+            .cast::<std::sync::atomic::AtomicU32>()
+    }
+}
+
+/// Whether thread `tid` holds the channel's write lock in the middle of a message (it has
+/// sent part of one: `writer_mid` set).
+pub fn writing_mid_message(chan: &shmproc::ring::Channel, tid: u32) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    chan_word(chan, "write_lock.word").load(SeqCst) & ((1 << 30) - 1) == tid
+        && chan_word(chan, "writer_mid").load(SeqCst) != 0
+}
+
+/// Whether thread `tid` holds the channel's read lock in the middle of a message.
+pub fn reading_mid_message(chan: &shmproc::ring::Channel, tid: u32) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    chan_word(chan, "read_lock.word").load(SeqCst) & ((1 << 30) - 1) == tid
+        && chan_word(chan, "reader_mid").load(SeqCst) != 0
+}
