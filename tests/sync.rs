@@ -2147,7 +2147,7 @@ fn corrupted_semaphore_value_is_reported() {
 fn corrupted_barrier_is_reported() {
     let _g = common::shared();
     // RawBarrier is #[repr(C)] { lock: RawLock (4 words), generation, count, parties, broken,
-    // broken_gen, _pad }.
+    // outcomes, pending }.
     assert_eq!(std::mem::size_of::<RawBarrier>(), 40);
     for (what, idx, bad) in [
         ("count = parties", 5, 1u32),
