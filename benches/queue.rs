@@ -13,7 +13,7 @@
 //!   `SpscRing<u64>` non-blocking (`try_push`/`try_pop`, both spinning; nobody sleeps, so
 //!   no notify), the same with `push_slice`/`pop_slice` in batches of 64 (extra), and
 //!   blocking (`push`/`pop` with no deadline); a minimal cached-index SPSC ring written
-//!   here (the ceiling: the same algorithm with no checks, no close flag, no wake-up words,
+//!   here (a reference, not a ceiling: the same algorithm with no checks, no close flag, no wake-up words,
 //!   in a `MAP_SHARED` anonymous mapping; memmap2's `map_anon` is `MAP_PRIVATE`, so plain
 //!   `mmap`); shmproc `Queue<u64, PodCodec>` (`put`/`get`, default 1 MiB buffer, no item
 //!   limit); shmproc `Connection<u64, PodCodec>` (one-way pipe, blocking `send`/`recv`);
@@ -460,8 +460,9 @@ impl Drop for ShmMap {
 
 // ------------------------------------------------------------------- the minimal ring
 
-/// The ceiling reference: a cached-index SPSC ring, release/acquire only, each index on
-/// its own line, no checks, no close flag, no wake-up words.
+/// The reference ring: a cached-index SPSC ring, release/acquire only, each index on its
+/// own line, no checks, no close flag, no wake-up words. Not a bound: the crate's ring
+/// (which also batches its index updates the same way) can match or beat it in a round.
 #[repr(C)]
 struct MinRing {
     /// Written by the producer.
