@@ -461,8 +461,8 @@ impl Drop for ShmMap {
 // ------------------------------------------------------------------- the minimal ring
 
 /// The reference ring: a cached-index SPSC ring, release/acquire only, each index on its
-/// own line, no checks, no close flag, no wake-up words. Not a bound: the crate's ring
-/// (which also batches its index updates the same way) can match or beat it in a round.
+/// own line, no checks, no close flag, no wake-up words. Not a bound: the crate's ring can
+/// match or beat it in a round.
 #[repr(C)]
 struct MinRing {
     /// Written by the producer.
