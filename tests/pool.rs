@@ -1460,7 +1460,7 @@ enum Submit {
 /// Four tasks, chunk size 1, two workers: item 0 blocks until items 1–3 have run. The issue's
 /// case: item 2 was prefetched behind item 0 and stayed bound to its worker while the other
 /// worker sat idle, so item 0 (and with it item 2) only returned after the blocker's wait.
-fn no_head_of_line_blocking(m: StartMethod, threads: bool, how: Submit) {
+fn no_head_of_line_blocking(m: StartMethod, threads: bool, how: Submit) -> Result<(), String> {
     let what = format!("{m:?} threads={threads} {how:?}");
     let dir = PidDir::new(&format!("hol-{threads}-{how:?}"), m);
     let d = dir.0.display().to_string();
@@ -1489,25 +1489,29 @@ fn no_head_of_line_blocking(m: StartMethod, threads: bool, how: Submit) {
             (0..4).zip(fs.into_iter().map(|f| f.result_timeout(LONG).unwrap())).collect()
         }
     };
-    assert!(
-        results.iter().all(|r| r.1),
-        "{what}: item 0 waited {BLOCKER_WAIT:?} in vain for the others (one was held behind it): {results:?}"
-    );
+    if results.iter().all(|r| r.1) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: item 0 waited {BLOCKER_WAIT:?} in vain for the others (one was held behind it): {results:?}"
+        ))
+    }
 }
 
 #[test]
 fn an_idle_worker_takes_a_task_queued_behind_a_busy_one() {
     let _g = shared();
+    // Every case runs (and reports), so that a failure names all the forms that block.
+    let mut failed = Vec::new();
     for how in [Submit::ImapUnordered, Submit::Map, Submit::ApplyAsync, Submit::Executor] {
-        for m in METHODS {
-            bounded(&format!("{m:?} {how:?} head of line"), move || {
-                no_head_of_line_blocking(m, false, how)
+        for (m, threads) in [(StartMethod::Fork, false), (StartMethod::Spawn, false), (StartMethod::Fork, true)] {
+            let r = bounded(&format!("{m:?} threads={threads} {how:?} head of line"), move || {
+                no_head_of_line_blocking(m, threads, how)
             });
+            failed.extend(r.err());
         }
-        bounded(&format!("threads {how:?} head of line"), move || {
-            no_head_of_line_blocking(StartMethod::Fork, true, how)
-        });
     }
+    assert!(failed.is_empty(), "{} cases blocked:\n{}", failed.len(), failed.join("\n"));
 }
 
 /// The issue's own example, with its 2 s sleeper: in `imap_unordered(f, 0..4)` on two
@@ -1515,8 +1519,8 @@ fn an_idle_worker_takes_a_task_queued_behind_a_busy_one() {
 #[test]
 fn imap_unordered_items_do_not_wait_for_a_sleeper() {
     let _g = shared();
-    for m in METHODS {
-        bounded(&format!("{m:?} sleeper"), move || {
+    for_each_method("sleeper", |m| {
+        {
             let pool = pool(m, 2);
             let items = [(0u64, 2_000u64), (1, 0), (2, 0), (3, 0)];
             let t = Instant::now();
@@ -1528,8 +1532,8 @@ fn imap_unordered_items_do_not_wait_for_a_sleeper() {
             assert_eq!(order[3].0, 0, "{m:?}: an item came after the 2 s sleeper: {order:?}");
             // Generous: the others came well before the sleeper could have finished.
             assert!(order[2].1 < ms(1_500), "{m:?}: {order:?}");
-        });
-    }
+        }
+    });
 }
 
 /// Many tasks of mixed length on three workers, so that idle workers take back prefetched
@@ -1567,49 +1571,78 @@ fn a_task_taken_back_from_a_busy_worker_runs_exactly_once() {
     }
 }
 
+/// Runs `case` for each start method, each bounded, all of them even when one fails; then
+/// fails with every failure.
+fn for_each_method(what: &str, case: fn(StartMethod)) {
+    let failed: Vec<String> = METHODS
+        .into_iter()
+        .filter_map(|m| {
+            let name = format!("{m:?} {what}");
+            let r = std::panic::catch_unwind(|| bounded(&name, move || case(m)));
+            r.err().map(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                format!("{name}: {msg}")
+            })
+        })
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
 /// A worker killed while idle fails no task: the next task never ran on it, so a live
-/// worker (its replacement) runs it.
+/// worker (its replacement) runs it. The case first: one worker, `apply` after it
+/// was killed idle.
+fn idle_death(m: StartMethod) {
+    let pool = pool(m, 1);
+    let first = pool.apply(pid, ()).unwrap();
+    sigkill(first);
+    std::thread::sleep(ms(50));
+    assert_eq!(pool.apply(square, 3), Ok(9), "{m:?}: the task after an idle death");
+    let second = pool.apply(pid, ()).unwrap();
+    assert_ne!(first, second, "{m:?}");
+    assert_eq!(pool.map(square, 0..4u64, 1), Ok(vec![0, 1, 4, 9]), "{m:?}");
+    // Both idle workers of a bigger pool killed: every form of submission still runs.
+    let (pool2, victims) = pool_with_workers_up(m, 2);
+    for v in &victims {
+        sigkill(*v);
+    }
+    std::thread::sleep(ms(50));
+    let r = pool2.apply_async(square, 5).unwrap();
+    assert_eq!(pool2.map(square, 0..6u64, 1), Ok(vec![0, 1, 4, 9, 16, 25]), "{m:?}");
+    assert_eq!(r.get_timeout(LONG), Ok(25), "{m:?}");
+    pool.close();
+    pool.join().unwrap();
+    pool2.close();
+    pool2.join().unwrap();
+    let mut dead = victims;
+    dead.insert(first);
+    assert_reaped(dead, &format!("{m:?} idle death"));
+}
+
 #[test]
 fn a_worker_killed_while_idle_fails_no_task() {
     let _g = shared();
-    for m in METHODS {
-        bounded(&format!("{m:?} idle death"), move || {
-            let pool = pool(m, 1);
-            let first = pool.apply(pid, ()).unwrap();
-            sigkill(first);
-            std::thread::sleep(ms(50));
-            assert_eq!(pool.apply(square, 3), Ok(9), "{m:?}: the task after an idle death");
-            let second = pool.apply(pid, ()).unwrap();
-            assert_ne!(first, second, "{m:?}");
-            assert_eq!(pool.map(square, 0..4u64, 1), Ok(vec![0, 1, 4, 9]), "{m:?}");
-            // Both idle workers of a bigger pool killed: every form of submission still runs.
-            let (pool2, victims) = pool_with_workers_up(m, 2);
-            for v in &victims {
-                sigkill(*v);
-            }
-            std::thread::sleep(ms(50));
-            let r = pool2.apply_async(square, 5).unwrap();
-            assert_eq!(pool2.map(square, 0..6u64, 1), Ok(vec![0, 1, 4, 9, 16, 25]), "{m:?}");
-            assert_eq!(r.get_timeout(LONG), Ok(25), "{m:?}");
-            pool.close();
-            pool.join().unwrap();
-            pool2.close();
-            pool2.join().unwrap();
-            let mut dead = victims;
-            dead.insert(first);
-            assert_reaped(dead, &format!("{m:?} idle death"));
-        });
-        bounded(&format!("{m:?} idle death, executor"), move || {
-            let ex = executor(m, 1);
-            let first = ex.submit(pid, ()).unwrap().result_timeout(LONG).unwrap();
-            sigkill(first);
-            std::thread::sleep(ms(50));
-            let f = ex.submit(square, 7).unwrap();
-            assert_eq!(f.result_timeout(LONG), Ok(49), "{m:?}: the executor's task after an idle death");
-            ex.shutdown(true);
-            assert_reaped([first], &format!("{m:?} idle death, executor"));
-        });
-    }
+    for_each_method("idle death", idle_death);
+}
+
+fn idle_death_executor(m: StartMethod) {
+    let ex = executor(m, 1);
+    let first = ex.submit(pid, ()).unwrap().result_timeout(LONG).unwrap();
+    sigkill(first);
+    std::thread::sleep(ms(50));
+    let f = ex.submit(square, 7).unwrap();
+    assert_eq!(f.result_timeout(LONG), Ok(49), "{m:?}: the executor's task after an idle death");
+    ex.shutdown(true);
+    assert_reaped([first], &format!("{m:?} idle death, executor"));
+}
+
+#[test]
+fn an_executor_worker_killed_while_idle_fails_no_task() {
+    let _g = shared();
+    for_each_method("idle death, executor", idle_death_executor);
 }
 
 /// A pool of `n` workers, all started and idle, and their pids.
