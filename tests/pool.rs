@@ -1441,7 +1441,11 @@ fn wait_for_others((dir, x, n): (String, u64, u64)) -> bool {
     }
     let others = || {
         std::fs::read_dir(&dir)
-            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("done-")).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("done-"))
+                    .count()
+            })
             .unwrap_or(0) as u64
     };
     eventually(BLOCKER_WAIT, || others() + 1 >= n)
@@ -1470,7 +1474,10 @@ fn no_head_of_line_blocking(m: StartMethod, threads: bool, how: Submit) -> Resul
         Submit::ImapUnordered => {
             let pool = b.build().unwrap();
             // Results come in completion order (the blocker's last, as it waits for the others).
-            let out: Vec<bool> = pool.imap_unordered(wait_for_others, items, 1).map(Result::unwrap).collect();
+            let out: Vec<bool> = pool
+                .imap_unordered(wait_for_others, items, 1)
+                .map(Result::unwrap)
+                .collect();
             (0..4).zip(out).collect()
         }
         Submit::Map => {
@@ -1480,13 +1487,23 @@ fn no_head_of_line_blocking(m: StartMethod, threads: bool, how: Submit) -> Resul
         }
         Submit::ApplyAsync => {
             let pool = b.build().unwrap();
-            let rs: Vec<_> = items.into_iter().map(|i| pool.apply_async(wait_for_others, i).unwrap()).collect();
-            (0..4).zip(rs.into_iter().map(|r| r.get_timeout(LONG).unwrap())).collect()
+            let rs: Vec<_> = items
+                .into_iter()
+                .map(|i| pool.apply_async(wait_for_others, i).unwrap())
+                .collect();
+            (0..4)
+                .zip(rs.into_iter().map(|r| r.get_timeout(LONG).unwrap()))
+                .collect()
         }
         Submit::Executor => {
             let ex = Executor::from_builder(b).unwrap();
-            let fs: Vec<_> = items.into_iter().map(|i| ex.submit(wait_for_others, i).unwrap()).collect();
-            (0..4).zip(fs.into_iter().map(|f| f.result_timeout(LONG).unwrap())).collect()
+            let fs: Vec<_> = items
+                .into_iter()
+                .map(|i| ex.submit(wait_for_others, i).unwrap())
+                .collect();
+            (0..4)
+                .zip(fs.into_iter().map(|f| f.result_timeout(LONG).unwrap()))
+                .collect()
         }
     };
     if results.iter().all(|r| r.1) {
@@ -1503,15 +1520,30 @@ fn an_idle_worker_takes_a_task_queued_behind_a_busy_one() {
     let _g = shared();
     // Every case runs (and reports), so that a failure names all the forms that block.
     let mut failed = Vec::new();
-    for how in [Submit::ImapUnordered, Submit::Map, Submit::ApplyAsync, Submit::Executor] {
-        for (m, threads) in [(StartMethod::Fork, false), (StartMethod::Spawn, false), (StartMethod::Fork, true)] {
-            let r = bounded(&format!("{m:?} threads={threads} {how:?} head of line"), move || {
-                no_head_of_line_blocking(m, threads, how)
-            });
+    for how in [
+        Submit::ImapUnordered,
+        Submit::Map,
+        Submit::ApplyAsync,
+        Submit::Executor,
+    ] {
+        for (m, threads) in [
+            (StartMethod::Fork, false),
+            (StartMethod::Spawn, false),
+            (StartMethod::Fork, true),
+        ] {
+            let r = bounded(
+                &format!("{m:?} threads={threads} {how:?} head of line"),
+                move || no_head_of_line_blocking(m, threads, how),
+            );
             failed.extend(r.err());
         }
     }
-    assert!(failed.is_empty(), "{} cases blocked:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} cases blocked:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 /// The issue's own example, with its 2 s sleeper: in `imap_unordered(f, 0..4)` on two
@@ -1529,7 +1561,10 @@ fn imap_unordered_items_do_not_wait_for_a_sleeper() {
                 .map(|r| (r.unwrap().0, t.elapsed()))
                 .collect();
             assert_eq!(order.len(), 4, "{m:?}");
-            assert_eq!(order[3].0, 0, "{m:?}: an item came after the 2 s sleeper: {order:?}");
+            assert_eq!(
+                order[3].0, 0,
+                "{m:?}: an item came after the 2 s sleeper: {order:?}"
+            );
             // Generous: the others came well before the sleeper could have finished.
             assert!(order[2].1 < ms(1_500), "{m:?}: {order:?}");
         }
@@ -1544,7 +1579,9 @@ fn run_once_exclusive((dir, x): (String, u64)) -> bool {
         .create_new(true)
         .open(format!("{dir}/{x}"))
         .is_ok();
-    std::thread::sleep(Duration::from_micros([0, 0, 50, 0, 2_000, 0, 0, 300][x as usize % 8]));
+    std::thread::sleep(Duration::from_micros(
+        [0, 0, 50, 0, 2_000, 0, 0, 300][x as usize % 8],
+    ));
     made
 }
 
@@ -1560,7 +1597,10 @@ fn a_task_taken_back_from_a_busy_worker_runs_exactly_once() {
                 let items: Vec<_> = (round * 500..(round + 1) * 500).map(|x| (d.clone(), x)).collect();
                 let out = match round % 2 {
                     0 => pool.map(run_once_exclusive, items, 1).unwrap(),
-                    _ => pool.imap_unordered(run_once_exclusive, items, 1).map(Result::unwrap).collect(),
+                    _ => pool
+                        .imap_unordered(run_once_exclusive, items, 1)
+                        .map(Result::unwrap)
+                        .collect(),
                 };
                 assert_eq!(out.len(), 500);
                 assert!(out.iter().all(|ok| *ok), "{m:?} round {round}: a task ran twice");
@@ -1600,7 +1640,11 @@ fn idle_death(m: StartMethod) {
     let first = pool.apply(pid, ()).unwrap();
     sigkill(first);
     std::thread::sleep(ms(50));
-    assert_eq!(pool.apply(square, 3), Ok(9), "{m:?}: the task after an idle death");
+    assert_eq!(
+        pool.apply(square, 3),
+        Ok(9),
+        "{m:?}: the task after an idle death"
+    );
     let second = pool.apply(pid, ()).unwrap();
     assert_ne!(first, second, "{m:?}");
     assert_eq!(pool.map(square, 0..4u64, 1), Ok(vec![0, 1, 4, 9]), "{m:?}");
@@ -1611,7 +1655,11 @@ fn idle_death(m: StartMethod) {
     }
     std::thread::sleep(ms(50));
     let r = pool2.apply_async(square, 5).unwrap();
-    assert_eq!(pool2.map(square, 0..6u64, 1), Ok(vec![0, 1, 4, 9, 16, 25]), "{m:?}");
+    assert_eq!(
+        pool2.map(square, 0..6u64, 1),
+        Ok(vec![0, 1, 4, 9, 16, 25]),
+        "{m:?}"
+    );
     assert_eq!(r.get_timeout(LONG), Ok(25), "{m:?}");
     pool.close();
     pool.join().unwrap();
@@ -1634,7 +1682,11 @@ fn idle_death_executor(m: StartMethod) {
     sigkill(first);
     std::thread::sleep(ms(50));
     let f = ex.submit(square, 7).unwrap();
-    assert_eq!(f.result_timeout(LONG), Ok(49), "{m:?}: the executor's task after an idle death");
+    assert_eq!(
+        f.result_timeout(LONG),
+        Ok(49),
+        "{m:?}: the executor's task after an idle death"
+    );
     ex.shutdown(true);
     assert_reaped([first], &format!("{m:?} idle death, executor"));
 }
@@ -1650,7 +1702,9 @@ fn pool_with_workers_up(m: StartMethod, n: usize) -> (Pool, BTreeSet<u32>) {
     let p = pool(m, n);
     let dir = PidDir::new("up", m);
     // One long-ish task per worker at the same time (long tasks spread over free workers).
-    let rs: Vec<_> = (0..n).map(|_| p.apply_async(announce_and_nap, dir.arg(300)).unwrap()).collect();
+    let rs: Vec<_> = (0..n)
+        .map(|_| p.apply_async(announce_and_nap, dir.arg(300)).unwrap())
+        .collect();
     let pids = dir.wait_for(n);
     for r in rs {
         r.get_timeout(LONG).unwrap();

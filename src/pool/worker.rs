@@ -193,8 +193,8 @@ struct Entry {
     job: Job,
     /// Its sequence number once sent to the current worker (`None`: not sent yet).
     seq: Option<u64>,
-    /// When it was sent (or taken, before it is).
-    at: Instant,
+    /// When it was sent.
+    at: Option<Instant>,
 }
 
 /// The jobs one pump holds for its worker, oldest first: those sent and not answered, then
@@ -391,7 +391,9 @@ impl Shared {
     /// is set (an idle pump). An idle pump that finds the queue empty takes back jobs queued
     /// behind busy workers instead (see [`steal`](Self::steal)). `free` is whether this pump
     /// is counted in `Shared::free`; `scratch` is an empty buffer. `None`: the pump should
-    /// stop; else how many jobs it took.
+    /// stop; `Some(Some(lane))`: jobs were taken, and here is the lane, still locked, to
+    /// send them; `Some(None)`: none were, or (thread backend, whose lanes stay empty as a
+    /// thread runs its one job at once) they are in `scratch`.
     fn take(
         &self,
         slot: usize,
@@ -399,7 +401,7 @@ impl Shared {
         wait: bool,
         free: &mut bool,
         scratch: &mut Vec<Job>,
-    ) -> Option<usize> {
+    ) -> Option<Option<MutexGuard<'_, Lane>>> {
         if wait {
             self.set_free(free, true);
             if self.queued.load(Ordering::Acquire) == 0 {
@@ -411,7 +413,7 @@ impl Shared {
         }
         if !wait && self.queued.load(Ordering::Acquire) == 0 && !self.stopping.load(Ordering::Acquire) {
             // A busy pump looking for extra work: nothing queued, no need for the lock.
-            return Some(0);
+            return Some(None);
         }
         let mut st = self.lock();
         loop {
@@ -440,20 +442,24 @@ impl Shared {
                 self.steal(slot, n, scratch);
             }
             if !scratch.is_empty() {
+                self.set_free(free, false);
+                if self.cfg.threads {
+                    return Some(None);
+                }
                 // Into the lane while `state` is locked: an idle pump looking for work sees
                 // every job either in the queue or in a lane.
-                self.set_free(free, false);
-                let taken = scratch.len();
                 let cell = &self.lanes[slot];
                 let mut lane = cell.lock();
-                let at = Instant::now();
-                lane.entries
-                    .extend(scratch.drain(..).map(|job| Entry { job, seq: None, at }));
+                lane.entries.extend(scratch.drain(..).map(|job| Entry {
+                    job,
+                    seq: None,
+                    at: None,
+                }));
                 cell.publish_len(&lane);
-                return Some(taken);
+                return Some(Some(lane));
             }
             if !wait {
-                return Some(0);
+                return Some(None);
             }
             if st.closed {
                 return None;
@@ -468,34 +474,37 @@ impl Shared {
     /// worker: the newer half of those waiting behind the first job of the lane holding most.
     /// Called by an idle pump (`me`) with `state` locked.
     fn steal(&self, me: usize, n: usize, out: &mut Vec<Job>) {
-        let mut victim = None;
-        let mut most = 0;
-        for (i, cell) in self.lanes.iter().enumerate() {
-            let waiting = cell.len.load(Ordering::Relaxed).saturating_sub(1);
-            if i != me && waiting > most {
-                victim = Some(i);
-                most = waiting;
+        // The lanes with jobs waiting behind their first, most first (there are few lanes).
+        let mut victims: Vec<(usize, usize)> = (self.lanes.iter().enumerate())
+            .filter(|&(i, _)| i != me)
+            .map(|(i, cell)| (cell.len.load(Ordering::Relaxed).saturating_sub(1), i))
+            .filter(|&(waiting, _)| waiting > 0)
+            .collect();
+        victims.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, v) in victims {
+            let cell = &self.lanes[v];
+            let mut lane = cell.lock();
+            let want = lane.entries.len().saturating_sub(1).div_ceil(2).min(n);
+            while out.len() < want && lane.entries.len() > 1 {
+                let back = lane.entries.back().expect("more than one");
+                let ours = match (back.seq, &lane.starts) {
+                    (None, _) => true,
+                    (Some(seq), Some(starts)) => decide(starts, seq, true) == Some(true),
+                    // Sent to a worker that is gone: its pump requeues it.
+                    (Some(_), None) => false,
+                };
+                if !ours {
+                    break; // started (so are all before it), or not ours to take
+                }
+                out.push(lane.entries.pop_back().expect("more than one").job);
+            }
+            cell.publish_len(&lane);
+            drop(lane);
+            if !out.is_empty() {
+                out.reverse();
+                return;
             }
         }
-        let Some(v) = victim else { return };
-        let cell = &self.lanes[v];
-        let mut lane = cell.lock();
-        let want = lane.entries.len().saturating_sub(1).div_ceil(2).min(n);
-        while out.len() < want && lane.entries.len() > 1 {
-            let back = lane.entries.back().expect("more than one");
-            let ours = match (back.seq, &lane.starts) {
-                (None, _) => true,
-                (Some(seq), Some(starts)) => decide(starts, seq, true) == Some(true),
-                // Sent to a worker that is gone: its pump requeues it.
-                (Some(_), None) => false,
-            };
-            if !ours {
-                break; // started (so are all before it), or not ours to take
-            }
-            out.push(lane.entries.pop_back().expect("more than one").job);
-        }
-        cell.publish_len(&lane);
-        out.reverse();
     }
 
     /// Wakes the idle pumps, to look for work again.
@@ -547,16 +556,9 @@ fn run_threaded(sh: &Shared, slot: usize) {
     }
     let mut scratch = Vec::with_capacity(1);
     let mut free = true;
-    let cell = &sh.lanes[slot];
+    // One job at a time, run at once: nothing ever waits behind it, so its lane stays empty.
     while sh.take(slot, 1, true, &mut free, &mut scratch).is_some() {
-        // One job at a time, run at once: nothing ever waits in this lane.
-        let entry = {
-            let mut lane = cell.lock();
-            let e = lane.entries.pop_front();
-            cell.publish_len(&lane);
-            e
-        };
-        if let Some(Entry { job, .. }) = entry {
+        for job in scratch.drain(..) {
             let offset = u64::from_le_bytes(job.msg[1..TASK_HEADER].try_into().expect("8 bytes"));
             task::run_chunk(offset, &job.msg[TASK_HEADER..], DONE, &mut out);
             deliver(job, &out);
@@ -672,10 +674,14 @@ impl Pump {
                     // A new burst: learn the jobs' length again before prefetching many.
                     self.short = false;
                 }
-                match self.sh.take(self.slot, room, idle, &mut self.free, &mut scratch) {
+                let sh = &*self.sh;
+                match sh.take(self.slot, room, idle, &mut self.free, &mut scratch) {
                     None => break,
-                    Some(0) => {}
-                    Some(_) => self.send(),
+                    Some(None) => {}
+                    Some(Some(lane)) => {
+                        let w = self.worker.as_mut().expect("started above");
+                        send(sh, self.slot, w, &mut self.front_seq, lane);
+                    }
                 }
             }
             if self.held() > 0 {
@@ -727,104 +733,6 @@ impl Pump {
         Ok(())
     }
 
-    /// Sends the lane's unsent jobs, in order, each with the next sequence number. Only a
-    /// job sent to an idle worker (the first of the lane) may block (the worker is reading,
-    /// so even a message larger than the pipe streams through); the others are prefetches,
-    /// sent only if they fit now, so that the pump never blocks sending while the worker
-    /// blocks sending a large reply. What is not sent goes back to the queue.
-    fn send(&mut self) {
-        let cell = &self.sh.lanes[self.slot];
-        let w = self.worker.as_mut().expect("a worker runs");
-        let mut lane = cell.lock();
-        let mut i = lane
-            .entries
-            .iter()
-            .position(|e| e.seq.is_none())
-            .unwrap_or(lane.entries.len());
-        let mut unsent = VecDeque::new();
-        while i < lane.entries.len() {
-            let seq = w.next_seq;
-            let oldest = lane.entries.front().and_then(|e| e.seq).unwrap_or(seq);
-            let msg = &lane.entries[i].job.msg;
-            let r = if seq - oldest >= RING {
-                // Its start slot may still belong to an undecided job.
-                Err(ConnError::Full)
-            } else if i == 0 {
-                match w.conn.try_send_bytes(msg) {
-                    Err(ConnError::Full) => {
-                        // Larger than the room in the pipe: send it without holding the lane
-                        // (it is the first entry, which no other pump takes).
-                        let mut first = lane.entries.pop_front().expect("i == 0");
-                        cell.publish_len(&lane);
-                        drop(lane);
-                        let r = w.conn.send_bytes(&first.job.msg);
-                        first.seq = Some(seq);
-                        first.at = Instant::now();
-                        self.front_seq = Some(seq);
-                        lane = cell.lock();
-                        lane.entries.push_front(first);
-                        cell.publish_len(&lane);
-                        w.next_seq += 1;
-                        // Idle pumps may have looked at the lane meanwhile and seen no job
-                        // behind a busy worker.
-                        if lane.entries.len() > 1 {
-                            drop(lane);
-                            self.sh.wake_idle();
-                            lane = cell.lock();
-                        }
-                        i = lane
-                            .entries
-                            .iter()
-                            .position(|e| e.seq.is_none())
-                            .unwrap_or(lane.entries.len());
-                        if r.is_err() {
-                            // The worker is gone or its pipe unusable: the receive path reaps
-                            // it; nothing more goes to it.
-                            break;
-                        }
-                        continue;
-                    }
-                    r => r,
-                }
-            } else if msg.len() <= PREFETCH_MAX {
-                w.conn.try_send_bytes(msg)
-            } else {
-                Err(ConnError::Full)
-            };
-            match r {
-                Ok(()) => {
-                    if i == 0 {
-                        self.front_seq = Some(seq);
-                    }
-                    let e = &mut lane.entries[i];
-                    e.seq = Some(seq);
-                    e.at = Instant::now();
-                    w.next_seq += 1;
-                    i += 1;
-                }
-                Err(ConnError::Full) => {
-                    unsent.extend(lane.entries.drain(i..));
-                    break;
-                }
-                Err(_) => {
-                    // The worker is gone or its pipe unusable: the receive path reaps it. The
-                    // job counts as sent, but its start slot shows it never started.
-                    if i == 0 {
-                        self.front_seq = Some(seq);
-                    }
-                    lane.entries[i].seq = Some(seq);
-                    w.next_seq += 1;
-                    break;
-                }
-            }
-        }
-        cell.publish_len(&lane);
-        drop(lane);
-        if !unsent.is_empty() {
-            self.sh.requeue(unsent.into_iter().map(|e| e.job));
-        }
-    }
-
     fn receive(&mut self) -> Step {
         let w = self.worker.as_mut().expect("a worker runs");
         match w.conn.recv_bytes_timeout(REPLY_SLICE) {
@@ -865,7 +773,8 @@ impl Pump {
                 // The worker's time on this job: from when it could start it (sent, or the
                 // previous reply) until now.
                 let now = Instant::now();
-                self.short = now.duration_since(sent_at.max(self.last_reply)) < SHORT_JOB;
+                let since = sent_at.map_or(self.last_reply, |t| t.max(self.last_reply));
+                self.short = now.duration_since(since) < SHORT_JOB;
                 self.last_reply = now;
                 deliver(job, &reply);
                 Step::Continue
@@ -995,5 +904,108 @@ impl Pump {
             self.reap(w);
         }
         self.fail_lane(err.unwrap_or(PoolError::Terminated));
+    }
+}
+
+/// Sends the lane's unsent jobs, in order, each with the next sequence number. Only a
+/// job sent to an idle worker (the first of the lane) may block (the worker is reading,
+/// so even a message larger than the pipe streams through); the others are prefetches,
+/// sent only if they fit now, so that the pump never blocks sending while the worker
+/// blocks sending a large reply. What is not sent goes back to the queue. `lane` is `slot`'s,
+/// locked.
+fn send<'a>(
+    sh: &'a Shared,
+    slot: usize,
+    w: &mut Worker,
+    front_seq: &mut Option<u64>,
+    mut lane: MutexGuard<'a, Lane>,
+) {
+    let cell = &sh.lanes[slot];
+    let mut i = lane
+        .entries
+        .iter()
+        .position(|e| e.seq.is_none())
+        .unwrap_or(lane.entries.len());
+    let mut unsent = VecDeque::new();
+    while i < lane.entries.len() {
+        let seq = w.next_seq;
+        let oldest = lane.entries.front().and_then(|e| e.seq).unwrap_or(seq);
+        let msg = &lane.entries[i].job.msg;
+        let r = if seq - oldest >= RING {
+            // Its start slot may still belong to an undecided job.
+            Err(ConnError::Full)
+        } else if i == 0 {
+            match w.conn.try_send_bytes(msg) {
+                Err(ConnError::Full) => {
+                    // Larger than the room in the pipe: send it without holding the lane
+                    // (it is the first entry, which no other pump takes).
+                    let mut first = lane.entries.pop_front().expect("i == 0");
+                    cell.publish_len(&lane);
+                    drop(lane);
+                    let r = w.conn.send_bytes(&first.job.msg);
+                    first.seq = Some(seq);
+                    first.at = Some(Instant::now());
+                    *front_seq = Some(seq);
+                    lane = cell.lock();
+                    lane.entries.push_front(first);
+                    cell.publish_len(&lane);
+                    w.next_seq += 1;
+                    // Idle pumps may have looked at the lane meanwhile and seen no job
+                    // behind a busy worker.
+                    if lane.entries.len() > 1 {
+                        drop(lane);
+                        sh.wake_idle();
+                        lane = cell.lock();
+                    }
+                    i = lane
+                        .entries
+                        .iter()
+                        .position(|e| e.seq.is_none())
+                        .unwrap_or(lane.entries.len());
+                    if r.is_err() {
+                        // The worker is gone or its pipe unusable: the receive path reaps
+                        // it; nothing more goes to it.
+                        break;
+                    }
+                    continue;
+                }
+                r => r,
+            }
+        } else if msg.len() <= PREFETCH_MAX {
+            w.conn.try_send_bytes(msg)
+        } else {
+            Err(ConnError::Full)
+        };
+        match r {
+            Ok(()) => {
+                if i == 0 {
+                    *front_seq = Some(seq);
+                }
+                let e = &mut lane.entries[i];
+                e.seq = Some(seq);
+                e.at = Some(Instant::now());
+                w.next_seq += 1;
+                i += 1;
+            }
+            Err(ConnError::Full) => {
+                unsent.extend(lane.entries.drain(i..));
+                break;
+            }
+            Err(_) => {
+                // The worker is gone or its pipe unusable: the receive path reaps it. The
+                // job counts as sent, but its start slot shows it never started.
+                if i == 0 {
+                    *front_seq = Some(seq);
+                }
+                lane.entries[i].seq = Some(seq);
+                w.next_seq += 1;
+                break;
+            }
+        }
+    }
+    cell.publish_len(&lane);
+    drop(lane);
+    if !unsent.is_empty() {
+        sh.requeue(unsent.into_iter().map(|e| e.job));
     }
 }
