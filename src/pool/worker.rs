@@ -207,6 +207,9 @@ struct Lane {
     starts: Option<Starts>,
 }
 
+/// Aligned to two cache lines (the adjacent-line prefetcher's unit), so that one pump's
+/// lane never shares a line with another's.
+#[repr(align(128))]
 struct LaneCell {
     lane: Mutex<Lane>,
     /// `lane.entries.len()`, readable by its pump without the lock (written under it).
