@@ -1571,44 +1571,71 @@ fn imap_unordered_items_do_not_wait_for_a_sleeper() {
     });
 }
 
-/// Many tasks of mixed length on three workers, so that idle workers take back prefetched
-/// tasks all the time: every task runs exactly once (each creates its own file, exclusively).
-fn run_once_exclusive((dir, x): (String, u64)) -> bool {
+/// Creates `dir/x` exclusively (`false` if it exists: the task ran before), sleeps a
+/// little for some `x`, returns `(x, created)`.
+fn run_once_exclusive((dir, x): (String, u64)) -> (u64, bool) {
     let made = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(format!("{dir}/{x}"))
         .is_ok();
-    std::thread::sleep(Duration::from_micros(
-        [0, 0, 50, 0, 2_000, 0, 0, 300][x as usize % 8],
-    ));
-    made
+    std::thread::sleep(Duration::from_micros([0, 0, 50, 0, 2_000, 0, 0, 300][x as usize % 8]));
+    (x, made)
+}
+
+/// Every task ran exactly once and its answer reached its own caller.
+fn check_once(out: &[(u64, bool)], want: impl Iterator<Item = u64>, what: &str) {
+    let got: BTreeSet<u64> = out.iter().map(|r| r.0).collect();
+    assert_eq!(got, want.collect(), "{what}: answers went to the wrong tasks");
+    let twice: Vec<u64> = out.iter().filter(|r| !r.1).map(|r| r.0).collect();
+    assert!(twice.is_empty(), "{what}: tasks ran twice: {twice:?}");
+}
+
+/// Many tasks of mixed length on three workers, so that idle workers take back tasks sent
+/// ahead to busy ones all the time; then answers read slowly (a callback that naps on the
+/// pool's thread), so that workers start the tasks sent ahead to them before their feeder
+/// has read the answers before, while idle feeders look for tasks to take back: every task
+/// runs exactly once (each creates its own file, exclusively) and answers its own caller.
+fn exactly_once(m: StartMethod) {
+    let dir = PidDir::new("once", m);
+    let d = dir.0.display().to_string();
+    let pool = pool(m, 3);
+    for round in 0..4u64 {
+        let what = format!("{m:?} round {round}");
+        let range = round * 500..(round + 1) * 500;
+        let items: Vec<_> = range.clone().map(|x| (d.clone(), x)).collect();
+        let out: Vec<(u64, bool)> = match round % 2 {
+            0 => pool.map(run_once_exclusive, items, 1).unwrap(),
+            _ => pool.imap_unordered(run_once_exclusive, items, 1).map(Result::unwrap).collect(),
+        };
+        assert_eq!(out.len(), 500, "{what}");
+        check_once(&out, range, &what);
+    }
+    for round in 0..3u64 {
+        let what = format!("{m:?} slow callbacks {round}");
+        // Items 10 000+ so as not to meet the files above.
+        let range = 10_000 + round * 60..10_000 + (round + 1) * 60;
+        let rs: Vec<_> = range
+            .clone()
+            .map(|x| {
+                let nap = if x % 2 == 0 { ms(3) } else { ms(0) };
+                pool.apply_async_with(run_once_exclusive, (d.clone(), x * 8), move |_| std::thread::sleep(nap), |_| {})
+                    .unwrap()
+            })
+            .collect();
+        let out: Vec<(u64, bool)> = rs
+            .into_iter()
+            .map(|r| r.get_timeout(LONG).map(|(x, made)| (x / 8, made)))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        check_once(&out, range, &what);
+    }
 }
 
 #[test]
 fn a_task_taken_back_from_a_busy_worker_runs_exactly_once() {
     let _g = shared();
-    for m in METHODS {
-        bounded(&format!("{m:?} exactly once"), move || {
-            let dir = PidDir::new("once", m);
-            let d = dir.0.display().to_string();
-            let pool = pool(m, 3);
-            for round in 0..4u64 {
-                let items: Vec<_> = (round * 500..(round + 1) * 500).map(|x| (d.clone(), x)).collect();
-                let out = match round % 2 {
-                    0 => pool.map(run_once_exclusive, items, 1).unwrap(),
-                    _ => pool
-                        .imap_unordered(run_once_exclusive, items, 1)
-                        .map(Result::unwrap)
-                        .collect(),
-                };
-                assert_eq!(out.len(), 500);
-                assert!(out.iter().all(|ok| *ok), "{m:?} round {round}: a task ran twice");
-            }
-            let files = std::fs::read_dir(&dir.0).unwrap().count();
-            assert_eq!(files, 2_000, "{m:?}");
-        });
-    }
+    for_each_method("exactly once", exactly_once);
 }
 
 /// Runs `case` for each start method, each bounded, all of them even when one fails; then
