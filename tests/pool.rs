@@ -1579,7 +1579,9 @@ fn run_once_exclusive((dir, x): (String, u64)) -> (u64, bool) {
         .create_new(true)
         .open(format!("{dir}/{x}"))
         .is_ok();
-    std::thread::sleep(Duration::from_micros([0, 0, 50, 0, 2_000, 0, 0, 300][x as usize % 8]));
+    std::thread::sleep(Duration::from_micros(
+        [0, 0, 50, 0, 2_000, 0, 0, 300][x as usize % 8],
+    ));
     (x, made)
 }
 
@@ -1606,7 +1608,10 @@ fn exactly_once(m: StartMethod) {
         let items: Vec<_> = range.clone().map(|x| (d.clone(), x)).collect();
         let out: Vec<(u64, bool)> = match round % 2 {
             0 => pool.map(run_once_exclusive, items, 1).unwrap(),
-            _ => pool.imap_unordered(run_once_exclusive, items, 1).map(Result::unwrap).collect(),
+            _ => pool
+                .imap_unordered(run_once_exclusive, items, 1)
+                .map(Result::unwrap)
+                .collect(),
         };
         assert_eq!(out.len(), 500, "{what}");
         check_once(&out, range, &what);
@@ -1619,8 +1624,13 @@ fn exactly_once(m: StartMethod) {
             .clone()
             .map(|x| {
                 let nap = if x % 2 == 0 { ms(3) } else { ms(0) };
-                pool.apply_async_with(run_once_exclusive, (d.clone(), x * 8), move |_| std::thread::sleep(nap), |_| {})
-                    .unwrap()
+                pool.apply_async_with(
+                    run_once_exclusive,
+                    (d.clone(), x * 8),
+                    move |_| std::thread::sleep(nap),
+                    |_| {},
+                )
+                .unwrap()
             })
             .collect();
         let out: Vec<(u64, bool)> = rs

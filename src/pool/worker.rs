@@ -671,7 +671,9 @@ impl Pump {
                 // no more until it is answered (see `send`).
                 room = 0;
             }
-            if room > 0 {
+            // Refill a lane of short jobs once half of it has gone (a batch per lock
+            // acquisition; the worker still has half a lane of jobs waiting meanwhile).
+            if room > 0 && (held == 0 || room >= depth / 2) {
                 let idle = held == 0;
                 if idle {
                     // A new burst: learn the jobs' length again before prefetching many.
