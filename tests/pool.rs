@@ -1421,3 +1421,330 @@ fn initializer_arguments_carry_handles_but_not_pipe_ends() {
         );
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// No head-of-line blocking; idle deaths
+// ------------------------------------------------------------------------------------------
+
+/// How long the blocker of [`wait_for_others`] waits for the other items: far longer than
+/// they take to run on a free worker, so timing out means one of them sat queued behind it.
+const BLOCKER_WAIT: Duration = Duration::from_secs(8);
+
+/// Item 0 (the blocker) waits until `n - 1` other items have run (each leaves a file in
+/// `dir`) and returns whether they all did within [`BLOCKER_WAIT`]; the others leave their
+/// file and return `true` at once. So item 0 returns `true` only if every other item ran
+/// while item 0 was still running: none was held back behind it on its worker.
+fn wait_for_others((dir, x, n): (String, u64, u64)) -> bool {
+    if x != 0 {
+        std::fs::write(format!("{dir}/done-{x}"), b"").expect("leave a mark");
+        return true;
+    }
+    let others = || {
+        std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("done-"))
+                    .count()
+            })
+            .unwrap_or(0) as u64
+    };
+    eventually(BLOCKER_WAIT, || others() + 1 >= n)
+}
+
+/// The ways work reaches a pool: each must let an idle worker take a task queued behind a
+/// busy one.
+#[derive(Clone, Copy, Debug)]
+enum Submit {
+    ImapUnordered,
+    Map,
+    ApplyAsync,
+    Executor,
+}
+
+/// Four tasks, chunk size 1, two workers: item 0 blocks until items 1–3 have run. The issue's
+/// case: item 2 was prefetched behind item 0 and stayed bound to its worker while the other
+/// worker sat idle, so item 0 (and with it item 2) only returned after the blocker's wait.
+fn no_head_of_line_blocking(m: StartMethod, threads: bool, how: Submit) -> Result<(), String> {
+    let what = format!("{m:?} threads={threads} {how:?}");
+    let dir = PidDir::new(&format!("hol-{threads}-{how:?}"), m);
+    let d = dir.0.display().to_string();
+    let items: Vec<(String, u64, u64)> = (0..4).map(|x| (d.clone(), x, 4)).collect();
+    let b = builder(m, 2).threads(threads);
+    let results: Vec<(u64, bool)> = match how {
+        Submit::ImapUnordered => {
+            let pool = b.build().unwrap();
+            // Results come in completion order (the blocker's last, as it waits for the others).
+            let out: Vec<bool> = pool
+                .imap_unordered(wait_for_others, items, 1)
+                .map(Result::unwrap)
+                .collect();
+            (0..4).zip(out).collect()
+        }
+        Submit::Map => {
+            let pool = b.build().unwrap();
+            let out = pool.map(wait_for_others, items, 1).unwrap();
+            (0..4).zip(out).collect()
+        }
+        Submit::ApplyAsync => {
+            let pool = b.build().unwrap();
+            let rs: Vec<_> = items
+                .into_iter()
+                .map(|i| pool.apply_async(wait_for_others, i).unwrap())
+                .collect();
+            (0..4)
+                .zip(rs.into_iter().map(|r| r.get_timeout(LONG).unwrap()))
+                .collect()
+        }
+        Submit::Executor => {
+            let ex = Executor::from_builder(b).unwrap();
+            let fs: Vec<_> = items
+                .into_iter()
+                .map(|i| ex.submit(wait_for_others, i).unwrap())
+                .collect();
+            (0..4)
+                .zip(fs.into_iter().map(|f| f.result_timeout(LONG).unwrap()))
+                .collect()
+        }
+    };
+    if results.iter().all(|r| r.1) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: item 0 waited {BLOCKER_WAIT:?} in vain for the others (one was held behind it): {results:?}"
+        ))
+    }
+}
+
+#[test]
+fn an_idle_worker_takes_a_task_queued_behind_a_busy_one() {
+    let _g = shared();
+    // Every case runs (and reports), so that a failure names all the forms that block.
+    let mut failed = Vec::new();
+    for how in [
+        Submit::ImapUnordered,
+        Submit::Map,
+        Submit::ApplyAsync,
+        Submit::Executor,
+    ] {
+        for (m, threads) in [
+            (StartMethod::Fork, false),
+            (StartMethod::Spawn, false),
+            (StartMethod::Fork, true),
+        ] {
+            let r = bounded(
+                &format!("{m:?} threads={threads} {how:?} head of line"),
+                move || no_head_of_line_blocking(m, threads, how),
+            );
+            failed.extend(r.err());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} cases blocked:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+/// The issue's own example, with its 2 s sleeper: in `imap_unordered(f, 0..4)` on two
+/// workers, every other item arrives while item 0 is still asleep (before it arrives).
+#[test]
+fn imap_unordered_items_do_not_wait_for_a_sleeper() {
+    let _g = shared();
+    for_each_method("sleeper", |m| {
+        {
+            let pool = pool(m, 2);
+            let items = [(0u64, 2_000u64), (1, 0), (2, 0), (3, 0)];
+            let t = Instant::now();
+            let order: Vec<(u64, Duration)> = pool
+                .imap_unordered(tagged_nap, items, 1)
+                .map(|r| (r.unwrap().0, t.elapsed()))
+                .collect();
+            assert_eq!(order.len(), 4, "{m:?}");
+            assert_eq!(
+                order[3].0, 0,
+                "{m:?}: an item came after the 2 s sleeper: {order:?}"
+            );
+            // Generous: the others came well before the sleeper could have finished.
+            assert!(order[2].1 < ms(1_500), "{m:?}: {order:?}");
+        }
+    });
+}
+
+/// Creates `dir/x` exclusively (`false` if it exists: the task ran before), sleeps a
+/// little for some `x`, returns `(x, created)`.
+fn run_once_exclusive((dir, x): (String, u64)) -> (u64, bool) {
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(format!("{dir}/{x}"))
+        .is_ok();
+    std::thread::sleep(Duration::from_micros(
+        [0, 0, 50, 0, 2_000, 0, 0, 300][x as usize % 8],
+    ));
+    (x, made)
+}
+
+/// Every task ran exactly once and its answer reached its own caller.
+fn check_once(out: &[(u64, bool)], want: impl Iterator<Item = u64>, what: &str) {
+    let got: BTreeSet<u64> = out.iter().map(|r| r.0).collect();
+    assert_eq!(got, want.collect(), "{what}: answers went to the wrong tasks");
+    let twice: Vec<u64> = out.iter().filter(|r| !r.1).map(|r| r.0).collect();
+    assert!(twice.is_empty(), "{what}: tasks ran twice: {twice:?}");
+}
+
+/// Many tasks of mixed length on three workers, so that idle workers take back tasks sent
+/// ahead to busy ones all the time; then answers read slowly (a callback that naps on the
+/// pool's thread), so that workers start the tasks sent ahead to them before their feeder
+/// has read the answers before, while idle feeders look for tasks to take back: every task
+/// runs exactly once (each creates its own file, exclusively) and answers its own caller.
+fn exactly_once(m: StartMethod) {
+    let dir = PidDir::new("once", m);
+    let d = dir.0.display().to_string();
+    let pool = pool(m, 3);
+    for round in 0..4u64 {
+        let what = format!("{m:?} round {round}");
+        let range = round * 500..(round + 1) * 500;
+        let items: Vec<_> = range.clone().map(|x| (d.clone(), x)).collect();
+        let out: Vec<(u64, bool)> = match round % 2 {
+            0 => pool.map(run_once_exclusive, items, 1).unwrap(),
+            _ => pool
+                .imap_unordered(run_once_exclusive, items, 1)
+                .map(Result::unwrap)
+                .collect(),
+        };
+        assert_eq!(out.len(), 500, "{what}");
+        check_once(&out, range, &what);
+    }
+    for round in 0..3u64 {
+        let what = format!("{m:?} slow callbacks {round}");
+        // Items 10 000+ so as not to meet the files above.
+        let range = 10_000 + round * 60..10_000 + (round + 1) * 60;
+        let rs: Vec<_> = range
+            .clone()
+            .map(|x| {
+                let nap = if x % 2 == 0 { ms(3) } else { ms(0) };
+                pool.apply_async_with(
+                    run_once_exclusive,
+                    (d.clone(), x * 8),
+                    move |_| std::thread::sleep(nap),
+                    |_| {},
+                )
+                .unwrap()
+            })
+            .collect();
+        let out: Vec<(u64, bool)> = rs
+            .into_iter()
+            .map(|r| r.get_timeout(LONG).map(|(x, made)| (x / 8, made)))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        check_once(&out, range, &what);
+    }
+}
+
+#[test]
+fn a_task_taken_back_from_a_busy_worker_runs_exactly_once() {
+    let _g = shared();
+    for_each_method("exactly once", exactly_once);
+}
+
+/// Runs `case` for each start method, each bounded, all of them even when one fails; then
+/// fails with every failure.
+fn for_each_method(what: &str, case: fn(StartMethod)) {
+    let failed: Vec<String> = METHODS
+        .into_iter()
+        .filter_map(|m| {
+            let name = format!("{m:?} {what}");
+            let r = std::panic::catch_unwind(|| bounded(&name, move || case(m)));
+            r.err().map(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                format!("{name}: {msg}")
+            })
+        })
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// A worker killed while idle fails no task: the next task never ran on it, so a live
+/// worker (its replacement) runs it. The case first: one worker, `apply` after it
+/// was killed idle.
+fn idle_death(m: StartMethod) {
+    let pool = pool(m, 1);
+    let first = pool.apply(pid, ()).unwrap();
+    sigkill(first);
+    std::thread::sleep(ms(50));
+    assert_eq!(
+        pool.apply(square, 3),
+        Ok(9),
+        "{m:?}: the task after an idle death"
+    );
+    let second = pool.apply(pid, ()).unwrap();
+    assert_ne!(first, second, "{m:?}");
+    assert_eq!(pool.map(square, 0..4u64, 1), Ok(vec![0, 1, 4, 9]), "{m:?}");
+    // Both idle workers of a bigger pool killed: every form of submission still runs.
+    let (pool2, victims) = pool_with_workers_up(m, 2);
+    for v in &victims {
+        sigkill(*v);
+    }
+    std::thread::sleep(ms(50));
+    let r = pool2.apply_async(square, 5).unwrap();
+    assert_eq!(
+        pool2.map(square, 0..6u64, 1),
+        Ok(vec![0, 1, 4, 9, 16, 25]),
+        "{m:?}"
+    );
+    assert_eq!(r.get_timeout(LONG), Ok(25), "{m:?}");
+    pool.close();
+    pool.join().unwrap();
+    pool2.close();
+    pool2.join().unwrap();
+    let mut dead = victims;
+    dead.insert(first);
+    assert_reaped(dead, &format!("{m:?} idle death"));
+}
+
+#[test]
+fn a_worker_killed_while_idle_fails_no_task() {
+    let _g = shared();
+    for_each_method("idle death", idle_death);
+}
+
+fn idle_death_executor(m: StartMethod) {
+    let ex = executor(m, 1);
+    let first = ex.submit(pid, ()).unwrap().result_timeout(LONG).unwrap();
+    sigkill(first);
+    std::thread::sleep(ms(50));
+    let f = ex.submit(square, 7).unwrap();
+    assert_eq!(
+        f.result_timeout(LONG),
+        Ok(49),
+        "{m:?}: the executor's task after an idle death"
+    );
+    ex.shutdown(true);
+    assert_reaped([first], &format!("{m:?} idle death, executor"));
+}
+
+#[test]
+fn an_executor_worker_killed_while_idle_fails_no_task() {
+    let _g = shared();
+    for_each_method("idle death, executor", idle_death_executor);
+}
+
+/// A pool of `n` workers, all started and idle, and their pids.
+fn pool_with_workers_up(m: StartMethod, n: usize) -> (Pool, BTreeSet<u32>) {
+    let p = pool(m, n);
+    let dir = PidDir::new("up", m);
+    // One long-ish task per worker at the same time (long tasks spread over free workers).
+    let rs: Vec<_> = (0..n)
+        .map(|_| p.apply_async(announce_and_nap, dir.arg(300)).unwrap())
+        .collect();
+    let pids = dir.wait_for(n);
+    for r in rs {
+        r.get_timeout(LONG).unwrap();
+    }
+    (p, pids)
+}

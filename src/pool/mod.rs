@@ -13,18 +13,26 @@
 //!
 //! # Dispatch and robustness
 //! Every worker has its own pipe and a feeding thread in the parent, which sends it jobs
-//! (chunks of items) and matches its answers in order. So a worker that dies — `SIGKILL`,
-//! `abort()`, the OOM killer — fails exactly the job it was running with
-//! [`PoolError::WorkerDied`] (naming the signal); the jobs queued behind it go to other
-//! workers, a replacement starts, and nothing waits forever. (Python's `Pool` hangs for good
-//! here; `ProcessPoolExecutor` fails every pending future with `BrokenProcessPool`.) A panic
-//! in a task fails only that item, with the panic's message and location, and the worker
-//! keeps serving.
+//! (chunks of items) and matches its answers in order. A worker's feeder keeps the next job
+//! waiting in its pipe behind the running one (so the worker never waits for work), and up
+//! to 16 while jobs are short (under 200 µs of worker time), to hide the hand-over latency.
+//! It takes such extra jobs only while more are queued than workers are idle, so idle
+//! workers get work first.
 //!
-//! A worker's feeder keeps the next job waiting in its pipe behind the running one (so the
-//! worker never waits for work), and up to 16 while jobs are short (under 200 µs of worker
-//! time), to hide the hand-over latency. It takes such extra jobs only while more are
-//! queued than workers are idle, so idle workers get work first.
+//! No job waits behind a busy worker while another is idle: a feeder whose worker is idle
+//! and finds the pool's queue empty *takes back* jobs sent ahead to a busy worker that has
+//! not started them, and runs them on its own worker (as a free worker of Python's pool takes
+//! the next task). Whether a job sent ahead is started by its worker or taken back is
+//! decided by one compare-and-swap on a word in memory the worker and the pool share, so a
+//! job taken back never runs twice; a worker that finds its job taken back skips it.
+//!
+//! So a worker that dies — `SIGKILL`, `abort()`, the OOM killer — fails exactly the job it
+//! had started with [`PoolError::WorkerDied`] (naming the signal); the jobs it had not
+//! started (waiting in its pipe, or not yet sent: also a job sent to a worker that had died
+//! while idle) go to other workers, a replacement starts, and nothing waits forever.
+//! (Python's `Pool` hangs for good here; `ProcessPoolExecutor` fails every pending future
+//! with `BrokenProcessPool`.) A panic in a task fails only that item, with the panic's
+//! message and location, and the worker keeps serving.
 //!
 //! Workers are daemons of their feeding thread: they die with the pool's process, even when
 //! it is `SIGKILL`ed, and they also leave when their pipe's other end is gone. Their pipes
