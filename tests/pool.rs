@@ -1748,3 +1748,38 @@ fn pool_with_workers_up(m: StartMethod, n: usize) -> (Pool, BTreeSet<u32>) {
     }
     (p, pids)
 }
+
+/// `Pool::new(n)` and `Executor::new(n)` with a valid `n` (the default start method,
+/// `Spawn`): `n` worker processes that run tasks, then close and join cleanly.
+#[test]
+fn pool_new_and_executor_new_with_a_valid_n() {
+    let _g = shared();
+    for n in [1, 3] {
+        let pool = Pool::new(n).unwrap();
+        assert_eq!(
+            pool.map(square, 0..50u64, Some(1)).unwrap(),
+            (0..50u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+        let pids: BTreeSet<u32> = pool
+            .map(pid, vec![(); 60], Some(1))
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert!(
+            !pids.is_empty() && pids.len() <= n,
+            "{n} workers, answers from {pids:?}"
+        );
+        assert!(
+            !pids.contains(&std::process::id()),
+            "tasks ran in worker processes"
+        );
+        pool.close();
+        bounded("Pool::join", move || pool.join().unwrap());
+
+        let ex = Executor::new(n).unwrap();
+        let futures: Vec<_> = (0..20u64).map(|x| ex.submit(square, x).unwrap()).collect();
+        let got: Vec<u64> = futures.iter().map(|f| f.result_timeout(LONG).unwrap()).collect();
+        assert_eq!(got, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+        ex.shutdown(true);
+    }
+}
