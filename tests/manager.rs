@@ -1282,7 +1282,7 @@ fn replace_in_exactly_full((d, ns, l): Exact) -> Vec<String> {
         "list update_with",
         l.update_with(4, |v| vec![v[0] + 100; 357]).map(drop),
     );
-    note("list grow an element", l.set(5, &vec![0; 358]));
+    note("list grow an element", l.set(5, &vec![0; 359]));
     note("list push", l.push(&vec![]));
     out
 }
@@ -1296,6 +1296,11 @@ fn replacing_values_of_an_exactly_full_container_works() {
         assert_eq!(rule::dict_table(EXACT as usize) + EXACT * rec, half);
         assert_eq!(rule::record(3, 53), rec);
         let lrec = rule::record(0, 359);
+        assert_eq!(rule::enc(&vec![0u8; 357]), 359);
+        // The values that grow by one byte grow their record by 8.
+        assert_eq!(rule::record(4, rule::enc(&vec![0u8; 52])), rec + 8);
+        assert_eq!(rule::record(3, rule::enc(&vec![0u8; 53])), rec + 8);
+        assert_eq!(rule::record(0, rule::enc(&vec![0u8; 359])), lrec + 8);
         assert_eq!(rule::list_table(8) + 8 * lrec, half);
         let full = |needed: u64| {
             format!(
