@@ -29,6 +29,21 @@
 //! bytes that the next compaction drops. The dict's `len`/`used`/`live` counters are hints
 //! written after the commit; after a writer died the next locker rebuilds them by compacting.
 //!
+//! # Compaction carries the change
+//!
+//! When a change cannot be made in place — the half has no room for the new record, or a
+//! dict's table has no free word or would pass 3/4 of its words used (tombstones included),
+//! or a list's table is too short — [`Locked::rebuild`] copies the live contents *with the
+//! change applied* into the inactive half: a replaced dict record is left behind and the new
+//! one added, a set list element is written in place of the old one, extended elements are
+//! written past `len`. The root store that publishes the compaction publishes the change
+//! with it (an extension still waits for its `len` store). Before writing anything the
+//! rebuild sizes the result ([`Locked::plan`]) and picks its table: the preferred size if the
+//! result fits with it, else the largest smaller one down to [`min_log`]. So a change fails
+//! with `LimitExceeded` exactly when the live contents after it, with the smallest table the
+//! rule allows, exceed one half (the rule is stated in the [module docs](super)); `needed`
+//! is that size.
+//!
 //! # Untrusted memory
 //!
 //! Everything read from the segment — root word, table words, record headers, `len` — is
@@ -557,7 +572,7 @@ impl Locked<'_> {
                 }
                 adjust(&c.live, size, 0);
             }
-            (None, None) => return Err(corrupt("table has no free word after a rebuild")),
+            (None, None) => return Err(corrupt("table has no free word")),
         }
         Ok(())
     }
