@@ -706,22 +706,26 @@ impl Locked<'_> {
             .iter()
             .fold(0usize, |a, v| a.saturating_add(rec_size(0, v.len())));
         let c = self.s.ctrl();
-        if len.saturating_add(vals.len()) > r.cap() || add > self.s.half - r.top {
-            self.rebuild(r, true, Change::Extend { vals })?;
-            if self.len_in(&self.root()?)? != len {
-                return Err(corrupt("list changed under the lock"));
-            }
-        } else {
+        let mut in_place = len.saturating_add(vals.len()) <= r.cap() && add <= self.s.half - r.top;
+        if in_place {
             for (k, v) in vals.iter().enumerate() {
+                // Fails only for a length past its header's 32 bits (the sizes fit): what was
+                // appended before is reachable by no reader, and the rebuild below says why.
                 let Some(off) = self.append(&mut r, &[], v) else {
-                    // Only a length past its header's 32 bits fails here (the sizes fit):
-                    // drop what was appended, which no reader sees; the rebuild says why.
-                    return self.rebuild(self.root()?, true, Change::Extend { vals });
+                    in_place = false;
+                    break;
                 };
                 // Words at and past `len` are reachable by no reader until `len` moves.
                 self.set_word(&r, len + k, off as u64);
             }
+        }
+        if in_place {
             adjust(&c.live, add, 0);
+        } else {
+            self.rebuild(self.root()?, true, Change::Extend { vals })?;
+            if self.len_in(&self.root()?)? != len {
+                return Err(corrupt("list changed under the lock"));
+            }
         }
         // SYNC POINT (commit): the new elements become visible together.
         c.len.store((len + vals.len()) as u64, Ordering::Release);
