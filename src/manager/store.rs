@@ -294,14 +294,10 @@ impl Loc {
 enum Change<'a> {
     /// None: a plain compaction (the repair after a dead holder).
     None,
-    /// Dict: `key` (hash `hash`) maps to `val`; `old` is the table index (in the table being
-    /// copied) of the record it replaces, which is left behind.
-    Put {
-        key: &'a [u8],
-        val: &'a [u8],
-        hash: u64,
-        old: Option<usize>,
-    },
+    /// Dict: `key` (hash `hash`) maps to `val`. The record it replaces is left behind — every
+    /// record of that key, should a peer's garbage have made two, so that the new one is the
+    /// one lookups find.
+    Put { key: &'a [u8], val: &'a [u8], hash: u64 },
     /// List: element `index` becomes `val`.
     Set { index: usize, val: &'a [u8] },
     /// List: `vals` are written past `len` (published by the caller's `len` store).
@@ -545,7 +541,6 @@ impl Locked<'_> {
             key,
             val,
             hash: loc.hash,
-            old: loc.found.map(|(i, _)| i),
         };
         if loc.found.is_none() {
             let used = (hint(&c.used) as usize).min(r.cap());
@@ -806,9 +801,11 @@ impl Locked<'_> {
         let mut key = Vec::new();
         let mut n = 0;
         self.each_live(&r, |slot, off, klen, vlen| {
+            if self.replaced(&r, slot, off, klen, &change) {
+                // Left behind; the new record is added below.
+                return Ok(());
+            }
             let at = match change {
-                // The replaced record is left behind; the new one is added below.
-                Change::Put { old: Some(i), .. } if i == slot => return Ok(()),
                 Change::Set { index, val } if index == slot => {
                     self.write_at_top(&mut nr, &[], val).ok_or_else(changed)?
                 }
@@ -863,9 +860,11 @@ impl Locked<'_> {
     /// [`rebuild`](Self::rebuild); `LimitExceeded` if they do not fit even with the smallest.
     fn plan(&self, r: &Root, grow: bool, change: &Change<'_>) -> Result<Plan, ManagerError> {
         let (mut n, mut bytes) = (0usize, 0usize);
-        self.each_live(r, |slot, _, klen, vlen| {
+        self.each_live(r, |slot, off, klen, vlen| {
+            if self.replaced(r, slot, off, klen, change) {
+                return Ok(());
+            }
             let size = match *change {
-                Change::Put { old: Some(i), .. } if i == slot => return Ok(()),
                 Change::Set { index, val } if index == slot => rec_size(0, val.len()),
                 _ => rec_size(klen, vlen),
             };
@@ -911,6 +910,17 @@ impl Locked<'_> {
             ));
         }
         Ok(Plan { n, bytes, log })
+    }
+
+    /// Whether the live dict record at table index `slot`, offset `off` (key of `klen` bytes,
+    /// checked) of `r` is one that `change` replaces: a record of the key being put.
+    fn replaced(&self, r: &Root, slot: usize, off: usize, klen: usize, change: &Change<'_>) -> bool {
+        match *change {
+            Change::Put { key, hash, .. } => {
+                self.word(r, slot) >> 40 == tag(hash) && klen == key.len() && self.equals(r, off + 8, key)
+            }
+            _ => false,
+        }
     }
 
     /// Puts the record at `at` of `nr`'s (new, unpublished) table into the first empty word
