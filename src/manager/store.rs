@@ -785,6 +785,8 @@ impl Locked<'_> {
     /// current size, or with `grow` the size for a load of at most 1/2 ([`grown_log`], a list
     /// never below its current size). If even the smallest does not fit, the change fails
     /// with `LimitExceeded` naming exactly what the contents after it need.
+    #[cold]
+    #[inline(never)]
     fn rebuild(&mut self, r: Root, grow: bool, change: Change<'_>) -> Result<(), ManagerError> {
         let plan = self.plan(&r, grow, &change)?;
         let other = 1 - r.half;
