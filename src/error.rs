@@ -624,11 +624,18 @@ pub enum ManagerError {
     #[error("this thread already holds the container's lock; waiting would deadlock")]
     WouldDeadlock,
     /// The change does not fit in the container's memory limit; nothing was changed.
+    ///
+    /// Exact: a change fails with it if and only if the container's live contents after the
+    /// change — one padded record per entry plus the smallest table the rule allows for their
+    /// number — exceed one half of the segment. Replaced records, removed entries and spare
+    /// table words never count. The rule, with an example, is in the
+    /// [manager docs](crate::manager#the-memory-limit-exactly).
     #[error("the container would outgrow its memory limit: {needed} bytes needed, {limit} available")]
     LimitExceeded {
-        /// Bytes the container would need after compaction.
+        /// Bytes the live contents after the change need: the smallest table for their
+        /// number of entries plus their records.
         needed: u64,
-        /// Bytes of one arena half (half of the configured limit, less the control block).
+        /// Bytes of one arena half: `(limit - 128) / 2` rounded down to a multiple of 8.
         limit: u64,
     },
     /// A key or value could not be encoded, or stored bytes did not decode as the expected

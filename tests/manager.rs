@@ -1088,6 +1088,675 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
 }
 
 // ------------------------------------------------------------------------------------------
+// 5b. The limit rule: a change succeeds exactly when the live contents after it fit
+// ------------------------------------------------------------------------------------------
+
+/// The rule of the `shmproc::manager` module docs, restated so that the tests hold the
+/// library to the documented sizes rather than to its own arithmetic.
+mod rule {
+    use serde::Serialize;
+
+    /// Bytes of the control block before the two halves.
+    const CTRL: usize = 128;
+
+    /// Bytes of one half: `LimitExceeded::limit` for a container of `limit` bytes.
+    pub fn half(limit: usize) -> u64 {
+        (((limit.max(4096) - CTRL) / 2) & !7) as u64
+    }
+
+    /// Bytes of one record whose key and value encode to `k` and `v` bytes.
+    pub fn record(k: usize, v: usize) -> u64 {
+        8 + (k + v).next_multiple_of(8) as u64
+    }
+
+    /// Table bytes of a dict (or namespace) of `n` entries: the smallest power of two of at
+    /// least 8 words that `n` fill to at most 3/4.
+    pub fn dict_table(n: usize) -> u64 {
+        let mut c = 8;
+        while 4 * n > 3 * c {
+            c *= 2;
+        }
+        8 * c as u64
+    }
+
+    /// Table bytes of a list of `n` elements: a power of two of at least 8 words, at least `n`.
+    pub fn list_table(n: usize) -> u64 {
+        8 * n.max(8).next_power_of_two() as u64
+    }
+
+    /// Bytes of `v`'s encoding.
+    pub fn enc<T: Serialize + ?Sized>(v: &T) -> usize {
+        postcard::to_allocvec(v).unwrap().len()
+    }
+}
+
+fn limit_of(e: &ManagerError) -> Option<(u64, u64)> {
+    match e {
+        ManagerError::LimitExceeded { needed, limit } => Some((*needed, *limit)),
+        _ => None,
+    }
+}
+
+/// The issue's dict: `Dict<String, u64>` with a 6 KiB limit; keys `k{i}`, values `i`.
+const ISSUE_LIMIT: usize = 6144;
+
+fn issue_key(i: u64) -> String {
+    format!("k{i}")
+}
+
+/// What the issue's dict needs for `n` keys `k{i}` with values `i` (`i < 10_000`: every
+/// record is 16 bytes).
+fn issue_needed(n: usize) -> u64 {
+    rule::dict_table(n) + n as u64 * rule::record(5, 3)
+}
+
+/// Fills the dict with `k0, k1, …` until an insert fails: how many fit, and the error.
+fn fill_issue_dict(d: Dict<String, u64>) -> (u64, Option<(u64, u64)>) {
+    let mut n = 0;
+    loop {
+        match d.insert(&issue_key(n), &n) {
+            Ok(()) => n += 1,
+            Err(e) => return (n, limit_of(&e)),
+        }
+        assert!(n < 10_000);
+    }
+}
+
+/// Removes `removed` keys (`k0, k3, k6, …`), inserts as many new ones (`k{first_new + j}`),
+/// then one more: the errors of the first inserts (there should be none) and the last one's.
+fn remove_then_insert((d, removed, first_new): (Dict<String, u64>, u64, u64)) -> (Vec<String>, String) {
+    for i in 0..removed {
+        assert_eq!(d.remove(&issue_key(3 * i)).unwrap(), Some(3 * i));
+    }
+    let mut failed = Vec::new();
+    for j in first_new..first_new + removed {
+        if let Err(e) = d.insert(&issue_key(j), &j) {
+            failed.push(format!("{} after removing {removed}: {e}", issue_key(j)));
+        }
+    }
+    let last = first_new + removed;
+    (failed, format!("{:?}", d.insert(&issue_key(last), &last)))
+}
+
+#[test]
+fn a_full_dict_takes_new_keys_after_removals() {
+    let _g = shared();
+    bounded("issue 12 item 6", || {
+        let half = rule::half(ISSUE_LIMIT);
+        // 96 keys fit (a table of 128 words); a 97th needs a table of 256 words.
+        assert!(issue_needed(96) <= half && issue_needed(97) > half);
+        for (fill_m, other_m) in [(METHODS[0], METHODS[1]), (METHODS[1], METHODS[0])] {
+            for removed in [1u64, 12, 24, 32] {
+                let d = Manager::with_limit(ISSUE_LIMIT).dict::<String, u64>().unwrap();
+                let (n, err) = join(&mut start(fill_m, fill_issue_dict, d.clone_handle().unwrap()));
+                assert_eq!(n, 96, "{fill_m:?}: keys that fit");
+                assert_eq!(err, Some((issue_needed(97), half)), "{fill_m:?}: the 97th key");
+                let args = (d.clone_handle().unwrap(), removed, 1000);
+                let (failed, last) = join(&mut start(other_m, remove_then_insert, args));
+                assert!(failed.is_empty(), "{fill_m:?} then {other_m:?}: {failed:?}");
+                let full = format!(
+                    "{:?}",
+                    Err::<(), _>(ManagerError::LimitExceeded {
+                        needed: issue_needed(97),
+                        limit: half
+                    })
+                );
+                assert_eq!(last, full, "{fill_m:?} then {other_m:?}: one key too many");
+                let mut expect: Vec<(String, u64)> = (0..96)
+                    .filter(|i| i % 3 != 0 || i / 3 >= removed)
+                    .chain(1000..1000 + removed)
+                    .map(|i| (issue_key(i), i))
+                    .collect();
+                expect.sort();
+                let mut items = d.items().unwrap();
+                items.sort();
+                assert_eq!(items, expect, "{fill_m:?} then {other_m:?}, {removed} removed");
+                assert_eq!(d.len().unwrap(), 96);
+            }
+        }
+    });
+}
+
+/// 39 entries of 64-byte records and a table of 64 words: 8 · 64 + 39 · 64 = 3008 bytes, a
+/// whole half of a 6 KiB container.
+const EXACT: u64 = 39;
+
+fn exact_dict() -> Dict<String, Vec<u8>> {
+    let d = Dict::with_limit(ISSUE_LIMIT).unwrap();
+    for i in 0..EXACT {
+        d.insert(&format!("k{i:02}"), &vec![i as u8; 51]).unwrap();
+    }
+    d
+}
+
+fn exact_namespace() -> Namespace {
+    let ns = Namespace::with_limit(ISSUE_LIMIT).unwrap();
+    for i in 0..EXACT {
+        ns.set(&format!("f{i:02}"), &vec![i as u8; 52]).unwrap();
+    }
+    ns
+}
+
+/// 8 elements of 368-byte records and a table of 8 words: 64 + 8 · 368 = 3008 bytes.
+fn exact_list() -> List<Vec<u8>> {
+    let l = List::with_limit(ISSUE_LIMIT).unwrap();
+    for i in 0..8 {
+        l.push(&vec![i as u8; 357]).unwrap();
+    }
+    l
+}
+
+type Exact = (Dict<String, Vec<u8>>, Namespace, List<Vec<u8>>);
+
+/// Replaces values of an exactly full dict, namespace and list with values of the same size
+/// (which must work), then tries one byte more (which must not): the outcomes, in order.
+fn replace_in_exactly_full((d, ns, l): Exact) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut note = |what: &str, r: Result<(), ManagerError>| out.push(format!("{what}: {r:?}"));
+    note(
+        "dict update_with",
+        d.update_with(&"k05".into(), |v| vec![v.unwrap()[0] + 100; 51])
+            .map(drop),
+    );
+    note("dict insert", d.insert(&"k06".into(), &vec![200; 51]));
+    note("dict setdefault", d.setdefault(&"k07".into(), &vec![]).map(drop));
+    note(
+        "dict guard update_with",
+        d.lock()
+            .and_then(|mut g| g.update_with(&"k08".into(), |_| vec![208; 51]).map(drop)),
+    );
+    note(
+        "dict grow a value",
+        d.update_with(&"k09".into(), |_| vec![0; 52]).map(drop),
+    );
+    note("dict new key", d.insert(&"k99".into(), &vec![]));
+    note("namespace set", ns.set("f05", &vec![105u8; 52]));
+    note(
+        "namespace update_with",
+        ns.update_with("f06", |v: Option<Vec<u8>>| vec![v.unwrap()[0] + 100; 52])
+            .map(drop),
+    );
+    note("namespace grow a field", ns.set("f07", &vec![0u8; 53]));
+    note("list set", l.set(3, &vec![103; 357]));
+    note(
+        "list update_with",
+        l.update_with(4, |v| vec![v[0] + 100; 357]).map(drop),
+    );
+    note("list grow an element", l.set(5, &vec![0; 359]));
+    note("list push", l.push(&vec![]));
+    out
+}
+
+#[test]
+fn replacing_values_of_an_exactly_full_container_works() {
+    let _g = shared();
+    bounded("exactly full", || {
+        let half = rule::half(ISSUE_LIMIT);
+        let rec = rule::record(4, 52);
+        assert_eq!(rule::dict_table(EXACT as usize) + EXACT * rec, half);
+        assert_eq!(rule::record(3, 53), rec);
+        let lrec = rule::record(0, 359);
+        assert_eq!(rule::enc(&vec![0u8; 357]), 359);
+        // The values that grow by one byte grow their record by 8.
+        assert_eq!(rule::record(4, rule::enc(&vec![0u8; 52])), rec + 8);
+        assert_eq!(rule::record(3, rule::enc(&vec![0u8; 53])), rec + 8);
+        assert_eq!(rule::record(0, rule::enc(&vec![0u8; 359])), lrec + 8);
+        assert_eq!(rule::list_table(8) + 8 * lrec, half);
+        let full = |needed: u64| {
+            format!(
+                "{:?}",
+                Err::<(), _>(ManagerError::LimitExceeded { needed, limit: half })
+            )
+        };
+        let expect = [
+            "dict update_with: Ok(())".to_string(),
+            "dict insert: Ok(())".into(),
+            "dict setdefault: Ok(())".into(),
+            "dict guard update_with: Ok(())".into(),
+            format!("dict grow a value: {}", full(half + 8)),
+            format!(
+                "dict new key: {}",
+                full(half + rule::dict_table(40) - rule::dict_table(39) + 16)
+            ),
+            "namespace set: Ok(())".into(),
+            "namespace update_with: Ok(())".into(),
+            format!("namespace grow a field: {}", full(half + 8)),
+            "list set: Ok(())".into(),
+            "list update_with: Ok(())".into(),
+            format!("list grow an element: {}", full(half + 8)),
+            format!(
+                "list push: {}",
+                full(half + rule::list_table(9) - rule::list_table(8) + 16)
+            ),
+        ];
+        for m in [None, Some(METHODS[0]), Some(METHODS[1])] {
+            let (d, ns, l) = (exact_dict(), exact_namespace(), exact_list());
+            let args = (
+                d.clone_handle().unwrap(),
+                ns.clone_handle().unwrap(),
+                l.clone_handle().unwrap(),
+            );
+            let got = match m {
+                None => replace_in_exactly_full(args),
+                Some(m) => join(&mut start(m, replace_in_exactly_full, args)),
+            };
+            assert_eq!(got, expect, "{m:?}");
+            let mut items = d.items().unwrap();
+            items.sort();
+            let want: Vec<(String, Vec<u8>)> = (0..EXACT)
+                .map(|i| {
+                    let v = match i {
+                        5 => vec![105; 51],
+                        6 => vec![200; 51],
+                        8 => vec![208; 51],
+                        i => vec![i as u8; 51],
+                    };
+                    (format!("k{i:02}"), v)
+                })
+                .collect();
+            assert_eq!(items, want, "{m:?}");
+            for i in 0..EXACT {
+                let want = match i {
+                    5 => vec![105u8; 52],
+                    6 => vec![106; 52],
+                    i => vec![i as u8; 52],
+                };
+                assert_eq!(
+                    ns.get::<Vec<u8>>(&format!("f{i:02}")).unwrap(),
+                    Some(want),
+                    "{m:?}"
+                );
+            }
+            let want: Vec<Vec<u8>> = (0..8u8)
+                .map(|i| match i {
+                    3 => vec![103; 357],
+                    4 => vec![104; 357],
+                    i => vec![i; 357],
+                })
+                .collect();
+            assert_eq!(l.snapshot().unwrap(), want, "{m:?}");
+        }
+    });
+}
+
+/// One operation of the property test; values are `vec![byte; len]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Op {
+    Insert(u16, u16, u8),
+    UpdateWith(u16, u16, u8),
+    Setdefault(u16, u16, u8),
+    Remove(u16),
+    Update(Vec<(u16, u16, u8)>),
+    Push(u16, u8),
+    Extend(Vec<(u16, u8)>),
+    Set(u16, u16, u8),
+    ListUpdateWith(u16, u16, u8),
+    Pop,
+    NsSet(u16, u16, u8),
+    NsUpdateWith(u16, u16, u8),
+    NsRemove(u16),
+    Clear(u8),
+}
+
+fn bytes(len: u16, b: u8) -> Vec<u8> {
+    vec![b; usize::from(len)]
+}
+
+fn field(i: u16) -> String {
+    format!("field{}", "x".repeat(usize::from(i % 9)) + &i.to_string())
+}
+
+type Models = (
+    std::collections::BTreeMap<u16, Vec<u8>>,
+    Vec<Vec<u8>>,
+    std::collections::BTreeMap<String, Vec<u8>>,
+);
+type Handles = (Dict<u16, Vec<u8>>, List<Vec<u8>>, Namespace);
+
+/// A value length: mostly small, sometimes a few hundred bytes, rarely more than a KiB.
+fn some_len(rng: &mut XorShift) -> u16 {
+    match rng.below(20) {
+        0..=11 => rng.below(40) as u16,
+        12..=18 => rng.below(400) as u16,
+        _ => 1000 + rng.below(1500) as u16,
+    }
+}
+
+fn some_op(rng: &mut XorShift, list_len: usize) -> Op {
+    let (k, len, b) = (rng.below(60) as u16, some_len(rng), rng.next() as u8);
+    match rng.below(100) {
+        0..=19 => Op::Insert(k, len, b),
+        20..=29 => Op::UpdateWith(k, len, b),
+        30..=34 => Op::Setdefault(k, len, b),
+        35..=44 => Op::Remove(k),
+        45..=46 => Op::Update((0..rng.below(5)).map(|i| (k + i as u16, len, b)).collect()),
+        47..=56 => Op::Push(len, b),
+        57..=59 => Op::Extend((0..rng.below(6)).map(|i| (len / (i as u16 + 1), b)).collect()),
+        60..=66 if list_len > 0 => Op::Set(rng.below(list_len as u64) as u16, len, b),
+        67..=70 if list_len > 0 => Op::ListUpdateWith(rng.below(list_len as u64) as u16, len, b),
+        60..=75 => Op::Pop,
+        76..=87 => Op::NsSet(k % 40, len, b),
+        88..=93 => Op::NsUpdateWith(k % 40, len, b),
+        94..=98 => Op::NsRemove(k % 40),
+        _ => Op::Clear(b % 3),
+    }
+}
+
+/// The value an update_with computes: from the old one's first byte and length, when there.
+fn updated(old: Option<&Vec<u8>>, len: u16, b: u8) -> Vec<u8> {
+    match old {
+        Some(o) => vec![o.first().copied().unwrap_or(b).wrapping_add(1); usize::from(len).max(o.len() / 2)],
+        None => bytes(len, b),
+    }
+}
+
+/// Runs `op` on the containers: `Ok`, or the `LimitExceeded` fields (any other error panics).
+fn run_op((d, l, ns): &Handles, op: &Op) -> Result<(), (u64, u64)> {
+    let r = match op.clone() {
+        Op::Insert(k, len, b) => d.insert(&k, &bytes(len, b)),
+        Op::UpdateWith(k, len, b) => d.update_with(&k, |o| updated(o.as_ref(), len, b)).map(drop),
+        Op::Setdefault(k, len, b) => d.setdefault(&k, &bytes(len, b)).map(drop),
+        Op::Remove(k) => d.remove(&k).map(drop),
+        Op::Update(pairs) => d.update(pairs.into_iter().map(|(k, len, b)| (k, bytes(len, b)))),
+        Op::Push(len, b) => l.push(&bytes(len, b)),
+        Op::Extend(vals) => l.extend(vals.into_iter().map(|(len, b)| bytes(len, b))),
+        Op::Set(i, len, b) => l.set(usize::from(i), &bytes(len, b)),
+        Op::ListUpdateWith(i, len, b) => l
+            .update_with(usize::from(i), |o| updated(Some(&o), len, b))
+            .map(drop),
+        Op::Pop => l.pop().map(drop),
+        Op::NsSet(i, len, b) => ns.set(&field(i), &bytes(len, b)),
+        Op::NsUpdateWith(i, len, b) => ns
+            .update_with(&field(i), |o: Option<Vec<u8>>| updated(o.as_ref(), len, b))
+            .map(drop),
+        Op::NsRemove(i) => ns.remove(&field(i)).map(drop),
+        Op::Clear(0) => d.clear(),
+        Op::Clear(1) => l.clear(),
+        Op::Clear(_) => {
+            for name in ns.names().unwrap() {
+                ns.remove(&name).unwrap();
+            }
+            Ok(())
+        }
+    };
+    r.map_err(|e| limit_of(&e).unwrap_or_else(|| panic!("{op:?}: {e}")))
+}
+
+fn run_ops((h, ops): (Handles, Vec<Op>)) -> Vec<Result<(), (u64, u64)>> {
+    ops.iter().map(|op| run_op(&h, op)).collect()
+}
+
+fn dict_needed(m: &std::collections::BTreeMap<u16, Vec<u8>>) -> u64 {
+    rule::dict_table(m.len())
+        + m.iter()
+            .map(|(k, v)| rule::record(rule::enc(k), rule::enc(v)))
+            .sum::<u64>()
+}
+
+fn list_needed(m: &[Vec<u8>]) -> u64 {
+    rule::list_table(m.len()) + m.iter().map(|v| rule::record(0, rule::enc(v))).sum::<u64>()
+}
+
+fn ns_needed(m: &std::collections::BTreeMap<String, Vec<u8>>) -> u64 {
+    rule::dict_table(m.len())
+        + m.iter()
+            .map(|(k, v)| rule::record(k.len(), rule::enc(v)))
+            .sum::<u64>()
+}
+
+/// Applies `op` to the models by the documented rule: what the containers must answer.
+fn model_op(models: &mut Models, op: &Op, half: u64) -> Result<(), (u64, u64)> {
+    // Tries a change: kept if what it leaves fits, else the model is unchanged.
+    fn attempt<M: Clone>(
+        m: &mut M,
+        half: u64,
+        needed: fn(&M) -> u64,
+        f: impl FnOnce(&mut M),
+    ) -> Result<(), (u64, u64)> {
+        let mut next = m.clone();
+        f(&mut next);
+        let n = needed(&next);
+        if n > half {
+            return Err((n, half));
+        }
+        *m = next;
+        Ok(())
+    }
+    let (d, l, ns) = models;
+    match op.clone() {
+        Op::Insert(k, len, b) => attempt(d, half, dict_needed, |d| drop(d.insert(k, bytes(len, b)))),
+        Op::UpdateWith(k, len, b) => attempt(d, half, dict_needed, |d| {
+            let v = updated(d.get(&k), len, b);
+            d.insert(k, v);
+        }),
+        Op::Setdefault(k, len, b) => attempt(d, half, dict_needed, |d| {
+            d.entry(k).or_insert(bytes(len, b));
+        }),
+        Op::Remove(k) => attempt(d, half, dict_needed, |d| drop(d.remove(&k))),
+        Op::Update(pairs) => {
+            for (k, len, b) in pairs {
+                attempt(d, half, dict_needed, |d| drop(d.insert(k, bytes(len, b))))?;
+            }
+            Ok(())
+        }
+        Op::Push(len, b) => attempt(l, half, |l| list_needed(l), |l| l.push(bytes(len, b))),
+        Op::Extend(vals) => attempt(
+            l,
+            half,
+            |l| list_needed(l),
+            |l| l.extend(vals.iter().map(|&(len, b)| bytes(len, b))),
+        ),
+        Op::Set(i, len, b) => attempt(l, half, |l| list_needed(l), |l| l[usize::from(i)] = bytes(len, b)),
+        Op::ListUpdateWith(i, len, b) => attempt(
+            l,
+            half,
+            |l| list_needed(l),
+            |l| {
+                let i = usize::from(i);
+                l[i] = updated(Some(&l[i]), len, b);
+            },
+        ),
+        Op::Pop => attempt(l, half, |l| list_needed(l), |l| drop(l.pop())),
+        Op::NsSet(i, len, b) => attempt(ns, half, ns_needed, |ns| drop(ns.insert(field(i), bytes(len, b)))),
+        Op::NsUpdateWith(i, len, b) => attempt(ns, half, ns_needed, |ns| {
+            let v = updated(ns.get(&field(i)), len, b);
+            ns.insert(field(i), v);
+        }),
+        Op::NsRemove(i) => attempt(ns, half, ns_needed, |ns| drop(ns.remove(&field(i)))),
+        Op::Clear(0) => attempt(d, half, dict_needed, |d| d.clear()),
+        Op::Clear(1) => attempt(l, half, |l| list_needed(l), |l| l.clear()),
+        Op::Clear(_) => attempt(ns, half, ns_needed, |ns| ns.clear()),
+    }
+}
+
+fn assert_same(h: &Handles, models: &Models, what: &str) {
+    let (d, l, ns) = h;
+    let items: std::collections::BTreeMap<u16, Vec<u8>> = d.items().unwrap().into_iter().collect();
+    assert_eq!(items, models.0, "{what}: dict");
+    assert_eq!(d.len().unwrap(), models.0.len(), "{what}: dict len");
+    assert_eq!(l.snapshot().unwrap(), models.1, "{what}: list");
+    let mut fields = std::collections::BTreeMap::new();
+    for name in ns.names().unwrap() {
+        let v = ns.get::<Vec<u8>>(&name).unwrap().unwrap();
+        fields.insert(name, v);
+    }
+    assert_eq!(fields, models.2, "{what}: namespace");
+}
+
+#[test]
+fn random_operations_fail_with_limit_exceeded_exactly_when_the_contents_would_not_fit() {
+    let _g = shared();
+    bounded("limit rule", || {
+        let mut rng = XorShift(seed("limit rule"));
+        let (mut ok, mut full) = (0, 0);
+        for limit in [4096, 6144, 8192, 16384] {
+            let half = rule::half(limit);
+            let m = Manager::with_limit(limit);
+            let h: Handles = (m.dict().unwrap(), m.list().unwrap(), m.namespace().unwrap());
+            let mut models = Models::default();
+            // In this process, checking the whole contents after every operation; then a batch
+            // in a child of each start method, checked after the batch.
+            for round in 0..3usize {
+                let in_child = round.checked_sub(1).map(|r| METHODS[r]);
+                let count = if in_child.is_none() { 1500 } else { 300 };
+                let (mut ops, mut expect) = (Vec::new(), Vec::new());
+                for i in 0..count {
+                    let op = some_op(&mut rng, models.1.len());
+                    let e = model_op(&mut models, &op, half);
+                    if in_child.is_some() {
+                        ops.push(op);
+                        expect.push(e);
+                        continue;
+                    }
+                    let g = run_op(&h, &op);
+                    assert_eq!(g, e, "limit {limit}, op {i}: {op:?}");
+                    assert_same(&h, &models, &format!("limit {limit}, after op {i}: {op:?}"));
+                    if g.is_ok() {
+                        ok += 1
+                    } else {
+                        full += 1
+                    }
+                }
+                if let Some(m) = in_child {
+                    let handles = (
+                        h.0.clone_handle().unwrap(),
+                        h.1.clone_handle().unwrap(),
+                        h.2.clone_handle().unwrap(),
+                    );
+                    let got = join(&mut start(m, run_ops, (handles, ops.clone())));
+                    assert_eq!(got.len(), ops.len());
+                    for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
+                        assert_eq!(g, e, "limit {limit}, {m:?} child, op {i}: {:?}", ops[i]);
+                        if g.is_ok() {
+                            ok += 1
+                        } else {
+                            full += 1
+                        }
+                    }
+                }
+                assert_same(
+                    &h,
+                    &models,
+                    &format!("limit {limit}, after round {round} ({in_child:?})"),
+                );
+            }
+        }
+        println!("limit rule: {ok} operations succeeded, {full} refused with LimitExceeded");
+        assert!(
+            full > 200 && ok > 2000,
+            "{ok} succeeded, {full} refused: the test missed the limit"
+        );
+    });
+}
+
+/// The tight dict of the kill test: keys `0..48`, values of up to 90 bytes, 6 KiB: it sits at
+/// its limit, so most changes compact into the other half and many are refused.
+const TIGHT_LIMIT: usize = 6144;
+
+fn tight_op(rng: &mut XorShift) -> Op {
+    let (k, len, b) = (rng.below(48) as u16, rng.below(90) as u16, rng.next() as u8);
+    match rng.below(10) {
+        0..=3 => Op::Insert(k, len, b),
+        4..=6 => Op::UpdateWith(k, len, b),
+        7 => Op::Setdefault(k, len, b),
+        _ => Op::Remove(k),
+    }
+}
+
+type TightArgs = (Dict<u16, Vec<u8>>, shmproc::RawValue<u64>, Event, u64);
+
+/// Runs `tight_op`s from `seed` forever, 20 a guard, counting in `done` the operations that
+/// returned (so the dict is in the state after `done` or `done + 1` of them).
+fn tight_writer((d, done, ready, seed): TightArgs) {
+    let mut rng = XorShift(seed);
+    let mut n = 0;
+    loop {
+        let mut g = d.lock().unwrap();
+        for _ in 0..20 {
+            let r = match tight_op(&mut rng) {
+                Op::Insert(k, len, b) => g.insert(&k, &bytes(len, b)),
+                Op::UpdateWith(k, len, b) => g.update_with(&k, |o| updated(o.as_ref(), len, b)).map(drop),
+                Op::Setdefault(k, len, b) => g.setdefault(&k, &bytes(len, b)).map(drop),
+                Op::Remove(k) => g.remove(&k).map(drop),
+                op => unreachable!("{op:?}"),
+            };
+            tolerate_full(r);
+            n += 1;
+            done.set(n);
+        }
+        drop(g);
+        ready.set();
+    }
+}
+
+#[test]
+fn a_writer_killed_while_compacting_a_full_dict_leaves_the_last_published_state() {
+    let _g = shared();
+    let mut rng = XorShift(seed("tight kills"));
+    let half = rule::half(TIGHT_LIMIT);
+    for m in METHODS {
+        let mut recovered = 0;
+        for trial in 0..TRIALS {
+            let d = Dict::<u16, Vec<u8>>::with_limit(TIGHT_LIMIT).unwrap();
+            let done = shmproc::RawValue::new(0u64).unwrap();
+            let ready = Event::new().unwrap();
+            let s = rng.next() | 1;
+            let args = (
+                d.clone_handle().unwrap(),
+                done.clone_handle().unwrap(),
+                ready.clone_handle().unwrap(),
+                s,
+            );
+            let mut child = start(m, tight_writer, args);
+            await_ready(&ready, &child, "tight writer");
+            std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+            kill_and_reap(&mut child);
+            let what = format!("{m:?} tight trial {trial}");
+            recovered += bounded(&what.clone(), move || {
+                let t0 = Instant::now();
+                let items: std::collections::BTreeMap<u16, Vec<u8>> =
+                    d.items().unwrap().into_iter().collect();
+                assert!(t0.elapsed() < TAKEOVER, "{what}: {:?} to take over", t0.elapsed());
+                let recovered = d.recoveries();
+                assert!(recovered <= 1, "{what}: {recovered} recoveries");
+                // Replay the writer's operations on the model: the dict must be the state
+                // after the `n` that returned, or after the one in flight.
+                let n = done.get();
+                let mut w = XorShift(s);
+                let mut models = Models::default();
+                for _ in 0..n {
+                    let _ = model_op(&mut models, &tight_op(&mut w), half);
+                }
+                if items != models.0 {
+                    let _ = model_op(&mut models, &tight_op(&mut w), half);
+                    assert_eq!(
+                        items, models.0,
+                        "{what}: neither the state after {n} operations nor the next"
+                    );
+                }
+                assert_eq!(d.len().unwrap(), items.len(), "{what}");
+                // And from there on, every operation follows the rule.
+                let h: Handles = (
+                    d,
+                    Manager::new().list().unwrap(),
+                    Manager::new().namespace().unwrap(),
+                );
+                for i in 0..300 {
+                    let op = tight_op(&mut w);
+                    let e = model_op(&mut models, &op, half);
+                    assert_eq!(run_op(&h, &op), e, "{what}: op {i} after the take-over: {op:?}");
+                }
+                assert_same(&h, &models, &what);
+                assert_eq!(h.0.recoveries(), recovered, "{what}: a second recovery");
+                recovered
+            });
+        }
+        println!("tight kills {m:?}: {recovered} recoveries in {TRIALS} kills");
+        assert!(recovered >= 1, "{m:?}: no kill caught the writer with the lock");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // 6. Wrong types and garbage from another process
 // ------------------------------------------------------------------------------------------
 

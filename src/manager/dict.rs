@@ -68,7 +68,8 @@ where
     }
 
     /// A new, empty dict whose segment is `limit` bytes (at least 4096); it holds up to
-    /// about half of that in table and entries.
+    /// about half of that in table and entries (exactly: see
+    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::Dict, fingerprint::<K, V>(), limit, None)?)
     }

@@ -54,7 +54,8 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     }
 
     /// A new, empty list whose segment is `limit` bytes (at least 4096); it holds up to
-    /// about half of that in index and elements.
+    /// about half of that in index and elements (exactly: see
+    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::List, fingerprint::<T>(), limit, None)?)
     }

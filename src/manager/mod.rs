@@ -21,7 +21,8 @@
 //!   copied into the other half with a fresh table, and the halves swap with one store. The
 //!   freed half is given back to the kernel (`MADV_REMOVE`), so resident memory is what the
 //!   active half uses (live records plus replaced ones not yet compacted), not the limit. A
-//!   container can thus hold up to half its limit.
+//!   container can thus hold up to half its limit, exactly as stated
+//!   [below](#the-memory-limit-exactly).
 //! - **Readers lock too.** Every access, reads included, holds the lock, so there is no
 //!   lock-free protocol to get wrong: a dead reader costs the next locker a compaction.
 //! - **A process killed mid-operation** (even by `SIGKILL`) never leaves the container
@@ -39,6 +40,41 @@
 //! - **Handles** travel like every other shmproc handle: moved into a `Fork` child, passed
 //!   as an argument of a spawned child or of a pool initializer, or duplicated with
 //!   `clone_handle`. The memory is freed when the last handle in any process is dropped.
+//!
+//! # The memory limit, exactly
+//!
+//! A container of `limit` bytes (the segment, at least 4096) has two halves of
+//! **H = ⌊(limit − 128) / 2⌋**, rounded down to a multiple of 8 (128 bytes are the control
+//! block). H is [`LimitExceeded`](ManagerError::LimitExceeded)`::limit`. Contents take:
+//!
+//! - **a record per entry** of `8 + round_up_8(k + v)` bytes, `k` and `v` being the lengths of
+//!   the key's and the value's postcard encodings (a [`Namespace`] field's key is its name's
+//!   UTF-8 bytes; a [`List`] element has no key, `k = 0`);
+//! - **a table** of 8-byte words: for a [`Dict`] or [`Namespace`] of `n` entries, the smallest
+//!   power of two of at least 8 words that `n` fill to at most 3/4 (`4n ≤ 3·words`); for a
+//!   [`List`] of `n` elements, the smallest power of two of at least 8 words and at least `n`.
+//!
+//! **needed = table + records of the contents after the change.** A change — `insert`,
+//! `update` (pair by pair: the pairs before a failing one stay), `update_with`, `setdefault`,
+//! a namespace's `set` and `update_with`, a list's `push`, `extend` (all or nothing), `set`
+//! and `update_with` — succeeds if and only if `needed ≤ H`; otherwise it fails with
+//! `LimitExceeded { needed, limit: H }` and changes nothing. Removals, `pop` and `clear`
+//! always succeed. What the rule leaves out never counts: replaced records, removed entries
+//! (tombstones) and a table larger than the smallest one. When the active half cannot take a
+//! change in place, the live contents *with the change applied* are compacted into the other
+//! half in one step, published by one store (a table that must grow gets a load of at most
+//! 1/2 when that fits, else the largest size that fits, down to the smallest above).
+//!
+//! For example, `Dict::<String, u64>::with_limit(6144)` has H = 3008. Keys `"k0"` to `"k95"`
+//! with values below 128 take 16-byte records, and 96 entries a table of 128 words:
+//! 1024 + 1536 = 2560 bytes. A 97th key needs 256 words: 2048 + 97 · 16 = 3600 > 3008, so it
+//! fails with `LimitExceeded { needed: 3600, limit: 3008 }`; after any removal it fits again,
+//! and replacing a value by one of the same record size always fits.
+//!
+//! Near its limit a dict whose table cannot double compacts whenever insertions have filled
+//! 3/4 of the table's words, counting tombstones, and a full half compacts on each change;
+//! a compaction copies the live contents once. (A key or value whose encoding is 4 GiB or
+//! more cannot be stored at all: it is refused with [`ManagerError::Codec`] if it would fit.)
 //!
 //! # Unrelated processes
 //!

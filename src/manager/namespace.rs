@@ -53,7 +53,9 @@ impl Namespace {
         Self::with_limit(DEFAULT_LIMIT)
     }
 
-    /// A new, empty namespace whose segment is `limit` bytes (at least 4096).
+    /// A new, empty namespace whose segment is `limit` bytes (at least 4096); it holds up to
+    /// about half of that in table and fields (exactly: see
+    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::Dict, fingerprint(), limit, None)?)
     }

@@ -29,6 +29,21 @@
 //! bytes that the next compaction drops. The dict's `len`/`used`/`live` counters are hints
 //! written after the commit; after a writer died the next locker rebuilds them by compacting.
 //!
+//! # Compaction carries the change
+//!
+//! When a change cannot be made in place — the half has no room for the new record, or a
+//! dict's table has no free word or would pass 3/4 of its words used (tombstones included),
+//! or a list's table is too short — [`Locked::rebuild`] copies the live contents *with the
+//! change applied* into the inactive half: a replaced dict record is left behind and the new
+//! one added, a set list element is written in place of the old one, extended elements are
+//! written past `len`. The root store that publishes the compaction publishes the change
+//! with it (an extension still waits for its `len` store). Before writing anything the
+//! rebuild sizes the result ([`Locked::plan`]) and picks its table: the preferred size if the
+//! result fits with it, else the largest smaller one down to [`min_log`]. So a change fails
+//! with `LimitExceeded` exactly when the live contents after it, with the smallest table the
+//! rule allows, exceed one half (the rule is stated in the [module docs](super)); `needed`
+//! is that size.
+//!
 //! # Untrusted memory
 //!
 //! Everything read from the segment — root word, table words, record headers, `len` — is
@@ -244,7 +259,7 @@ impl Store {
             // but the hints may lag and its unpublished bytes sit above `top`. Compacting
             // rebuilds all of it from the published state (checking every word on the way).
             let root = l.root()?;
-            l.rebuild(root.log, 0)?;
+            l.rebuild(root, false, Change::None)?;
             c.repair.store(0, Ordering::Relaxed);
         }
         Ok(l)
@@ -271,6 +286,29 @@ impl Loc {
     pub(crate) fn is_found(&self) -> bool {
         self.found.is_some()
     }
+}
+
+/// A change that a [`Locked::rebuild`] applies while it copies, so that the same root store
+/// publishes the compaction and the change.
+#[derive(Clone, Copy)]
+enum Change<'a> {
+    /// None: a plain compaction (the repair after a dead holder).
+    None,
+    /// Dict: `key` (hash `hash`) maps to `val`. The record it replaces is left behind — every
+    /// record of that key, should a peer's garbage have made two, so that the new one is the
+    /// one lookups find.
+    Put { key: &'a [u8], val: &'a [u8], hash: u64 },
+    /// List: element `index` becomes `val`.
+    Set { index: usize, val: &'a [u8] },
+    /// List: `vals` are written past `len` (published by the caller's `len` store).
+    Extend { vals: &'a [&'a [u8]] },
+}
+
+/// What a rebuild will produce: `n` entries, `bytes` of records, a table of `2^log` words.
+struct Plan {
+    n: usize,
+    bytes: usize,
+    log: u32,
 }
 
 /// The container with its lock held; dropping it releases the lock.
@@ -400,16 +438,24 @@ impl Locked<'_> {
     /// Writes a record at `top` in the active half and commits the new `top`, or returns
     /// `None` if the half has no room (nothing written).
     fn append(&self, r: &mut Root, key: &[u8], val: &[u8]) -> Option<usize> {
+        let off = self.write_at_top(r, key, val)?;
+        self.commit_root(*r);
+        Some(off)
+    }
+
+    /// Writes a record at `r.top` of `r`'s half and moves `r.top` past it (nothing is
+    /// committed), or returns `None` if it does not fit or a length does not fit its header.
+    fn write_at_top(&self, r: &mut Root, key: &[u8], val: &[u8]) -> Option<usize> {
         let size = rec_size(key.len(), val.len());
-        if key.len() > u32::MAX as usize || val.len() > u32::MAX as usize || size > self.s.half - r.top {
+        if !storable(key, val) || size > self.s.half - r.top {
             return None;
         }
         let off = r.top;
-        // SAFETY: `off + size <= half size`; the bytes above `top` are reachable by no
-        // reader (only a lock holder writes, and we hold the lock); `off` is 8-aligned.
+        // SAFETY: `off + size <= half size`; the bytes above `top` of the active half, and
+        // the whole inactive half, are reachable by no reader (only a lock holder writes, and
+        // we hold the lock); `off` is 8-aligned.
         unsafe { write_record(self.s.base(r.half).add(off), key, val) };
         r.top += size;
-        self.commit_root(*r);
         Some(off)
     }
 
@@ -481,31 +527,29 @@ impl Locked<'_> {
     }
 
     /// Inserts or replaces `key` → `val` at `loc` (from `locate` under this same lock).
+    ///
+    /// The fast path appends the record and publishes it with one table-word store. When the
+    /// table must grow (or be cleared of tombstones), or the half has no room left, the put is
+    /// done by a [`rebuild`](Self::rebuild) that copies the live entries *minus the replaced
+    /// record plus the new one* into the other half: one root store publishes the compaction
+    /// and the change together, so a put succeeds whenever the dict after it fits.
     pub(crate) fn put(&mut self, loc: Loc, key: &[u8], val: &[u8]) -> Result<(), ManagerError> {
         let c = self.s.ctrl();
         let mut r = self.root_of(&loc)?;
-        let mut loc = loc;
         let size = rec_size(key.len(), val.len());
+        let change = Change::Put {
+            key,
+            val,
+            hash: loc.hash,
+        };
         if loc.found.is_none() {
             let used = (hint(&c.used) as usize).min(r.cap());
             if loc.free.is_none() || (used + 1) * 4 > r.cap() * 3 {
-                let len = self.len()?;
-                self.rebuild(grown_log(len + 1), size)?;
-                r = self.root()?;
-                loc = self.locate_in(&r, key, loc.hash)?;
+                return self.rebuild(r, true, change);
             }
         }
-        let off = match self.append(&mut r, key, val) {
-            Some(off) => off,
-            None => {
-                self.rebuild(r.log, size)?;
-                r = self.root()?;
-                loc = self.locate_in(&r, key, loc.hash)?;
-                self.append(&mut r, key, val).ok_or(ManagerError::LimitExceeded {
-                    needed: (r.top + size) as u64,
-                    limit: self.s.half as u64,
-                })?
-            }
+        let Some(off) = self.append(&mut r, key, val) else {
+            return self.rebuild(r, false, change);
         };
         let w = tag(loc.hash) << 40 | (off as u64 >> 3);
         match (loc.found, loc.free) {
@@ -523,7 +567,7 @@ impl Locked<'_> {
                 }
                 adjust(&c.live, size, 0);
             }
-            (None, None) => return Err(corrupt("table has no free word after a rebuild")),
+            (None, None) => return Err(corrupt("table has no free word")),
         }
         Ok(())
     }
@@ -542,25 +586,24 @@ impl Locked<'_> {
         Ok(())
     }
 
-    /// Calls `f(n, offset, key_len, val_len)` for each live record under `r`, checked: a
-    /// dict's in table order, a list's elements `0..len` in order (`n` counts from 0).
+    /// Calls `f(slot, offset, key_len, val_len)` for each live record under `r`, checked: a
+    /// dict's in table order (`slot` is the table index), a list's elements `0..len` in order
+    /// (`slot` is the element index).
     fn each_live(
         &self,
         r: &Root,
         mut f: impl FnMut(usize, usize, usize, usize) -> Result<(), ManagerError>,
     ) -> Result<(), ManagerError> {
-        let mut visit = |n: usize, off: usize| {
+        let mut visit = |slot: usize, off: usize| {
             let (klen, vlen) = self.record(r, off)?;
-            f(n, off, klen, vlen)
+            f(slot, off, klen, vlen)
         };
         match self.s.kind {
             Kind::Dict => {
-                let mut n = 0;
                 for i in 0..r.cap() {
                     let w = self.word(r, i);
                     if w != EMPTY && w != TOMB {
-                        visit(n, ((w & OFF_MASK) << 3) as usize)?;
-                        n += 1;
+                        visit(i, ((w & OFF_MASK) << 3) as usize)?;
                     }
                 }
             }
@@ -647,51 +690,54 @@ impl Locked<'_> {
     }
 
     /// Appends the encoded values of `vals`, all visible at once (one `len` commit).
+    ///
+    /// If the table or the half has no room, a [`rebuild`](Self::rebuild) copies the elements
+    /// and the new ones into the other half (the new ones past `len`, so still unpublished);
+    /// then one `len` store publishes them either way.
     pub(crate) fn list_extend(&mut self, vals: &[&[u8]]) -> Result<(), ManagerError> {
         let mut r = self.root()?;
         let len = self.len_in(&r)?;
-        let add: usize = vals.iter().map(|v| rec_size(0, v.len())).sum();
-        if len + vals.len() > r.cap() || add > self.s.half - r.top {
-            self.rebuild(grown_log(len + vals.len()).max(r.log), add)?;
-            r = self.root()?;
-            if self.len_in(&r)? != len || len + vals.len() > r.cap() {
+        let add = vals
+            .iter()
+            .fold(0usize, |a, v| a.saturating_add(rec_size(0, v.len())));
+        let c = self.s.ctrl();
+        let mut in_place = len.saturating_add(vals.len()) <= r.cap() && add <= self.s.half - r.top;
+        if in_place {
+            for (k, v) in vals.iter().enumerate() {
+                // Fails only for a length past its header's 32 bits (the sizes fit): what was
+                // appended before is reachable by no reader, and the rebuild below says why.
+                let Some(off) = self.append(&mut r, &[], v) else {
+                    in_place = false;
+                    break;
+                };
+                // Words at and past `len` are reachable by no reader until `len` moves.
+                self.set_word(&r, len + k, off as u64);
+            }
+        }
+        if in_place {
+            adjust(&c.live, add, 0);
+        } else {
+            self.rebuild(self.root()?, true, Change::Extend { vals })?;
+            if self.len_in(&self.root()?)? != len {
                 return Err(corrupt("list changed under the lock"));
             }
         }
-        for (k, v) in vals.iter().enumerate() {
-            let off = self.append(&mut r, &[], v).ok_or(ManagerError::LimitExceeded {
-                needed: (r.top + add) as u64,
-                limit: self.s.half as u64,
-            })?;
-            // Words at and past `len` are reachable by no reader until `len` moves.
-            self.set_word(&r, len + k, off as u64);
-        }
-        let c = self.s.ctrl();
         // SYNC POINT (commit): the new elements become visible together.
         c.len.store((len + vals.len()) as u64, Ordering::Release);
-        adjust(&c.live, add, 0);
         Ok(())
     }
 
     /// Replaces element `i`.
+    ///
+    /// If the half has no room, a [`rebuild`](Self::rebuild) copies the elements into the
+    /// other half with the new value in place of the old one, published by its root store.
     pub(crate) fn list_set(&mut self, i: usize, val: &[u8]) -> Result<(), ManagerError> {
         let mut r = self.root()?;
         let (_, old_n) = self.elem(&r, i)?;
         let size = rec_size(0, val.len());
-        let off = match self.append(&mut r, &[], val) {
-            Some(off) => off,
-            None => {
-                self.rebuild(r.log, size)?;
-                r = self.root()?;
-                self.append(&mut r, &[], val).ok_or(ManagerError::LimitExceeded {
-                    needed: (r.top + size) as u64,
-                    limit: self.s.half as u64,
-                })?
-            }
+        let Some(off) = self.append(&mut r, &[], val) else {
+            return self.rebuild(r, false, Change::Set { index: i, val });
         };
-        if i >= self.len_in(&r)? {
-            return Err(corrupt("list changed under the lock"));
-        }
         self.set_word(&r, i, off as u64);
         let c = self.s.ctrl();
         adjust(&c.live, size, rec_size(0, old_n));
@@ -729,97 +775,173 @@ impl Locked<'_> {
 
     // ------------------------------------------------------------------ compaction
 
-    /// Copies the live contents into the other half with a table of `2^log` words, leaving
-    /// room for `extra` more record bytes, and commits it with one root store. On any error
-    /// nothing is committed: the container is as it was.
-    pub(crate) fn rebuild(&mut self, log: u32, extra: usize) -> Result<(), ManagerError> {
-        let r = self.root()?;
-        let mut log = log.clamp(MIN_LOG, MAX_LOG);
-        if self.s.kind == Kind::Dict {
-            // The counters are hints: the table must hold the entries actually there, plus
-            // one empty word to end every probe. (Growing for load is `put`'s decision: a
-            // repair, or a compaction for a replaced value, keeps the size asked for.)
-            let count = (0..r.cap())
-                .filter(|&i| !matches!(self.word(&r, i), EMPTY | TOMB))
-                .count();
-            if count + 1 > (1usize << log) {
-                log = grown_log(count + 1);
-            }
-        }
+    /// Compacts: copies the live contents under `r` (the current root), with `change` applied,
+    /// into the other half with a fresh table, and commits it with one root store, so the
+    /// compaction and the change are published together (or neither: on any error nothing is
+    /// committed and the container is as it was).
+    ///
+    /// The table is the preferred size if the result fits with it, else the largest smaller
+    /// one that fits, down to the smallest the rule allows ([`min_log`]): preferred is the
+    /// current size, or with `grow` the size for a load of at most 1/2 ([`grown_log`], a list
+    /// never below its current size). If even the smallest does not fit, the change fails
+    /// with `LimitExceeded` naming exactly what the contents after it need.
+    #[cold]
+    #[inline(never)]
+    fn rebuild(&mut self, r: Root, grow: bool, change: Change<'_>) -> Result<(), ManagerError> {
+        let plan = self.plan(&r, grow, &change)?;
         let other = 1 - r.half;
         let mut nr = Root {
             half: other,
-            log,
-            top: 8 << log,
+            log: plan.log,
+            top: 8 << plan.log,
         };
-        // What the new half would need in all: the table, every live record, `extra`.
-        let full = |table: usize| match self.live_bytes(&r) {
-            Ok(live) => ManagerError::LimitExceeded {
-                needed: (table + live + extra) as u64,
-                limit: self.s.half as u64,
-            },
-            Err(e) => e,
-        };
-        if nr.table_bytes() > self.s.half {
-            return Err(full(nr.table_bytes()));
-        }
-        if self.s.kind == Kind::List && self.len_in(&r)? > nr.cap() {
-            return Err(full(nr.table_bytes()));
-        }
-        // SAFETY: the inactive half is reachable by no reader; the table fits (checked).
+        // SAFETY: the inactive half is reachable by no reader; the table fits (planned).
         unsafe { std::ptr::write_bytes(self.s.base(other), 0, nr.table_bytes()) };
-        let mut len = 0;
+        // The plan counted every byte: running out of room now means that the contents
+        // changed since, which only a peer writing without the lock can do.
+        let changed = || corrupt("contents changed during a rebuild");
         let mut key = Vec::new();
-        let mask = nr.cap() - 1;
-        self.each_live(&r, |n, off, klen, vlen| {
-            let at = self
-                .copy_record(&r, off, klen + vlen, &mut nr)
-                .ok_or_else(|| full(nr.table_bytes()))?;
-            let (slot, word) = match self.s.kind {
-                Kind::List => (n, at as u64),
+        let mut n = 0;
+        self.each_live(&r, |slot, off, klen, vlen| {
+            if self.replaced(&r, slot, off, klen, &change) {
+                // Left behind; the new record is added below.
+                return Ok(());
+            }
+            let at = match change {
+                Change::Set { index, val } if index == slot => {
+                    self.write_at_top(&mut nr, &[], val).ok_or_else(changed)?
+                }
+                _ => self
+                    .copy_record(&r, off, klen + vlen, &mut nr)
+                    .ok_or_else(changed)?,
+            };
+            match self.s.kind {
+                Kind::List => self.set_word(&nr, slot, at as u64),
                 Kind::Dict => {
                     self.copy_out(&r, off + 8, klen, &mut key);
-                    let h = hash(&key);
-                    let mut j = h as usize & mask;
-                    let mut probes = 0;
-                    while self.word(&nr, j) != EMPTY {
-                        // Only a peer writing without the lock can fill the new table.
-                        probes += 1;
-                        if probes == nr.cap() {
-                            return Err(corrupt("table changed during a rebuild"));
-                        }
-                        j = (j + 1) & mask;
-                    }
-                    (j, tag(h) << 40 | (at as u64 >> 3))
+                    self.place(&nr, hash(&key), at)?;
                 }
-            };
-            self.set_word(&nr, slot, word);
-            len = n + 1;
+            }
+            n += 1;
             Ok(())
         })?;
-        let live = nr.top - nr.table_bytes();
-        if extra > self.s.half - nr.top {
-            return Err(full(nr.table_bytes()));
+        match change {
+            Change::Put { key, val, hash, .. } => {
+                let at = self.write_at_top(&mut nr, key, val).ok_or_else(changed)?;
+                self.place(&nr, hash, at)?;
+                n += 1;
+            }
+            Change::Extend { vals } => {
+                // Past the list's `len`: the caller's `len` store publishes them.
+                for v in vals {
+                    let at = self.write_at_top(&mut nr, &[], v).ok_or_else(changed)?;
+                    if n >= nr.cap() {
+                        return Err(changed());
+                    }
+                    self.set_word(&nr, n, at as u64);
+                    n += 1;
+                }
+            }
+            Change::None | Change::Set { .. } => {}
+        }
+        if n != plan.n || nr.top - nr.table_bytes() != plan.bytes {
+            return Err(changed());
         }
         self.commit_root(nr);
         let c = self.s.ctrl();
         if self.s.kind == Kind::Dict {
-            c.len.store(len as u64, Ordering::Relaxed);
-            c.used.store(len as u64, Ordering::Relaxed);
+            c.len.store(n as u64, Ordering::Relaxed);
+            c.used.store(n as u64, Ordering::Relaxed);
         }
-        c.live.store(live as u64, Ordering::Relaxed);
+        c.live.store(plan.bytes as u64, Ordering::Relaxed);
         self.release_half(r.half);
         Ok(())
     }
 
-    /// Bytes of the live records under `r` (checked), for an honest `LimitExceeded`.
-    fn live_bytes(&self, r: &Root) -> Result<usize, ManagerError> {
-        let mut sum = 0;
-        self.each_live(r, |_, _, klen, vlen| {
-            sum += rec_size(klen, vlen);
+    /// Sizes the contents under `r` would have after `change`, and picks the table for
+    /// [`rebuild`](Self::rebuild); `LimitExceeded` if they do not fit even with the smallest.
+    fn plan(&self, r: &Root, grow: bool, change: &Change<'_>) -> Result<Plan, ManagerError> {
+        let (mut n, mut bytes) = (0usize, 0usize);
+        self.each_live(r, |slot, off, klen, vlen| {
+            if self.replaced(r, slot, off, klen, change) {
+                return Ok(());
+            }
+            let size = match *change {
+                Change::Set { index, val } if index == slot => rec_size(0, val.len()),
+                _ => rec_size(klen, vlen),
+            };
+            n += 1;
+            bytes = bytes.saturating_add(size);
             Ok(())
         })?;
-        Ok(sum)
+        let mut storable_all = true;
+        match *change {
+            Change::None => {}
+            Change::Put { key, val, .. } => {
+                n += 1;
+                bytes = bytes.saturating_add(rec_size(key.len(), val.len()));
+                storable_all = storable(key, val);
+            }
+            Change::Set { val, .. } => storable_all = storable(&[], val),
+            Change::Extend { vals } => {
+                n = n.saturating_add(vals.len());
+                for v in vals {
+                    bytes = bytes.saturating_add(rec_size(0, v.len()));
+                    storable_all &= storable(&[], v);
+                }
+            }
+        }
+        let min = min_log(self.s.kind, n);
+        let want = match (grow, self.s.kind) {
+            (false, _) => r.log,
+            (true, Kind::Dict) => grown_log(n),
+            (true, Kind::List) => grown_log(n).max(r.log),
+        };
+        let half = self.s.half;
+        let fits = |log: u32| log <= MAX_LOG && (8usize << log) <= half && bytes <= half - (8 << log);
+        let Some(log) = (min..=want.clamp(min, MAX_LOG.max(min))).rev().find(|&l| fits(l)) else {
+            let table = 8u128 << min.min(64);
+            return Err(ManagerError::LimitExceeded {
+                needed: u64::try_from(table + bytes as u128).unwrap_or(u64::MAX),
+                limit: half as u64,
+            });
+        };
+        if !storable_all {
+            return Err(ManagerError::Codec(
+                "a key or value encoded to 4 GiB or more cannot be stored".into(),
+            ));
+        }
+        Ok(Plan { n, bytes, log })
+    }
+
+    /// Whether the live dict record at table index `slot`, offset `off` (key of `klen` bytes,
+    /// checked) of `r` is one that `change` replaces: a record of the key being put.
+    fn replaced(&self, r: &Root, slot: usize, off: usize, klen: usize, change: &Change<'_>) -> bool {
+        match *change {
+            Change::Put { key, hash, .. } => {
+                self.word(r, slot) >> 40 == tag(hash) && klen == key.len() && self.equals(r, off + 8, key)
+            }
+            _ => false,
+        }
+    }
+
+    /// Puts the record at `at` of `nr`'s (new, unpublished) table into the first empty word
+    /// of its probe path.
+    fn place(&self, nr: &Root, h: u64, at: usize) -> Result<(), ManagerError> {
+        let mask = nr.cap() - 1;
+        let mut j = h as usize & mask;
+        let mut probes = 0;
+        while self.word(nr, j) != EMPTY {
+            // The plan leaves a quarter of the table empty: only a peer writing without the
+            // lock can fill it.
+            probes += 1;
+            if probes == nr.cap() {
+                return Err(corrupt("table changed during a rebuild"));
+            }
+            j = (j + 1) & mask;
+        }
+        self.set_word(nr, j, tag(h) << 40 | (at as u64 >> 3));
+        Ok(())
     }
 
     /// Copies a checked record (`body` bytes after its header) from the active half to the
@@ -864,6 +986,25 @@ fn grown_log(n: usize) -> u32 {
         .saturating_mul(2)
         .checked_next_power_of_two()
         .map_or(MAX_LOG + 1, |p| p.trailing_zeros())
+}
+
+/// The smallest table the limit rule allows for `n` entries: at least 8 words, and for a
+/// dict at most 3/4 full (`4n <= 3 * cap`), for a list at least `n` words. (Past `MAX_LOG`
+/// it does not fit any half.)
+fn min_log(kind: Kind, n: usize) -> u32 {
+    let words = match kind {
+        Kind::Dict => n.saturating_mul(4).div_ceil(3),
+        Kind::List => n,
+    };
+    words
+        .max(1 << MIN_LOG)
+        .checked_next_power_of_two()
+        .map_or(64, |p| p.trailing_zeros())
+}
+
+/// Whether a record's lengths fit its header's two 32-bit fields.
+fn storable(key: &[u8], val: &[u8]) -> bool {
+    key.len() <= u32::MAX as usize && val.len() <= u32::MAX as usize
 }
 
 fn hint(a: &AtomicU64) -> u64 {
