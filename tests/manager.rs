@@ -469,29 +469,135 @@ fn tolerate_full(r: Result<(), ManagerError>) {
     }
 }
 
-/// Inserts, replaces, removes and clears, 20 operations a guard, forever.
-fn hammer_dict((d, ready, seed): (Dict<u64, Val>, Event, u64)) {
+/// The dict kill trials' container: the dict, the writer's log of operations (one entry
+/// each, written before the call), and how many calls had returned (written after each).
+type LoggedDict = (Dict<u64, Val>, shmproc::RawArray<u64>, shmproc::RawValue<u64>);
+
+/// Log entries: kind (3 bits), pairs applied of an `update` (3 bits), key (18 bits),
+/// generation (40 bits). Kind 0 (an all-zero word) is "nothing happened".
+const OP_NONE: u64 = 0;
+const OP_SET: u64 = 1;
+const OP_DEL: u64 = 2;
+const OP_UPDATE: u64 = 3;
+const OP_CLEAR: u64 = 4;
+const LOG_CAP: usize = 1 << 20;
+
+fn op(kind: u64, pairs: u64, k: u64, gen: u64) -> u64 {
+    kind | pairs << 3 | k << 6 | gen << 24
+}
+
+/// The dict writer of the kill trials, with every call's effect logged: before a call its
+/// entry, after it the count of calls that returned (a refused change is logged as nothing,
+/// an `update` refused part-way with the pairs it applied).
+fn hammer_dict_logged(
+    (d, ready, seed, log, done): (
+        Dict<u64, Val>,
+        Event,
+        u64,
+        shmproc::RawArray<u64>,
+        shmproc::RawValue<u64>,
+    ),
+) {
     let mut rng = XorShift(seed);
     let mut gen = 0;
+    let mut n = 0;
     loop {
+        if n + 20 > LOG_CAP {
+            ready.set();
+            sleep_forever();
+        }
         let mut g = d.lock().unwrap();
         for _ in 0..20 {
             gen += 1;
             let k = rng.below(DICT_KEYS);
-            let r = match rng.below(100) {
-                0..=44 => g.insert(&k, &val(k, gen)),
-                45..=64 => g.update_with(&k, |_| val(k, gen)).map(drop),
-                65..=79 => g.remove(&k).map(drop),
-                80..=94 => g.discard(&k).map(drop),
-                95..=98 => g.update((k..k + 5).map(|k| (k, val(k, gen)))),
-                _ if rng.below(20) == 0 => g.clear(),
-                _ => g.get(&k).map(drop),
+            let (entry, r) = match rng.below(100) {
+                0..=44 => (op(OP_SET, 0, k, gen), Some(g.insert(&k, &val(k, gen)))),
+                45..=64 => (
+                    op(OP_SET, 0, k, gen),
+                    Some(g.update_with(&k, |_| val(k, gen)).map(drop)),
+                ),
+                65..=79 => (op(OP_DEL, 0, k, gen), Some(g.remove(&k).map(drop))),
+                80..=94 => (op(OP_DEL, 0, k, gen), Some(g.discard(&k).map(drop))),
+                95..=98 => (op(OP_UPDATE, 5, k, gen), None),
+                _ if rng.below(20) == 0 => (op(OP_CLEAR, 0, k, gen), Some(g.clear())),
+                _ => (OP_NONE, Some(g.get(&k).map(drop))),
             };
-            tolerate_full(r);
+            log.set(n, entry).unwrap();
+            let r = r.unwrap_or_else(|| {
+                // Logged before it runs: a kill inside it leaves the entry to the checker.
+                g.update((k..k + 5).map(|k| (k, val(k, gen))))
+            });
+            match r {
+                Ok(()) => {}
+                Err(ManagerError::LimitExceeded { .. }) if entry & 7 == OP_UPDATE => {
+                    // Pairs are applied one by one: count the ones that went in.
+                    let applied = (k..k + 5)
+                        .take_while(|j| g.get(j).unwrap() == Some(val(*j, gen)))
+                        .count() as u64;
+                    log.set(n, op(OP_UPDATE, applied, k, gen)).unwrap();
+                }
+                Err(ManagerError::LimitExceeded { .. }) => log.set(n, OP_NONE).unwrap(),
+                Err(e) => panic!("hammer: {e}"),
+            }
+            n += 1;
+            done.set(n as u64);
         }
         drop(g);
         ready.set();
     }
+}
+
+/// Applies log entry `e` to the model, `pairs` of an `update`'s pairs at most.
+fn replay(model: &mut std::collections::BTreeMap<u64, Val>, e: u64, pairs: u64) {
+    let (kind, applied, k, gen) = (e & 7, (e >> 3) & 7, (e >> 6) & 0x3_ffff, e >> 24);
+    match kind {
+        OP_SET => {
+            model.insert(k, val(k, gen));
+        }
+        OP_DEL => {
+            model.remove(&k);
+        }
+        OP_UPDATE => {
+            for j in k..k + applied.min(pairs) {
+                model.insert(j, val(j, gen));
+            }
+        }
+        OP_CLEAR => model.clear(),
+        _ => {}
+    }
+}
+
+/// Every call the killed writer saw return must have left its effect: the dict equals the
+/// log replayed up to the calls that returned, plus possibly (part of) the one in flight.
+fn check_dict_logged(c: &LoggedDict, m: StartMethod) -> u64 {
+    let (d, log, done) = c;
+    let t0 = Instant::now();
+    let items = d.items().unwrap();
+    assert!(t0.elapsed() < TAKEOVER, "{m:?}: {:?} to take over", t0.elapsed());
+    let n = done.get() as usize;
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..n {
+        replay(&mut model, log.get(i).unwrap(), 5);
+    }
+    let actual: std::collections::BTreeMap<u64, Val> = items.into_iter().collect();
+    let in_flight = if n < LOG_CAP { log.get(n).unwrap() } else { OP_NONE };
+    let outcomes: Vec<_> = (0..=5)
+        .map(|pairs| {
+            let mut after = model.clone();
+            if pairs > 0 {
+                replay(&mut after, in_flight, pairs);
+            }
+            after
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&actual),
+        "{m:?}: after {n} returned calls (in flight {in_flight:#x}) the dict holds {} entries; \
+         the model {} (a committed change was lost, or one appeared from nowhere)",
+        actual.len(),
+        model.len()
+    );
+    check_dict(d, m)
 }
 
 /// Pushes, extends, pops, sets and clears; element `i` is always `val(i, _)`.
@@ -720,10 +826,24 @@ fn a_dict_writer_killed_at_random_moments_leaves_a_whole_dict() {
     let _g = shared();
     kill_trials(
         "dict kills",
-        || Dict::<u64, Val>::with_limit(SMALL).unwrap(),
-        hammer_dict,
-        |d, ev, seed| (d.clone_handle().unwrap(), ev.clone_handle().unwrap(), seed),
-        check_dict,
+        || {
+            (
+                Dict::<u64, Val>::with_limit(SMALL).unwrap(),
+                shmproc::RawArray::new(LOG_CAP).unwrap(),
+                shmproc::RawValue::new(0).unwrap(),
+            )
+        },
+        hammer_dict_logged,
+        |(d, log, done): &LoggedDict, ev, seed| {
+            (
+                d.clone_handle().unwrap(),
+                ev.clone_handle().unwrap(),
+                seed,
+                log.clone_handle().unwrap(),
+                done.clone_handle().unwrap(),
+            )
+        },
+        check_dict_logged,
     );
 }
 
