@@ -510,23 +510,27 @@ fn hammer_dict_logged(
         for _ in 0..20 {
             gen += 1;
             let k = rng.below(DICT_KEYS);
-            let (entry, r) = match rng.below(100) {
-                0..=44 => (op(OP_SET, 0, k, gen), Some(g.insert(&k, &val(k, gen)))),
-                45..=64 => (
-                    op(OP_SET, 0, k, gen),
-                    Some(g.update_with(&k, |_| val(k, gen)).map(drop)),
-                ),
-                65..=79 => (op(OP_DEL, 0, k, gen), Some(g.remove(&k).map(drop))),
-                80..=94 => (op(OP_DEL, 0, k, gen), Some(g.discard(&k).map(drop))),
-                95..=98 => (op(OP_UPDATE, 5, k, gen), None),
-                _ if rng.below(20) == 0 => (op(OP_CLEAR, 0, k, gen), Some(g.clear())),
-                _ => (OP_NONE, Some(g.get(&k).map(drop))),
+            // The call is chosen and logged first, then made: a kill inside it leaves its
+            // entry for the checker.
+            let (entry, call) = match rng.below(100) {
+                0..=44 => (op(OP_SET, 0, k, gen), 0),
+                45..=64 => (op(OP_SET, 0, k, gen), 1),
+                65..=79 => (op(OP_DEL, 0, k, gen), 2),
+                80..=94 => (op(OP_DEL, 0, k, gen), 3),
+                95..=98 => (op(OP_UPDATE, 5, k, gen), 4),
+                _ if rng.below(20) == 0 => (op(OP_CLEAR, 0, k, gen), 5),
+                _ => (OP_NONE, 6),
             };
             log.set(n, entry).unwrap();
-            let r = r.unwrap_or_else(|| {
-                // Logged before it runs: a kill inside it leaves the entry to the checker.
-                g.update((k..k + 5).map(|k| (k, val(k, gen))))
-            });
+            let r = match call {
+                0 => g.insert(&k, &val(k, gen)),
+                1 => g.update_with(&k, |_| val(k, gen)).map(drop),
+                2 => g.remove(&k).map(drop),
+                3 => g.discard(&k).map(drop),
+                4 => g.update((k..k + 5).map(|k| (k, val(k, gen)))),
+                5 => g.clear(),
+                _ => g.get(&k).map(drop),
+            };
             match r {
                 Ok(()) => {}
                 Err(ManagerError::LimitExceeded { .. }) if entry & 7 == OP_UPDATE => {
@@ -590,6 +594,31 @@ fn check_dict_logged(c: &LoggedDict, m: StartMethod) -> u64 {
             after
         })
         .collect();
+    if !outcomes.contains(&actual) {
+        for (k, v) in model.iter() {
+            if actual.get(k) != Some(v) {
+                let hist: Vec<String> = (0..n)
+                    .map(|i| (i, log.get(i).unwrap()))
+                    .filter(|(_, e)| {
+                        let (kind, ap, kk) = (e & 7, (e >> 3) & 7, (e >> 6) & 0x3_ffff);
+                        kind == OP_CLEAR || kk == *k || (kind == OP_UPDATE && kk <= *k && *k < kk + ap)
+                    })
+                    .map(|(i, e)| format!("#{i}:{:#x}", e))
+                    .collect();
+                eprintln!(
+                    "key {k}: model gen {} actual {:?}; history tail {:?}",
+                    v.gen,
+                    actual.get(k).map(|v| v.gen),
+                    &hist[hist.len().saturating_sub(6)..]
+                );
+            }
+        }
+        for k in actual.keys() {
+            if !model.contains_key(k) {
+                eprintln!("key {k}: only in the dict");
+            }
+        }
+    }
     assert!(
         outcomes.contains(&actual),
         "{m:?}: after {n} returned calls (in flight {in_flight:#x}) the dict holds {} entries; \
