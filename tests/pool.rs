@@ -939,7 +939,12 @@ fn dropping_a_busy_pool_kills_its_workers() {
             assert!(t.elapsed() < PROMPT, "{m:?}: drop took {:?}", t.elapsed());
             assert_reaped(workers, &format!("{m:?} drop"));
             for r in running {
-                assert!(r.get_timeout(LONG).is_err(), "{m:?}");
+                let e = r.get_timeout(LONG);
+                assert_eq!(
+                    e,
+                    Err(PoolError::Terminated),
+                    "{m:?}: a task running when its pool dropped"
+                );
             }
             assert_eq!(queued.get_timeout(LONG), Err(PoolError::Terminated), "{m:?}");
         });
@@ -1303,12 +1308,13 @@ fn leak_scenario(m: StartMethod) {
         let r = pool.apply_async(nap, 10_000).unwrap();
         std::thread::sleep(ms(50));
         pool.terminate();
-        assert!(r.get_timeout(LONG).is_err());
+        assert_eq!(r.get_timeout(LONG), Err(PoolError::Terminated), "{what}");
         pool.join().unwrap();
     }
     {
         let pool = builder(m, 2).initializer(setup_panics, ()).build().unwrap();
-        assert!(pool.apply(square, 1).is_err());
+        let e = pool.apply(square, 1);
+        assert!(matches!(e, Err(PoolError::InitializerFailed(_))), "{what}: {e:?}");
     }
 }
 
@@ -1345,7 +1351,10 @@ fn workers_die_with_a_killed_parent() {
             let mut owner = common::start(m, pool_owner, (dir.0.display().to_string(), m));
             let workers = dir.wait_for(2);
             owner.kill().unwrap();
-            assert!(owner.join_timeout(LONG).is_err(), "{m:?}");
+            assert!(
+                matches!(owner.join_timeout(LONG), Err(shmproc::ProcessError::Killed(9))),
+                "{m:?}"
+            );
             for pid in &workers {
                 assert!(
                     eventually(PROMPT, || common::is_dead(*pid)),
