@@ -33,6 +33,14 @@
 //!
 //! Output: a table per case and start method (kills, min, p50, p99, max, mean), then the same
 //! figures as one line of JSON starting with `detect-json: `. No assertion on any time.
+//!
+//! What the code leads one to expect (`sync::park::LIVENESS_SLICE` = 20 ms): a waiter checks
+//! the holder's liveness after each 20 ms slice of sleep, so a death while it waits is seen
+//! 0–20 ms later (p50 ≈ 10 ms), plus the kernel's teardown of the killed child. An acquirer
+//! that arrives after the death finds the word held and sleeps one full slice before its
+//! first liveness check (≈ 20 ms). A receiver that arrives after the death checks at once
+//! only if its handle has not checked in the last 20 ms (the throttle on `check_peer`);
+//! here it had, on the ready message, so it too usually waits one slice.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
