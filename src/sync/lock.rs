@@ -148,7 +148,8 @@ macro_rules! lock_handle {
 /// Like Python's, it is a binary semaphore: [`release`](Self::release) may be called by any
 /// thread or process, and re-acquiring it from the holding thread blocks. Unlike Python's,
 /// a holder that dies (even by `SIGKILL`) does not hang everyone: the next acquirer gets
-/// [`LockError::OwnerDied`] — holding the lock — within about 20 ms of the death (a waiter checks the holder every 20 ms; `cargo bench --bench detect` measures it).
+/// [`LockError::OwnerDied`] — holding the lock — within about 20 ms of the death (a waiter
+/// checks the holder every 20 ms; `cargo bench --bench detect` measures it).
 /// A lock whose holding *thread* exited counts as abandoned the same way.
 ///
 /// ```
