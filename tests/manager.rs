@@ -629,46 +629,146 @@ fn check_dict_logged(c: &LoggedDict, m: StartMethod) -> u64 {
     check_dict(d, m)
 }
 
-/// Pushes, extends, pops, sets and clears; element `i` is always `val(i, _)`.
-fn hammer_list((l, ready, seed): (List<Val>, Event, u64)) {
+/// The list kill trials' container: the list, the writer's log of calls (one entry each,
+/// written before the call) and how many calls had returned (written after each).
+type LoggedList = (List<Val>, shmproc::RawArray<u64>, shmproc::RawValue<u64>);
+
+/// List log entries (fields as [`op`]'s): `extend` of `count` elements `val(first + j, gen)`
+/// (a `push` is one), `pop` (of an empty list: nothing), `set` of element `index` to
+/// `val(index, gen)` (`update_with` too), `clear`. Kind 0 is "nothing happened".
+const L_EXTEND: u64 = 1;
+const L_POP: u64 = 2;
+const L_SET: u64 = 3;
+const L_CLEAR: u64 = 4;
+
+/// Pushes, extends, pops, sets and clears; element `i` is always `val(i, _)`. Every call's
+/// effect is logged before it and the count of calls that returned after it (a refused change
+/// is logged as nothing: a refused `extend` adds none of its elements).
+fn hammer_list(
+    (l, ready, seed, log, done): (
+        List<Val>,
+        Event,
+        u64,
+        shmproc::RawArray<u64>,
+        shmproc::RawValue<u64>,
+    ),
+) {
     let mut rng = XorShift(seed);
     let mut gen = 0;
+    let mut n = 0;
     loop {
+        // At most 20 calls and 50 pops after each: the round's entries fit.
+        if n + 20 * 51 > LOG_CAP {
+            ready.set();
+            sleep_forever();
+        }
         let mut g = l.lock().unwrap();
         for _ in 0..20 {
             gen += 1;
             let len = g.len().unwrap() as u64;
-            let r = match rng.below(100) {
-                _ if len > 300 => g.pop().map(drop),
-                0..=34 => g.push(&val(len, gen)),
+            // The call is chosen and logged first, then made: a kill inside it leaves its
+            // entry for the checker.
+            let (entry, call, i) = match rng.below(100) {
+                _ if len > 300 => (op(L_POP, 0, 0, 0), 2, 0),
+                0..=34 => (op(L_EXTEND, 1, len, gen), 0, 0),
                 35..=49 => {
-                    let n = 1 + rng.below(6);
-                    g.extend((len..len + n).map(|i| val(i, gen)))
+                    let c = 1 + rng.below(6);
+                    (op(L_EXTEND, c, len, gen), 1, c)
                 }
-                50..=69 => g.pop().map(drop),
+                50..=69 => (op(L_POP, 0, 0, 0), 2, 0),
                 70..=84 if len > 0 => {
                     let i = rng.below(len);
-                    g.set(i as usize, &val(i, gen))
+                    (op(L_SET, 0, i, gen), 3, i)
                 }
                 85..=98 if len > 0 => {
                     let i = rng.below(len);
-                    g.update_with(i as usize, |old| val(old.key, gen)).map(drop)
+                    (op(L_SET, 0, i, gen), 4, i)
                 }
-                99 if rng.below(10) == 0 => g.clear(),
+                99 if rng.below(10) == 0 => (op(L_CLEAR, 0, 0, gen), 5, 0),
+                _ => (OP_NONE, 6, 0),
+            };
+            log.set(n, entry).unwrap();
+            let r = match call {
+                0 => g.push(&val(len, gen)),
+                1 => g.extend((len..len + i).map(|i| val(i, gen))),
+                2 => g.pop().map(drop),
+                3 => g.set(i as usize, &val(i, gen)),
+                4 => g.update_with(i as usize, |old| val(old.key, gen)).map(drop),
+                5 => g.clear(),
                 _ => g.get(0).map(drop),
             };
-            match r {
-                Err(ManagerError::LimitExceeded { .. }) => {
-                    for _ in 0..50 {
-                        g.pop().unwrap();
-                    }
+            let full = matches!(r, Err(ManagerError::LimitExceeded { .. }));
+            if full {
+                log.set(n, OP_NONE).unwrap();
+            } else {
+                r.unwrap_or_else(|e| panic!("hammer: {e}"));
+            }
+            n += 1;
+            done.set(n as u64);
+            if full {
+                for _ in 0..50 {
+                    log.set(n, op(L_POP, 0, 0, 0)).unwrap();
+                    g.pop().unwrap();
+                    n += 1;
+                    done.set(n as u64);
                 }
-                r => tolerate_full(r),
             }
         }
         drop(g);
         ready.set();
     }
+}
+
+/// Applies list log entry `e` to the model.
+fn replay_list(model: &mut Vec<Val>, e: u64) {
+    let (kind, count, k, gen) = (e & 7, (e >> 3) & 7, (e >> 6) & 0x3_ffff, e >> 24);
+    match kind {
+        L_EXTEND => {
+            assert_eq!(model.len() as u64, k, "the log: extend at {k} of {}", model.len());
+            model.extend((k..k + count).map(|i| val(i, gen)));
+        }
+        L_POP => {
+            model.pop();
+        }
+        L_SET => {
+            assert!(k < model.len() as u64, "the log: set {k} of {}", model.len());
+            model[k as usize] = val(k, gen);
+        }
+        L_CLEAR => model.clear(),
+        _ => {}
+    }
+}
+
+/// Every call the killed writer saw return must have left its effect: the list equals the
+/// log replayed up to the calls that returned, or with the one in flight (all of it: every
+/// list call is all or nothing); then the checks of [`check_list`].
+fn check_list_logged(c: &LoggedList, m: StartMethod) -> u64 {
+    let (l, log, done) = c;
+    let t0 = Instant::now();
+    let actual = l.snapshot().unwrap();
+    assert!(t0.elapsed() < TAKEOVER, "{m:?}: {:?} to take over", t0.elapsed());
+    let n = done.get() as usize;
+    let mut model = Vec::new();
+    for i in 0..n {
+        replay_list(&mut model, log.get(i).unwrap());
+    }
+    let in_flight = if n < LOG_CAP { log.get(n).unwrap() } else { OP_NONE };
+    let mut after = model.clone();
+    replay_list(&mut after, in_flight);
+    if actual != model && actual != after {
+        let first = (0..actual.len().max(model.len())).find(|&i| actual.get(i) != model.get(i));
+        let show = |v: &[Val], i: Option<usize>| i.and_then(|i| v.get(i)).map(|v| (v.key, v.gen));
+        panic!(
+            "{m:?}: after {n} returned calls (in flight {in_flight:#x}) the list holds {} \
+             elements, the model {}; first difference at {first:?}: list {:?}, model {:?} \
+             (a committed change was lost, or one appeared from nowhere)",
+            actual.len(),
+            model.len(),
+            show(&actual, first),
+            show(&model, first),
+        );
+    }
+    check_list(l, m)
 }
 
 /// Field `f{n}`: a `String` for even `n`, a `(u64, u64, Vec<u64>)` for odd `n`.
@@ -680,16 +780,45 @@ fn ns_tuple(n: u64, gen: u64) -> (u64, u64, Vec<u64>) {
     (n, gen, vec![n + gen; (gen % 9) as usize])
 }
 
-fn hammer_namespace((ns, ready, seed): (Namespace, Event, u64)) {
+/// The namespace kill trials' container: the namespace, the writer's log, the calls returned.
+type LoggedNamespace = (Namespace, shmproc::RawArray<u64>, shmproc::RawValue<u64>);
+
+/// Namespace log entries (fields as [`op`]'s): field `f{n}` set to its value of `gen`
+/// (`update_with` too), field `f{n}` removed. Kind 0 is "nothing happened".
+const NS_SET: u64 = 1;
+const NS_DEL: u64 = 2;
+
+/// Sets, updates and removes fields; every call's effect is logged before it and the count
+/// of calls that returned after it (a refused change is logged as nothing).
+fn hammer_namespace(
+    (ns, ready, seed, log, done): (
+        Namespace,
+        Event,
+        u64,
+        shmproc::RawArray<u64>,
+        shmproc::RawValue<u64>,
+    ),
+) {
     let mut rng = XorShift(seed);
     let mut gen = 0;
+    let mut n_calls = 0;
     loop {
+        if n_calls + 20 > LOG_CAP {
+            ready.set();
+            sleep_forever();
+        }
         let mut g = ns.lock().unwrap();
         for _ in 0..20 {
             gen += 1;
             let n = rng.below(20);
             let name = format!("f{n}");
-            let r = match (rng.below(10), n % 2) {
+            let call = rng.below(10);
+            let entry = match call {
+                0..=7 => op(NS_SET, 0, n, gen),
+                _ => op(NS_DEL, 0, n, gen),
+            };
+            log.set(n_calls, entry).unwrap();
+            let r = match (call, n % 2) {
                 (0..=5, 0) => g.set(&name, &ns_string(n, gen)),
                 (0..=5, _) => g.set(&name, &ns_tuple(n, gen)),
                 (6..=7, 0) => g
@@ -700,11 +829,80 @@ fn hammer_namespace((ns, ready, seed): (Namespace, Event, u64)) {
                     .map(drop),
                 _ => g.remove(&name).map(drop),
             };
-            tolerate_full(r);
+            match r {
+                Ok(()) => {}
+                Err(ManagerError::LimitExceeded { .. }) => log.set(n_calls, OP_NONE).unwrap(),
+                Err(e) => panic!("hammer: {e}"),
+            }
+            n_calls += 1;
+            done.set(n_calls as u64);
         }
         drop(g);
         ready.set();
     }
+}
+
+/// Field `f{n}`'s value of `gen`, as text to compare.
+fn ns_field(n: u64, gen: u64) -> String {
+    match n % 2 {
+        0 => format!("{:?}", ns_string(n, gen)),
+        _ => format!("{:?}", ns_tuple(n, gen)),
+    }
+}
+
+/// Applies namespace log entry `e` to the model (field number → its value as text).
+fn replay_namespace(model: &mut std::collections::BTreeMap<u64, String>, e: u64) {
+    let (kind, n, gen) = (e & 7, (e >> 6) & 0x3_ffff, e >> 24);
+    match kind {
+        NS_SET => {
+            model.insert(n, ns_field(n, gen));
+        }
+        NS_DEL => {
+            model.remove(&n);
+        }
+        _ => {}
+    }
+}
+
+/// Every call the killed writer saw return must have left its effect: the fields equal the
+/// log replayed up to the calls that returned, or with the one in flight; then the checks of
+/// [`check_namespace`].
+fn check_namespace_logged(c: &LoggedNamespace, m: StartMethod) -> u64 {
+    let (ns, log, done) = c;
+    let t0 = Instant::now();
+    let names = ns.names().unwrap();
+    assert!(t0.elapsed() < TAKEOVER, "{m:?}: {:?} to take over", t0.elapsed());
+    let mut actual = std::collections::BTreeMap::new();
+    for name in &names {
+        let n: u64 = name
+            .strip_prefix('f')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{m:?}: field {name:?}"));
+        let v = match n % 2 {
+            0 => format!("{:?}", ns.get::<String>(name).unwrap().unwrap()),
+            _ => format!("{:?}", ns.get::<(u64, u64, Vec<u64>)>(name).unwrap().unwrap()),
+        };
+        assert!(actual.insert(n, v).is_none(), "{m:?}: {name} twice");
+    }
+    let n = done.get() as usize;
+    let mut model = std::collections::BTreeMap::new();
+    for i in 0..n {
+        replay_namespace(&mut model, log.get(i).unwrap());
+    }
+    let in_flight = if n < LOG_CAP { log.get(n).unwrap() } else { OP_NONE };
+    let mut after = model.clone();
+    replay_namespace(&mut after, in_flight);
+    if actual != model && actual != after {
+        let differ: Vec<_> = (0..20)
+            .filter(|k| actual.get(k) != model.get(k))
+            .map(|k| format!("f{k}: namespace {:?}, model {:?}", actual.get(&k), model.get(&k)))
+            .collect();
+        panic!(
+            "{m:?}: after {n} returned calls (in flight {in_flight:#x}) the fields differ from \
+             the model (a committed change was lost, or one appeared from nowhere): {differ:?}"
+        );
+    }
+    check_namespace(ns, m)
 }
 
 /// Starts `hammer` on a fresh container, kills it 0–30 ms after it got going, then checks
@@ -881,10 +1079,24 @@ fn a_list_writer_killed_at_random_moments_leaves_a_whole_list() {
     let _g = shared();
     kill_trials(
         "list kills",
-        || Manager::with_limit(SMALL).list::<Val>().unwrap(),
+        || {
+            (
+                Manager::with_limit(SMALL).list::<Val>().unwrap(),
+                shmproc::RawArray::new(LOG_CAP).unwrap(),
+                shmproc::RawValue::new(0).unwrap(),
+            )
+        },
         hammer_list,
-        |l, ev, seed| (l.clone_handle().unwrap(), ev.clone_handle().unwrap(), seed),
-        check_list,
+        |(l, log, done): &LoggedList, ev, seed| {
+            (
+                l.clone_handle().unwrap(),
+                ev.clone_handle().unwrap(),
+                seed,
+                log.clone_handle().unwrap(),
+                done.clone_handle().unwrap(),
+            )
+        },
+        check_list_logged,
     );
 }
 
@@ -893,10 +1105,24 @@ fn a_namespace_writer_killed_at_random_moments_leaves_whole_fields() {
     let _g = shared();
     kill_trials(
         "namespace kills",
-        || Namespace::with_limit(16 * 1024).unwrap(),
+        || {
+            (
+                Namespace::with_limit(16 * 1024).unwrap(),
+                shmproc::RawArray::new(LOG_CAP).unwrap(),
+                shmproc::RawValue::new(0).unwrap(),
+            )
+        },
         hammer_namespace,
-        |ns, ev, seed| (ns.clone_handle().unwrap(), ev.clone_handle().unwrap(), seed),
-        check_namespace,
+        |(ns, log, done): &LoggedNamespace, ev, seed| {
+            (
+                ns.clone_handle().unwrap(),
+                ev.clone_handle().unwrap(),
+                seed,
+                log.clone_handle().unwrap(),
+                done.clone_handle().unwrap(),
+            )
+        },
+        check_namespace_logged,
     );
 }
 
