@@ -2371,6 +2371,178 @@ fn poke_namespace(ns: &Namespace, what: &str) {
     fine(what, ns.remove("f3"));
 }
 
+/// Reads word `at` of a container's control block (the root, `len`, the repair flag).
+fn ctrl_word(seg: &shmproc::Segment, at: usize) -> u64 {
+    // SAFETY: in bounds and 8-aligned; nobody writes the segment meanwhile (or, while a
+    // scribbler runs, a torn read is as good as any other garbage).
+    unsafe { seg.as_ptr().add(at).cast::<u64>().read_volatile() }
+}
+
+/// The repair flag: after the counters (see src/manager/store.rs).
+const REPAIR: usize = 56;
+
+/// The table capacity of the root word, if the library accepts it (the checks of
+/// `Locked::root` in src/manager/store.rs).
+fn valid_root_cap(seg: &shmproc::Segment) -> Option<u64> {
+    let w = ctrl_word(seg, ROOT);
+    let half = ((seg.len() - CTRL) / 2) & !7;
+    let (log, top) = ((w >> 57) & 63, (w & ((1 << 57) - 1)) as usize);
+    let ok = (3..=36).contains(&log) && {
+        let table = 8usize << log;
+        table <= half && top >= table && top <= half && top % 8 == 0
+    };
+    ok.then(|| 1 << log)
+}
+
+/// A root word the library rejects makes every call fail with `Corrupt` (`try_lock` may
+/// still take the lock, unless a repair is pending, which fails on the root too).
+fn corrupt<T: std::fmt::Debug>(what: &str, r: Result<T, ManagerError>) {
+    assert!(
+        matches!(r, Err(ManagerError::Corrupt(_))),
+        "{what}: {r:?}, not Corrupt, with a rejected root word"
+    );
+}
+
+/// What a control block left as it was says about the outcome: with the root word accepted
+/// and no repair pending, `clear` must succeed (it needs nothing else).
+fn clear_must_work(seg: &shmproc::Segment) -> bool {
+    valid_root_cap(seg).is_some() && ctrl_word(seg, REPAIR) == 0
+}
+
+/// Pokes a dict a child scribbled on with `how` (nobody writes meanwhile) and asserts every
+/// outcome that is determined; returns whether it was cleared back to health.
+fn check_scribbled_dict(d: &Dict<u64, String>, how: Scribble, what: &str) -> bool {
+    let must_clear = clear_must_work(d.segment());
+    if valid_root_cap(d.segment()).is_none() {
+        corrupt(what, d.len());
+        corrupt(what, d.items());
+        corrupt(what, d.keys());
+        corrupt(what, d.values());
+        for k in 0..45 {
+            corrupt(what, d.get(&k));
+            corrupt(what, d.contains_key(&k));
+        }
+        corrupt(what, d.insert(&7, &"seven".into()));
+        corrupt(what, d.update_with(&3, |_| "three".into()));
+        corrupt(what, d.remove(&5));
+        corrupt(what, d.discard(&6));
+        corrupt(what, d.update((200..260).map(|k| (k, "many".into()))));
+        fine(what, d.try_lock().map(drop));
+        corrupt(what, d.clear());
+        return false;
+    }
+    if matches!(how, Scribble::Len | Scribble::Hints) {
+        // Only hints changed: the dict reads exactly as it was.
+        let mut items = d.items().unwrap();
+        items.sort();
+        let want: Vec<_> = (0..40).map(|k| (k, format!("value {k}"))).collect();
+        assert_eq!(items, want, "{what}");
+        for k in 0..45 {
+            assert_eq!(
+                d.get(&k).unwrap(),
+                (k < 40).then(|| format!("value {k}")),
+                "{what}"
+            );
+            assert_eq!(d.contains_key(&k).unwrap(), k < 40, "{what}");
+        }
+        d.insert(&7, &"seven".into()).unwrap();
+        assert_eq!(d.get(&7).unwrap().as_deref(), Some("seven"), "{what}");
+        assert_eq!(d.remove(&5).unwrap().as_deref(), Some("value 5"), "{what}");
+        assert_eq!(d.get(&5).unwrap(), None, "{what}");
+    }
+    let cleared = poke_dict(d, what, true);
+    assert!(
+        cleared || !must_clear,
+        "{what}: root word accepted and no repair pending, yet clear failed"
+    );
+    cleared
+}
+
+/// As [`check_scribbled_dict`], for a list (40 elements `element {i}` before the scribble).
+fn check_scribbled_list(l: &List<String>, how: Scribble, what: &str) -> bool {
+    let must_clear = clear_must_work(l.segment());
+    let Some(cap) = valid_root_cap(l.segment()) else {
+        corrupt(what, l.len());
+        corrupt(what, l.snapshot());
+        for i in 0..45 {
+            corrupt(what, l.get(i));
+        }
+        corrupt(what, l.set(3, &"three".into()));
+        corrupt(what, l.update_with(4, |s| s + "!"));
+        corrupt(what, l.push(&"pushed".into()));
+        corrupt(what, l.extend((0..60).map(|i| i.to_string())));
+        corrupt(what, l.pop());
+        corrupt(what, l.clear());
+        return false;
+    };
+    if matches!(how, Scribble::Len | Scribble::Hints) {
+        // Only `len` changed: a prefix of the 40 elements, or `Corrupt` past them (their
+        // table words are zero, which no record has) or past the table.
+        let len = ctrl_word(l.segment(), LEN);
+        let elem = |i: u64| format!("element {i}");
+        if len > cap {
+            corrupt(what, l.len());
+            corrupt(what, l.snapshot());
+            corrupt(what, l.get(0));
+        } else {
+            assert_eq!(l.len().unwrap() as u64, len, "{what}");
+            for i in 0..len.min(40) {
+                assert_eq!(l.get(i as usize).unwrap(), Some(elem(i)), "{what}");
+            }
+            for i in 40..len {
+                corrupt(what, l.get(i as usize));
+            }
+            assert_eq!(l.get(len as usize).unwrap(), None, "{what}");
+            if len <= 40 {
+                let want: Vec<_> = (0..len).map(elem).collect();
+                assert_eq!(l.snapshot().unwrap(), want, "{what}");
+            } else {
+                corrupt(what, l.snapshot());
+            }
+        }
+    }
+    let cleared = poke_list(l, what, true);
+    assert!(
+        cleared || !must_clear,
+        "{what}: root word accepted and no repair pending, yet clear failed"
+    );
+    cleared
+}
+
+/// As [`check_scribbled_dict`], for a namespace (fields `f{i}` = `field {i}`, 0..20, before).
+fn check_scribbled_namespace(ns: &Namespace, how: Scribble, what: &str) {
+    if valid_root_cap(ns.segment()).is_none() {
+        corrupt(what, ns.names());
+        for i in 0..25 {
+            corrupt(what, ns.get::<String>(&format!("f{i}")));
+            corrupt(what, ns.contains(&format!("f{i}")));
+        }
+        corrupt(what, ns.set("f1", &1.5f64));
+        corrupt(what, ns.set("new", &"new".to_string()));
+        corrupt(what, ns.update_with("f2", |_: Option<u8>| 2));
+        corrupt(what, ns.remove("f3"));
+        return;
+    }
+    if matches!(how, Scribble::Len | Scribble::Hints) {
+        let mut names = ns.names().unwrap();
+        names.sort();
+        let mut want: Vec<_> = (0..20).map(|i| format!("f{i}")).collect();
+        want.sort();
+        assert_eq!(names, want, "{what}");
+        for i in 0..25 {
+            let name = format!("f{i}");
+            let v = ns.get::<String>(&name).unwrap();
+            assert_eq!(v, (i < 20).then(|| format!("field {i}")), "{what}");
+            assert_eq!(ns.contains(&name).unwrap(), i < 20, "{what}");
+        }
+        ns.set("f1", &1.5f64).unwrap();
+        assert_eq!(ns.get::<f64>("f1").unwrap(), Some(1.5), "{what}");
+        assert!(ns.remove("f3").unwrap(), "{what}");
+        assert!(!ns.contains("f3").unwrap(), "{what}");
+    }
+    poke_namespace(ns, what);
+}
+
 #[test]
 fn garbage_written_by_a_child_gives_errors_not_panics_or_hangs() {
     let _g = shared();
@@ -2412,31 +2584,36 @@ fn garbage_written_by_a_child_gives_errors_not_panics_or_hangs() {
             let (mut cd, mut cl) = (0, 0);
             let mut i = 0;
             for d in &ds {
-                cd += poke_dict(
-                    d,
-                    &format!("{m:?} dict {:?}", SCRIBBLES[i % SCRIBBLES.len()]),
-                    true,
-                ) as u32;
+                let how = SCRIBBLES[i % SCRIBBLES.len()];
+                cd += check_scribbled_dict(d, how, &format!("{m:?} dict {how:?}")) as u32;
                 i += 1;
             }
             for l in &ls {
-                cl += poke_list(
-                    l,
-                    &format!("{m:?} list {:?}", SCRIBBLES[i % SCRIBBLES.len()]),
-                    true,
-                ) as u32;
+                let how = SCRIBBLES[i % SCRIBBLES.len()];
+                cl += check_scribbled_list(l, how, &format!("{m:?} list {how:?}")) as u32;
                 i += 1;
             }
             for ns in &nss {
-                poke_namespace(
-                    ns,
-                    &format!("{m:?} namespace {:?}", SCRIBBLES[i % SCRIBBLES.len()]),
-                );
+                let how = SCRIBBLES[i % SCRIBBLES.len()];
+                check_scribbled_namespace(ns, how, &format!("{m:?} namespace {how:?}"));
                 i += 1;
             }
             (cd, cl)
         });
         println!("{m:?}: {cleared_d}/{rounds} dicts and {cleared_l}/{rounds} lists cleared back to health");
+        // Six of the nine scribbles leave the root word valid and the repair flag alone.
+        let root_kept = (0..rounds)
+            .filter(|i| {
+                !matches!(
+                    SCRIBBLES[i % SCRIBBLES.len()],
+                    Scribble::Everything | Scribble::Root | Scribble::Sparse
+                )
+            })
+            .count() as u32;
+        assert!(
+            cleared_d >= root_kept && cleared_l >= root_kept,
+            "{m:?}: {cleared_d} dicts and {cleared_l} lists of {rounds} cleared, {root_kept} must be"
+        );
     }
 }
 
@@ -2494,7 +2671,7 @@ fn garbage_written_by_a_child_during_operations_gives_errors_not_panics_or_hangs
         let mut child = start(m, scribble_meanwhile, args);
         await_ready(&ready, &child, "scribbler");
         let what = format!("{m:?} concurrent garbage");
-        bounded(&what.clone(), move || {
+        let (d, l, ns) = bounded(&what.clone(), move || {
             let t0 = Instant::now();
             while t0.elapsed() < ms(400) {
                 // Refill what the scribbler broke (when the root still allows it), then poke.
@@ -2508,11 +2685,33 @@ fn garbage_written_by_a_child_during_operations_gives_errors_not_panics_or_hangs
                 poke_list(&l, &what, false);
                 poke_namespace(&ns, &what);
             }
-            drop((d, l, ns));
+            (d, l, ns)
         });
         stop.set();
         let n = join(&mut child);
         println!("{m:?}: {n} scribbles during the operations");
+        assert!(n >= 1, "{m:?}: the scribbler never scribbled");
+        // The scribbler is gone: whatever it left, a clear that the control block allows
+        // must work and leave a healthy container.
+        let what = format!("{m:?} after concurrent garbage");
+        bounded(&what.clone(), move || {
+            let (dict_clears, list_clears) = (clear_must_work(d.segment()), clear_must_work(l.segment()));
+            let cleared = poke_dict(&d, &what, true);
+            assert!(
+                cleared || !dict_clears,
+                "{what}: dict root accepted, no repair pending, clear failed"
+            );
+            let cleared = poke_list(&l, &what, true);
+            assert!(
+                cleared || !list_clears,
+                "{what}: list root accepted, no repair pending, clear failed"
+            );
+            if valid_root_cap(ns.segment()).is_none() {
+                check_scribbled_namespace(&ns, Scribble::Root, &what);
+            } else {
+                poke_namespace(&ns, &what);
+            }
+        });
     }
 }
 
@@ -2537,11 +2736,19 @@ fn hints_full_of_garbage_do_not_panic() {
         let d = Dict::<u64, u64>::with_limit(SMALL).unwrap();
         d.insert(&1, &1).unwrap();
         join(&mut start(m, max_out_hints, d.clone_handle().unwrap()));
-        let r = bounded("insert after garbage hints", move || {
-            let r = d.insert(&2, &2);
-            fine("insert", r)
+        bounded("insert after garbage hints", move || {
+            // The hints are only hints: `used` past the table sends the insert to a
+            // compaction, which counts from the table and succeeds.
+            d.insert(&2, &2).unwrap();
+            let mut items = d.items().unwrap();
+            items.sort();
+            assert_eq!(items, [(1, 1), (2, 2)], "{m:?}");
+            assert_eq!(d.len().unwrap(), 2, "{m:?}");
+            assert_eq!(d.get(&1).unwrap(), Some(1), "{m:?}");
+            d.insert(&3, &3).unwrap();
+            assert!(d.remove(&1).unwrap().is_some(), "{m:?}");
+            assert_eq!(d.len().unwrap(), 2, "{m:?}");
         });
-        println!("{m:?}: insert succeeded: {r}");
     }
 }
 
