@@ -668,7 +668,7 @@ fn hammer_list(
             let len = g.len().unwrap() as u64;
             // The call is chosen and logged first, then made: a kill inside it leaves its
             // entry for the checker.
-            let (entry, call, i) = match rng.below(100) {
+            let (entry, call, arg) = match rng.below(100) {
                 _ if len > 300 => (op(L_POP, 0, 0, 0), 2, 0),
                 0..=34 => (op(L_EXTEND, 1, len, gen), 0, 0),
                 35..=49 => {
@@ -690,10 +690,10 @@ fn hammer_list(
             log.set(n, entry).unwrap();
             let r = match call {
                 0 => g.push(&val(len, gen)),
-                1 => g.extend((len..len + i).map(|i| val(i, gen))),
+                1 => g.extend((len..len + arg).map(|j| val(j, gen))),
                 2 => g.pop().map(drop),
-                3 => g.set(i as usize, &val(i, gen)),
-                4 => g.update_with(i as usize, |old| val(old.key, gen)).map(drop),
+                3 => g.set(arg as usize, &val(arg, gen)),
+                4 => g.update_with(arg as usize, |old| val(old.key, gen)).map(drop),
                 5 => g.clear(),
                 _ => g.get(0).map(drop),
             };
