@@ -239,6 +239,13 @@ impl RawBarrier {
                 let _inner = match self.enter(deadline) {
                     Err(BarrierFail::Timeout) => {
                         self.request_break(g);
+                        // The lock's holder may have been ending this very round (the last
+                        // party arriving): a round that completed counts, as in Python.
+                        if self.generation.load(Ordering::SeqCst) != g {
+                            if let Ok(i) = self.outcome(g, index) {
+                                return Ok(i);
+                            }
+                        }
                         return Err(BarrierFail::Timeout);
                     }
                     r => r?,
