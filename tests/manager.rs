@@ -2373,7 +2373,8 @@ fn poke_namespace(ns: &Namespace, what: &str) {
 
 /// Reads word `at` of a container's control block (the root, `len`, the repair flag).
 fn ctrl_word(seg: &shmproc::Segment, at: usize) -> u64 {
-    // SAFETY: in bounds and 8-aligned; nobody writes the segment meanwhile (or, while a
+    assert!(at % 8 == 0 && at + 8 <= seg.len());
+    // SAFETY: in bounds and 8-aligned (checked; the data area is page-aligned); nobody writes the segment meanwhile (or, while a
     // scribbler runs, a torn read is as good as any other garbage).
     unsafe { seg.as_ptr().add(at).cast::<u64>().read_volatile() }
 }

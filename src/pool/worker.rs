@@ -207,6 +207,16 @@ struct Lane {
     starts: Option<Starts>,
 }
 
+impl Lane {
+    /// Index of the first job not sent yet (the length if all were).
+    fn first_unsent(&self) -> usize {
+        self.entries
+            .iter()
+            .position(|e| e.seq.is_none())
+            .unwrap_or(self.entries.len())
+    }
+}
+
 /// Aligned to two cache lines (the adjacent-line prefetcher's unit), so that one pump's
 /// lane never shares a line with another's.
 #[repr(align(128))]
@@ -834,16 +844,21 @@ impl Pump {
             self.sh.break_pool(e);
             return;
         }
+        // Killed by `terminate`, or died on its own.
+        self.settle_lane(if self.sh.terminated() {
+            PoolError::Terminated
+        } else {
+            err
+        });
+    }
+
+    /// The worker is gone: the jobs it may have started fail with `err`; the others, never
+    /// started on it (some never even reached it), go back to the queue for a live worker.
+    fn settle_lane(&mut self, err: PoolError) {
         let (started, others) = self.drain_lane();
         for job in started {
-            // Killed by `terminate`, or died on its own.
-            job.fail(if self.sh.terminated() {
-                PoolError::Terminated
-            } else {
-                err.clone()
-            });
+            job.fail(err.clone());
         }
-        // Never started on it (some never even reached it): a live worker runs them.
         self.sh.requeue(others.into_iter());
     }
 
@@ -881,11 +896,7 @@ impl Pump {
         if let Some(w) = self.worker.take() {
             let _ = w.process.kill();
             let (pid, signal, code) = self.reap(w);
-            let (started, others) = self.drain_lane();
-            for job in started {
-                job.fail(PoolError::WorkerDied { pid, signal, code });
-            }
-            self.sh.requeue(others.into_iter());
+            self.settle_lane(PoolError::WorkerDied { pid, signal, code });
         }
     }
 
@@ -926,11 +937,7 @@ fn send<'a>(
     mut lane: MutexGuard<'a, Lane>,
 ) {
     let cell = &sh.lanes[slot];
-    let mut i = lane
-        .entries
-        .iter()
-        .position(|e| e.seq.is_none())
-        .unwrap_or(lane.entries.len());
+    let mut i = lane.first_unsent();
     let mut unsent = VecDeque::new();
     while i < lane.entries.len() {
         let seq = w.next_seq;
@@ -962,11 +969,7 @@ fn send<'a>(
                         sh.wake_idle();
                         lane = cell.lock();
                     }
-                    i = lane
-                        .entries
-                        .iter()
-                        .position(|e| e.seq.is_none())
-                        .unwrap_or(lane.entries.len());
+                    i = lane.first_unsent();
                     if r.is_err() {
                         // The worker is gone or its pipe unusable: the receive path reaps
                         // it; nothing more goes to it.
@@ -981,32 +984,23 @@ fn send<'a>(
         } else {
             Err(ConnError::Full)
         };
-        match r {
-            Ok(()) => {
-                if i == 0 {
-                    *front_seq = Some(seq);
-                }
-                let e = &mut lane.entries[i];
-                e.seq = Some(seq);
-                e.at = Some(Instant::now());
-                w.next_seq += 1;
-                i += 1;
-            }
-            Err(ConnError::Full) => {
-                unsent.extend(lane.entries.drain(i..));
-                break;
-            }
-            Err(_) => {
-                // The worker is gone or its pipe unusable: the receive path reaps it. The
-                // job counts as sent, but its start slot shows it never started.
-                if i == 0 {
-                    *front_seq = Some(seq);
-                }
-                lane.entries[i].seq = Some(seq);
-                w.next_seq += 1;
-                break;
-            }
+        if let Err(ConnError::Full) = r {
+            unsent.extend(lane.entries.drain(i..));
+            break;
         }
+        // Sent; or the worker is gone or its pipe unusable (the receive path reaps it): the
+        // job counts as sent then too, but its start slot shows it never started.
+        if i == 0 {
+            *front_seq = Some(seq);
+        }
+        let e = &mut lane.entries[i];
+        e.seq = Some(seq);
+        w.next_seq += 1;
+        if r.is_err() {
+            break;
+        }
+        e.at = Some(Instant::now());
+        i += 1;
     }
     cell.publish_len(&lane);
     drop(lane);

@@ -156,7 +156,7 @@ impl Sentinel {
 
     /// Blocks until the process has exited or `timeout` passes; returns whether it exited.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_deadline(Instant::now().checked_add(timeout))
+        self.wait_deadline(crate::sync::deadline_after(timeout))
     }
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
@@ -179,7 +179,7 @@ pub fn current_process() -> ProcessInfo {
         name: child::identity_name(),
         pid,
         daemon: child::identity().daemon,
-        start: proc::start_time(pid),
+        start: proc::own_start_time(),
     }
 }
 
@@ -638,7 +638,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// Like [`join`](Self::join), but gives up after `timeout` with
     /// [`ProcessError::Timeout`], leaving the child running (join again later).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, ProcessError> {
-        self.join_deadline(Instant::now().checked_add(timeout))
+        self.join_deadline(crate::sync::deadline_after(timeout))
     }
 
     fn join_deadline(&mut self, deadline: Option<Instant>) -> Result<R, ProcessError> {

@@ -160,6 +160,23 @@ pub(crate) fn file_id(path: &str) -> io::Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// This process's start time, read from `/proc` once per process (a forked child, whose
+/// pid differs, reads its own).
+pub(crate) fn own_start_time() -> Option<u64> {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    // Pairs with the release store below: a pid seen here comes with its start time.
+    if PID.load(Ordering::Acquire) == pid {
+        return Some(START.load(Ordering::Relaxed));
+    }
+    let start = start_time(pid)?;
+    START.store(start, Ordering::Relaxed);
+    PID.store(pid, Ordering::Release);
+    Some(start)
+}
+
 /// Our parent's pid (`getppid`; 0 if there is none, as for a process whose parent is
 /// outside our pid namespace).
 pub(crate) fn parent_pid() -> u32 {

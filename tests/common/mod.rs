@@ -247,17 +247,19 @@ pub fn chan_word<'a>(chan: &'a shmproc::ring::Channel, name: &str) -> &'a std::s
     }
 }
 
-/// Whether thread `tid` holds the channel's write lock in the middle of a message (it has
-/// sent part of one: `writer_mid` set).
-pub fn writing_mid_message(chan: &shmproc::ring::Channel, tid: u32) -> bool {
+/// Whether thread `tid` holds the channel's `lock` (its word's field name) in the middle of
+/// a message (it has moved part of one: the `mid` field set).
+fn mid_message(chan: &shmproc::ring::Channel, tid: u32, lock: &str, mid: &str) -> bool {
     use std::sync::atomic::Ordering::SeqCst;
-    chan_word(chan, "write_lock.word").load(SeqCst) & ((1 << 30) - 1) == tid
-        && chan_word(chan, "writer_mid").load(SeqCst) != 0
+    chan_word(chan, lock).load(SeqCst) & ((1 << 30) - 1) == tid && chan_word(chan, mid).load(SeqCst) != 0
+}
+
+/// Whether thread `tid` holds the channel's write lock in the middle of a message.
+pub fn writing_mid_message(chan: &shmproc::ring::Channel, tid: u32) -> bool {
+    mid_message(chan, tid, "write_lock.word", "writer_mid")
 }
 
 /// Whether thread `tid` holds the channel's read lock in the middle of a message.
 pub fn reading_mid_message(chan: &shmproc::ring::Channel, tid: u32) -> bool {
-    use std::sync::atomic::Ordering::SeqCst;
-    chan_word(chan, "read_lock.word").load(SeqCst) & ((1 << 30) - 1) == tid
-        && chan_word(chan, "reader_mid").load(SeqCst) != 0
+    mid_message(chan, tid, "read_lock.word", "reader_mid")
 }
