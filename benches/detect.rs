@@ -232,8 +232,8 @@ fn lock_kill(rig: &LockRig, method: StartMethod, after: bool, rng: &mut Rng) -> 
     );
     rig.ready.clear();
     let args = (
-        rig.lock.clone_handle().expect("clone lock"),
-        rig.ready.clone_handle().expect("clone event"),
+        rig.lock.clone(),
+        rig.ready.clone(),
     );
     let mut p = Process::new(hold_lock, args)
         .start_method(method)

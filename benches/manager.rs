@@ -234,10 +234,10 @@ impl Shm {
     /// Handles to the same containers, for the contending child.
     fn clone_handles(&self) -> Self {
         Self {
-            dict: self.dict.clone_handle().expect("clone dict"),
-            words: self.words.clone_handle().expect("clone dict"),
-            list: self.list.clone_handle().expect("clone list"),
-            pushed: self.pushed.clone_handle().expect("clone list"),
+            dict: self.dict.clone(),
+            words: self.words.clone(),
+            list: self.list.clone(),
+            pushed: self.pushed.clone(),
             keys: self.keys.clone(),
             order: self.order.clone(),
             next: Default::default(),
@@ -447,7 +447,7 @@ impl Contender {
     fn process(shm: &Shm) -> Self {
         let ctl = Shared::new(Ctl::default()).expect("control block");
         let (x, side) = (
-            ctl.clone_handle().expect("clone control block"),
+            ctl.clone(),
             shm.clone_handles(),
         );
         let p = Process::fork(move || contend(&x, &side))
@@ -464,7 +464,7 @@ impl Contender {
 
     fn thread(peer: &Arc<Peer>) -> Self {
         let ctl = Shared::new(Ctl::default()).expect("control block");
-        let x = ctl.clone_handle().expect("clone control block");
+        let x = ctl.clone();
         let side = PeerSide {
             peer: peer.clone(),
             next: Default::default(),

@@ -142,8 +142,8 @@ impl QueueEcho {
         let p2c = Queue::<u64, PodCodec>::new(0).expect("Queue");
         let c2p = Queue::<u64, PodCodec>::new(0).expect("Queue");
         let (rx, tx) = (
-            p2c.clone_handle().expect("clone queue"),
-            c2p.clone_handle().expect("clone queue"),
+            p2c.clone(),
+            c2p.clone(),
         );
         let child = Process::fork(move || loop {
             let v = rx.get().expect("echo: get");

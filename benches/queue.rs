@@ -256,7 +256,7 @@ impl Cand {
         parent: impl FnMut(u64, u64, Option<&mut Vec<u32>>) + 'static,
     ) -> Self {
         let ctl = Shared::new(Ctl::new()).expect("control block");
-        let x = ctl.clone_handle().expect("clone control block");
+        let x = ctl.clone();
         let p = Process::fork(move || child(&x))
             .name(name)
             .daemon(true)
@@ -278,7 +278,7 @@ impl Cand {
         parent: impl FnMut(u64, u64, Option<&mut Vec<u32>>) + 'static,
     ) -> Self {
         let ctl = Shared::new(Ctl::new()).expect("control block");
-        let x = ctl.clone_handle().expect("clone control block");
+        let x = ctl.clone();
         let h = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || child(&x))
@@ -526,7 +526,7 @@ impl MinConsumer<'_> {
 
 fn u64_spsc_try(name: &'static str) -> Cand {
     let ring = SpscRing::<u64>::new(SLOTS).expect("SpscRing");
-    let theirs = ring.clone_handle().expect("clone ring");
+    let theirs = ring.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -548,7 +548,7 @@ const BATCH: usize = 64;
 
 fn u64_spsc_slice(name: &'static str) -> Cand {
     let ring = SpscRing::<u64>::new(SLOTS).expect("SpscRing");
-    let theirs = ring.clone_handle().expect("clone ring");
+    let theirs = ring.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -597,7 +597,7 @@ fn u64_spsc_slice(name: &'static str) -> Cand {
 
 fn u64_spsc_blocking(name: &'static str) -> Cand {
     let ring = SpscRing::<u64>::new(SLOTS).expect("SpscRing");
-    let theirs = ring.clone_handle().expect("clone ring");
+    let theirs = ring.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -655,7 +655,7 @@ fn u64_minimal_ring(name: &'static str) -> Cand {
 
 fn u64_queue_pod(name: &'static str) -> Cand {
     let q = Queue::<u64, PodCodec>::new(0).expect("Queue");
-    let theirs = q.clone_handle().expect("clone queue");
+    let theirs = q.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -686,7 +686,7 @@ fn u64_connection_pod(name: &'static str) -> Cand {
 
 fn u64_mpmc(name: &'static str) -> Cand {
     let ring = MpmcRing::<u64>::new(SLOTS).expect("MpmcRing");
-    let theirs = ring.clone_handle().expect("clone ring");
+    let theirs = ring.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -806,7 +806,7 @@ fn kib_queue<T: AsRef<[u8]> + 'static, C: Codec<T> + 'static>(
     make: fn(Kib) -> T,
 ) -> Cand {
     let q = Queue::<T, C>::new(0).expect("Queue");
-    let theirs = q.clone_handle().expect("clone queue");
+    let theirs = q.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -848,7 +848,7 @@ fn kib_connection_bytes(name: &'static str) -> Cand {
 
 fn kib_spsc_blocking(name: &'static str) -> Cand {
     let ring = SpscRing::<Kib>::new(SLOTS).expect("SpscRing");
-    let theirs = ring.clone_handle().expect("clone ring");
+    let theirs = ring.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -987,7 +987,7 @@ fn ping_words() -> Shared<PingWords> {
 /// Both sides busy-poll one word: the parent writes `2i + 1`, the child answers `2i + 2`.
 fn rt_atomic_spin(name: &'static str) -> Cand {
     let w = ping_words();
-    let theirs = w.clone_handle().expect("clone words");
+    let theirs = w.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -1041,7 +1041,7 @@ const WORK: Duration = Duration::from_micros(200);
 
 fn rt_futex_work(name: &'static str, work: Duration) -> Cand {
     let w = ping_words();
-    let theirs = w.clone_handle().expect("clone words");
+    let theirs = w.clone();
     Cand::fork(
         name,
         move |ctl| {
@@ -1086,8 +1086,8 @@ fn rt_spsc(name: &'static str, blocking: bool) -> Cand {
     let p2c = SpscRing::<u64>::new(64).expect("SpscRing");
     let c2p = SpscRing::<u64>::new(64).expect("SpscRing");
     let (their_p2c, their_c2p) = (
-        p2c.clone_handle().expect("clone ring"),
-        c2p.clone_handle().expect("clone ring"),
+        p2c.clone(),
+        c2p.clone(),
     );
     Cand::fork(
         name,
@@ -1136,8 +1136,8 @@ fn rt_queue_pod_work(name: &'static str, work: Duration) -> Cand {
     let p2c = Queue::<u64, PodCodec>::new(0).expect("Queue");
     let c2p = Queue::<u64, PodCodec>::new(0).expect("Queue");
     let (their_p2c, their_c2p) = (
-        p2c.clone_handle().expect("clone queue"),
-        c2p.clone_handle().expect("clone queue"),
+        p2c.clone(),
+        c2p.clone(),
     );
     Cand::fork(
         name,

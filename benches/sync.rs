@@ -460,7 +460,7 @@ fn contended_child(ctl: &Ctl, work: impl Fn()) {
 }
 
 fn stop_on(ctl: &Shared<Ctl>) -> impl FnMut() + 'static {
-    let ctl = ctl.clone_handle().expect("clone ctl");
+    let ctl = ctl.clone();
     move || ctl.raise_stop()
 }
 
@@ -487,9 +487,9 @@ fn contended(c: &mut Criterion) {
         group.bench_function("shmproc_Lock", |b| {
             peer.get_or_insert_with(|| {
                 let (l, k, x) = (
-                    lock.clone_handle().expect("clone"),
-                    count.clone_handle().expect("clone"),
-                    ctl.clone_handle().expect("clone"),
+                    lock.clone(),
+                    count.clone(),
+                    ctl.clone(),
                 );
                 Peer::start(
                     "contended_shmproc_Lock",
@@ -532,8 +532,8 @@ fn contended(c: &mut Criterion) {
         group.bench_function("shmproc_RawLock_same_line", |b| {
             peer.get_or_insert_with(|| {
                 let (g, x) = (
-                    guarded.clone_handle().expect("clone"),
-                    ctl.clone_handle().expect("clone"),
+                    guarded.clone(),
+                    ctl.clone(),
                 );
                 Peer::start(
                     "contended_shmproc_RawLock",
@@ -565,7 +565,7 @@ fn contended(c: &mut Criterion) {
         let mut peer = None;
         group.bench_function("raw_sync_Mutex_shm", |b| {
             peer.get_or_insert_with(|| {
-                let (os_id, x) = (rs.os_id(), ctl.clone_handle().expect("clone"));
+                let (os_id, x) = (rs.os_id(), ctl.clone());
                 let body = move || {
                     let mine = RawSyncMutex::open(&os_id);
                     contended_child(&x, || mine.increment());
@@ -610,9 +610,9 @@ fn event_pingpong(
     group.bench_function(id, |b| {
         peer.get_or_insert_with(|| {
             let (pi, po, x) = (
-                ping.clone_handle().expect("clone"),
-                pong.clone_handle().expect("clone"),
-                ctl.clone_handle().expect("clone"),
+                ping.clone(),
+                pong.clone(),
+                ctl.clone(),
             );
             let body = move || {
                 let mut seen = 0u32;
@@ -637,8 +637,8 @@ fn event_pingpong(
                     po.set();
                 }
             };
-            let stopper = ping.clone_handle().expect("clone");
-            let x = ctl.clone_handle().expect("clone");
+            let stopper = ping.clone();
+            let x = ctl.clone();
             Peer::start("event_pingpong", body, move || {
                 x.raise_stop();
                 stopper.set();
@@ -689,7 +689,7 @@ fn futex_pingpong(
     let mut peer = None;
     group.bench_function(id, |b| {
         peer.get_or_insert_with(|| {
-            let x = ctl.clone_handle().expect("clone");
+            let x = ctl.clone();
             let body = move || {
                 let mut seen = 0u32;
                 loop {
@@ -749,7 +749,7 @@ fn spin_pingpong(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime
     let mut peer = None;
     group.bench_function(id, |b| {
         peer.get_or_insert_with(|| {
-            let x = ctl.clone_handle().expect("clone");
+            let x = ctl.clone();
             let body = move || {
                 let mut seen = 0u32;
                 loop {

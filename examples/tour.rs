@@ -277,7 +277,7 @@ fn main() -> Res<()> {
     let mut kids = Vec::new();
     for m in METHODS.iter().chain(METHODS.iter()) {
         kids.push(
-            Process::new(count_up, tally.clone_handle()?)
+            Process::new(count_up, tally.clone())
                 .start_method(*m)
                 .start()?,
         );
@@ -300,7 +300,7 @@ fn main() -> Res<()> {
     step(2, "a RawArray filled by two Run tasks (one forked, one spawned)");
     let squares = RawArray::<u64>::new(10)?;
     let mut a = Process::from_run(SquareSlice {
-        out: squares.clone_handle()?,
+        out: squares.clone(),
         start: 0,
         end: 5,
     })
@@ -308,7 +308,7 @@ fn main() -> Res<()> {
     .start_method(StartMethod::Fork)
     .start()?;
     let mut b = Process::from_run(SquareSlice {
-        out: squares.clone_handle()?,
+        out: squares.clone(),
         start: 5,
         end: 10,
     })
@@ -383,7 +383,7 @@ fn main() -> Res<()> {
     let mut kids = Vec::new();
     for (i, m) in METHODS.iter().chain(METHODS.iter()).enumerate() {
         kids.push(
-            Process::new(print_block, (lock.clone_handle()?, i as u32))
+            Process::new(print_block, (lock.clone(), i as u32))
                 .start_method(*m)
                 .start()?,
         );
@@ -400,7 +400,7 @@ fn main() -> Res<()> {
     })?;
     let mut kids = Vec::new();
     for i in 0..6 {
-        let args = (sem.clone_handle()?, occ.clone_handle()?);
+        let args = (sem.clone(), occ.clone());
         kids.push(Process::new(limited, args).start_method(METHODS[i % 2]).start()?);
     }
     for k in &mut kids {
@@ -417,7 +417,7 @@ fn main() -> Res<()> {
     let mut kids = Vec::new();
     for m in METHODS.iter().chain(METHODS.iter()) {
         kids.push(
-            Process::new(released, (go.clone_handle()?, stamp.clone_handle()?))
+            Process::new(released, (go.clone(), stamp.clone()))
                 .start_method(*m)
                 .start()?,
         );
@@ -436,7 +436,7 @@ fn main() -> Res<()> {
     let mut kids = Vec::new();
     for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::Fork] {
         kids.push(
-            Process::new(rounds, (barrier.clone_handle()?, total.clone_handle()?))
+            Process::new(rounds, (barrier.clone(), total.clone()))
                 .start_method(m)
                 .start()?,
         );
@@ -456,7 +456,7 @@ fn main() -> Res<()> {
     );
     for m in METHODS {
         let lock = Lock::new()?;
-        let mut holder = Process::new(hold_forever, lock.clone_handle()?)
+        let mut holder = Process::new(hold_forever, lock.clone())
             .start_method(m)
             .start()?;
         while !lock.is_locked() {
@@ -484,7 +484,7 @@ fn main() -> Res<()> {
     let small = Queue::<u64, PodCodec>::new(0)?;
     let big = Queue::<Vec<u8>, Bytes>::new(0)?;
     let mut producer =
-        Process::new(pipeline_producer, (small.clone_handle()?, big.clone_handle()?, n)).start()?;
+        Process::new(pipeline_producer, (small.clone(), big.clone(), n)).start()?;
     let t = Instant::now();
     for want in 0..n {
         assert_eq!(small.get()?, want, "u64 stream out of order");
@@ -653,7 +653,7 @@ fn main() -> Res<()> {
         let pool = Pool::builder()
             .processes(2)
             .start_method(m)
-            .initializer(keep_counts, counts.clone_handle()?)
+            .initializer(keep_counts, counts.clone())
             .build()?;
         pool.apply(count_words, String::new())?; // the workers are up
         let t = Instant::now();

@@ -448,17 +448,12 @@ impl<T, C: Codec<T>> Connection<T, C> {
         let ab = Channel::new(capacity)?;
         let (a, b) = if duplex {
             let ba = Channel::new(capacity)?;
-            let a = Self::wrap(
-                Some(ab.clone_handle()?),
-                Some(ba.clone_handle()?),
-                link.clone_handle()?,
-                0,
-            );
+            let a = Self::wrap(Some(ab.clone()), Some(ba.clone()), link.clone(), 0);
             let b = Self::wrap(Some(ba), Some(ab), link, 1);
             (a, b)
         } else {
             // Python's order: the first end receives, the second sends.
-            let r = Self::wrap(None, Some(ab.clone_handle()?), link.clone_handle()?, 0);
+            let r = Self::wrap(None, Some(ab.clone()), link.clone(), 0);
             let w = Self::wrap(Some(ab), None, link, 1);
             (r, w)
         };

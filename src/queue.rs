@@ -167,7 +167,7 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 ///
 /// Every blocking call has a timeout and a non-blocking form: `put` / `put_timeout` /
 /// `try_put` (`put_nowait`), `get` / `get_timeout` / `try_get` (`get_nowait`). Each process
-/// holds its own handle (`clone_handle`, or pass the queue in a child's arguments).
+/// holds its own handle (`clone`, or pass the queue in a child's arguments).
 ///
 /// ```
 /// use shmproc::{Process, Queue};
@@ -180,7 +180,7 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 ///
 /// shmproc::init();
 /// let q = Queue::<String>::new(0)?; // 0: no item limit, as in Python
-/// let mut child = Process::new(produce, q.clone_handle()?).start()?;
+/// let mut child = Process::new(produce, q.clone()).start()?;
 /// for i in 0..3 {
 ///     assert_eq!(q.get()?, format!("item {i}"));
 /// }
@@ -204,6 +204,18 @@ impl<T, C: Codec<T>> std::fmt::Debug for Queue<T, C> {
     }
 }
 
+/// Another handle to the same queue (not closed, even if this one is).
+impl<T, C: Codec<T>> Clone for Queue<T, C> {
+    fn clone(&self) -> Self {
+        Self {
+            chan: self.chan.clone(),
+            maxsize: self.maxsize,
+            closed: AtomicBool::new(false),
+            _t: PhantomData,
+        }
+    }
+}
+
 impl<T, C: Codec<T>> Queue<T, C> {
     /// A queue holding at most `maxsize` items (`0`: no limit, as in Python) in a 1 MiB
     /// buffer.
@@ -223,16 +235,6 @@ impl<T, C: Codec<T>> Queue<T, C> {
         Ok(Self {
             chan: Backend::new::<T, C>(maxsize, bytes)?,
             maxsize: maxsize as u64,
-            closed: AtomicBool::new(false),
-            _t: PhantomData,
-        })
-    }
-
-    /// Another handle to the same queue (not closed, even if this one is).
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Ok(Self {
-            chan: self.chan.clone_handle()?,
-            maxsize: self.maxsize,
             closed: AtomicBool::new(false),
             _t: PhantomData,
         })
@@ -390,7 +392,7 @@ struct QueueToken {
 /// Where a queue keeps its items: a byte channel (any codec; messages of any size stream
 /// through), or for fixed-size codecs (`PodCodec`) a ring of slots of that size, whose
 /// capacity is the item limit (or as many slots as fit the byte budget when unlimited).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 enum Backend {
     Bytes(Channel),
     Slots(SlotRing),
@@ -417,13 +419,6 @@ impl Backend {
                 };
                 Self::Slots(SlotRing::new(cap, size.max(1))?)
             }
-        })
-    }
-
-    fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Ok(match self {
-            Self::Bytes(c) => Self::Bytes(c.clone_handle()?),
-            Self::Slots(r) => Self::Slots(r.clone_handle()?),
         })
     }
 
@@ -521,17 +516,17 @@ pub struct SimpleQueue<T, C: Codec<T> = Postcard> {
     q: Queue<T, C>,
 }
 
+/// Another handle to the same queue (not closed, even if this one is).
+impl<T, C: Codec<T>> Clone for SimpleQueue<T, C> {
+    fn clone(&self) -> Self {
+        Self { q: self.q.clone() }
+    }
+}
+
 impl<T, C: Codec<T>> SimpleQueue<T, C> {
     /// A new queue with a 1 MiB buffer.
     pub fn new() -> Result<Self, SegmentError> {
         Ok(Self { q: Queue::new(0)? })
-    }
-
-    /// Another handle to the same queue.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Ok(Self {
-            q: self.q.clone_handle()?,
-        })
     }
 
     /// Puts an item (waits while the buffer is full).
@@ -572,7 +567,7 @@ unsafe impl crate::ShmSafe for JoinState {}
 /// ```
 /// use shmproc::{JoinableQueue, Process};
 /// let q = JoinableQueue::<u32>::new(0)?;
-/// let worker = q.clone_handle()?;
+/// let worker = q.clone();
 /// let mut child = Process::fork(move || {
 ///     for _ in 0..3 {
 ///         worker.get().expect("get");
@@ -593,20 +588,22 @@ pub struct JoinableQueue<T, C: Codec<T> = Postcard> {
     state: Shared<JoinState>,
 }
 
+/// Another handle to the same queue (not closed, even if this one is).
+impl<T, C: Codec<T>> Clone for JoinableQueue<T, C> {
+    fn clone(&self) -> Self {
+        Self {
+            q: self.q.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
 impl<T, C: Codec<T>> JoinableQueue<T, C> {
     /// A queue with an item limit (0: none).
     pub fn new(maxsize: usize) -> Result<Self, SegmentError> {
         Ok(Self {
             q: Queue::new(maxsize)?,
             state: Shared::new(JoinState::default())?,
-        })
-    }
-
-    /// Another handle to the same queue.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Ok(Self {
-            q: self.q.clone_handle()?,
-            state: self.state.clone_handle()?,
         })
     }
 

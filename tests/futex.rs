@@ -43,7 +43,7 @@ fn wake_all_reaches_sleepers_in_other_processes() {
     let w = new_words();
     let mut kids: Vec<_> = (0..4)
         .map(|i| {
-            Process::new(sleeper, w.clone_handle().unwrap())
+            Process::new(sleeper, w.clone())
                 .start_method(METHODS[i % 2])
                 .start()
                 .unwrap()
@@ -81,7 +81,7 @@ fn wake_one_wakes_one_of_two() {
     let w = new_words();
     let mut kids: Vec<_> = (0..2)
         .map(|i| {
-            Process::new(sleep_once, w.clone_handle().unwrap())
+            Process::new(sleep_once, w.clone())
                 .start_method(METHODS[i])
                 .daemon(true)
                 .start()

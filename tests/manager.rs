@@ -140,10 +140,10 @@ fn several_processes_update_push_and_set_at_once() {
                 .iter()
                 .map(|&id| {
                     let args = (
-                        d.clone_handle().unwrap(),
-                        l.clone_handle().unwrap(),
-                        ns.clone_handle().unwrap(),
-                        go.clone_handle().unwrap(),
+                        d.clone(),
+                        l.clone(),
+                        ns.clone(),
+                        go.clone(),
                         id,
                     );
                     start(m, mixed_writer, args)
@@ -152,10 +152,10 @@ fn several_processes_update_push_and_set_at_once() {
             // The parent is the fourth writer.
             go.set();
             let parent = (
-                d.clone_handle().unwrap(),
-                l.clone_handle().unwrap(),
-                ns.clone_handle().unwrap(),
-                go.clone_handle().unwrap(),
+                d.clone(),
+                l.clone(),
+                ns.clone(),
+                go.clone(),
                 100,
             );
             assert_eq!(mixed_writer(parent), "hello from the parent");
@@ -289,11 +289,11 @@ fn snapshots_never_show_half_a_transaction() {
             ns.set("b", &TOTAL.to_string()).unwrap();
             let (started, stop) = (Event::new().unwrap(), Event::new().unwrap());
             let args = (
-                d.clone_handle().unwrap(),
-                l.clone_handle().unwrap(),
-                ns.clone_handle().unwrap(),
-                started.clone_handle().unwrap(),
-                stop.clone_handle().unwrap(),
+                d.clone(),
+                l.clone(),
+                ns.clone(),
+                started.clone(),
+                stop.clone(),
                 seed("snapshots"),
             );
             let mut child = start(m, transactions, args);
@@ -389,7 +389,7 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
         let mut child = start(
             m,
             hold_dict,
-            (d.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+            (d.clone(), ready.clone()),
         );
         await_ready(&ready, &child, "dict holder");
         assert!(matches!(d.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
@@ -414,7 +414,7 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
         let mut child = start(
             m,
             hold_list,
-            (l.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+            (l.clone(), ready.clone()),
         );
         await_ready(&ready, &child, "list holder");
         assert!(matches!(l.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
@@ -436,7 +436,7 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
         let mut child = start(
             m,
             hold_namespace,
-            (ns.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+            (ns.clone(), ready.clone()),
         );
         await_ready(&ready, &child, "namespace holder");
         assert!(matches!(ns.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
@@ -1063,11 +1063,11 @@ fn a_dict_writer_killed_at_random_moments_leaves_a_whole_dict() {
         hammer_dict_logged,
         |(d, log, done): &LoggedDict, ev, seed| {
             (
-                d.clone_handle().unwrap(),
-                ev.clone_handle().unwrap(),
+                d.clone(),
+                ev.clone(),
                 seed,
-                log.clone_handle().unwrap(),
-                done.clone_handle().unwrap(),
+                log.clone(),
+                done.clone(),
             )
         },
         check_dict_logged,
@@ -1089,11 +1089,11 @@ fn a_list_writer_killed_at_random_moments_leaves_a_whole_list() {
         hammer_list,
         |(l, log, done): &LoggedList, ev, seed| {
             (
-                l.clone_handle().unwrap(),
-                ev.clone_handle().unwrap(),
+                l.clone(),
+                ev.clone(),
                 seed,
-                log.clone_handle().unwrap(),
-                done.clone_handle().unwrap(),
+                log.clone(),
+                done.clone(),
             )
         },
         check_list_logged,
@@ -1115,11 +1115,11 @@ fn a_namespace_writer_killed_at_random_moments_leaves_whole_fields() {
         hammer_namespace,
         |(ns, log, done): &LoggedNamespace, ev, seed| {
             (
-                ns.clone_handle().unwrap(),
-                ev.clone_handle().unwrap(),
+                ns.clone(),
+                ev.clone(),
                 seed,
-                log.clone_handle().unwrap(),
-                done.clone_handle().unwrap(),
+                log.clone(),
+                done.clone(),
             )
         },
         check_namespace_logged,
@@ -1154,11 +1154,11 @@ fn lock_timeout_and_try_lock_fail_while_a_live_child_holds_the_lock() {
             let ns = Namespace::new().unwrap();
             let (ready, release) = (Event::new().unwrap(), Event::new().unwrap());
             let args = (
-                d.clone_handle().unwrap(),
-                l.clone_handle().unwrap(),
-                ns.clone_handle().unwrap(),
-                ready.clone_handle().unwrap(),
-                release.clone_handle().unwrap(),
+                d.clone(),
+                l.clone(),
+                ns.clone(),
+                ready.clone(),
+                release.clone(),
             );
             let mut child = start(m, hold_all_until, args);
             await_ready(&ready, &child, "holder");
@@ -1193,7 +1193,7 @@ fn lock_timeout_and_try_lock_fail_while_a_live_child_holds_the_lock() {
             );
 
             // A blocking operation waits for the holder.
-            let d2 = d.clone_handle().unwrap();
+            let d2 = d.clone();
             let (tx, rx) = std::sync::mpsc::channel();
             let waiter = std::thread::spawn(move || {
                 let r = d2.update_with(&1, |v| v.unwrap() + 1);
@@ -1265,7 +1265,7 @@ fn a_dict_grows_to_a_million_entries() {
             let mut child = start(
                 m,
                 read_grown,
-                (d.clone_handle().unwrap(), l.clone_handle().unwrap()),
+                (d.clone(), l.clone()),
             );
             assert_eq!(join(&mut child), (MILLION as usize, MILLION as usize), "{m:?}");
         }
@@ -1431,7 +1431,7 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
         assert!(ns.names().unwrap().is_empty());
 
         for m in METHODS {
-            let args = (d.clone_handle().unwrap(), l.clone_handle().unwrap(), true);
+            let args = (d.clone(), l.clone(), true);
             assert_eq!(join(&mut start(m, insert_into_full, args)), (true, true), "{m:?}");
         }
         let mut after = d.items().unwrap();
@@ -1445,7 +1445,7 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
             l.pop().unwrap().unwrap();
         }
         for m in METHODS {
-            let args = (d.clone_handle().unwrap(), l.clone_handle().unwrap(), false);
+            let args = (d.clone(), l.clone(), false);
             assert_eq!(
                 join(&mut start(m, insert_into_full, args)),
                 (false, false),
@@ -1563,10 +1563,10 @@ fn a_full_dict_takes_new_keys_after_removals() {
         for (fill_m, other_m) in [(METHODS[0], METHODS[1]), (METHODS[1], METHODS[0])] {
             for removed in [1u64, 12, 24, 32] {
                 let d = Manager::with_limit(ISSUE_LIMIT).dict::<String, u64>().unwrap();
-                let (n, err) = join(&mut start(fill_m, fill_issue_dict, d.clone_handle().unwrap()));
+                let (n, err) = join(&mut start(fill_m, fill_issue_dict, d.clone()));
                 assert_eq!(n, 96, "{fill_m:?}: keys that fit");
                 assert_eq!(err, Some((issue_needed(97), half)), "{fill_m:?}: the 97th key");
-                let args = (d.clone_handle().unwrap(), removed, 1000);
+                let args = (d.clone(), removed, 1000);
                 let (failed, last) = join(&mut start(other_m, remove_then_insert, args));
                 assert!(failed.is_empty(), "{fill_m:?} then {other_m:?}: {failed:?}");
                 let full = format!(
@@ -1707,9 +1707,9 @@ fn replacing_values_of_an_exactly_full_container_works() {
         for m in [None, Some(METHODS[0]), Some(METHODS[1])] {
             let (d, ns, l) = (exact_dict(), exact_namespace(), exact_list());
             let args = (
-                d.clone_handle().unwrap(),
-                ns.clone_handle().unwrap(),
-                l.clone_handle().unwrap(),
+                d.clone(),
+                ns.clone(),
+                l.clone(),
             );
             let got = match m {
                 None => replace_in_exactly_full(args),
@@ -1994,9 +1994,9 @@ fn random_operations_fail_with_limit_exceeded_exactly_when_the_contents_would_no
                 }
                 if let Some(m) = in_child {
                     let handles = (
-                        h.0.clone_handle().unwrap(),
-                        h.1.clone_handle().unwrap(),
-                        h.2.clone_handle().unwrap(),
+                        h.0.clone(),
+                        h.1.clone(),
+                        h.2.clone(),
                     );
                     let got = join(&mut start(m, run_ops, (handles, ops.clone())));
                     assert_eq!(got.len(), ops.len());
@@ -2077,9 +2077,9 @@ fn a_writer_killed_while_compacting_a_full_dict_leaves_the_last_published_state(
             let ready = Event::new().unwrap();
             let s = rng.next() | 1;
             let args = (
-                d.clone_handle().unwrap(),
-                done.clone_handle().unwrap(),
-                ready.clone_handle().unwrap(),
+                d.clone(),
+                done.clone(),
+                ready.clone(),
                 s,
             );
             let mut child = start(m, tight_writer, args);
@@ -2167,7 +2167,7 @@ fn a_field_read_as_another_type_in_a_child_is_a_codec_error() {
         ns.set("s", &"hello world".to_string()).unwrap();
         ns.set("f", &2.5f64).unwrap();
         ns.set("n", &7u32).unwrap();
-        let got = join(&mut start(m, read_as_other_types, ns.clone_handle().unwrap()));
+        let got = join(&mut start(m, read_as_other_types, ns.clone()));
         let want = [
             "ok Some(\"hello world\")",
             "codec",
@@ -2575,9 +2575,9 @@ fn garbage_written_by_a_child_gives_errors_not_panics_or_hangs() {
             })
             .collect();
         let args = (
-            ds.iter().map(|d| d.clone_handle().unwrap()).collect(),
-            ls.iter().map(|l| l.clone_handle().unwrap()).collect(),
-            nss.iter().map(|n| n.clone_handle().unwrap()).collect(),
+            ds.iter().map(|d| d.clone()).collect(),
+            ls.iter().map(|l| l.clone()).collect(),
+            nss.iter().map(|n| n.clone()).collect(),
             rng.next() | 1,
         );
         assert_eq!(join(&mut start(m, scribble_all, args)), 3 * rounds, "{m:?}");
@@ -2662,11 +2662,11 @@ fn garbage_written_by_a_child_during_operations_gives_errors_not_panics_or_hangs
         let ns = mk.namespace().unwrap();
         let (ready, stop) = (Event::new().unwrap(), Event::new().unwrap());
         let args = (
-            d.clone_handle().unwrap(),
-            l.clone_handle().unwrap(),
-            ns.clone_handle().unwrap(),
-            ready.clone_handle().unwrap(),
-            stop.clone_handle().unwrap(),
+            d.clone(),
+            l.clone(),
+            ns.clone(),
+            ready.clone(),
+            stop.clone(),
             rng.next() | 1,
         );
         let mut child = start(m, scribble_meanwhile, args);
@@ -2736,7 +2736,7 @@ fn hints_full_of_garbage_do_not_panic() {
     for m in METHODS {
         let d = Dict::<u64, u64>::with_limit(SMALL).unwrap();
         d.insert(&1, &1).unwrap();
-        join(&mut start(m, max_out_hints, d.clone_handle().unwrap()));
+        join(&mut start(m, max_out_hints, d.clone()));
         bounded("insert after garbage hints", move || {
             // The hints are only hints: `used` past the table sends the insert to a
             // compaction, which counts from the table and succeeds.
@@ -2778,7 +2778,7 @@ fn using_a_container_inside_its_own_critical_section_is_would_deadlock() {
         );
         assert_eq!(d.get(&k).unwrap(), Some(2));
         // Through another handle of the same dict as well, and every blocking form.
-        let d2 = d.clone_handle().unwrap();
+        let d2 = d.clone();
         let mut inner = Vec::new();
         d.update_with(&k, |v| {
             inner.push(d2.insert(&"x".into(), &0).err());
@@ -2799,7 +2799,7 @@ fn using_a_container_inside_its_own_critical_section_is_would_deadlock() {
             assert!(matches!(d.try_lock(), Err(ManagerError::WouldBlock)));
             assert_eq!(g.get(&k).unwrap(), Some(3));
             // Another thread just waits (or times out): it is not the holder.
-            let d3 = d.clone_handle().unwrap();
+            let d3 = d.clone();
             let r = std::thread::spawn(move || {
                 (
                     matches!(d3.try_lock(), Err(ManagerError::WouldBlock)),
@@ -2885,7 +2885,7 @@ fn a_nested_value_copy_does_not_write_back_but_update_with_does() {
                     start(
                         m,
                         append_to_nested,
-                        (d.clone_handle().unwrap(), go.clone_handle().unwrap(), id),
+                        (d.clone(), go.clone(), id),
                     )
                 })
                 .collect();
@@ -2943,7 +2943,7 @@ fn a_dict_handed_to_pool_workers_by_the_initializer_counts_their_tasks() {
             let pool = Pool::builder()
                 .processes(2)
                 .start_method(m)
-                .initializer(keep_counts, d.clone_handle().unwrap())
+                .initializer(keep_counts, d.clone())
                 .build()
                 .unwrap_or_else(|e| panic!("{m:?}: build a pool with a dict initializer argument: {e}"));
             let ws = words(700);
@@ -2971,7 +2971,7 @@ fn replacement_workers_get_the_initializer_handles_too() {
                 .processes(2)
                 .start_method(m)
                 .maxtasksperchild(1)
-                .initializer(keep_counts, d.clone_handle().unwrap())
+                .initializer(keep_counts, d.clone())
                 .build()
                 .unwrap();
             let ws = words(70);
@@ -3004,7 +3004,7 @@ fn a_dict_handed_to_a_thread_pool_by_the_initializer_counts_its_tasks() {
         let pool = Pool::builder()
             .threads(true)
             .processes(2)
-            .initializer(keep_thread_counts, d.clone_handle().unwrap())
+            .initializer(keep_thread_counts, d.clone())
             .build()
             .unwrap();
         let ws = words(700);
@@ -3042,9 +3042,9 @@ fn leak_scenario(m: StartMethod) {
     let ns = mgr.namespace().unwrap();
     for _ in 0..2 {
         let args = (
-            d.clone_handle().unwrap(),
-            l.clone_handle().unwrap(),
-            ns.clone_handle().unwrap(),
+            d.clone(),
+            l.clone(),
+            ns.clone(),
         );
         join(&mut start(m, use_all, args));
     }
@@ -3052,7 +3052,7 @@ fn leak_scenario(m: StartMethod) {
     let mut child = start(
         m,
         hold_and_die,
-        (d.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+        (d.clone(), ready.clone()),
     );
     await_ready(&ready, &child, "leak holder");
     kill_and_reap(&mut child);
@@ -3063,7 +3063,7 @@ fn leak_scenario(m: StartMethod) {
     let child = start(
         m,
         hold_and_die,
-        (d.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+        (d.clone(), ready.clone()),
     );
     await_ready(&ready, &child, "leak holder 2");
     child.kill().unwrap();
@@ -3071,7 +3071,7 @@ fn leak_scenario(m: StartMethod) {
     assert_eq!(d.len().unwrap(), 1);
     assert_eq!(l.snapshot().unwrap(), [1, 1]);
     // The handles of a Fork child closure.
-    let (d2, l2) = (d.clone_handle().unwrap(), l.clone_handle().unwrap());
+    let (d2, l2) = (d.clone(), l.clone());
     if m == StartMethod::Fork {
         let mut p = Process::fork(move || {
             l2.push(&2).unwrap();
@@ -3131,7 +3131,7 @@ fn a_full_dict_recovers_from_a_killed_holder() {
         let mut child = start(
             m,
             hold_small,
-            (d.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+            (d.clone(), ready.clone()),
         );
         await_ready(&ready, &child, "small holder");
         kill_and_reap(&mut child);
@@ -3246,7 +3246,7 @@ fn processes_racing_setdefault_all_see_the_one_value_inserted() {
                 start(
                     m,
                     claim_keys,
-                    (d.clone_handle().unwrap(), go.clone_handle().unwrap(), id),
+                    (d.clone(), go.clone(), id),
                 )
             })
             .collect();

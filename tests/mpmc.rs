@@ -121,10 +121,10 @@ fn two_producers_two_consumers_no_loss_no_duplicate_per_producer_order() {
         for cap in [3, 64] {
             let ring = MpmcRing::<u64>::new(cap).unwrap();
             let mut consumers: Vec<_> = (0..2)
-                .map(|_| start(m, consume, ring.clone_handle().unwrap()))
+                .map(|_| start(m, consume, ring.clone()))
                 .collect();
             let mut producers: Vec<_> = (0..2)
-                .map(|id| start(m, produce, (ring.clone_handle().unwrap(), id)))
+                .map(|id| start(m, produce, (ring.clone(), id)))
                 .collect();
             for p in &mut producers {
                 join(p);
@@ -209,11 +209,11 @@ fn timed_calls_across_processes_wait_for_the_other_side_and_never_end_early() {
     for m in METHODS {
         let ring = MpmcRing::<u64>::new(3).unwrap();
         // Nothing comes: Empty, after the whole wait.
-        let (r, took) = join(&mut start(m, pop_within, (ring.clone_handle().unwrap(), 80)));
+        let (r, took) = join(&mut start(m, pop_within, (ring.clone(), 80)));
         assert_eq!(r, Err(SlotError::Empty));
         assert!(took >= 80, "{m:?}: pop gave up after {took} ms");
         // An item pushed while the child waits reaches it.
-        let mut child = start(m, pop_within, (ring.clone_handle().unwrap(), 20_000));
+        let mut child = start(m, pop_within, (ring.clone(), 20_000));
         wait_until_asleep(child.pid());
         ring.push(42, None).unwrap();
         assert_eq!(join(&mut child).0, Ok(42));
@@ -221,11 +221,11 @@ fn timed_calls_across_processes_wait_for_the_other_side_and_never_end_early() {
         for v in 0..3 {
             ring.try_push(v).unwrap();
         }
-        let (r, took) = join(&mut start(m, push_within, (ring.clone_handle().unwrap(), 7, 80)));
+        let (r, took) = join(&mut start(m, push_within, (ring.clone(), 7, 80)));
         assert_eq!(r, Err(SlotError::Full));
         assert!(took >= 80, "{m:?}: push gave up after {took} ms");
         // ... or completes once we pop.
-        let mut child = start(m, push_within, (ring.clone_handle().unwrap(), 7, 20_000));
+        let mut child = start(m, push_within, (ring.clone(), 7, 20_000));
         wait_until_asleep(child.pid());
         assert_eq!(ring.try_pop(), Ok(0));
         assert_eq!(join(&mut child).0, Ok(()));
@@ -259,7 +259,7 @@ fn shutdown_wakes_blocked_pops_and_pushes_and_pops_drain_first() {
         let mut child = start(
             m,
             pop_forever,
-            (ring.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (ring.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.get() == 1));
         wait_until_asleep(child.pid());
@@ -274,7 +274,7 @@ fn shutdown_wakes_blocked_pops_and_pushes_and_pops_drain_first() {
         let mut child = start(
             m,
             push_forever,
-            (ring.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (ring.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.get() == 1));
         wait_until_asleep(child.pid());
@@ -461,10 +461,10 @@ fn producers_killed_mid_push_lose_only_their_unfinished_item() {
     for trial in 0..KILL_TRIALS {
         let m = METHODS[trial % 2];
         let ring = SlotRing::new(4, BIG_SLOT).unwrap();
-        let mut child = start(m, push_until_killed, ring.clone_handle().unwrap());
+        let mut child = start(m, push_until_killed, ring.clone());
         let dead = Arc::new(AtomicBool::new(false));
         let consumer = {
-            let (ring, dead) = (ring.clone_handle().unwrap(), dead.clone());
+            let (ring, dead) = (ring.clone(), dead.clone());
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16];
                 let mut got = Vec::new();
@@ -546,15 +546,15 @@ fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
             m,
             pop_until_killed,
             (
-                ring.clone_handle().unwrap(),
-                log.clone_handle().unwrap(),
-                count.clone_handle().unwrap(),
+                ring.clone(),
+                log.clone(),
+                count.clone(),
             ),
         );
         let stop = Arc::new(AtomicBool::new(false));
         let pushed = Arc::new(AtomicU64::new(0));
         let producer = {
-            let (ring, stop, pushed) = (ring.clone_handle().unwrap(), stop.clone(), pushed.clone());
+            let (ring, stop, pushed) = (ring.clone(), stop.clone(), pushed.clone());
             std::thread::spawn(move || {
                 let mut buf = [0u8; 16];
                 let mut seq = 0;
@@ -711,11 +711,11 @@ fn garbage_in_the_shared_words_is_corrupted_not_a_hang() {
     // A geometry that does not match the segment: new handles are refused.
     let ring = MpmcRing::<u64>::new(4).unwrap();
     word(ring.slots(), CAPACITY).store(5, SeqCst);
-    assert!(matches!(ring.clone_handle(), Err(SegmentError::Corrupt(_))));
+    assert!(matches!(ring.reopen(), Err(SegmentError::Corrupt(_))));
     word(ring.slots(), CAPACITY).store(0, SeqCst);
-    assert!(matches!(ring.clone_handle(), Err(SegmentError::Corrupt(_))));
+    assert!(matches!(ring.reopen(), Err(SegmentError::Corrupt(_))));
     word(ring.slots(), CAPACITY).store(4, SeqCst);
-    assert!(ring.clone_handle().is_ok());
+    assert!(ring.reopen().is_ok());
 }
 
 fn geometry_of(ring: SlotRing) -> (usize, usize) {
@@ -736,7 +736,7 @@ fn handles_reach_children_with_their_geometry() {
     for m in METHODS {
         let ring = SlotRing::new(5, 100).unwrap();
         assert_eq!(
-            join(&mut start(m, geometry_of, ring.clone_handle().unwrap())),
+            join(&mut start(m, geometry_of, ring.clone())),
             (5, 104)
         );
         let typed = MpmcRing::<[u32; 3]>::new(3).unwrap();
@@ -744,7 +744,7 @@ fn handles_reach_children_with_their_geometry() {
         for k in 0..3 {
             typed.try_push([k, 10 * k, 100 * k]).unwrap();
         }
-        assert_eq!(join(&mut start(m, sum_all, typed.clone_handle().unwrap())), 333);
+        assert_eq!(join(&mut start(m, sum_all, typed.clone())), 333);
         assert!(typed.is_empty());
     }
 }
@@ -823,7 +823,7 @@ fn mpmc_leak_scenario(m: shmproc::StartMethod) {
     let ring = MpmcRing::<u64>::new(8).unwrap();
     for _ in 0..2 {
         assert_eq!(
-            join(&mut start(m, push_pop, (ring.clone_handle().unwrap(), 5))),
+            join(&mut start(m, push_pop, (ring.clone(), 5))),
             10
         );
     }
@@ -832,7 +832,7 @@ fn mpmc_leak_scenario(m: shmproc::StartMethod) {
     let mut c = start(
         m,
         pop_forever,
-        (ring.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+        (ring.clone(), waiting.clone()),
     );
     assert!(eventually(LONG, || waiting.get() == 1));
     wait_until_asleep(c.pid());
@@ -849,7 +849,7 @@ fn nothing_leaks_after_children_used_a_ring_and_were_killed() {
     for m in METHODS {
         let ring = MpmcRing::<u64>::new(8).unwrap();
         assert_eq!(
-            join(&mut start(m, push_pop, (ring.clone_handle().unwrap(), 1))),
+            join(&mut start(m, push_pop, (ring.clone(), 1))),
             0
         );
     }

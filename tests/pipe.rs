@@ -434,7 +434,7 @@ fn dropping_the_parent_end_wakes_a_child_blocked_in_recv() {
     for m in METHODS {
         let (a, b) = pipe::<Record>().unwrap();
         let ready = flag();
-        let mut c = start(m, recv_blocked, (b, ready.clone_handle().unwrap()));
+        let mut c = start(m, recv_blocked, (b, ready.clone()));
         wait_blocked(&ready, c.pid());
         drop(a);
         assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected)", "{m:?}");
@@ -469,7 +469,7 @@ fn send_right_after_recv_reported_disconnected_fails_too() {
         for round in 0..ROUNDS {
             let (a, b) = pipe::<Record>().unwrap();
             let ready = flag();
-            let mut c = start(m, recv_then_send_at_once, (b, ready.clone_handle().unwrap()));
+            let mut c = start(m, recv_then_send_at_once, (b, ready.clone()));
             wait_blocked(&ready, c.pid());
             bounded("drop on CPU 0", move || {
                 pin_to_cpu0();
@@ -484,7 +484,7 @@ fn send_right_after_recv_reported_disconnected_fails_too() {
 
             let (a, b) = pipe::<Record>().unwrap();
             let go = Event::new().unwrap();
-            let mut c = start(m, close_on_go, (b, go.clone_handle().unwrap()));
+            let mut c = start(m, close_on_go, (b, go.clone()));
             let call = background("parent recv", move || {
                 pin_to_cpu0();
                 let r = a.recv();
@@ -587,7 +587,7 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
     };
     let (sent, then) = case.child_plan();
     let ready = flag();
-    let mut c = start(m, victim, (b, sent, then, ready.clone_handle().unwrap()));
+    let mut c = start(m, victim, (b, sent, then, ready.clone()));
     wait_blocked(&ready, c.pid());
 
     let (a, took) = match case {
@@ -777,7 +777,7 @@ fn a_forked_child_does_not_hold_the_parent_end_it_merely_inherited() {
     let _g = shared();
     let (a, b) = pipe::<Record>().unwrap();
     let ready = flag();
-    let r = ready.clone_handle().unwrap();
+    let r = ready.clone();
     let mut c = Process::fork(move || recv_blocked((b, r)))
         .daemon(true)
         .start()
@@ -862,7 +862,7 @@ fn timeouts_and_try_forms_with_a_live_peer() {
     for m in METHODS {
         let (a, b) = Connection::<u64>::pair(true, SMALL).unwrap();
         let go = Event::new().unwrap();
-        let mut c = start(m, hold_then_drain, (b, go.clone_handle().unwrap()));
+        let mut c = start(m, hold_then_drain, (b, go.clone()));
         let what = |s: &str| format!("{m:?}: {s}");
 
         // Empty pipe, live peer.
@@ -941,7 +941,7 @@ fn a_message_larger_than_the_pipe_does_not_make_try_send_or_send_timeout_block()
     for m in METHODS {
         let (a, b) = pipe::<()>().unwrap();
         let go = Event::new().unwrap();
-        let mut c = start(m, hold_then_drain_bytes, (b, go.clone_handle().unwrap()));
+        let mut c = start(m, hold_then_drain_bytes, (b, go.clone()));
         let call = background(&format!("{m:?} oversized sends"), move || {
             let t = Instant::now();
             let tried = a.try_send_bytes(&vec![1; LEN]);
@@ -1128,7 +1128,7 @@ fn close_makes_later_calls_fail_with_closed_and_the_peer_sees_disconnected() {
         // The child closes while it lives on.
         let (a, b) = pipe::<Record>().unwrap();
         let go = Event::new().unwrap();
-        let mut c = start(m, close_mine, (b, go.clone_handle().unwrap()));
+        let mut c = start(m, close_mine, (b, go.clone()));
         assert_eq!(a.recv_timeout(LONG), Ok(record(1)), "{m:?}");
         let t = Instant::now();
         let r = a.recv_timeout(LONG);
@@ -1146,7 +1146,7 @@ fn close_makes_later_calls_fail_with_closed_and_the_peer_sees_disconnected() {
         // The parent closes while the child waits in recv.
         let (a, b) = pipe::<Record>().unwrap();
         let ready = flag();
-        let mut c = start(m, recv_blocked, (b, ready.clone_handle().unwrap()));
+        let mut c = start(m, recv_blocked, (b, ready.clone()));
         wait_blocked(&ready, c.pid());
         a.close();
         assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected)", "{m:?}");
@@ -1191,7 +1191,7 @@ fn a_forked_child_that_closes_its_end_before_the_parent_drops_the_closure_discon
     let _g = shared();
     let (a, b) = pipe::<Record>().unwrap();
     let go = Event::new().unwrap();
-    let g = go.clone_handle().unwrap();
+    let g = go.clone();
     // A tuple drops its fields in order: the parent sleeps, then drops `b`.
     let captured = (SlowDrop(ms(300)), b);
     let mut c = Process::fork(move || {

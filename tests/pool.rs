@@ -1404,7 +1404,7 @@ fn initializer_arguments_carry_handles_but_not_pipe_ends() {
         let pool = Pool::builder()
             .processes(2)
             .start_method(m)
-            .initializer(bump_counter, inits.clone_handle().unwrap())
+            .initializer(bump_counter, inits.clone())
             .build()
             .unwrap();
         assert_eq!(pool.map(square, vec![1, 2, 3], Some(1)).unwrap(), vec![1, 4, 9]);

@@ -106,7 +106,7 @@ fn names_and_parent() {
 fn child_writes_array_parent_reads() {
     for m in METHODS {
         let a = RawArray::<u32>::new(16).unwrap();
-        let mut p = Process::new(fill, a.clone_handle().unwrap())
+        let mut p = Process::new(fill, a.clone())
             .start_method(m)
             .start()
             .unwrap();
@@ -126,7 +126,7 @@ fn shared_atomic_counter_from_many_children() {
         .unwrap();
         let mut kids: Vec<_> = (0..4)
             .map(|_| {
-                Process::new(bump, c.clone_handle().unwrap())
+                Process::new(bump, c.clone())
                     .start_method(m)
                     .start()
                     .unwrap()
@@ -142,7 +142,7 @@ fn shared_atomic_counter_from_many_children() {
 #[test]
 fn raw_value_by_fork_closure() {
     let v = RawValue::new(0i64).unwrap();
-    let h = v.clone_handle().unwrap();
+    let h = v.clone();
     let mut p = Process::fork(move || h.set(-5)).start().unwrap();
     p.join().unwrap();
     assert_eq!(v.get(), -5);
@@ -267,7 +267,7 @@ fn daemon_grandchild_dies_with_its_parent() {
     for (mi, m) in METHODS.iter().enumerate() {
         for daemon in [true, false] {
             let slot = RawValue::new(0u32).unwrap();
-            let arg = (daemon, mi as u8, slot.clone_handle().unwrap());
+            let arg = (daemon, mi as u8, slot.clone());
             let mut mid = Process::new(middle, arg).start_method(*m).start().unwrap();
             assert!(
                 eventually(ms(10_000), || slot.get() != 0),
@@ -386,7 +386,7 @@ fn spawned_child_inherits_only_its_handles() {
     let _unrelated = (RawArray::<u8>::new(8).unwrap(), SharedMemory::new(8).unwrap());
     let a = RawArray::<u8>::new(8).unwrap();
     let s = SharedMemory::new(8).unwrap();
-    let args = (a.clone_handle().unwrap(), s.clone_handle().unwrap());
+    let args = (a.clone(), s.clone());
     let mut p = Process::new(list_fds, args)
         .start_method(StartMethod::Spawn)
         .start()
@@ -479,7 +479,7 @@ fn parent_process_is_alive_and_sentinel_follow_the_parents_death() {
     for m in METHODS {
         for inner in METHODS {
             let report = RawArray::<u32>::new(8).unwrap();
-            let mut middle = Process::new(start_watcher, (report.clone_handle().unwrap(), inner))
+            let mut middle = Process::new(start_watcher, (report.clone(), inner))
                 .start_method(m)
                 .daemon(true)
                 .start()

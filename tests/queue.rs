@@ -160,10 +160,10 @@ fn producers_and_consumers_keep_per_producer_order_without_loss_or_duplicates() 
     for m in METHODS {
         let q = Queue::<Option<Msg>>::with_capacity(0, 4096).unwrap();
         let mut consumers: Vec<_> = (0..CONSUMERS)
-            .map(|_| start(m, mpmc_consumer, q.clone_handle().unwrap()))
+            .map(|_| start(m, mpmc_consumer, q.clone()))
             .collect();
         let mut producers: Vec<_> = (0..PRODUCERS)
-            .map(|id| start(m, mpmc_producer, (q.clone_handle().unwrap(), id)))
+            .map(|id| start(m, mpmc_producer, (q.clone(), id)))
             .collect();
         for p in &mut producers {
             join(p);
@@ -228,7 +228,7 @@ fn get_timeout_and_try_get_on_an_empty_queue() {
         let mut c = start(
             m,
             timed_get,
-            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (q.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
@@ -277,7 +277,7 @@ fn maxsize_limits_items_with_full_errors_that_return_the_item() {
         let mut c = start(
             m,
             blocked_put,
-            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (q.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
@@ -302,7 +302,7 @@ fn qsize_is_exact_across_processes() {
     }
     for m in METHODS {
         let q = Queue::<u64>::with_capacity(0, 4096).unwrap();
-        join(&mut start(m, put_n, (q.clone_handle().unwrap(), 200)));
+        join(&mut start(m, put_n, (q.clone(), 200)));
         assert_eq!(q.qsize(), 200);
         for i in 0..200 {
             assert_eq!(q.try_get(), Ok(i));
@@ -350,7 +350,7 @@ fn close_is_per_handle() {
     let _g = common::shared();
     for m in METHODS {
         let q = Queue::<String>::new(0).unwrap();
-        let mine = q.clone_handle().unwrap();
+        let mine = q.clone();
         mine.close();
         match mine.put("x".into()) {
             Err(PutError::Closed(s)) => assert_eq!(s, "x"),
@@ -367,15 +367,15 @@ fn close_is_per_handle() {
             Err(GetError::Closed)
         );
         assert_eq!(q.try_get().unwrap(), "a", "the refused gets took nothing");
-        let mine = q.clone_handle().unwrap();
+        let mine = q.clone();
         mine.close();
-        mine.clone_handle().unwrap().put("b".into()).unwrap();
+        mine.clone().put("b".into()).unwrap();
         assert_eq!(q.try_get().unwrap(), "b");
 
         // The child's close does not reach this process's handle; the item it was refused
         // is still there for others.
         q.put("for the child".into()).unwrap();
-        let got = join(&mut start(m, close_mine, q.clone_handle().unwrap()));
+        let got = join(&mut start(m, close_mine, q.clone()));
         assert_eq!(
             got,
             [
@@ -398,7 +398,7 @@ fn close_is_per_handle() {
         let got = join(&mut start(
             m,
             close_mine_simple_joinable,
-            (s.clone_handle().unwrap(), j.clone_handle().unwrap()),
+            (s.clone(), j.clone()),
         ));
         assert_eq!(
             got,
@@ -446,7 +446,7 @@ fn shutdown_wakes_a_blocked_get_in_another_process() {
         let mut c = start(
             m,
             blocked_get,
-            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (q.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
@@ -469,7 +469,7 @@ fn shutdown_wakes_a_put_blocked_on_maxsize_or_on_a_full_buffer() {
         let mut c = start(
             m,
             blocked_put_on_limit,
-            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (q.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
@@ -494,9 +494,9 @@ fn shutdown_wakes_a_put_blocked_on_maxsize_or_on_a_full_buffer() {
             m,
             blocked_put_forever,
             (
-                q.clone_handle().unwrap(),
+                q.clone(),
                 vec![9; 1000],
-                waiting.clone_handle().unwrap(),
+                waiting.clone(),
             ),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
@@ -522,7 +522,7 @@ fn gets_drain_remaining_items_after_shutdown() {
     let _g = common::shared();
     for m in METHODS {
         let q = Queue::<u32>::with_capacity(0, 4096).unwrap();
-        join(&mut start(m, put_then_shutdown, (q.clone_handle().unwrap(), 50)));
+        join(&mut start(m, put_then_shutdown, (q.clone(), 50)));
         assert_eq!(q.qsize(), 50);
         assert!(matches!(q.put(99), Err(PutError::Closed(99))));
         for i in 0..50 {
@@ -589,7 +589,7 @@ fn a_64_mib_message_streams_through_the_default_1_mib_buffer() {
     let want = big_pattern(BIG);
     for m in METHODS {
         let q = Queue::<Vec<u8>, Raw>::new(0).unwrap();
-        let mut c = start(m, put_big_raw, (q.clone_handle().unwrap(), BIG));
+        let mut c = start(m, put_big_raw, (q.clone(), BIG));
         let v = q.get_timeout(LONG).expect("the 64 MiB message");
         join(&mut c);
         if let Some(i) = first_difference(&v, &want) {
@@ -606,7 +606,7 @@ fn a_large_postcard_message_streams_through_the_default_buffer() {
     let want = big_pattern(len);
     for m in METHODS {
         let q = Queue::<Vec<u8>>::new(0).unwrap();
-        let mut c = start(m, put_big_postcard, (q.clone_handle().unwrap(), len));
+        let mut c = start(m, put_big_postcard, (q.clone(), len));
         let v = q.get_timeout(LONG).expect("the 4 MiB message");
         join(&mut c);
         if let Some(i) = first_difference(&v, &want) {
@@ -645,7 +645,7 @@ fn messages_around_the_frame_boundary() {
     ];
     for m in METHODS {
         let q = Queue::<Vec<u8>, Raw>::with_capacity(0, cap).unwrap();
-        let mut c = start(m, put_sizes, (q.clone_handle().unwrap(), sizes.clone()));
+        let mut c = start(m, put_sizes, (q.clone(), sizes.clone()));
         for (k, &len) in sizes.iter().enumerate() {
             let v = q.get_timeout(LONG).expect("get");
             let want: Vec<u8> = (0..len).map(|i| (i * 7 + k) as u8).collect();
@@ -700,7 +700,7 @@ fn pod_items_cross_processes() {
         let mut c = start(
             m,
             pod_producer,
-            (nums.clone_handle().unwrap(), samples.clone_handle().unwrap(), n),
+            (nums.clone(), samples.clone(), n),
         );
         for i in 0..n {
             assert_eq!(
@@ -747,7 +747,7 @@ fn an_undecodable_message_is_a_decode_error_and_is_consumed() {
     let _g = common::shared();
     for m in METHODS {
         let q = Queue::<Even>::new(0).unwrap();
-        join(&mut start(m, put_evens_and_odds, q.clone_handle().unwrap()));
+        join(&mut start(m, put_evens_and_odds, q.clone()));
         assert_eq!(q.qsize(), 5);
         assert_eq!(q.try_get(), Ok(Even(2)));
         match q.try_get() {
@@ -790,13 +790,13 @@ fn simple_queue_across_processes() {
         let mut c = start(
             m,
             simple_echo,
-            (inq.clone_handle().unwrap(), outq.clone_handle().unwrap()),
+            (inq.clone(), outq.clone()),
         );
         for i in 0..20 {
             inq.put((i, format!("item {i}"))).unwrap();
         }
         inq.put((u32::MAX, String::new())).unwrap();
-        let out = outq.clone_handle().unwrap();
+        let out = outq.clone();
         let got = bounded("SimpleQueue::get", move || {
             (0..20).map(|_| out.get().expect("get")).collect::<Vec<_>>()
         });
@@ -833,7 +833,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
         let mut c = start(
             m,
             joinable_worker,
-            (q.clone_handle().unwrap(), done.clone_handle().unwrap(), n),
+            (q.clone(), done.clone(), n),
         );
         for i in 0..n {
             q.put(i).unwrap();
@@ -843,7 +843,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
         let t = Instant::now();
         assert!(!q.join_timeout(ms(5)), "{m:?}: join_timeout with tasks pending");
         assert!(t.elapsed() >= ms(5));
-        let h = q.clone_handle().unwrap();
+        let h = q.clone();
         bounded("JoinableQueue::join", move || h.join());
         assert_eq!(
             done.load(SeqCst),
@@ -898,8 +898,8 @@ fn producer_puts_then_a_sentinel_and_consumer_reads_until_it() {
     let _g = common::shared();
     for m in METHODS {
         let q = Queue::<Option<u64>>::with_capacity(0, 4096).unwrap();
-        let mut cons = start(m, sentinel_consumer, q.clone_handle().unwrap());
-        let mut prod = start(m, sentinel_producer, (q.clone_handle().unwrap(), 1000));
+        let mut cons = start(m, sentinel_consumer, q.clone());
+        let mut prod = start(m, sentinel_producer, (q.clone(), 1000));
         join(&mut prod);
         let n: u64 = 1000;
         assert_eq!(join(&mut cons), (n, (0..n).map(|i| i * i).sum()), "{m:?}");
@@ -964,20 +964,20 @@ fn killed_producer_mid_message_consumer_not_reading_drops_the_partial_message() 
         let mut cons = start(
             m,
             get_n,
-            (q.clone_handle().unwrap(), go.clone_handle().unwrap(), 6),
+            (q.clone(), go.clone(), 6),
         );
         let started = flag();
         let mut p1 = start(
             m,
             put_huge,
-            (q.clone_handle().unwrap(), 1, started.clone_handle().unwrap()),
+            (q.clone(), 1, started.clone()),
         );
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         wait_until_asleep(p1.pid());
         kill_and_reap(&mut p1);
         assert_eq!(q.qsize(), 0, "{m:?}: a partial message is not an item");
         // The next producer takes the write lock over; it must wait for room for its ABORT.
-        let mut p2 = start(m, put_stream, (q.clone_handle().unwrap(), 2, 6));
+        let mut p2 = start(m, put_stream, (q.clone(), 2, 6));
         std::thread::sleep(SETTLE);
         go.set();
         let got = join(&mut cons);
@@ -1002,7 +1002,7 @@ fn killed_producer_mid_message_consumer_mid_message_drops_it() {
         let mut p1 = start(
             m,
             put_huge,
-            (q.clone_handle().unwrap(), 1, started.clone_handle().unwrap()),
+            (q.clone(), 1, started.clone()),
         );
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         wait_until_asleep(p1.pid());
@@ -1013,13 +1013,13 @@ fn killed_producer_mid_message_consumer_mid_message_drops_it() {
         let mut cons = start(
             m,
             get_n,
-            (q.clone_handle().unwrap(), go.clone_handle().unwrap(), 4),
+            (q.clone(), go.clone(), 4),
         );
         std::thread::sleep(SETTLE);
         wait_until_asleep(cons.pid());
         assert!(cons.is_alive());
         kill_and_reap(&mut p1);
-        let mut p2 = start(m, put_stream, (q.clone_handle().unwrap(), 2, 4));
+        let mut p2 = start(m, put_stream, (q.clone(), 2, 4));
         let got = join(&mut cons);
         join(&mut p2);
         expect_stream(&got, 2, 4, &format!("{m:?}"));
@@ -1061,7 +1061,7 @@ fn killed_consumer_mid_message_loses_only_that_message() {
         let mut prod = start(
             m,
             big_then_stream,
-            (q.clone_handle().unwrap(), started.clone_handle().unwrap()),
+            (q.clone(), started.clone()),
         );
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         wait_until_asleep(prod.pid());
@@ -1072,9 +1072,9 @@ fn killed_consumer_mid_message_loses_only_that_message() {
             m,
             get_forever,
             (
-                q.clone_handle().unwrap(),
-                got.clone_handle().unwrap(),
-                c_started.clone_handle().unwrap(),
+                q.clone(),
+                got.clone(),
+                c_started.clone(),
             ),
         );
         assert!(eventually(LONG, || c_started.load(SeqCst) == 1));
@@ -1088,7 +1088,7 @@ fn killed_consumer_mid_message_loses_only_that_message() {
         signal(prod.pid(), Signal::SIGCONT);
         let go = Event::new().unwrap();
         go.set();
-        let rest = join(&mut start(m, get_n, (q.clone_handle().unwrap(), go, 7)));
+        let rest = join(&mut start(m, get_n, (q.clone(), go, 7)));
         join(&mut prod);
         let want: Vec<(u32, u32, bool)> = (1..8).map(|s| (1, s, true)).collect();
         assert_eq!(rest, want, "{m:?}: message 0 is lost, every later one arrives");
@@ -1109,7 +1109,7 @@ fn try_get_after_a_consumer_died_waiting() {
         let mut c = start(
             m,
             blocked_get,
-            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (q.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
@@ -1154,7 +1154,7 @@ fn try_put_after_a_producer_died_waiting_for_room() {
         let mut c = start(
             m,
             put_past_limit,
-            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (q.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
@@ -1185,12 +1185,12 @@ fn put_timeout_after_a_producer_died_mid_message_keeps_its_timeout() {
         let mut p1 = start(
             m,
             put_huge,
-            (q.clone_handle().unwrap(), 1, started.clone_handle().unwrap()),
+            (q.clone(), 1, started.clone()),
         );
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         wait_until_asleep(p1.pid());
         kill_and_reap(&mut p1);
-        let h = q.clone_handle().unwrap();
+        let h = q.clone();
         let (tx, rx) = mpsc::channel();
         let putter = std::thread::spawn(move || {
             let t = Instant::now();
@@ -1335,9 +1335,9 @@ fn random_kills_of_producers_and_consumers_lose_nothing_else() {
         let go = Event::new().unwrap();
         let args = |id: u32| {
             (
-                q.clone_handle().unwrap(),
-                t.clone_handle().unwrap(),
-                go.clone_handle().unwrap(),
+                q.clone(),
+                t.clone(),
+                go.clone(),
                 id,
             )
         };
@@ -1520,7 +1520,7 @@ fn pod_queue_maxsize_is_exact_and_crosses_processes() {
             matches!(q.put_timeout(9, ms(30)), Err(PutError::Full(9))),
             "{m:?}"
         );
-        let mut c = start(m, drain_three, q.clone_handle().unwrap());
+        let mut c = start(m, drain_three, q.clone());
         assert_eq!(join(&mut c), vec![0, 1, 2], "{m:?}");
         assert!(q.empty(), "{m:?}");
         assert_eq!(q.try_get(), Err(GetError::Empty), "{m:?}");
@@ -1567,10 +1567,10 @@ fn queue_leak_scenario(m: StartMethod) {
     for _ in 0..2 {
         j.put(0).unwrap();
         let args = (
-            q.clone_handle().unwrap(),
-            s.clone_handle().unwrap(),
-            j.clone_handle().unwrap(),
-            pod.clone_handle().unwrap(),
+            q.clone(),
+            s.clone(),
+            j.clone(),
+            pod.clone(),
         );
         join(&mut start(m, use_all, args));
         assert_eq!(q.try_get().unwrap(), "x");
@@ -1582,7 +1582,7 @@ fn queue_leak_scenario(m: StartMethod) {
     let mut c = start(
         m,
         blocked_get_forever,
-        (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+        (q.clone(), waiting.clone()),
     );
     assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
     wait_until_asleep(c.pid());
@@ -1594,9 +1594,9 @@ fn queue_leak_scenario(m: StartMethod) {
         m,
         put_forever,
         (
-            raw.clone_handle().unwrap(),
+            raw.clone(),
             vec![7u8; 64 * 1024],
-            waiting.clone_handle().unwrap(),
+            waiting.clone(),
         ),
     );
     assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
@@ -1612,7 +1612,7 @@ fn queue_leak_scenario(m: StartMethod) {
     let c = start(
         m,
         blocked_get_forever,
-        (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+        (q.clone(), waiting.clone()),
     );
     assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
     c.kill().unwrap();
@@ -1629,7 +1629,7 @@ fn nothing_leaks_after_children_used_queues_and_were_killed() {
     // Warm up lazily created process-wide state (panic hook, spawn helper, scratch buffers).
     for m in METHODS {
         let q = Queue::<String>::new(0).unwrap();
-        join(&mut start(m, close_mine, q.clone_handle().unwrap()));
+        join(&mut start(m, close_mine, q.clone()));
     }
     common::assert_leaves_nothing(queue_leak_scenario);
 }
@@ -1655,7 +1655,7 @@ fn bytes_codec_crosses_processes() {
     for m in METHODS {
         let q = Queue::<Vec<u8>, shmproc::Bytes>::with_capacity(0, 4096).unwrap();
         let n = 40;
-        let mut p = start(m, put_raw_bytes, (q.clone_handle().unwrap(), n));
+        let mut p = start(m, put_raw_bytes, (q.clone(), n));
         for i in 0..n {
             let len = (i as usize * 997) % (3 * 4096 + 1);
             let want: Vec<u8> = big_pattern(len).into_iter().map(|b| b ^ i as u8).collect();
@@ -1701,7 +1701,7 @@ fn pod_queue_close_shutdown_and_a_killed_producer() {
     for m in METHODS {
         let q = Queue::<u64, PodCodec>::new(2).unwrap();
         q.put(1).unwrap();
-        let got = join(&mut start(m, pod_close_mine, q.clone_handle().unwrap()));
+        let got = join(&mut start(m, pod_close_mine, q.clone()));
         assert_eq!(got, ["Err(5)", "Err(Closed)"], "{m:?}");
         assert_eq!(
             q.try_get(),
@@ -1713,7 +1713,7 @@ fn pod_queue_close_shutdown_and_a_killed_producer() {
         let mut c = start(
             m,
             pod_get_forever,
-            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (q.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
@@ -1726,7 +1726,7 @@ fn pod_queue_close_shutdown_and_a_killed_producer() {
         let mut p = start(
             m,
             pod_put_forever,
-            (q.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (q.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(p.pid());

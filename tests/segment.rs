@@ -267,12 +267,12 @@ fn anonymous_segment_rejects_impossible_size() {
 }
 
 #[test]
-fn anonymous_segment_try_clone_and_from_fd_share_memory() {
+fn anonymous_segment_clone_and_from_fd_share_memory() {
     let fp = Fingerprint::of::<u64>();
     let seg = Segment::anonymous(fp.clone(), 8).unwrap();
-    let copy = seg.try_clone().unwrap();
-    assert_ne!(copy.as_raw_fd(), seg.as_raw_fd());
-    assert_ne!(copy.as_ptr(), seg.as_ptr(), "try_clone should make a new mapping");
+    let copy = seg.clone();
+    assert_eq!(copy.as_raw_fd(), seg.as_raw_fd(), "a clone shares the fd");
+    assert_eq!(copy.as_ptr(), seg.as_ptr(), "a clone shares the mapping");
     assert_eq!(copy.layout(), &fp);
 
     // SAFETY: 8 writable bytes aligned for u64.
@@ -450,14 +450,14 @@ fn zero_sizes_are_invalid() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn raw_value_get_set_and_clone_handle() {
+fn raw_value_get_set_and_clone() {
     let v = RawValue::new(7u64).unwrap();
     assert_eq!(v.get(), 7);
     v.set(u64::MAX - 1);
     assert_eq!(v.get(), u64::MAX - 1);
 
-    let w = v.clone_handle().unwrap();
-    assert_ne!(w.as_ptr(), v.as_ptr(), "clone_handle should map again");
+    let w = v.clone();
+    assert_eq!(w.as_ptr(), v.as_ptr(), "a clone shares the mapping");
     assert_eq!(w.get(), u64::MAX - 1);
     w.set(11);
     assert_eq!(v.get(), 11);
@@ -481,7 +481,7 @@ fn raw_value_various_types() {
     let c = RawValue::new([1u16, 2, 3]).unwrap();
     assert_eq!(c.get(), [1, 2, 3]);
     c.set([4, 5, 6]);
-    assert_eq!(c.clone_handle().unwrap().get(), [4, 5, 6]);
+    assert_eq!(c.clone().get(), [4, 5, 6]);
     let d = RawValue::new(u128::MAX / 3).unwrap();
     assert_eq!(d.get(), u128::MAX / 3);
     assert_eq!(d.as_ptr() as usize % std::mem::align_of::<u128>(), 0);
@@ -509,7 +509,7 @@ fn raw_array_basics() {
     assert_eq!(unsafe { a.as_slice() }, &[4.0, 5.0, 6.0]);
     assert_eq!(a.segment().len(), 24);
 
-    let b = a.clone_handle().unwrap();
+    let b = a.clone();
     assert_eq!(b.len(), 3);
     b.set(2, -1.0).unwrap();
     assert_eq!(a.get(2), Some(-1.0));
@@ -632,7 +632,7 @@ struct Stats {
 unsafe impl ShmSafe for Stats {}
 
 #[test]
-fn shared_struct_atomics_and_clone_handle() {
+fn shared_struct_atomics_and_clone() {
     let s = Shared::new(Stats {
         hits: AtomicU64::new(5),
         limit: 100,
@@ -645,7 +645,7 @@ fn shared_struct_atomics_and_clone_handle() {
     assert_eq!(s.segment().len(), std::mem::size_of::<Stats>());
     assert_eq!(&*s as *const Stats as usize % std::mem::align_of::<Stats>(), 0);
 
-    let t = s.clone_handle().unwrap();
+    let t = s.clone();
     t.hits.fetch_add(10, Ordering::Relaxed);
     t.flags[0].store(77, Ordering::Relaxed);
     assert_eq!(s.hits.load(Ordering::Relaxed), 15);
@@ -655,7 +655,7 @@ fn shared_struct_atomics_and_clone_handle() {
 
     let arr = Shared::new([AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)]).unwrap();
     arr[2].store(3, Ordering::Relaxed);
-    assert_eq!(arr.clone_handle().unwrap()[2].load(Ordering::Relaxed), 3);
+    assert_eq!(arr.clone()[2].load(Ordering::Relaxed), 3);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1057,20 +1057,21 @@ fn name_can_be_reused_after_drop() {
 }
 
 #[test]
-fn named_clone_handle_shares_memory() {
+fn named_clone_shares_memory() {
     let mut names = ShmNames::new("clone");
     let name = names.name();
     let v = RawValue::create_named(&name, 1u64).unwrap();
-    let w = v.clone_handle().expect("clone_handle of a named RawValue");
+    let w = v.clone();
     w.set(2);
     assert_eq!(v.get(), 2);
     assert_eq!(w.segment().name(), Some(name.as_str()));
     drop(w);
     assert!(exists(&name), "a clone must never unlink");
     let shm = SharedMemory::create(&names.name(), 4).unwrap();
-    let seg = shm.segment().try_clone().unwrap();
+    let seg = shm.segment().clone();
     assert_eq!(seg.name(), shm.name());
     drop(shm);
+    assert!(exists(&seg.name().unwrap().to_owned()), "the name lives while a clone does");
     drop(v);
     drop(seg);
     names.assert_clean();

@@ -84,8 +84,8 @@ fn items_cross_processes_in_order_with_slices_and_close() {
         for other in METHODS {
             let ring = SpscRing::<u64>::new(64).unwrap();
             assert_eq!(ring.capacity(), 64);
-            let mut c = start(other, consume, ring.clone_handle().unwrap());
-            let mut p = start(m, produce, (ring.clone_handle().unwrap(), N));
+            let mut c = start(other, consume, ring.clone());
+            let mut p = start(m, produce, (ring.clone(), N));
             assert_eq!(join(&mut p), N);
             assert_eq!(join(&mut c), N, "{m:?} -> {other:?}");
             assert!(ring.is_empty());
@@ -126,9 +126,9 @@ fn try_timeout_and_close_wake_a_sleeping_consumer() {
             m,
             pop_once,
             (
-                ring.clone_handle().unwrap(),
+                ring.clone(),
                 1000,
-                waiting.clone_handle().unwrap(),
+                waiting.clone(),
             ),
         ));
         assert_eq!(got, "Ok(1)");
@@ -143,9 +143,9 @@ fn try_timeout_and_close_wake_a_sleeping_consumer() {
             m,
             pop_once,
             (
-                ring.clone_handle().unwrap(),
+                ring.clone(),
                 30_000,
-                waiting.clone_handle().unwrap(),
+                waiting.clone(),
             ),
         );
         assert!(eventually(LONG, || waiting.get() == 1));
@@ -174,7 +174,7 @@ fn push_forever(ring: SpscRing<u64>) {
 fn a_killed_producer_leaves_what_it_published() {
     for m in METHODS {
         let ring = SpscRing::<u64>::new(8).unwrap();
-        let mut p = start(m, push_forever, ring.clone_handle().unwrap());
+        let mut p = start(m, push_forever, ring.clone());
         assert!(eventually(LONG, || ring.len() == 8));
         assert!(eventually(LONG, || proc_state(p.pid()) == Some('S')));
         kill_and_reap(&mut p);

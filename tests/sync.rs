@@ -137,9 +137,9 @@ fn lock_excludes_processes_on_a_plain_counter() {
         let mut kids: Vec<_> = (0..N)
             .map(|_| {
                 let args = (
-                    lock.clone_handle().unwrap(),
-                    counter.clone_handle().unwrap(),
-                    go.clone_handle().unwrap(),
+                    lock.clone(),
+                    counter.clone(),
+                    go.clone(),
                 );
                 start(m, count_under_lock, args)
             })
@@ -158,7 +158,7 @@ fn lock_excludes_fork_closures() {
     let counter = RawValue::new(0u64).unwrap();
     let mut kids: Vec<_> = (0..N)
         .map(|_| {
-            let (l, c) = (lock.clone_handle().unwrap(), counter.clone_handle().unwrap());
+            let (l, c) = (lock.clone(), counter.clone());
             Process::fork(move || {
                 for _ in 0..M {
                     let _g = l.lock_timeout(LONG).expect("lock");
@@ -191,9 +191,9 @@ fn rlock_entered_twice_excludes_processes_on_a_plain_counter() {
         let mut kids: Vec<_> = (0..N)
             .map(|_| {
                 let args = (
-                    lock.clone_handle().unwrap(),
-                    counter.clone_handle().unwrap(),
-                    go.clone_handle().unwrap(),
+                    lock.clone(),
+                    counter.clone(),
+                    go.clone(),
                 );
                 start(m, count_under_rlock, args)
             })
@@ -237,13 +237,13 @@ fn value_update_get_lock_and_guard_exclude_processes() {
             let go = Event::new().unwrap();
             let mut kids: Vec<_> = (0..N)
                 .map(|_| {
-                    let args = (v.clone_handle().unwrap(), go.clone_handle().unwrap(), mode);
+                    let args = (v.clone(), go.clone(), mode);
                     start(m, count_value, args)
                 })
                 .collect();
             go.set();
             join_all(&mut kids);
-            let v2 = v.clone_handle().unwrap();
+            let v2 = v.clone();
             let total = bounded("Value::get", move || v2.get().expect("get"));
             assert_eq!(total, N as u64 * M, "{m:?} mode {mode}");
         }
@@ -258,13 +258,13 @@ fn value_modes_mixed_across_processes() {
     let go = Event::new().unwrap();
     let mut kids: Vec<_> = (0..6u8)
         .map(|i| {
-            let args = (v.clone_handle().unwrap(), go.clone_handle().unwrap(), i % 3);
+            let args = (v.clone(), go.clone(), i % 3);
             start(METHODS[usize::from(i) % 2], count_value, args)
         })
         .collect();
     go.set();
     join_all(&mut kids);
-    let v2 = v.clone_handle().unwrap();
+    let v2 = v.clone();
     assert_eq!(bounded("Value::get", move || v2.get().expect("get")), 6 * M);
 }
 
@@ -298,23 +298,23 @@ fn lock_is_a_binary_semaphore_across_processes() {
         assert!(!join(&mut start(
             m,
             lock_try_acquire,
-            lock.clone_handle().unwrap()
+            lock.clone()
         )));
         // ...and may release it (Python's Lock).
         assert_eq!(
-            join(&mut start(m, lock_release, lock.clone_handle().unwrap())),
+            join(&mut start(m, lock_release, lock.clone())),
             "Ok(())"
         );
         assert!(!lock.is_locked());
         assert!(join(&mut start(
             m,
             lock_try_acquire,
-            lock.clone_handle().unwrap()
+            lock.clone()
         )));
         // Releasing a free lock is refused, here and there.
         assert_eq!(lock.release(), Err(ReleaseError::NotLocked));
         assert_eq!(
-            join(&mut start(m, lock_release, lock.clone_handle().unwrap())),
+            join(&mut start(m, lock_release, lock.clone())),
             "Err(NotLocked)"
         );
         assert!(lock.try_acquire().unwrap());
@@ -360,7 +360,7 @@ fn rlock_reentrancy_and_ownership_across_processes() {
         assert!(lock.acquire_timeout(ms(1)).unwrap());
         assert!(lock.try_acquire().unwrap());
         assert_eq!(lock.depth(), 4);
-        let seen = join(&mut start(m, rlock_stranger, lock.clone_handle().unwrap()));
+        let seen = join(&mut start(m, rlock_stranger, lock.clone()));
         assert_eq!(
             seen,
             [
@@ -384,7 +384,7 @@ fn rlock_reentrancy_and_ownership_across_processes() {
         assert!(!lock.is_locked());
         assert_eq!(lock.release(), Err(ReleaseError::NotLocked));
 
-        let seen = join(&mut start(m, rlock_levels, lock.clone_handle().unwrap()));
+        let seen = join(&mut start(m, rlock_levels, lock.clone()));
         assert_eq!(
             seen,
             ["Err(NotLocked)", "3", "1", "false", "Err(NotLocked)"],
@@ -442,7 +442,7 @@ fn lock_guard_may_be_released_from_another_thread() {
     assert!(join(&mut start(
         METHODS[0],
         lock_try_acquire,
-        lock.clone_handle().unwrap()
+        lock.clone()
     )));
     // An RLock released on its own thread is free for other processes too.
     let rl = RLock::new().unwrap();
@@ -450,7 +450,7 @@ fn lock_guard_may_be_released_from_another_thread() {
     assert!(join(&mut start(
         METHODS[1],
         rlock_try,
-        rl.clone_handle().unwrap()
+        rl.clone()
     )));
 }
 
@@ -487,7 +487,7 @@ macro_rules! units {
     ($t:ty) => {
         impl Units for $t {
             fn units_handle(&self) -> Self {
-                self.clone_handle().unwrap()
+                self.clone()
             }
             fn units_acquire(&self, timeout: Duration) -> bool {
                 self.acquire_timeout(timeout).expect("acquire")
@@ -528,8 +528,8 @@ fn crowd_run<S: Units>(m: StartMethod, sem: S, k: u32) {
         .map(|_| {
             let args = (
                 sem.units_handle(),
-                gauge.clone_handle().unwrap(),
-                go.clone_handle().unwrap(),
+                gauge.clone(),
+                go.clone(),
             );
             start(m, crowd::<S>, args)
         })
@@ -614,10 +614,10 @@ fn semaphore_try_acquire_timeouts_and_wakeups_across_processes() {
         assert!(!s.acquire_timeout(ms(40)).unwrap());
         assert!(t0.elapsed() >= ms(40));
         // A child's timed acquire fails the same way.
-        assert!(!join(&mut start(m, sem_acquire, (s.clone_handle().unwrap(), 30))));
+        assert!(!join(&mut start(m, sem_acquire, (s.clone(), 30))));
 
         // A release from another process wakes a waiter here.
-        let mut giver = start(m, sem_release_after, (s.clone_handle().unwrap(), 50));
+        let mut giver = start(m, sem_release_after, (s.clone(), 50));
         assert!(s.acquire_timeout(LONG).unwrap(), "{m:?}: never woken");
         join(&mut giver);
         assert_eq!(s.get_value(), 0);
@@ -628,7 +628,7 @@ fn semaphore_try_acquire_timeouts_and_wakeups_across_processes() {
                 start(
                     m,
                     sem_acquire,
-                    (s.clone_handle().unwrap(), LONG.as_millis() as u64),
+                    (s.clone(), LONG.as_millis() as u64),
                 )
             })
             .collect();
@@ -668,8 +668,8 @@ fn event_set_releases_every_waiting_process() {
         let mut kids: Vec<_> = (0..4)
             .map(|i| {
                 let args = (
-                    ev.clone_handle().unwrap(),
-                    arrived.clone_handle().unwrap(),
+                    ev.clone(),
+                    arrived.clone(),
                     i % 2 == 0,
                 );
                 start(m, event_waiter, args)
@@ -685,7 +685,7 @@ fn event_set_releases_every_waiting_process() {
         assert_eq!(join_all(&mut kids), [true; 4], "{m:?}");
         assert!(ev.is_set());
         // Set stays set: a late waiter returns at once.
-        assert!(join(&mut start(m, event_timed_wait, (ev.clone_handle().unwrap(), 1))).0);
+        assert!(join(&mut start(m, event_timed_wait, (ev.clone(), 1))).0);
         ev.clear();
         assert!(!ev.is_set());
     }
@@ -699,7 +699,7 @@ fn event_wait_timeout_on_unset_event_returns_false() {
         let t0 = Instant::now();
         assert!(!ev.wait_timeout(ms(30)));
         assert!(t0.elapsed() >= ms(30));
-        let (set, micros) = join(&mut start(m, event_timed_wait, (ev.clone_handle().unwrap(), 40)));
+        let (set, micros) = join(&mut start(m, event_timed_wait, (ev.clone(), 40)));
         assert!(!set);
         assert!(micros >= 40_000, "{m:?}: returned after {micros} µs");
     }
@@ -713,7 +713,7 @@ fn event_set_then_clear_still_releases_those_already_waiting() {
         let arrived = Shared::new(AtomicU32::new(0)).unwrap();
         let mut kids: Vec<_> = (0..3)
             .map(|_| {
-                let args = (ev.clone_handle().unwrap(), arrived.clone_handle().unwrap(), false);
+                let args = (ev.clone(), arrived.clone(), false);
                 start(m, event_waiter, args)
             })
             .collect();
@@ -728,7 +728,7 @@ fn event_set_then_clear_still_releases_those_already_waiting() {
         assert_eq!(join_all(&mut kids), [true; 3], "{m:?}: a pulse was missed");
         assert!(!ev.is_set());
         // Someone arriving after the pulse waits for the next one.
-        let (set, _) = join(&mut start(m, event_timed_wait, (ev.clone_handle().unwrap(), 30)));
+        let (set, _) = join(&mut start(m, event_timed_wait, (ev.clone(), 30)));
         assert!(!set);
     }
 }
@@ -784,7 +784,7 @@ fn condition_producers_and_consumers_across_processes() {
                 start(
                     m,
                     consumer,
-                    (c.clone_handle().unwrap(), stock.clone_handle().unwrap(), 2),
+                    (c.clone(), stock.clone(), 2),
                 )
             })
             .collect();
@@ -793,7 +793,7 @@ fn condition_producers_and_consumers_across_processes() {
                 start(
                     m,
                     producer,
-                    (c.clone_handle().unwrap(), stock.clone_handle().unwrap(), ITEMS),
+                    (c.clone(), stock.clone(), ITEMS),
                 )
             })
             .collect();
@@ -840,13 +840,13 @@ fn condition_refuses_the_guard_of_another_condition() {
     let _g = common::shared();
     let c1 = Condition::new().unwrap();
     let c2 = Condition::new().unwrap();
-    let args = (c1.clone_handle().unwrap(), c2.clone_handle().unwrap());
+    let args = (c1.clone(), c2.clone());
     assert_eq!(
         bounded("wrong guard", move || condition_wrong_guard(args)),
         WRONG_GUARD
     );
     for m in METHODS {
-        let args = (c1.clone_handle().unwrap(), c2.clone_handle().unwrap());
+        let args = (c1.clone(), c2.clone());
         assert_eq!(
             join(&mut start(m, condition_wrong_guard, args)),
             WRONG_GUARD,
@@ -859,7 +859,7 @@ fn condition_refuses_the_guard_of_another_condition() {
             join(&mut start(
                 METHODS[0],
                 cond_try_lock,
-                (c.clone_handle().unwrap(), 1)
+                (c.clone(), 1)
             )),
             "Ok(())"
         );
@@ -870,7 +870,7 @@ fn condition_refuses_the_guard_of_another_condition() {
 fn condition_accepts_a_guard_from_another_handle_to_the_same_condition() {
     let _g = common::shared();
     let c = Condition::new().unwrap();
-    let same = c.clone_handle().unwrap();
+    let same = c.clone();
     let mut g = same.lock_timeout(LONG).unwrap();
     assert_eq!(
         c.wait_timeout(&mut g, ms(5)).map_err(|e| e.to_string()),
@@ -907,11 +907,11 @@ fn condition_wait_timeout_returns_false_and_holds_the_lock_again() {
         assert!(t0.elapsed() >= ms(25));
         // The lock is held again after the timed-out wait.
         assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone_handle().unwrap(), 20))),
+            join(&mut start(m, cond_try_lock, (c.clone(), 20))),
             "Err(Timeout)"
         );
         drop(g);
-        let (r, micros) = join(&mut start(m, cond_timed_wait, (c.clone_handle().unwrap(), 35)));
+        let (r, micros) = join(&mut start(m, cond_timed_wait, (c.clone(), 35)));
         assert_eq!(r, "Ok(false)", "{m:?}");
         assert!(micros >= 35_000, "{m:?}: returned after {micros} µs");
     }
@@ -934,7 +934,7 @@ fn condition_wait_releases_every_level_and_restores_them() {
         let mut setter = start(
             m,
             cond_set_flag,
-            (c.clone_handle().unwrap(), flag.clone_handle().unwrap()),
+            (c.clone(), flag.clone()),
         );
         // The setter can only get in if `wait` gives up both levels.
         let ok = c.wait_for(&mut g2, || flag.load(SeqCst) == 1, Some(LONG));
@@ -943,12 +943,12 @@ fn condition_wait_releases_every_level_and_restores_them() {
         drop(g2);
         // One level is still held.
         assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone_handle().unwrap(), 20))),
+            join(&mut start(m, cond_try_lock, (c.clone(), 20))),
             "Err(Timeout)"
         );
         drop(g1);
         assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone_handle().unwrap(), 10_000))),
+            join(&mut start(m, cond_try_lock, (c.clone(), 10_000))),
             "Ok(())"
         );
     }
@@ -975,7 +975,7 @@ fn barrier_wait_default(b: Barrier) -> String {
 /// Parent + `kids` children meet `rounds` times; each round's indices are 0..parties.
 fn barrier_full_rounds(m: StartMethod, b: &Barrier, kids: u32, rounds: u32) {
     let mut children: Vec<_> = (0..kids)
-        .map(|_| start(m, barrier_rounds, (b.clone_handle().unwrap(), rounds)))
+        .map(|_| start(m, barrier_rounds, (b.clone(), rounds)))
         .collect();
     let mine: Vec<u32> = (0..rounds)
         .map(|_| b.wait_timeout(LONG).expect("parent's round"))
@@ -1009,7 +1009,7 @@ fn barrier_timeout_breaks_it_for_everyone_until_reset() {
     for m in METHODS {
         let b = Barrier::new(4).unwrap();
         let mut kids: Vec<_> = (0..2)
-            .map(|_| start(m, barrier_wait_once, (b.clone_handle().unwrap(), 10_000)))
+            .map(|_| start(m, barrier_wait_once, (b.clone(), 10_000)))
             .collect();
         assert!(eventually(LONG, || b.n_waiting() == 2));
         // The fourth party never comes.
@@ -1023,7 +1023,7 @@ fn barrier_timeout_breaks_it_for_everyone_until_reset() {
             join(&mut start(
                 m,
                 barrier_wait_once,
-                (b.clone_handle().unwrap(), 10_000)
+                (b.clone(), 10_000)
             )),
             "Err(Broken)"
         );
@@ -1039,7 +1039,7 @@ fn barrier_abort_breaks_waiters_and_reset_repairs() {
     for m in METHODS {
         let b = Barrier::new(3).unwrap();
         let mut kids: Vec<_> = (0..2)
-            .map(|_| start(m, barrier_wait_once, (b.clone_handle().unwrap(), 10_000)))
+            .map(|_| start(m, barrier_wait_once, (b.clone(), 10_000)))
             .collect();
         assert!(eventually(LONG, || b.n_waiting() == 2));
         b.abort().unwrap();
@@ -1057,7 +1057,7 @@ fn barrier_reset_while_waiting_breaks_those_waiters_only() {
     for m in METHODS {
         let b = Barrier::new(3).unwrap();
         let mut kids: Vec<_> = (0..2)
-            .map(|_| start(m, barrier_wait_once, (b.clone_handle().unwrap(), 10_000)))
+            .map(|_| start(m, barrier_wait_once, (b.clone(), 10_000)))
             .collect();
         assert!(eventually(LONG, || b.n_waiting() == 2));
         b.reset().unwrap();
@@ -1075,7 +1075,7 @@ fn barrier_default_timeout_travels_to_the_child() {
     for m in METHODS {
         let b = Barrier::with_timeout(2, Some(ms(60))).unwrap();
         let t0 = Instant::now();
-        let r = join(&mut start(m, barrier_wait_default, b.clone_handle().unwrap()));
+        let r = join(&mut start(m, barrier_wait_default, b.clone()));
         assert_eq!(r, "Err(Timeout)", "{m:?}");
         assert!(t0.elapsed() >= ms(60));
         assert!(b.broken());
@@ -1109,7 +1109,7 @@ fn timed_wait_returns(
     bound: Duration,
     unstick: impl FnOnce(),
 ) -> Option<String> {
-    let b2 = b.clone_handle().unwrap();
+    let b2 = b.clone();
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
         let _ = tx.send(format!("{:?}", b2.wait_timeout(timeout)));
@@ -1137,7 +1137,7 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
         let mut peer = start(
             m,
             barrier_reset_loop,
-            (b.clone_handle().unwrap(), stop.clone_handle().unwrap()),
+            (b.clone(), stop.clone()),
         );
         let lock_word = word_in(b.raw(), 0);
         let mut tries = 0;
@@ -1216,7 +1216,7 @@ fn barrier_waiter_of_an_aborted_round_gets_broken_even_when_it_runs_late() {
     use nix::sys::signal::Signal;
     for m in METHODS {
         let b = Barrier::new(2).unwrap();
-        let mut late = start(m, barrier_wait_once, (b.clone_handle().unwrap(), 10_000));
+        let mut late = start(m, barrier_wait_once, (b.clone(), 10_000));
         assert!(eventually(LONG, || b.n_waiting() == 1));
         std::thread::sleep(ms(20));
         // Freeze the waiter (as a long preemption would) while its round is aborted, the
@@ -1224,7 +1224,7 @@ fn barrier_waiter_of_an_aborted_round_gets_broken_even_when_it_runs_late() {
         // waiter is thawed after at most 2 s either way: a fixed barrier may make those calls
         // wait until the frozen waiter has left its round.
         signal(late.pid(), Signal::SIGSTOP);
-        let b2 = b.clone_handle().unwrap();
+        let b2 = b.clone();
         let (tx, rx) = mpsc::channel();
         let meddler = std::thread::spawn(move || {
             b2.abort().unwrap();
@@ -1266,11 +1266,11 @@ fn array_children_fill_disjoint_ranges() {
     for m in METHODS {
         let a = Array::<u64>::new(N * PART).unwrap();
         let mut kids: Vec<_> = (0..N)
-            .map(|part| start(m, fill_part, (a.clone_handle().unwrap(), part)))
+            .map(|part| start(m, fill_part, (a.clone(), part)))
             .collect();
         join_all(&mut kids);
         let want: Vec<u64> = (0..N * PART).map(|i| (i * 10) as u64).collect();
-        let a2 = a.clone_handle().unwrap();
+        let a2 = a.clone();
         assert_eq!(
             bounded("Array::to_vec", move || a2.to_vec().expect("to_vec")),
             want,
@@ -1332,22 +1332,22 @@ fn array_bounds_and_same_thread_refusals() {
     let _g = common::shared();
     let empty = Array::<u8>::new(0).unwrap();
     assert!(empty.is_empty());
-    let e2 = empty.clone_handle().unwrap();
+    let e2 = empty.clone();
     let seen = bounded("empty array", move || {
         format!("{:?} {:?} {:?}", e2.get(0), e2.set(0, 1), e2.to_vec())
     });
     assert_eq!(seen, "Ok(None) Ok(false) Ok([])");
     let a = Array::<u32>::new(5).unwrap();
-    let a2 = a.clone_handle().unwrap();
+    let a2 = a.clone();
     assert_eq!(bounded("array rules", move || array_rules(a2)), ARRAY_RULES);
     for m in METHODS {
         let a = Array::<u32>::new(5).unwrap();
         assert_eq!(
-            join(&mut start(m, array_rules, a.clone_handle().unwrap())),
+            join(&mut start(m, array_rules, a.clone())),
             ARRAY_RULES,
             "{m:?}"
         );
-        let a2 = a.clone_handle().unwrap();
+        let a2 = a.clone();
         assert_eq!(bounded("to_vec", move || a2.to_vec().unwrap()), [7, 8, 0, 0, 0]);
     }
 }
@@ -1367,7 +1367,7 @@ fn array_guard_makes_other_processes_wait_not_fail() {
         let mut reader = start(
             m,
             array_read_first,
-            (a.clone_handle().unwrap(), started.clone_handle().unwrap()),
+            (a.clone(), started.clone()),
         );
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         std::thread::sleep(ms(30));
@@ -1418,16 +1418,16 @@ const VALUE_RULES: [&str; 9] = [
 fn value_same_thread_refusals_and_get_lock_reentry() {
     let _g = common::shared();
     let v = Value::new(0u64).unwrap();
-    let v2 = v.clone_handle().unwrap();
+    let v2 = v.clone();
     assert_eq!(bounded("value rules", move || value_rules(v2)), VALUE_RULES);
     for m in METHODS {
         let v = Value::new(0u64).unwrap();
         assert_eq!(
-            join(&mut start(m, value_rules, v.clone_handle().unwrap())),
+            join(&mut start(m, value_rules, v.clone())),
             VALUE_RULES,
             "{m:?}"
         );
-        let v2 = v.clone_handle().unwrap();
+        let v2 = v.clone();
         assert_eq!(bounded("get", move || v2.get().unwrap()), 12);
     }
 }
@@ -1447,7 +1447,7 @@ fn value_update_panic_releases_the_lock() {
         let r = join(&mut start(
             m,
             update_with_panicking_closure,
-            v.clone_handle().unwrap(),
+            v.clone(),
         ));
         assert_eq!(r, "Err(NotLocked)", "{m:?}");
     }
@@ -1464,7 +1464,7 @@ where
     A: Serialize + DeserializeOwned + 'static,
 {
     let held = Event::new().unwrap();
-    let mut p = start(m, holder, (a, held.clone_handle().unwrap()));
+    let mut p = start(m, holder, (a, held.clone()));
     assert!(held.wait_timeout(LONG), "{m:?}: the holder never signalled");
     kill_and_reap(&mut p);
     p.pid()
@@ -1490,7 +1490,7 @@ fn killed_lock_holder_gives_owner_died_then_normal() {
         let lock = Lock::new().unwrap();
 
         // Guard form.
-        let pid = kill_while_holding(m, hold_lock, lock.clone_handle().unwrap());
+        let pid = kill_while_holding(m, hold_lock, lock.clone());
         assert!(
             lock.is_locked(),
             "a dead holder's lock stays held until taken over"
@@ -1510,16 +1510,16 @@ fn killed_lock_holder_gives_owner_died_then_normal() {
         assert!(!join(&mut start(
             m,
             lock_try_acquire,
-            lock.clone_handle().unwrap()
+            lock.clone()
         )));
         drop(guard);
         assert_eq!(
-            join(&mut start(m, lock_cycles, (lock.clone_handle().unwrap(), 50))),
+            join(&mut start(m, lock_cycles, (lock.clone(), 50))),
             50
         );
 
         // Python-style form: acquire reports OwnerDied holding the lock; release it.
-        let pid = kill_while_holding(m, hold_lock, lock.clone_handle().unwrap());
+        let pid = kill_while_holding(m, hold_lock, lock.clone());
         let t0 = Instant::now();
         let r = lock.acquire_timeout(TAKEOVER);
         let took = t0.elapsed();
@@ -1533,7 +1533,7 @@ fn killed_lock_holder_gives_owner_died_then_normal() {
         assert!(lock.try_acquire().unwrap(), "no second OwnerDied");
         lock.release().unwrap();
         assert_eq!(
-            join(&mut start(m, lock_cycles, (lock.clone_handle().unwrap(), 50))),
+            join(&mut start(m, lock_cycles, (lock.clone(), 50))),
             50
         );
 
@@ -1542,10 +1542,10 @@ fn killed_lock_holder_gives_owner_died_then_normal() {
         let mut holder = start(
             m,
             hold_lock,
-            (lock.clone_handle().unwrap(), held.clone_handle().unwrap()),
+            (lock.clone(), held.clone()),
         );
         assert!(held.wait_timeout(LONG));
-        let l2 = lock.clone_handle().unwrap();
+        let l2 = lock.clone();
         let (tx, rx) = mpsc::channel();
         let survivor = std::thread::spawn(move || {
             tx.send(()).unwrap();
@@ -1589,13 +1589,13 @@ fn only_one_of_several_waiters_takes_a_dead_holders_lock_over() {
         let mut holder = start(
             m,
             hold_lock,
-            (lock.clone_handle().unwrap(), held.clone_handle().unwrap()),
+            (lock.clone(), held.clone()),
         );
         assert!(held.wait_timeout(LONG));
         let waiting = Shared::new(AtomicU32::new(0)).unwrap();
         let mut waiters: Vec<_> = (0..3)
             .map(|_| {
-                let args = (lock.clone_handle().unwrap(), waiting.clone_handle().unwrap());
+                let args = (lock.clone(), waiting.clone());
                 start(m, contend_after_death, args)
             })
             .collect();
@@ -1620,13 +1620,13 @@ fn lock_abandoned_by_a_child_that_exits_normally() {
     for m in METHODS {
         let lock = Lock::new().unwrap();
         // Any process may release an abandoned Lock, which then is just free.
-        join(&mut start(m, acquire_and_return, lock.clone_handle().unwrap()));
+        join(&mut start(m, acquire_and_return, lock.clone()));
         assert!(lock.is_locked());
         lock.release().unwrap();
         assert!(lock.try_acquire().unwrap());
         lock.release().unwrap();
         // Or the next acquirer takes it over.
-        let pid = join(&mut start(m, acquire_and_return, lock.clone_handle().unwrap()));
+        let pid = join(&mut start(m, acquire_and_return, lock.clone()));
         match lock.lock_timeout(TAKEOVER) {
             Err(LockError::OwnerDied(d)) => assert_eq!(d.dead_owner_tid(), pid),
             other => panic!("{m:?}: expected OwnerDied, got {:?}", other.map(drop)),
@@ -1635,7 +1635,7 @@ fn lock_abandoned_by_a_child_that_exits_normally() {
     }
     // The same with a fork closure that forgets its guard.
     let lock = Lock::new().unwrap();
-    let l = lock.clone_handle().unwrap();
+    let l = lock.clone();
     let mut p = Process::fork(move || std::mem::forget(l.lock_timeout(LONG).expect("lock")))
         .daemon(true)
         .start()
@@ -1669,7 +1669,7 @@ fn killed_rlock_holder_entered_twice_gives_owner_died_then_normal() {
     let _g = common::shared();
     for m in METHODS {
         let lock = RLock::new().unwrap();
-        let pid = kill_while_holding(m, hold_rlock_twice, lock.clone_handle().unwrap());
+        let pid = kill_while_holding(m, hold_rlock_twice, lock.clone());
         assert!(lock.is_locked());
         assert_eq!(lock.depth(), 0, "not ours");
         let t0 = Instant::now();
@@ -1692,12 +1692,12 @@ fn killed_rlock_holder_entered_twice_gives_owner_died_then_normal() {
         assert!(!lock.is_locked());
         assert_eq!(lock.release(), Err(ReleaseError::NotLocked));
         assert_eq!(
-            join(&mut start(m, rlock_cycles, (lock.clone_handle().unwrap(), 50))),
+            join(&mut start(m, rlock_cycles, (lock.clone(), 50))),
             50
         );
 
         // Python-style acquire after a second death.
-        kill_while_holding(m, hold_rlock_twice, lock.clone_handle().unwrap());
+        kill_while_holding(m, hold_rlock_twice, lock.clone());
         assert!(matches!(
             lock.acquire_timeout(TAKEOVER),
             Err(LockError::OwnerDied(_))
@@ -1719,7 +1719,7 @@ fn killed_condition_lock_holder_gives_owner_died_then_normal() {
     let _g = common::shared();
     for m in METHODS {
         let c = Condition::new().unwrap();
-        let pid = kill_while_holding(m, hold_condition, c.clone_handle().unwrap());
+        let pid = kill_while_holding(m, hold_condition, c.clone());
         let t0 = Instant::now();
         let r = c.lock_timeout(TAKEOVER);
         let took = t0.elapsed();
@@ -1741,29 +1741,29 @@ fn killed_condition_lock_holder_gives_owner_died_then_normal() {
         let mut setter = start(
             m,
             cond_set_flag,
-            (c.clone_handle().unwrap(), flag.clone_handle().unwrap()),
+            (c.clone(), flag.clone()),
         );
         let ok = c.wait_for(&mut g, || flag.load(SeqCst) == 1, Some(LONG));
         assert_eq!(ok.map_err(|e| e.to_string()), Ok(true), "{m:?}");
         drop(g);
         join(&mut setter);
         assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone_handle().unwrap(), 10_000))),
+            join(&mut start(m, cond_try_lock, (c.clone(), 10_000))),
             "Ok(())"
         );
 
         // Python-style acquire/release after a second death.
-        kill_while_holding(m, hold_condition, c.clone_handle().unwrap());
+        kill_while_holding(m, hold_condition, c.clone());
         let mut probe = start(
             m,
             cond_try_lock,
-            (c.clone_handle().unwrap(), TAKEOVER.as_millis() as u64),
+            (c.clone(), TAKEOVER.as_millis() as u64),
         );
         let r = join(&mut probe);
         assert!(r.starts_with("Err(OwnerDied"), "{m:?}: {r}");
         // The probe took it over and then released it by dropping the guard.
         assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone_handle().unwrap(), 10_000))),
+            join(&mut start(m, cond_try_lock, (c.clone(), 10_000))),
             "Ok(())"
         );
         c.acquire().unwrap();
@@ -1797,7 +1797,7 @@ fn condition_waiter_takes_the_lock_back_from_a_killed_notifier() {
         let mut waiter = start(
             m,
             cond_waiter,
-            (c.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (c.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         // The notifier can only lock once the waiter sleeps; it notifies, then dies holding
@@ -1806,7 +1806,7 @@ fn condition_waiter_takes_the_lock_back_from_a_killed_notifier() {
         let mut notifier = start(
             m,
             notify_and_hold,
-            (c.clone_handle().unwrap(), held.clone_handle().unwrap()),
+            (c.clone(), held.clone()),
         );
         assert!(held.wait_timeout(LONG));
         std::thread::sleep(ms(30));
@@ -1817,7 +1817,7 @@ fn condition_waiter_takes_the_lock_back_from_a_killed_notifier() {
             "{m:?}"
         );
         assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone_handle().unwrap(), 10_000))),
+            join(&mut start(m, cond_try_lock, (c.clone(), 10_000))),
             "Ok(())"
         );
     }
@@ -1843,8 +1843,8 @@ fn killed_value_guard_holder_gives_owner_died_then_normal() {
     let _g = common::shared();
     for m in METHODS {
         let v = Value::new([0u64; 2]).unwrap();
-        let pid = kill_while_holding(m, hold_value_guard, v.clone_handle().unwrap());
-        let v2 = v.clone_handle().unwrap();
+        let pid = kill_while_holding(m, hold_value_guard, v.clone());
+        let v2 = v.clone();
         let (took, tid, seen) = bounded("Value::lock after a dead holder", move || {
             let t0 = Instant::now();
             let r = v2.lock();
@@ -1864,13 +1864,13 @@ fn killed_value_guard_holder_gives_owner_died_then_normal() {
         assert_eq!(tid, pid);
         assert_eq!(seen, [1, 0], "the dead holder's half-done write is visible");
         // Normal again, for this thread and for other processes; no stale borrow flag.
-        let v2 = v.clone_handle().unwrap();
+        let v2 = v.clone();
         assert_eq!(bounded("Value::get", move || v2.get().expect("get")), [1, 1]);
         let mut kids: Vec<_> = (0..2)
-            .map(|_| start(m, bump_pair, (v.clone_handle().unwrap(), 100)))
+            .map(|_| start(m, bump_pair, (v.clone(), 100)))
             .collect();
         join_all(&mut kids);
-        let v2 = v.clone_handle().unwrap();
+        let v2 = v.clone();
         assert_eq!(
             bounded("Value::update", move || v2.update(|p| p).expect("update")),
             [201, 201]
@@ -1878,14 +1878,14 @@ fn killed_value_guard_holder_gives_owner_died_then_normal() {
 
         // A second death; the survivor's first access is `get`, which reports it with the
         // value and leaves the lock free.
-        kill_while_holding(m, hold_value_guard, v.clone_handle().unwrap());
-        let v2 = v.clone_handle().unwrap();
+        kill_while_holding(m, hold_value_guard, v.clone());
+        let v2 = v.clone();
         let r = bounded("Value::get after a dead holder", move || match v2.get() {
             Err(LockError::OwnerDied(d)) => d.into_guard(),
             other => panic!("expected OwnerDied, got {other:?}"),
         });
         assert_eq!(r, [202, 201]);
-        let v2 = v.clone_handle().unwrap();
+        let v2 = v.clone();
         assert_eq!(
             bounded("Value::set", move || v2.set([0, 0]).map_err(|e| e.to_string())),
             Ok(())
@@ -1906,8 +1906,8 @@ fn killed_array_guard_holder_gives_owner_died_then_normal() {
     let _g = common::shared();
     for m in METHODS {
         let a = Array::<u64>::new(N * PART).unwrap();
-        let pid = kill_while_holding(m, hold_array_guard, a.clone_handle().unwrap());
-        let a2 = a.clone_handle().unwrap();
+        let pid = kill_while_holding(m, hold_array_guard, a.clone());
+        let a2 = a.clone();
         let (took, tid, nines) = bounded("Array::lock after a dead holder", move || {
             let t0 = Instant::now();
             let r = a2.lock();
@@ -1927,11 +1927,11 @@ fn killed_array_guard_holder_gives_owner_died_then_normal() {
         assert_eq!(tid, pid);
         assert_eq!(nines, N * PART / 2);
         let mut kids: Vec<_> = (0..N)
-            .map(|part| start(m, fill_part, (a.clone_handle().unwrap(), part)))
+            .map(|part| start(m, fill_part, (a.clone(), part)))
             .collect();
         join_all(&mut kids);
         let want: Vec<u64> = (0..N * PART).map(|i| (i * 10) as u64).collect();
-        let a2 = a.clone_handle().unwrap();
+        let a2 = a.clone();
         assert_eq!(
             bounded("Array::to_vec", move || a2.to_vec().expect("to_vec")),
             want
@@ -1939,8 +1939,8 @@ fn killed_array_guard_holder_gives_owner_died_then_normal() {
 
         // A second death; the survivor's first access is a copy, which reports the death,
         // hands over the data and leaves the lock free (no stale borrow flag either).
-        kill_while_holding(m, hold_array_guard, a.clone_handle().unwrap());
-        let a2 = a.clone_handle().unwrap();
+        kill_while_holding(m, hold_array_guard, a.clone());
+        let a2 = a.clone();
         let (took, data, after) = bounded("Array::to_vec after a dead holder", move || {
             let t0 = Instant::now();
             let r = a2.to_vec();
@@ -1958,7 +1958,7 @@ fn killed_array_guard_holder_gives_owner_died_then_normal() {
         assert!(join(&mut start(
             m,
             array_guard_then_get,
-            a.clone_handle().unwrap()
+            a.clone()
         )));
     }
 }
@@ -1996,7 +1996,7 @@ fn corrupted_raw_lock_word_is_reported() {
             Err(LockFail::Corrupted),
             "{bad:#x}"
         );
-        let s2 = s.clone_handle().unwrap();
+        let s2 = s.clone();
         assert_eq!(
             bounded("RawLock::lock(None)", move || s2.lock(None)),
             Err(LockFail::Corrupted)
@@ -2029,7 +2029,7 @@ fn corrupted_lock_handle_is_reported() {
         assert!(matches!(lock.lock_timeout(LONG), Err(LockError::Corrupted)));
         assert!(matches!(lock.try_acquire(), Err(LockError::Corrupted)));
         assert!(matches!(lock.acquire_timeout(LONG), Err(LockError::Corrupted)));
-        let l2 = lock.clone_handle().unwrap();
+        let l2 = lock.clone();
         assert!(bounded("Lock::acquire", move || matches!(
             l2.acquire(),
             Err(LockError::Corrupted)
@@ -2053,7 +2053,7 @@ fn lock_corrupted_while_a_process_waits_is_reported_to_it() {
         let mut waiter = start(
             m,
             lock_wait_report,
-            (lock.clone_handle().unwrap(), waiting.clone_handle().unwrap()),
+            (lock.clone(), waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         std::thread::sleep(ms(30));
@@ -2109,7 +2109,7 @@ fn corrupted_semaphore_value_is_reported() {
     assert_eq!(s.value(), 3);
     assert_eq!(s.try_acquire(), Err(SemFail::Corrupted));
     assert_eq!(s.acquire(Some(Instant::now() + LONG)), Err(SemFail::Corrupted));
-    let s2 = s.clone_handle().unwrap();
+    let s2 = s.clone();
     assert_eq!(
         bounded("RawSemaphore::acquire(None)", move || s2.acquire(None)),
         Err(SemFail::Corrupted)
@@ -2131,7 +2131,7 @@ fn corrupted_semaphore_value_is_reported() {
     word_in(b.raw(), 0).store(5, SeqCst);
     assert!(matches!(b.try_acquire(), Err(LockError::Corrupted)));
     assert!(matches!(b.acquire_timeout(LONG), Err(LockError::Corrupted)));
-    let b2 = b.clone_handle().unwrap();
+    let b2 = b.clone();
     assert!(bounded("acquire", move || matches!(
         b2.acquire(),
         Err(LockError::Corrupted)
@@ -2162,7 +2162,7 @@ fn corrupted_barrier_is_reported() {
         } else {
             assert_eq!(s.parties(), bad);
         }
-        let s2 = s.clone_handle().unwrap();
+        let s2 = s.clone();
         let r = bounded("RawBarrier::wait", move || s2.wait(Some(Instant::now() + LONG)));
         assert_eq!(r, Err(BarrierFail::Corrupted), "{what}");
         // It is now broken; a reset repairs the count (not a zeroed party number).
@@ -2176,7 +2176,7 @@ fn corrupted_barrier_is_reported() {
     // A corrupted internal lock word.
     let s = Shared::new(RawBarrier::new(2)).unwrap();
     word(&s, 0).store(1 << 30, SeqCst);
-    let s2 = s.clone_handle().unwrap();
+    let s2 = s.clone();
     let r = bounded("RawBarrier::wait", move || s2.wait(Some(Instant::now() + LONG)));
     assert_eq!(r, Err(BarrierFail::Corrupted));
     assert_eq!(s.abort(), Err(BarrierFail::Corrupted));
@@ -2191,7 +2191,7 @@ fn corrupted_array_lock_is_reported() {
     // SAFETY: the segment's data starts with the lock word (see above), 8-aligned.
     let lock_word = unsafe { &*a.segment().as_ptr().cast::<AtomicU32>() };
     lock_word.store(1 << 30, SeqCst);
-    let a2 = a.clone_handle().unwrap();
+    let a2 = a.clone();
     let seen = bounded("Array on a corrupted lock", move || {
         vec![
             format!("{:?}", a2.get(0)),
@@ -2202,7 +2202,7 @@ fn corrupted_array_lock_is_reported() {
     });
     assert_eq!(seen, ["Err(Corrupted)"; 4]);
     lock_word.store(0, SeqCst);
-    let a2 = a.clone_handle().unwrap();
+    let a2 = a.clone();
     assert_eq!(bounded("Array::to_vec", move || a2.to_vec().unwrap()), [1, 2, 3]);
 }
 
@@ -2237,11 +2237,11 @@ fn timeouts_are_honoured() {
         let cond = Condition::new().unwrap();
         let (held, done) = (Event::new().unwrap(), Event::new().unwrap());
         let args = (
-            lock.clone_handle().unwrap(),
-            rlock.clone_handle().unwrap(),
-            cond.clone_handle().unwrap(),
-            held.clone_handle().unwrap(),
-            done.clone_handle().unwrap(),
+            lock.clone(),
+            rlock.clone(),
+            cond.clone(),
+            held.clone(),
+            done.clone(),
         );
         let mut holder = start(m, hold_until_told, args);
         assert!(held.wait_timeout(LONG));
@@ -2334,14 +2334,14 @@ fn sync_set() -> SyncSet {
 
 fn clone_set(s: &SyncSet) -> SyncSet {
     (
-        s.0.clone_handle().unwrap(),
-        s.1.clone_handle().unwrap(),
-        s.2.clone_handle().unwrap(),
-        s.3.clone_handle().unwrap(),
-        s.4.clone_handle().unwrap(),
-        s.5.clone_handle().unwrap(),
-        s.6.clone_handle().unwrap(),
-        s.7.clone_handle().unwrap(),
+        s.0.clone(),
+        s.1.clone(),
+        s.2.clone(),
+        s.3.clone(),
+        s.4.clone(),
+        s.5.clone(),
+        s.6.clone(),
+        s.7.clone(),
     )
 }
 
@@ -2378,7 +2378,7 @@ fn sync_leak_scenario(m: StartMethod) {
     let mut c = start(
         m,
         hold_until_killed,
-        (set.0.clone_handle().unwrap(), ready.clone_handle().unwrap()),
+        (set.0.clone(), ready.clone()),
     );
     assert!(ready.wait_timeout(LONG));
     kill_and_reap(&mut c);
@@ -2391,7 +2391,7 @@ fn sync_leak_scenario(m: StartMethod) {
     fn wait_forever(e: Event) {
         e.wait();
     }
-    let c = start(m, wait_forever, gate.clone_handle().unwrap());
+    let c = start(m, wait_forever, gate.clone());
     c.kill().unwrap();
     drop(c);
 }
@@ -2449,10 +2449,10 @@ fn condition_wait_and_wait_while_succeed_across_processes() {
                     m,
                     condition_waiter,
                     (
-                        c.clone_handle().unwrap(),
-                        v.clone_handle().unwrap(),
+                        c.clone(),
+                        v.clone(),
                         target,
-                        ready.clone_handle().unwrap(),
+                        ready.clone(),
                     ),
                 );
                 assert!(ready.wait_timeout(LONG));
@@ -2484,9 +2484,9 @@ fn barrier_wait_without_timeout_across_processes() {
     for m in METHODS {
         let b = Barrier::new(3).unwrap();
         let mut kids: Vec<_> = (0..2)
-            .map(|_| start(m, barrier_no_timeout, (b.clone_handle().unwrap(), 4)))
+            .map(|_| start(m, barrier_no_timeout, (b.clone(), 4)))
             .collect();
-        let b2 = b.clone_handle().unwrap();
+        let b2 = b.clone();
         let mine = bounded("Barrier::wait", move || {
             (0..4).map(|_| b2.wait().unwrap()).collect::<Vec<u32>>()
         });
@@ -2543,7 +2543,7 @@ fn raw_primitives_in_a_users_shared_struct_work_across_processes() {
         .unwrap();
         let per = 2000;
         let mut kids: Vec<_> = (0..2)
-            .map(|_| start(m, board_worker, (b.clone_handle().unwrap(), per)))
+            .map(|_| start(m, board_worker, (b.clone(), per)))
             .collect();
         for _ in 0..2 * per {
             b.items.release().unwrap();

@@ -21,6 +21,7 @@ use crate::shm::{Fingerprint, Segment};
 /// assert_eq!(a.to_vec(), vec![1.0, 20.0, 3.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct RawArray<T: Pod> {
     pub(crate) seg: Segment,
     len: usize,
@@ -88,11 +89,6 @@ impl<T: Pod> RawArray<T> {
             seg,
             _t: PhantomData,
         })
-    }
-
-    /// Another handle to the same array (a new fd; the memory is shared, not copied).
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Self::wrap(self.seg.try_clone()?)
     }
 
     /// Number of elements.

@@ -30,7 +30,7 @@ use crate::shm::{Fingerprint, Segment};
 /// assert_eq!(&buf, b"hello");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SharedMemory {
     pub(crate) seg: Segment,
 }
@@ -75,11 +75,6 @@ impl SharedMemory {
 
     fn wrap(seg: Segment) -> Result<Self, SegmentError> {
         Ok(Self { seg })
-    }
-
-    /// Another handle to the same block (a new fd; the memory is shared, not copied).
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Self::wrap(self.seg.try_clone()?)
     }
 
     /// The name (`None` for anonymous blocks).

@@ -64,7 +64,7 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 /// let stats = Shared::new(Stats { hits: AtomicU64::new(0), limit: 10 })?;
 /// let mut kids = Vec::new();
 /// for _ in 0..3 {
-///     let s = stats.clone_handle()?;
+///     let s = stats.clone();
 ///     kids.push(Process::fork(move || { s.hits.fetch_add(1, Ordering::Relaxed); }).start()?);
 /// }
 /// for k in &mut kids { k.join()?; }
@@ -124,14 +124,19 @@ impl<T: ShmSafe> Shared<T> {
         Ok(Self { seg, _t: PhantomData })
     }
 
-    /// Another handle to the same value (a new fd; the memory is shared, not copied).
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Self::wrap(self.seg.try_clone()?)
-    }
-
     /// The underlying segment.
     pub fn segment(&self) -> &Segment {
         &self.seg
+    }
+}
+
+/// Another handle to the same value: an in-process reference count, no new fd or mapping.
+impl<T: ShmSafe> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self {
+            seg: self.seg.clone(),
+            _t: PhantomData,
+        }
     }
 }
 

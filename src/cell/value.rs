@@ -18,7 +18,7 @@ use crate::shm::{Fingerprint, Segment};
 /// use shmproc::{Process, RawValue, StartMethod};
 /// let v = RawValue::new(0u64)?;
 /// let mut child = Process::fork({
-///     let v = v.clone_handle()?;
+///     let v = v.clone();
 ///     move || v.set(42)
 /// })
 /// .start()?;
@@ -26,6 +26,7 @@ use crate::shm::{Fingerprint, Segment};
 /// assert_eq!(v.get(), 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct RawValue<T: Pod> {
     pub(crate) seg: Segment,
     _t: PhantomData<T>,
@@ -69,11 +70,6 @@ impl<T: Pod> RawValue<T> {
             return Err(SegmentError::Corrupt("value segment has the wrong data length"));
         }
         Ok(Self { seg, _t: PhantomData })
-    }
-
-    /// Another handle to the same cell (a new fd; the memory is shared, not copied).
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Self::wrap(self.seg.try_clone()?)
     }
 
     /// Reads the value (one volatile copy).

@@ -57,6 +57,16 @@ fn fingerprint<K, V>() -> crate::shm::Fingerprint {
     ))
 }
 
+/// Another handle to the same container (reference-counted; no new fd or mapping).
+impl<K, V> Clone for Dict<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
 impl<K, V> Dict<K, V>
 where
     K: Serialize + DeserializeOwned,
@@ -98,11 +108,6 @@ where
             store,
             _t: PhantomData,
         })
-    }
-
-    /// Another handle to the same dict (a new fd; the memory is shared, not copied).
-    pub fn clone_handle(&self) -> Result<Self, ManagerError> {
-        Self::from_store(self.store.try_clone()?)
     }
 
     /// Takes the dict's lock, waiting as long as needed.

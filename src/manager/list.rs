@@ -47,6 +47,16 @@ fn fingerprint<T>() -> crate::shm::Fingerprint {
     store::fingerprint(&format!("shmproc::List<{}>", std::any::type_name::<T>()))
 }
 
+/// Another handle to the same container (reference-counted; no new fd or mapping).
+impl<T> Clone for List<T> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> List<T> {
     /// A new, empty list with the [`DEFAULT_LIMIT`] memory limit.
     pub fn new() -> Result<Self, ManagerError> {
@@ -79,11 +89,6 @@ impl<T: Serialize + DeserializeOwned> List<T> {
             store,
             _t: PhantomData,
         })
-    }
-
-    /// Another handle to the same list (a new fd; the memory is shared, not copied).
-    pub fn clone_handle(&self) -> Result<Self, ManagerError> {
-        Self::from_store(self.store.try_clone()?)
     }
 
     /// Takes the list's lock, waiting as long as needed.

@@ -39,7 +39,7 @@
 //!   The hash is deterministic, so all processes agree on where a key lives.
 //! - **Handles** travel like every other shmproc handle: moved into a `Fork` child, passed
 //!   as an argument of a spawned child or of a pool initializer, or duplicated with
-//!   `clone_handle`. The memory is freed when the last handle in any process is dropped.
+//!   `clone`. The memory is freed when the last handle in any process is dropped.
 //!
 //! # The memory limit, exactly
 //!
@@ -162,7 +162,7 @@ pub const DEFAULT_LIMIT: usize = 256 << 20;
 ///
 /// let m = Manager::new();
 /// let counts = m.dict::<String, u64>()?;
-/// let c = counts.clone_handle()?;
+/// let c = counts.clone();
 /// let mut child = Process::fork(move || {
 ///     for _ in 0..1000 {
 ///         c.update_with(&"hits".into(), |n| n.unwrap_or(0) + 1).expect("update");

@@ -33,6 +33,7 @@ use crate::sync::deadline_after;
 /// assert_eq!(names, ["name", "progress"]);
 /// # Ok::<(), shmproc::ManagerError>(())
 /// ```
+#[derive(Clone)]
 pub struct Namespace {
     store: Store,
 }
@@ -76,11 +77,6 @@ impl Namespace {
 
     fn from_store(store: Store) -> Result<Self, ManagerError> {
         Ok(Self { store })
-    }
-
-    /// Another handle to the same namespace.
-    pub fn clone_handle(&self) -> Result<Self, ManagerError> {
-        Self::from_store(self.store.try_clone()?)
     }
 
     /// Takes the namespace's lock, waiting as long as needed.

@@ -144,6 +144,7 @@ const fn corrupt(what: &'static str) -> ManagerError {
 }
 
 /// A container's segment plus the sizes derived from its (trusted) mapping length.
+#[derive(Clone)]
 pub(crate) struct Store {
     seg: Segment,
     /// Bytes per half, a multiple of 8, derived from our own mapping: never read from the segment.
@@ -210,10 +211,6 @@ impl Store {
 
     pub(crate) fn segment(&self) -> &Segment {
         &self.seg
-    }
-
-    pub(crate) fn try_clone(&self) -> Result<Self, ManagerError> {
-        Self::wrap(self.seg.try_clone()?, self.kind)
     }
 
     fn ctrl(&self) -> &Control {

@@ -715,9 +715,7 @@ impl Pump {
         let (mine, theirs) = Pipe::pair(true, crate::connection::PIPE_CAPACITY)
             .map_err(|e| PoolError::Start(e.to_string()))?;
         let starts = new_starts()?;
-        let ours = starts
-            .clone_handle()
-            .map_err(|e| PoolError::Start(e.to_string()))?;
+        let ours = starts.clone();
         let cfg = &self.sh.cfg;
         let prefix = match cfg.method {
             StartMethod::Fork => "ForkPoolWorker",

@@ -203,7 +203,7 @@ fn fingerprint() -> Fingerprint {
 }
 
 /// A message channel in its own segment. Cheap to clone a handle of; see the module docs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Channel {
     seg: Segment,
     cap: usize,
@@ -252,10 +252,12 @@ impl Channel {
         })
     }
 
-    /// Another handle to the same channel.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+    /// Validates the shared header again, as a child receiving this channel does (fuzz
+    /// targets check that a scribbled header is refused).
+    #[doc(hidden)]
+    pub fn reopen(&self) -> Result<Self, SegmentError> {
         #[allow(unused_mut)]
-        let mut c = Self::wrap(self.seg.try_clone()?)?;
+        let mut c = Self::wrap(self.seg.clone())?;
         #[cfg(loom)]
         {
             c.shadow = self.shadow.clone();

@@ -391,6 +391,23 @@ unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
     }
 }
 
+/// Another handle to the same ring: the segment is shared (reference-counted); the
+/// per-handle record of a stalled claimer starts afresh.
+impl Clone for SlotRing {
+    fn clone(&self) -> Self {
+        Self {
+            seg: self.seg.clone(),
+            base: self.base,
+            cap: self.cap,
+            mask: self.mask,
+            slot_size: self.slot_size,
+            stride: self.stride,
+            suspect: StdAtomicU64::new(0),
+            suspect_since: StdAtomicU64::new(0),
+        }
+    }
+}
+
 impl SlotRing {
     /// A ring of `capacity` slots (any number from 1 to [`MAX_CAPACITY`]) of `slot_size`
     /// bytes each (at least 1, rounded up to a multiple of 8).
@@ -484,9 +501,11 @@ impl SlotRing {
         })
     }
 
-    /// Another handle to the same ring (its geometry must not have changed).
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        let h = Self::wrap(self.seg.try_clone()?, Some(self.slot_size))?;
+    /// Validates the shared geometry again, as a child receiving this ring does (tests and
+    /// fuzz targets check that a scribbled geometry is refused).
+    #[doc(hidden)]
+    pub fn reopen(&self) -> Result<Self, SegmentError> {
+        let h = Self::wrap(self.seg.clone(), Some(self.slot_size))?;
         if h.cap != self.cap {
             return Err(SegmentError::Corrupt("slot ring geometry changed"));
         }
@@ -1059,7 +1078,7 @@ impl<'de> serde::Deserialize<'de> for SlotRing {
 /// use shmproc::Process;
 ///
 /// let ring = MpmcRing::<u64>::new(3)?;
-/// let producer = ring.clone_handle()?;
+/// let producer = ring.clone();
 /// let mut child = Process::fork(move || {
 ///     for i in 0..100 {
 ///         producer.push(i, None).unwrap(); // blocks while the ring is full
@@ -1075,6 +1094,7 @@ impl<'de> serde::Deserialize<'de> for SlotRing {
 /// assert_eq!(ring.try_push(7), Err(SlotError::Closed));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct MpmcRing<T: Pod> {
     ring: SlotRing,
     _t: PhantomData<T>,
@@ -1113,10 +1133,11 @@ impl<T: Pod> MpmcRing<T> {
         })
     }
 
-    /// Another handle to the same ring.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
+    /// Validates the shared geometry again (see [`SlotRing::reopen`]).
+    #[doc(hidden)]
+    pub fn reopen(&self) -> Result<Self, SegmentError> {
         Ok(Self {
-            ring: self.ring.clone_handle()?,
+            ring: self.ring.reopen()?,
             _t: PhantomData,
         })
     }

@@ -96,6 +96,7 @@ struct Control {
 /// assert_eq!(rx.try_pop().unwrap(), 7);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct SpscRing<T: Pod> {
     seg: Segment,
     cap: u64,
@@ -165,17 +166,6 @@ impl<T: Pod> SpscRing<T> {
             shadow: std::sync::Arc::new(crate::loom::Shadow::new(cap as usize)),
             _t: PhantomData,
         })
-    }
-
-    /// Another handle to the same ring.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        #[allow(unused_mut)]
-        let mut r = Self::wrap(self.seg.try_clone()?)?;
-        #[cfg(loom)]
-        {
-            r.shadow = self.shadow.clone();
-        }
-        Ok(r)
     }
 
     /// Capacity in items.

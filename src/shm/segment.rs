@@ -3,6 +3,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -37,7 +38,17 @@ use crate::sys::fd;
 /// assert!(seg.name().is_none());
 /// # Ok::<(), shmproc::SegmentError>(())
 /// ```
+///
+/// `Clone` is cheap: clones share one mapping and one fd through an in-process reference
+/// count (crossbeam's `Sender` works the same way). A named segment's name is unlinked when
+/// the creating process drops its last clone.
+#[derive(Clone)]
 pub struct Segment {
+    inner: Arc<Inner>,
+}
+
+/// The mapping and fd that the clones of one [`Segment`] share.
+struct Inner {
     map: MmapRaw,
     fd: OwnedFd,
     name: Option<String>,
@@ -51,11 +62,12 @@ pub struct Segment {
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &*self.inner;
         f.debug_struct("Segment")
-            .field("name", &self.name)
-            .field("fd", &self.fd.as_raw_fd())
-            .field("len", &self.data.len)
-            .field("layout", &self.layout)
+            .field("name", &s.name)
+            .field("fd", &s.fd.as_raw_fd())
+            .field("len", &s.data.len)
+            .field("layout", &s.layout)
             .finish()
     }
 }
@@ -124,7 +136,7 @@ impl Segment {
             });
         }
         let is_named = name.is_some();
-        Ok(Self {
+        Ok(Self::from_inner(Inner {
             map,
             fd,
             name,
@@ -132,7 +144,7 @@ impl Segment {
             creator_pid: std::process::id(),
             data: range,
             layout,
-        })
+        }))
     }
 
     /// Opens an existing named segment, checking its header against `expected` (or only its
@@ -213,7 +225,7 @@ impl Segment {
         let map = map_fd(&fd, file_len)?;
         let h = read_header(&map);
         let (data, found) = header::validate(&h, file_len, expected)?;
-        Ok(Self {
+        Ok(Self::from_inner(Inner {
             map,
             fd,
             name,
@@ -221,13 +233,17 @@ impl Segment {
             creator_pid: std::process::id(),
             data,
             layout: expected.cloned().unwrap_or(found),
-        })
+        }))
+    }
+
+    fn from_inner(inner: Inner) -> Self {
+        Self { inner: Arc::new(inner) }
     }
 
     /// Pointer to the first data byte (aligned for the stored type). Valid while `self` lives.
     pub fn as_ptr(&self) -> *mut u8 {
         // SAFETY: `data.offset + data.len <= map.len()` was checked at creation/validation.
-        unsafe { self.map.as_mut_ptr().add(self.data.offset) }
+        unsafe { self.inner.map.as_mut_ptr().add(self.inner.data.offset) }
     }
 
     /// Non-null pointer to the data (see [`as_ptr`](Self::as_ptr)).
@@ -237,27 +253,27 @@ impl Segment {
 
     /// Length of the data region in bytes (the header is not included).
     pub fn len(&self) -> usize {
-        self.data.len
+        self.inner.data.len
     }
 
     /// Whether the data region is empty.
     pub fn is_empty(&self) -> bool {
-        self.data.len == 0
+        self.inner.data.len == 0
     }
 
     /// Total mapped length, header included.
     pub fn total_len(&self) -> usize {
-        self.map.len()
+        self.inner.map.len()
     }
 
     /// The layout this segment stores.
     pub fn layout(&self) -> &Fingerprint {
-        &self.layout
+        &self.inner.layout
     }
 
     /// The shm name for named segments, `None` for anonymous ones.
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.inner.name.as_deref()
     }
 
     /// Do not unlink the name when this handle is dropped (Python: never calling `unlink()`).
@@ -265,12 +281,12 @@ impl Segment {
     /// Also marks the segment as kept in its header, so [`cleanup_stale`](crate::cleanup_stale)
     /// never removes it, even after its creator exits.
     pub fn keep(&self) {
-        self.unlink_on_drop.store(false, Ordering::Relaxed);
-        if self.name.is_some() {
+        self.inner.unlink_on_drop.store(false, Ordering::Relaxed);
+        if self.inner.name.is_some() {
             // SAFETY: the mapping holds a validated header at its page-aligned start, and
             // `flags` is a 4-byte-aligned u32 inside it; peers only touch it atomically.
             unsafe {
-                let flags = self.map.as_mut_ptr().add(std::mem::offset_of!(Header, flags));
+                let flags = self.inner.map.as_mut_ptr().add(std::mem::offset_of!(Header, flags));
                 (*flags.cast::<AtomicU32>()).fetch_or(header::FLAG_KEEP, Ordering::Relaxed);
             }
         }
@@ -284,6 +300,18 @@ impl Segment {
     /// [`SegmentError::NotFound`] is returned. (A name swapped between that check and the
     /// `shm_unlink` itself cannot be told apart; POSIX offers no unlink-by-fd.)
     pub fn unlink(&self) -> Result<(), SegmentError> {
+        self.inner.unlink()
+    }
+
+    /// The descriptor behind the mapping (kept open so the segment can reach spawned children).
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+
+}
+
+impl Inner {
+    fn unlink(&self) -> Result<(), SegmentError> {
         self.unlink_on_drop.store(false, Ordering::Relaxed);
         let Some(n) = &self.name else {
             return Ok(());
@@ -294,21 +322,9 @@ impl Segment {
             Err(e) => Err(SegmentError::from_open(e, n)),
         }
     }
-
-    /// The descriptor behind the mapping (kept open so the segment can reach spawned children).
-    pub fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// Another handle to the same memory: a new fd (`F_DUPFD_CLOEXEC`) and a new mapping.
-    /// The copy never unlinks the name.
-    pub fn try_clone(&self) -> Result<Self, SegmentError> {
-        let fd = fd::dup_cloexec(self.fd.as_fd())?;
-        Self::from_fd_named(fd, self.name.clone(), Some(&self.layout))
-    }
 }
 
-impl Drop for Segment {
+impl Drop for Inner {
     fn drop(&mut self) {
         if self.unlink_on_drop.load(Ordering::Relaxed) && self.creator_pid == std::process::id() {
             let _ = self.unlink();

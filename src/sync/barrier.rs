@@ -28,14 +28,14 @@ fn barrier_result<T>(r: Result<T, BarrierFail>) -> Result<T, BarrierError> {
 /// ```
 /// use shmproc::{Barrier, Process};
 /// let b = Barrier::new(2)?;
-/// let b2 = b.clone_handle()?;
+/// let b2 = b.clone();
 /// let mut child = Process::fork(move || b2.wait().expect("barrier")).start()?;
 /// let mine = b.wait()?;
 /// let theirs = child.join()?;
 /// assert_eq!(mine + theirs, 1); // indices 0 and 1
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Barrier {
     cell: Shared<RawBarrier>,
     timeout: Option<Duration>,
@@ -57,14 +57,6 @@ impl Barrier {
         Ok(Self {
             cell: Shared::new(RawBarrier::new(parties))?,
             timeout,
-        })
-    }
-
-    /// Another handle to the same barrier.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Ok(Self {
-            cell: self.cell.clone_handle()?,
-            timeout: self.timeout,
         })
     }
 

@@ -38,7 +38,7 @@ unsafe impl ShmSafe for RawConditionCell {}
 ///
 /// let cond = Condition::new()?;
 /// let ready = Shared::new(AtomicU32::new(0))?;
-/// let (c, r) = (cond.clone_handle()?, ready.clone_handle()?);
+/// let (c, r) = (cond.clone(), ready.clone());
 /// let mut producer = Process::fork(move || {
 ///     let g = c.lock().expect("lock");
 ///     r.store(1, Ordering::Relaxed);
@@ -54,7 +54,7 @@ unsafe impl ShmSafe for RawConditionCell {}
 /// producer.join()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Condition {
     cell: Shared<RawConditionCell>,
@@ -65,13 +65,6 @@ impl Condition {
     pub fn new() -> Result<Self, SegmentError> {
         Ok(Self {
             cell: Shared::new(RawConditionCell::default())?,
-        })
-    }
-
-    /// Another handle to the same condition.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Ok(Self {
-            cell: self.cell.clone_handle()?,
         })
     }
 

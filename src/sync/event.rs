@@ -17,14 +17,14 @@ use crate::Shared;
 /// ```
 /// use shmproc::{Event, Process};
 /// let ev = Event::new()?;
-/// let e = ev.clone_handle()?;
+/// let e = ev.clone();
 /// let mut child = Process::fork(move || e.wait_timeout(std::time::Duration::from_secs(10))).start()?;
 /// ev.set();
 /// assert!(child.join()?);
 /// assert!(ev.is_set());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Event {
     cell: Shared<RawEvent>,
@@ -35,13 +35,6 @@ impl Event {
     pub fn new() -> Result<Self, SegmentError> {
         Ok(Self {
             cell: Shared::new(RawEvent::new())?,
-        })
-    }
-
-    /// Another handle to the same event.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Ok(Self {
-            cell: self.cell.clone_handle()?,
         })
     }
 

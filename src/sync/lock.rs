@@ -62,14 +62,6 @@ macro_rules! lock_handle {
                 })
             }
 
-            /// Another handle to the same lock (for a child started with `Fork`, or for
-            /// another thread; spawned children get one through their arguments).
-            pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-                Ok(Self {
-                    cell: self.cell.clone_handle()?,
-                })
-            }
-
             /// Blocks until the lock is held; the guard releases it.
             pub fn lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
                 to_result(self.cell.lock(None), || $guard {
@@ -158,7 +150,7 @@ macro_rules! lock_handle {
 ///
 /// let lock = Lock::new()?;
 /// let total = Shared::new(AtomicU64::new(0))?;
-/// let (l, t) = (lock.clone_handle()?, total.clone_handle()?);
+/// let (l, t) = (lock.clone(), total.clone());
 /// let mut child = Process::fork(move || {
 ///     let _g = l.lock().expect("lock");
 ///     t.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +164,7 @@ macro_rules! lock_handle {
 /// assert_eq!(total.load(Ordering::Relaxed), 2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Lock {
     cell: Shared<RawLock>,
@@ -204,7 +196,7 @@ impl Lock {
 /// assert_eq!(r.release(), Err(shmproc::ReleaseError::NotLocked));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RLock {
     cell: Shared<RawRLock>,

@@ -34,13 +34,6 @@ macro_rules! semaphore_handle {
                 })
             }
 
-            /// Another handle to the same semaphore.
-            pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-                Ok(Self {
-                    cell: self.cell.clone_handle()?,
-                })
-            }
-
             /// Takes a unit, blocking while none is free (Python's `acquire()`).
             pub fn acquire(&self) -> Result<(), LockError<()>> {
                 self.cell.acquire(None).map_err(|_| LockError::Corrupted)
@@ -88,7 +81,7 @@ macro_rules! semaphore_handle {
 /// assert_eq!(s.get_value(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Semaphore {
     cell: Shared<RawSemaphore>,
@@ -107,7 +100,7 @@ semaphore_handle!(Semaphore, false);
 /// assert_eq!(s.release(), Err(shmproc::ReleaseError::TooManyReleases));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct BoundedSemaphore {
     cell: Shared<RawSemaphore>,

@@ -133,7 +133,7 @@ unsafe impl<T: Pod> ShmSafe for ValueCell<T> {}
 /// let v = Value::new(0u64)?;
 /// let mut kids = Vec::new();
 /// for _ in 0..2 {
-///     let h = v.clone_handle()?;
+///     let h = v.clone();
 ///     kids.push(Process::fork(move || {
 ///         for _ in 0..1000 { h.update(|x| x + 1).expect("locked add"); }
 ///     }).start()?);
@@ -142,7 +142,7 @@ unsafe impl<T: Pod> ShmSafe for ValueCell<T> {}
 /// assert_eq!(v.get().map_err(|e| e.to_string())?, 2000);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Value<T: Pod> {
     cell: crate::Shared<ValueCell<T>>,
@@ -164,13 +164,6 @@ impl<T: Pod> Value<T> {
                 head: LockedHead::default(),
                 value: core::cell::UnsafeCell::new(value),
             })?,
-        })
-    }
-
-    /// Another handle to the same value.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Ok(Self {
-            cell: self.cell.clone_handle()?,
         })
     }
 
@@ -270,6 +263,7 @@ impl<T: Pod> Drop for ValueGuard<'_, T> {
 /// assert_eq!(a.get(5).map_err(|e| e.to_string())?, None);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct Array<T: Pod> {
     seg: Segment,
     len: usize,
@@ -340,11 +334,6 @@ impl<T: Pod> Array<T> {
             seg,
             _t: PhantomData,
         })
-    }
-
-    /// Another handle to the same array.
-    pub fn clone_handle(&self) -> Result<Self, SegmentError> {
-        Self::wrap(self.seg.try_clone()?)
     }
 
     fn head(&self) -> &LockedHead {

@@ -15,7 +15,7 @@
 //! use shmproc::{sys::futex, Process, Shared};
 //!
 //! let flag = Shared::new(AtomicU32::new(0))?;
-//! let child_flag = flag.clone_handle()?;
+//! let child_flag = flag.clone();
 //! let mut child = Process::fork(move || {
 //!     // Sleep until the parent flips the word (a spurious wake just loops).
 //!     while child_flag.load(Ordering::Acquire) == 0 {

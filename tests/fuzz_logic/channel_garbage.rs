@@ -187,7 +187,7 @@ fn run(data: &[u8]) -> usize {
     let send_len = usize::from((opts >> 3) & 7) * 8;
     let chan = Arc::new(chan);
     let handle = if opts & 4 != 0 {
-        match chan.clone_handle() {
+        match chan.reopen() {
             Ok(h) => Arc::new(h),
             Err(_) => chan.clone(),
         }

@@ -189,7 +189,7 @@ pub fn channel_ops_input(data: &[u8]) {
             }
             5 => {
                 if clone.is_none() {
-                    clone = Some(Arc::new(chan.clone_handle().expect("clone a handle")));
+                    clone = Some(Arc::new(Channel::clone(&chan)));
                 }
                 use_clone = !use_clone;
             }

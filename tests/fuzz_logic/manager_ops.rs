@@ -6,7 +6,7 @@
 //! fields). The memory limit is small (4 to 16 KiB, or 144 KiB so that compaction gives freed
 //! halves back to the kernel) and keys and values run from empty to about 1 KiB, so
 //! compactions and `LimitExceeded` happen often. Calls go through two handles of the same
-//! container (`clone_handle`), switched by the input. Every result must equal the model's, except
+//! container (`clone`), switched by the input. Every result must equal the model's, except
 //! that a change may fail with `LimitExceeded`: then the container must still equal the
 //! model (nothing changed), and the failure must be justified — even the largest table the
 //! container could have picked plus the live records and the new one(s) would not fit in
@@ -273,7 +273,7 @@ fn dict_live(m: &HashMap<Bytes, Bytes>) -> usize {
 /// (and, under a guard, check that the dict's own calls refuse).
 fn dict_ops(limit: usize, inp: &mut Input<'_>) {
     let first = Dict::<Bytes, Bytes>::with_limit(limit).expect("create a dict");
-    let both = [first.clone_handle().expect("a second handle"), first];
+    let both = [first.clone(), first];
     let mut d = &both[0];
     let lay = Layout::new(d.segment().as_ptr(), d.segment().len());
     let mut m: HashMap<Bytes, Bytes> = HashMap::new();
@@ -467,7 +467,7 @@ fn index(b: u8, len: usize) -> usize {
 /// list's own calls refuse), 11 push then pop.
 fn list_ops(limit: usize, inp: &mut Input<'_>) {
     let first = List::<Bytes>::with_limit(limit).expect("create a list");
-    let both = [first.clone_handle().expect("a second handle"), first];
+    let both = [first.clone(), first];
     let mut l = &both[0];
     let lay = Layout::new(l.segment().as_ptr(), l.segment().len());
     let mut m: Vec<Bytes> = Vec::new();
@@ -601,7 +601,7 @@ fn ns_live(m: &HashMap<String, Bytes>) -> usize {
 /// guard, check that the namespace's own calls refuse).
 fn ns_ops(limit: usize, inp: &mut Input<'_>) {
     let first = Namespace::with_limit(limit).expect("create a namespace");
-    let both = [first.clone_handle().expect("a second handle"), first];
+    let both = [first.clone(), first];
     let mut ns = &both[0];
     let lay = Layout::new(ns.segment().as_ptr(), ns.segment().len());
     let mut m: HashMap<String, Bytes> = HashMap::new();

@@ -84,7 +84,7 @@ pub fn mpmc_garbage_input(data: &[u8]) {
     let ring = Arc::new(ring);
     let handle = if opts & 2 != 0 {
         // The stored geometry may be garbage now: a new handle is refused, never wrong.
-        match ring.clone_handle() {
+        match ring.reopen() {
             Ok(h) => {
                 assert_eq!((h.capacity(), h.slot_size()), (cap, SLOT));
                 Arc::new(h)

@@ -97,7 +97,7 @@ pub fn mpmc_ops_input(data: &[u8]) {
     let ring = SlotRing::new(cap, asked).expect("create a ring");
     let slot = asked.next_multiple_of(8);
     assert_eq!((ring.capacity(), ring.slot_size()), (cap, slot));
-    let clone = ring.clone_handle().expect("clone a handle");
+    let clone = ring.clone();
     let mut model = Model {
         items: VecDeque::new(),
         closed: false,
