@@ -231,10 +231,7 @@ fn lock_kill(rig: &LockRig, method: StartMethod, after: bool, rng: &mut Rng) -> 
         "{what}: the lock should be free before a round"
     );
     rig.ready.clear();
-    let args = (
-        rig.lock.clone(),
-        rig.ready.clone(),
-    );
+    let args = (rig.lock.clone(), rig.ready.clone());
     let mut p = Process::new(hold_lock, args)
         .start_method(method)
         .daemon(true)

@@ -446,10 +446,7 @@ struct Contender {
 impl Contender {
     fn process(shm: &Shm) -> Self {
         let ctl = Shared::new(Ctl::default()).expect("control block");
-        let (x, side) = (
-            ctl.clone(),
-            shm.clone_handles(),
-        );
+        let (x, side) = (ctl.clone(), shm.clone_handles());
         let p = Process::fork(move || contend(&x, &side))
             .name("manager_contender")
             .daemon(true)

@@ -141,10 +141,7 @@ impl QueueEcho {
     fn start() -> Self {
         let p2c = Queue::<u64, PodCodec>::new(0).expect("Queue");
         let c2p = Queue::<u64, PodCodec>::new(0).expect("Queue");
-        let (rx, tx) = (
-            p2c.clone(),
-            c2p.clone(),
-        );
+        let (rx, tx) = (p2c.clone(), c2p.clone());
         let child = Process::fork(move || loop {
             let v = rx.get().expect("echo: get");
             if v == Self::STOP {

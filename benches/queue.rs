@@ -1085,10 +1085,7 @@ fn rt_futex_work(name: &'static str, work: Duration) -> Cand {
 fn rt_spsc(name: &'static str, blocking: bool) -> Cand {
     let p2c = SpscRing::<u64>::new(64).expect("SpscRing");
     let c2p = SpscRing::<u64>::new(64).expect("SpscRing");
-    let (their_p2c, their_c2p) = (
-        p2c.clone(),
-        c2p.clone(),
-    );
+    let (their_p2c, their_c2p) = (p2c.clone(), c2p.clone());
     Cand::fork(
         name,
         move |ctl| {
@@ -1135,10 +1132,7 @@ fn rt_queue_pod(name: &'static str) -> Cand {
 fn rt_queue_pod_work(name: &'static str, work: Duration) -> Cand {
     let p2c = Queue::<u64, PodCodec>::new(0).expect("Queue");
     let c2p = Queue::<u64, PodCodec>::new(0).expect("Queue");
-    let (their_p2c, their_c2p) = (
-        p2c.clone(),
-        c2p.clone(),
-    );
+    let (their_p2c, their_c2p) = (p2c.clone(), c2p.clone());
     Cand::fork(
         name,
         move |ctl| {

@@ -486,11 +486,7 @@ fn contended(c: &mut Criterion) {
         let mut peer = None;
         group.bench_function("shmproc_Lock", |b| {
             peer.get_or_insert_with(|| {
-                let (l, k, x) = (
-                    lock.clone(),
-                    count.clone(),
-                    ctl.clone(),
-                );
+                let (l, k, x) = (lock.clone(), count.clone(), ctl.clone());
                 Peer::start(
                     "contended_shmproc_Lock",
                     move || contended_child(&x, || inc(&l, &k)),
@@ -531,10 +527,7 @@ fn contended(c: &mut Criterion) {
         let mut peer = None;
         group.bench_function("shmproc_RawLock_same_line", |b| {
             peer.get_or_insert_with(|| {
-                let (g, x) = (
-                    guarded.clone(),
-                    ctl.clone(),
-                );
+                let (g, x) = (guarded.clone(), ctl.clone());
                 Peer::start(
                     "contended_shmproc_RawLock",
                     move || contended_child(&x, || inc(&g)),
@@ -609,11 +602,7 @@ fn event_pingpong(
     let mut peer = None;
     group.bench_function(id, |b| {
         peer.get_or_insert_with(|| {
-            let (pi, po, x) = (
-                ping.clone(),
-                pong.clone(),
-                ctl.clone(),
-            );
+            let (pi, po, x) = (ping.clone(), pong.clone(), ctl.clone());
             let body = move || {
                 let mut seen = 0u32;
                 loop {

@@ -276,11 +276,7 @@ fn main() -> Res<()> {
     })?;
     let mut kids = Vec::new();
     for m in METHODS.iter().chain(METHODS.iter()) {
-        kids.push(
-            Process::new(count_up, tally.clone())
-                .start_method(*m)
-                .start()?,
-        );
+        kids.push(Process::new(count_up, tally.clone()).start_method(*m).start()?);
     }
     for k in &mut kids {
         let n = k.join()?;
@@ -456,9 +452,7 @@ fn main() -> Res<()> {
     );
     for m in METHODS {
         let lock = Lock::new()?;
-        let mut holder = Process::new(hold_forever, lock.clone())
-            .start_method(m)
-            .start()?;
+        let mut holder = Process::new(hold_forever, lock.clone()).start_method(m).start()?;
         while !lock.is_locked() {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -483,8 +477,7 @@ fn main() -> Res<()> {
     let n = 1_000_000u64;
     let small = Queue::<u64, PodCodec>::new(0)?;
     let big = Queue::<Vec<u8>, Bytes>::new(0)?;
-    let mut producer =
-        Process::new(pipeline_producer, (small.clone(), big.clone(), n)).start()?;
+    let mut producer = Process::new(pipeline_producer, (small.clone(), big.clone(), n)).start()?;
     let t = Instant::now();
     for want in 0..n {
         assert_eq!(small.get()?, want, "u64 stream out of order");

@@ -6,21 +6,24 @@
 compile_error!("shmproc supports Linux only for now (futex, memfd, pidfd)");
 
 mod cell;
-mod codec;
-pub mod connection;
+mod channel;
 mod error;
 mod loom;
 pub mod manager;
 pub mod pool;
 mod process;
-mod queue;
+/// Pipes: [`Connection`] and its constructors (kept as a path for 0.1 code).
+pub use channel::connection;
 pub mod ring;
 mod shm;
 pub mod sync;
 pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
-pub use connection::{pipe, pipe_simplex, Connection, PIPE_CAPACITY};
+pub use channel::connection::{pipe, pipe_simplex, Connection, PIPE_CAPACITY};
+pub use channel::queue::{
+    Bytes, Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY,
+};
 pub use error::{
     BarrierError, ConnError, GetError, IndexError, LockError, ManagerError, OwnerDied, PanicInfo, PoolError,
     ProcessError, PutError, ReleaseError, SegmentError, TaskDoneError,
@@ -33,9 +36,6 @@ pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
     Process, ProcessBuilder, ProcessInfo, Run, Sentinel, StartMethod,
 };
-pub use queue::{
-    Bytes, Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY,
-};
 pub use shm::{
     check_image, cleanup_stale, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION,
 };
@@ -45,7 +45,7 @@ pub use sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, 
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api {
-    pub use crate::connection::loom_link::Table as LinkTable;
+    pub use crate::channel::connection::loom_link::Table as LinkTable;
     pub use crate::loom::Shadow;
     pub use crate::pool::loom_cell::ResultCell;
     pub use crate::shm::publish::{observe, publish, MagicWord};

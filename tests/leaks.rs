@@ -80,10 +80,7 @@ fn nothing_leaks() {
         assert_clean(&before, &format!("{m:?} start+join"));
 
         let a = RawArray::<u8>::new(64).unwrap();
-        let mut p = Process::new(touch, a.clone())
-            .start_method(m)
-            .start()
-            .unwrap();
+        let mut p = Process::new(touch, a.clone()).start_method(m).start().unwrap();
         assert_eq!(p.join().unwrap(), 1);
         drop((p, a));
         assert_clean(&before, &format!("{m:?} child with a handle"));

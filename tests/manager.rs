@@ -139,25 +139,13 @@ fn several_processes_update_push_and_set_at_once() {
             let mut kids: Vec<_> = ids
                 .iter()
                 .map(|&id| {
-                    let args = (
-                        d.clone(),
-                        l.clone(),
-                        ns.clone(),
-                        go.clone(),
-                        id,
-                    );
+                    let args = (d.clone(), l.clone(), ns.clone(), go.clone(), id);
                     start(m, mixed_writer, args)
                 })
                 .collect();
             // The parent is the fourth writer.
             go.set();
-            let parent = (
-                d.clone(),
-                l.clone(),
-                ns.clone(),
-                go.clone(),
-                100,
-            );
+            let parent = (d.clone(), l.clone(), ns.clone(), go.clone(), 100);
             assert_eq!(mixed_writer(parent), "hello from the parent");
             for k in &mut kids {
                 assert_eq!(join(k), "hello from the parent", "{m:?}");
@@ -386,11 +374,7 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
         let d = Dict::<u64, String>::new().unwrap();
         d.update((0..50).map(|k| (k, format!("v{k}")))).unwrap();
         let ready = Event::new().unwrap();
-        let mut child = start(
-            m,
-            hold_dict,
-            (d.clone(), ready.clone()),
-        );
+        let mut child = start(m, hold_dict, (d.clone(), ready.clone()));
         await_ready(&ready, &child, "dict holder");
         assert!(matches!(d.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
         kill_and_reap(&mut child);
@@ -411,11 +395,7 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
         let l = List::<String>::new().unwrap();
         l.extend((0..50).map(|i| format!("e{i}"))).unwrap();
         let ready = Event::new().unwrap();
-        let mut child = start(
-            m,
-            hold_list,
-            (l.clone(), ready.clone()),
-        );
+        let mut child = start(m, hold_list, (l.clone(), ready.clone()));
         await_ready(&ready, &child, "list holder");
         assert!(matches!(l.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
         kill_and_reap(&mut child);
@@ -433,11 +413,7 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
         let ns = Namespace::new().unwrap();
         ns.set("parent", &1.5f64).unwrap();
         let ready = Event::new().unwrap();
-        let mut child = start(
-            m,
-            hold_namespace,
-            (ns.clone(), ready.clone()),
-        );
+        let mut child = start(m, hold_namespace, (ns.clone(), ready.clone()));
         await_ready(&ready, &child, "namespace holder");
         assert!(matches!(ns.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
         kill_and_reap(&mut child);
@@ -1061,15 +1037,7 @@ fn a_dict_writer_killed_at_random_moments_leaves_a_whole_dict() {
             )
         },
         hammer_dict_logged,
-        |(d, log, done): &LoggedDict, ev, seed| {
-            (
-                d.clone(),
-                ev.clone(),
-                seed,
-                log.clone(),
-                done.clone(),
-            )
-        },
+        |(d, log, done): &LoggedDict, ev, seed| (d.clone(), ev.clone(), seed, log.clone(), done.clone()),
         check_dict_logged,
     );
 }
@@ -1087,15 +1055,7 @@ fn a_list_writer_killed_at_random_moments_leaves_a_whole_list() {
             )
         },
         hammer_list,
-        |(l, log, done): &LoggedList, ev, seed| {
-            (
-                l.clone(),
-                ev.clone(),
-                seed,
-                log.clone(),
-                done.clone(),
-            )
-        },
+        |(l, log, done): &LoggedList, ev, seed| (l.clone(), ev.clone(), seed, log.clone(), done.clone()),
         check_list_logged,
     );
 }
@@ -1114,13 +1074,7 @@ fn a_namespace_writer_killed_at_random_moments_leaves_whole_fields() {
         },
         hammer_namespace,
         |(ns, log, done): &LoggedNamespace, ev, seed| {
-            (
-                ns.clone(),
-                ev.clone(),
-                seed,
-                log.clone(),
-                done.clone(),
-            )
+            (ns.clone(), ev.clone(), seed, log.clone(), done.clone())
         },
         check_namespace_logged,
     );
@@ -1153,13 +1107,7 @@ fn lock_timeout_and_try_lock_fail_while_a_live_child_holds_the_lock() {
             let l = List::<u32>::new().unwrap();
             let ns = Namespace::new().unwrap();
             let (ready, release) = (Event::new().unwrap(), Event::new().unwrap());
-            let args = (
-                d.clone(),
-                l.clone(),
-                ns.clone(),
-                ready.clone(),
-                release.clone(),
-            );
+            let args = (d.clone(), l.clone(), ns.clone(), ready.clone(), release.clone());
             let mut child = start(m, hold_all_until, args);
             await_ready(&ready, &child, "holder");
 
@@ -1262,11 +1210,7 @@ fn a_dict_grows_to_a_million_entries() {
         let l = List::<u64>::new().unwrap();
         l.extend(0..MILLION).unwrap();
         for m in METHODS {
-            let mut child = start(
-                m,
-                read_grown,
-                (d.clone(), l.clone()),
-            );
+            let mut child = start(m, read_grown, (d.clone(), l.clone()));
             assert_eq!(join(&mut child), (MILLION as usize, MILLION as usize), "{m:?}");
         }
         drop(l);
@@ -1706,11 +1650,7 @@ fn replacing_values_of_an_exactly_full_container_works() {
         ];
         for m in [None, Some(METHODS[0]), Some(METHODS[1])] {
             let (d, ns, l) = (exact_dict(), exact_namespace(), exact_list());
-            let args = (
-                d.clone(),
-                ns.clone(),
-                l.clone(),
-            );
+            let args = (d.clone(), ns.clone(), l.clone());
             let got = match m {
                 None => replace_in_exactly_full(args),
                 Some(m) => join(&mut start(m, replace_in_exactly_full, args)),
@@ -1993,11 +1933,7 @@ fn random_operations_fail_with_limit_exceeded_exactly_when_the_contents_would_no
                     }
                 }
                 if let Some(m) = in_child {
-                    let handles = (
-                        h.0.clone(),
-                        h.1.clone(),
-                        h.2.clone(),
-                    );
+                    let handles = (h.0.clone(), h.1.clone(), h.2.clone());
                     let got = join(&mut start(m, run_ops, (handles, ops.clone())));
                     assert_eq!(got.len(), ops.len());
                     for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
@@ -2076,12 +2012,7 @@ fn a_writer_killed_while_compacting_a_full_dict_leaves_the_last_published_state(
             let done = shmproc::RawValue::new(0u64).unwrap();
             let ready = Event::new().unwrap();
             let s = rng.next() | 1;
-            let args = (
-                d.clone(),
-                done.clone(),
-                ready.clone(),
-                s,
-            );
+            let args = (d.clone(), done.clone(), ready.clone(), s);
             let mut child = start(m, tight_writer, args);
             await_ready(&ready, &child, "tight writer");
             std::thread::sleep(Duration::from_micros(rng.below(30_000)));
@@ -2881,13 +2812,7 @@ fn a_nested_value_copy_does_not_write_back_but_update_with_does() {
             assert_eq!(d.get(&k).unwrap(), Some(vec![]), "{m:?}: a copy wrote back");
             let go = Event::new().unwrap();
             let mut kids: Vec<_> = (1..=3u32)
-                .map(|id| {
-                    start(
-                        m,
-                        append_to_nested,
-                        (d.clone(), go.clone(), id),
-                    )
-                })
+                .map(|id| start(m, append_to_nested, (d.clone(), go.clone(), id)))
                 .collect();
             go.set();
             for i in 0..100 {
@@ -3041,30 +2966,18 @@ fn leak_scenario(m: StartMethod) {
     let l = mgr.list::<u64>().unwrap();
     let ns = mgr.namespace().unwrap();
     for _ in 0..2 {
-        let args = (
-            d.clone(),
-            l.clone(),
-            ns.clone(),
-        );
+        let args = (d.clone(), l.clone(), ns.clone());
         join(&mut start(m, use_all, args));
     }
     let ready = Event::new().unwrap();
-    let mut child = start(
-        m,
-        hold_and_die,
-        (d.clone(), ready.clone()),
-    );
+    let mut child = start(m, hold_and_die, (d.clone(), ready.clone()));
     await_ready(&ready, &child, "leak holder");
     kill_and_reap(&mut child);
     assert_eq!(d.get(&1).unwrap(), Some(2));
     assert_eq!(d.recoveries(), 1);
     // A dropped handle of a running child, killed by dropping (daemon) or not.
     let ready = Event::new().unwrap();
-    let child = start(
-        m,
-        hold_and_die,
-        (d.clone(), ready.clone()),
-    );
+    let child = start(m, hold_and_die, (d.clone(), ready.clone()));
     await_ready(&ready, &child, "leak holder 2");
     child.kill().unwrap();
     drop(child);
@@ -3128,11 +3041,7 @@ fn a_full_dict_recovers_from_a_killed_holder() {
         let d = full_small_dict();
         assert_eq!(d.len().unwrap(), 12);
         let ready = Event::new().unwrap();
-        let mut child = start(
-            m,
-            hold_small,
-            (d.clone(), ready.clone()),
-        );
+        let mut child = start(m, hold_small, (d.clone(), ready.clone()));
         await_ready(&ready, &child, "small holder");
         kill_and_reap(&mut child);
         let d = bounded("read after take-over", move || {
@@ -3242,13 +3151,7 @@ fn processes_racing_setdefault_all_see_the_one_value_inserted() {
         let d = Dict::<u64, u32>::new().unwrap();
         let go = Event::new().unwrap();
         let mut kids: Vec<_> = (1..=3)
-            .map(|id| {
-                start(
-                    m,
-                    claim_keys,
-                    (d.clone(), go.clone(), id),
-                )
-            })
+            .map(|id| start(m, claim_keys, (d.clone(), go.clone(), id)))
             .collect();
         go.set();
         let seen: Vec<Vec<u32>> = kids.iter_mut().map(join).collect();

@@ -120,12 +120,8 @@ fn two_producers_two_consumers_no_loss_no_duplicate_per_producer_order() {
     for m in METHODS {
         for cap in [3, 64] {
             let ring = MpmcRing::<u64>::new(cap).unwrap();
-            let mut consumers: Vec<_> = (0..2)
-                .map(|_| start(m, consume, ring.clone()))
-                .collect();
-            let mut producers: Vec<_> = (0..2)
-                .map(|id| start(m, produce, (ring.clone(), id)))
-                .collect();
+            let mut consumers: Vec<_> = (0..2).map(|_| start(m, consume, ring.clone())).collect();
+            let mut producers: Vec<_> = (0..2).map(|id| start(m, produce, (ring.clone(), id))).collect();
             for p in &mut producers {
                 join(p);
             }
@@ -256,11 +252,7 @@ fn shutdown_wakes_blocked_pops_and_pushes_and_pops_drain_first() {
         // A pop asleep on an empty ring.
         let ring = MpmcRing::<u64>::new(2).unwrap();
         let waiting = RawValue::new(0u32).unwrap();
-        let mut child = start(
-            m,
-            pop_forever,
-            (ring.clone(), waiting.clone()),
-        );
+        let mut child = start(m, pop_forever, (ring.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.get() == 1));
         wait_until_asleep(child.pid());
         ring.shutdown();
@@ -271,11 +263,7 @@ fn shutdown_wakes_blocked_pops_and_pushes_and_pops_drain_first() {
         ring.try_push(1).unwrap();
         ring.try_push(2).unwrap();
         let waiting = RawValue::new(0u32).unwrap();
-        let mut child = start(
-            m,
-            push_forever,
-            (ring.clone(), waiting.clone()),
-        );
+        let mut child = start(m, push_forever, (ring.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.get() == 1));
         wait_until_asleep(child.pid());
         ring.shutdown();
@@ -542,15 +530,7 @@ fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
         let ring = SlotRing::new(3, BIG_SLOT).unwrap();
         let log = RawArray::<u64>::new(1 << 20).unwrap();
         let count = RawValue::new(0u64).unwrap();
-        let mut child = start(
-            m,
-            pop_until_killed,
-            (
-                ring.clone(),
-                log.clone(),
-                count.clone(),
-            ),
-        );
+        let mut child = start(m, pop_until_killed, (ring.clone(), log.clone(), count.clone()));
         let stop = Arc::new(AtomicBool::new(false));
         let pushed = Arc::new(AtomicU64::new(0));
         let producer = {
@@ -735,10 +715,7 @@ fn handles_reach_children_with_their_geometry() {
     let _g = common::shared();
     for m in METHODS {
         let ring = SlotRing::new(5, 100).unwrap();
-        assert_eq!(
-            join(&mut start(m, geometry_of, ring.clone())),
-            (5, 104)
-        );
+        assert_eq!(join(&mut start(m, geometry_of, ring.clone())), (5, 104));
         let typed = MpmcRing::<[u32; 3]>::new(3).unwrap();
         assert_eq!(typed.slots().slot_size(), 16);
         for k in 0..3 {
@@ -822,18 +799,11 @@ fn push_pop((ring, n): (MpmcRing<u64>, u64)) -> u64 {
 fn mpmc_leak_scenario(m: shmproc::StartMethod) {
     let ring = MpmcRing::<u64>::new(8).unwrap();
     for _ in 0..2 {
-        assert_eq!(
-            join(&mut start(m, push_pop, (ring.clone(), 5))),
-            10
-        );
+        assert_eq!(join(&mut start(m, push_pop, (ring.clone(), 5))), 10);
     }
     // A consumer killed while it sleeps in pop.
     let waiting = RawValue::new(0u32).unwrap();
-    let mut c = start(
-        m,
-        pop_forever,
-        (ring.clone(), waiting.clone()),
-    );
+    let mut c = start(m, pop_forever, (ring.clone(), waiting.clone()));
     assert!(eventually(LONG, || waiting.get() == 1));
     wait_until_asleep(c.pid());
     kill_and_reap(&mut c);
@@ -848,10 +818,7 @@ fn nothing_leaks_after_children_used_a_ring_and_were_killed() {
     let _g = common::exclusive();
     for m in METHODS {
         let ring = MpmcRing::<u64>::new(8).unwrap();
-        assert_eq!(
-            join(&mut start(m, push_pop, (ring.clone(), 1))),
-            0
-        );
+        assert_eq!(join(&mut start(m, push_pop, (ring.clone(), 1))), 0);
     }
     common::assert_leaves_nothing(mpmc_leak_scenario);
 }

@@ -106,10 +106,7 @@ fn names_and_parent() {
 fn child_writes_array_parent_reads() {
     for m in METHODS {
         let a = RawArray::<u32>::new(16).unwrap();
-        let mut p = Process::new(fill, a.clone())
-            .start_method(m)
-            .start()
-            .unwrap();
+        let mut p = Process::new(fill, a.clone()).start_method(m).start().unwrap();
         assert_eq!(p.join().unwrap(), 16);
         let want: Vec<u32> = (0..16u32).map(|i| i * i).collect();
         assert_eq!(a.to_vec(), want, "{m:?}");
@@ -125,12 +122,7 @@ fn shared_atomic_counter_from_many_children() {
         })
         .unwrap();
         let mut kids: Vec<_> = (0..4)
-            .map(|_| {
-                Process::new(bump, c.clone())
-                    .start_method(m)
-                    .start()
-                    .unwrap()
-            })
+            .map(|_| Process::new(bump, c.clone()).start_method(m).start().unwrap())
             .collect();
         for k in &mut kids {
             k.join().unwrap();

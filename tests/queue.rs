@@ -225,11 +225,7 @@ fn get_timeout_and_try_get_on_an_empty_queue() {
     }
     for m in METHODS {
         let waiting = flag();
-        let mut c = start(
-            m,
-            timed_get,
-            (q.clone(), waiting.clone()),
-        );
+        let mut c = start(m, timed_get, (q.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
         q.put(7).unwrap();
@@ -274,11 +270,7 @@ fn maxsize_limits_items_with_full_errors_that_return_the_item() {
 
         // A child blocks on the limit until this process takes an item.
         let waiting = flag();
-        let mut c = start(
-            m,
-            blocked_put,
-            (q.clone(), waiting.clone()),
-        );
+        let mut c = start(m, blocked_put, (q.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
         assert_eq!(q.qsize(), 2);
@@ -395,11 +387,7 @@ fn close_is_per_handle() {
         let j = JoinableQueue::<u32>::new(0).unwrap();
         s.put(1).unwrap();
         j.put(2).unwrap();
-        let got = join(&mut start(
-            m,
-            close_mine_simple_joinable,
-            (s.clone(), j.clone()),
-        ));
+        let got = join(&mut start(m, close_mine_simple_joinable, (s.clone(), j.clone())));
         assert_eq!(
             got,
             [
@@ -443,11 +431,7 @@ fn shutdown_wakes_a_blocked_get_in_another_process() {
     for m in METHODS {
         let q = Queue::<u32>::new(0).unwrap();
         let waiting = flag();
-        let mut c = start(
-            m,
-            blocked_get,
-            (q.clone(), waiting.clone()),
-        );
+        let mut c = start(m, blocked_get, (q.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
         q.shutdown();
@@ -466,11 +450,7 @@ fn shutdown_wakes_a_put_blocked_on_maxsize_or_on_a_full_buffer() {
         let q = Queue::<u32>::new(1).unwrap();
         q.put(1).unwrap();
         let waiting = flag();
-        let mut c = start(
-            m,
-            blocked_put_on_limit,
-            (q.clone(), waiting.clone()),
-        );
+        let mut c = start(m, blocked_put_on_limit, (q.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
         q.shutdown();
@@ -493,11 +473,7 @@ fn shutdown_wakes_a_put_blocked_on_maxsize_or_on_a_full_buffer() {
         let mut c = start(
             m,
             blocked_put_forever,
-            (
-                q.clone(),
-                vec![9; 1000],
-                waiting.clone(),
-            ),
+            (q.clone(), vec![9; 1000], waiting.clone()),
         );
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
@@ -697,11 +673,7 @@ fn pod_items_cross_processes() {
         let nums = Queue::<u64, PodCodec>::with_capacity(0, 4096).unwrap();
         let samples = Queue::<Sample, PodCodec>::with_capacity(0, 4096).unwrap();
         let n = 500;
-        let mut c = start(
-            m,
-            pod_producer,
-            (nums.clone(), samples.clone(), n),
-        );
+        let mut c = start(m, pod_producer, (nums.clone(), samples.clone(), n));
         for i in 0..n {
             assert_eq!(
                 nums.get_timeout(LONG),
@@ -787,11 +759,7 @@ fn simple_queue_across_processes() {
         let inq = Pairs::new().unwrap();
         let outq = Pairs::new().unwrap();
         assert!(inq.empty() && outq.empty());
-        let mut c = start(
-            m,
-            simple_echo,
-            (inq.clone(), outq.clone()),
-        );
+        let mut c = start(m, simple_echo, (inq.clone(), outq.clone()));
         for i in 0..20 {
             inq.put((i, format!("item {i}"))).unwrap();
         }
@@ -830,11 +798,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
         assert_eq!(q.task_done(), Err(TaskDoneError));
         let done = flag();
         let n = 12;
-        let mut c = start(
-            m,
-            joinable_worker,
-            (q.clone(), done.clone(), n),
-        );
+        let mut c = start(m, joinable_worker, (q.clone(), done.clone(), n));
         for i in 0..n {
             q.put(i).unwrap();
         }
@@ -961,17 +925,9 @@ fn killed_producer_mid_message_consumer_not_reading_drops_the_partial_message() 
     for m in METHODS {
         let q = Queue::<Msg>::with_capacity(0, KILL_CAP).unwrap();
         let go = Event::new().unwrap();
-        let mut cons = start(
-            m,
-            get_n,
-            (q.clone(), go.clone(), 6),
-        );
+        let mut cons = start(m, get_n, (q.clone(), go.clone(), 6));
         let started = flag();
-        let mut p1 = start(
-            m,
-            put_huge,
-            (q.clone(), 1, started.clone()),
-        );
+        let mut p1 = start(m, put_huge, (q.clone(), 1, started.clone()));
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         wait_until_asleep(p1.pid());
         kill_and_reap(&mut p1);
@@ -999,22 +955,14 @@ fn killed_producer_mid_message_consumer_mid_message_drops_it() {
         let q = Queue::<Msg>::with_capacity(0, KILL_CAP).unwrap();
         let go = Event::new().unwrap();
         let started = flag();
-        let mut p1 = start(
-            m,
-            put_huge,
-            (q.clone(), 1, started.clone()),
-        );
+        let mut p1 = start(m, put_huge, (q.clone(), 1, started.clone()));
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         wait_until_asleep(p1.pid());
         // Frozen with a full buffer: the consumer reads the first frames and then waits for
         // the rest, which never comes.
         signal(p1.pid(), Signal::SIGSTOP);
         go.set();
-        let mut cons = start(
-            m,
-            get_n,
-            (q.clone(), go.clone(), 4),
-        );
+        let mut cons = start(m, get_n, (q.clone(), go.clone(), 4));
         std::thread::sleep(SETTLE);
         wait_until_asleep(cons.pid());
         assert!(cons.is_alive());
@@ -1058,25 +1006,13 @@ fn killed_consumer_mid_message_loses_only_that_message() {
     for m in METHODS {
         let q = Queue::<Msg>::with_capacity(0, KILL_CAP).unwrap();
         let started = flag();
-        let mut prod = start(
-            m,
-            big_then_stream,
-            (q.clone(), started.clone()),
-        );
+        let mut prod = start(m, big_then_stream, (q.clone(), started.clone()));
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         wait_until_asleep(prod.pid());
         signal(prod.pid(), Signal::SIGSTOP);
         let got = flag();
         let c_started = flag();
-        let mut c1 = start(
-            m,
-            get_forever,
-            (
-                q.clone(),
-                got.clone(),
-                c_started.clone(),
-            ),
-        );
+        let mut c1 = start(m, get_forever, (q.clone(), got.clone(), c_started.clone()));
         assert!(eventually(LONG, || c_started.load(SeqCst) == 1));
         wait_until_asleep(c1.pid());
         kill_and_reap(&mut c1);
@@ -1106,11 +1042,7 @@ fn try_get_after_a_consumer_died_waiting() {
     for m in METHODS {
         let q = Queue::<u32>::new(0).unwrap();
         let waiting = flag();
-        let mut c = start(
-            m,
-            blocked_get,
-            (q.clone(), waiting.clone()),
-        );
+        let mut c = start(m, blocked_get, (q.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
         kill_and_reap(&mut c);
@@ -1151,11 +1083,7 @@ fn try_put_after_a_producer_died_waiting_for_room() {
         let q = Queue::<u32>::new(1).unwrap();
         q.put(1).unwrap();
         let waiting = flag();
-        let mut c = start(
-            m,
-            put_past_limit,
-            (q.clone(), waiting.clone()),
-        );
+        let mut c = start(m, put_past_limit, (q.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
         kill_and_reap(&mut c);
@@ -1182,11 +1110,7 @@ fn put_timeout_after_a_producer_died_mid_message_keeps_its_timeout() {
     for m in METHODS {
         let q = Queue::<Msg>::with_capacity(0, KILL_CAP).unwrap();
         let started = flag();
-        let mut p1 = start(
-            m,
-            put_huge,
-            (q.clone(), 1, started.clone()),
-        );
+        let mut p1 = start(m, put_huge, (q.clone(), 1, started.clone()));
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         wait_until_asleep(p1.pid());
         kill_and_reap(&mut p1);
@@ -1333,14 +1257,7 @@ fn random_kills_of_producers_and_consumers_lose_nothing_else() {
         let q = Queue::<Msg>::with_capacity(0, 4096).unwrap();
         let t = trial_log();
         let go = Event::new().unwrap();
-        let args = |id: u32| {
-            (
-                q.clone(),
-                t.clone(),
-                go.clone(),
-                id,
-            )
-        };
+        let args = |id: u32| (q.clone(), t.clone(), go.clone(), id);
         let mut producers: Vec<_> = (0..2).map(|id| start(m, trial_producer, args(id))).collect();
         let mut consumers: Vec<_> = (0..2).map(|id| start(m, trial_consumer, args(id))).collect();
         assert!(
@@ -1566,12 +1483,7 @@ fn queue_leak_scenario(m: StartMethod) {
     }
     for _ in 0..2 {
         j.put(0).unwrap();
-        let args = (
-            q.clone(),
-            s.clone(),
-            j.clone(),
-            pod.clone(),
-        );
+        let args = (q.clone(), s.clone(), j.clone(), pod.clone());
         join(&mut start(m, use_all, args));
         assert_eq!(q.try_get().unwrap(), "x");
         assert_eq!(s.get().unwrap(), 1);
@@ -1579,11 +1491,7 @@ fn queue_leak_scenario(m: StartMethod) {
     }
     // A consumer killed while it sleeps in get.
     let waiting = flag();
-    let mut c = start(
-        m,
-        blocked_get_forever,
-        (q.clone(), waiting.clone()),
-    );
+    let mut c = start(m, blocked_get_forever, (q.clone(), waiting.clone()));
     assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
     wait_until_asleep(c.pid());
     kill_and_reap(&mut c);
@@ -1593,11 +1501,7 @@ fn queue_leak_scenario(m: StartMethod) {
     let mut p = start(
         m,
         put_forever,
-        (
-            raw.clone(),
-            vec![7u8; 64 * 1024],
-            waiting.clone(),
-        ),
+        (raw.clone(), vec![7u8; 64 * 1024], waiting.clone()),
     );
     assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
     wait_until_asleep(p.pid());
@@ -1609,11 +1513,7 @@ fn queue_leak_scenario(m: StartMethod) {
     );
     // A running child whose handle is dropped after a kill (the reaper takes it).
     let waiting = flag();
-    let c = start(
-        m,
-        blocked_get_forever,
-        (q.clone(), waiting.clone()),
-    );
+    let c = start(m, blocked_get_forever, (q.clone(), waiting.clone()));
     assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
     c.kill().unwrap();
     drop(c);
@@ -1710,11 +1610,7 @@ fn pod_queue_close_shutdown_and_a_killed_producer() {
         );
 
         let waiting = flag();
-        let mut c = start(
-            m,
-            pod_get_forever,
-            (q.clone(), waiting.clone()),
-        );
+        let mut c = start(m, pod_get_forever, (q.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(c.pid());
         q.shutdown();
@@ -1723,11 +1619,7 @@ fn pod_queue_close_shutdown_and_a_killed_producer() {
 
         let q = Queue::<u64, PodCodec>::new(2).unwrap();
         let waiting = flag();
-        let mut p = start(
-            m,
-            pod_put_forever,
-            (q.clone(), waiting.clone()),
-        );
+        let mut p = start(m, pod_put_forever, (q.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         wait_until_asleep(p.pid());
         kill_and_reap(&mut p);

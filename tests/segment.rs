@@ -1071,7 +1071,10 @@ fn named_clone_shares_memory() {
     let seg = shm.segment().clone();
     assert_eq!(seg.name(), shm.name());
     drop(shm);
-    assert!(exists(&seg.name().unwrap().to_owned()), "the name lives while a clone does");
+    assert!(
+        exists(&seg.name().unwrap().to_owned()),
+        "the name lives while a clone does"
+    );
     drop(v);
     drop(seg);
     names.assert_clean();

@@ -122,15 +122,7 @@ fn try_timeout_and_close_wake_a_sleeping_consumer() {
         }
         // The child takes one item at once.
         let waiting = RawValue::new(0u32).unwrap();
-        let got = join(&mut start(
-            m,
-            pop_once,
-            (
-                ring.clone(),
-                1000,
-                waiting.clone(),
-            ),
-        ));
+        let got = join(&mut start(m, pop_once, (ring.clone(), 1000, waiting.clone())));
         assert_eq!(got, "Ok(1)");
         {
             let mut rx = ring.consumer().unwrap();
@@ -139,15 +131,7 @@ fn try_timeout_and_close_wake_a_sleeping_consumer() {
         }
         // A child sleeping in pop (30 s deadline) is woken by close, not by its deadline.
         let waiting = RawValue::new(0u32).unwrap();
-        let mut c = start(
-            m,
-            pop_once,
-            (
-                ring.clone(),
-                30_000,
-                waiting.clone(),
-            ),
-        );
+        let mut c = start(m, pop_once, (ring.clone(), 30_000, waiting.clone()));
         assert!(eventually(LONG, || waiting.get() == 1));
         std::thread::sleep(ms(50));
         assert!(eventually(LONG, || proc_state(c.pid()) == Some('S')));

@@ -136,11 +136,7 @@ fn lock_excludes_processes_on_a_plain_counter() {
         let go = Event::new().unwrap();
         let mut kids: Vec<_> = (0..N)
             .map(|_| {
-                let args = (
-                    lock.clone(),
-                    counter.clone(),
-                    go.clone(),
-                );
+                let args = (lock.clone(), counter.clone(), go.clone());
                 start(m, count_under_lock, args)
             })
             .collect();
@@ -190,11 +186,7 @@ fn rlock_entered_twice_excludes_processes_on_a_plain_counter() {
         let go = Event::new().unwrap();
         let mut kids: Vec<_> = (0..N)
             .map(|_| {
-                let args = (
-                    lock.clone(),
-                    counter.clone(),
-                    go.clone(),
-                );
+                let args = (lock.clone(), counter.clone(), go.clone());
                 start(m, count_under_rlock, args)
             })
             .collect();
@@ -295,28 +287,14 @@ fn lock_is_a_binary_semaphore_across_processes() {
         assert!(!lock.try_acquire().unwrap());
         assert!(!lock.acquire_timeout(ms(15)).unwrap());
         // Another process sees it held...
-        assert!(!join(&mut start(
-            m,
-            lock_try_acquire,
-            lock.clone()
-        )));
+        assert!(!join(&mut start(m, lock_try_acquire, lock.clone())));
         // ...and may release it (Python's Lock).
-        assert_eq!(
-            join(&mut start(m, lock_release, lock.clone())),
-            "Ok(())"
-        );
+        assert_eq!(join(&mut start(m, lock_release, lock.clone())), "Ok(())");
         assert!(!lock.is_locked());
-        assert!(join(&mut start(
-            m,
-            lock_try_acquire,
-            lock.clone()
-        )));
+        assert!(join(&mut start(m, lock_try_acquire, lock.clone())));
         // Releasing a free lock is refused, here and there.
         assert_eq!(lock.release(), Err(ReleaseError::NotLocked));
-        assert_eq!(
-            join(&mut start(m, lock_release, lock.clone())),
-            "Err(NotLocked)"
-        );
+        assert_eq!(join(&mut start(m, lock_release, lock.clone())), "Err(NotLocked)");
         assert!(lock.try_acquire().unwrap());
         lock.release().unwrap();
     }
@@ -439,19 +417,11 @@ fn lock_guard_may_be_released_from_another_thread() {
         s.spawn(move || drop(g));
     });
     assert!(!lock.is_locked());
-    assert!(join(&mut start(
-        METHODS[0],
-        lock_try_acquire,
-        lock.clone()
-    )));
+    assert!(join(&mut start(METHODS[0], lock_try_acquire, lock.clone())));
     // An RLock released on its own thread is free for other processes too.
     let rl = RLock::new().unwrap();
     drop(rl.lock_timeout(LONG).unwrap());
-    assert!(join(&mut start(
-        METHODS[1],
-        rlock_try,
-        rl.clone()
-    )));
+    assert!(join(&mut start(METHODS[1], rlock_try, rl.clone())));
 }
 
 #[test]
@@ -526,11 +496,7 @@ fn crowd_run<S: Units>(m: StartMethod, sem: S, k: u32) {
     let go = Event::new().unwrap();
     let mut kids: Vec<_> = (0..KIDS)
         .map(|_| {
-            let args = (
-                sem.units_handle(),
-                gauge.clone(),
-                go.clone(),
-            );
+            let args = (sem.units_handle(), gauge.clone(), go.clone());
             start(m, crowd::<S>, args)
         })
         .collect();
@@ -624,13 +590,7 @@ fn semaphore_try_acquire_timeouts_and_wakeups_across_processes() {
 
         // And releases here wake waiters in other processes, one unit each.
         let mut waiters: Vec<_> = (0..3)
-            .map(|_| {
-                start(
-                    m,
-                    sem_acquire,
-                    (s.clone(), LONG.as_millis() as u64),
-                )
-            })
+            .map(|_| start(m, sem_acquire, (s.clone(), LONG.as_millis() as u64)))
             .collect();
         for _ in 0..3 {
             s.release().unwrap();
@@ -667,11 +627,7 @@ fn event_set_releases_every_waiting_process() {
         let arrived = Shared::new(AtomicU32::new(0)).unwrap();
         let mut kids: Vec<_> = (0..4)
             .map(|i| {
-                let args = (
-                    ev.clone(),
-                    arrived.clone(),
-                    i % 2 == 0,
-                );
+                let args = (ev.clone(), arrived.clone(), i % 2 == 0);
                 start(m, event_waiter, args)
             })
             .collect();
@@ -780,22 +736,10 @@ fn condition_producers_and_consumers_across_processes() {
         let c = Condition::new().unwrap();
         let stock = counters();
         let mut consumers: Vec<_> = (0..2)
-            .map(|_| {
-                start(
-                    m,
-                    consumer,
-                    (c.clone(), stock.clone(), 2),
-                )
-            })
+            .map(|_| start(m, consumer, (c.clone(), stock.clone(), 2)))
             .collect();
         let mut producers: Vec<_> = (0..2)
-            .map(|_| {
-                start(
-                    m,
-                    producer,
-                    (c.clone(), stock.clone(), ITEMS),
-                )
-            })
+            .map(|_| start(m, producer, (c.clone(), stock.clone(), ITEMS)))
             .collect();
         join_all(&mut producers);
         let got = join_all(&mut consumers);
@@ -856,11 +800,7 @@ fn condition_refuses_the_guard_of_another_condition() {
     // Nothing was left locked by the refused calls.
     for c in [&c1, &c2] {
         assert_eq!(
-            join(&mut start(
-                METHODS[0],
-                cond_try_lock,
-                (c.clone(), 1)
-            )),
+            join(&mut start(METHODS[0], cond_try_lock, (c.clone(), 1))),
             "Ok(())"
         );
     }
@@ -931,11 +871,7 @@ fn condition_wait_releases_every_level_and_restores_them() {
         let flag = Shared::new(AtomicU32::new(0)).unwrap();
         let g1 = c.lock_timeout(LONG).unwrap();
         let mut g2 = c.lock_timeout(LONG).unwrap(); // re-entered: two levels
-        let mut setter = start(
-            m,
-            cond_set_flag,
-            (c.clone(), flag.clone()),
-        );
+        let mut setter = start(m, cond_set_flag, (c.clone(), flag.clone()));
         // The setter can only get in if `wait` gives up both levels.
         let ok = c.wait_for(&mut g2, || flag.load(SeqCst) == 1, Some(LONG));
         assert_eq!(ok.map_err(|e| e.to_string()), Ok(true), "{m:?}");
@@ -947,10 +883,7 @@ fn condition_wait_releases_every_level_and_restores_them() {
             "Err(Timeout)"
         );
         drop(g1);
-        assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone(), 10_000))),
-            "Ok(())"
-        );
+        assert_eq!(join(&mut start(m, cond_try_lock, (c.clone(), 10_000))), "Ok(())");
     }
 }
 
@@ -1020,11 +953,7 @@ fn barrier_timeout_breaks_it_for_everyone_until_reset() {
         assert!(b.broken());
         assert_eq!(b.wait_timeout(LONG), Err(BarrierError::Broken));
         assert_eq!(
-            join(&mut start(
-                m,
-                barrier_wait_once,
-                (b.clone(), 10_000)
-            )),
+            join(&mut start(m, barrier_wait_once, (b.clone(), 10_000))),
             "Err(Broken)"
         );
         b.reset().unwrap();
@@ -1134,11 +1063,7 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
         // A peer frozen while it holds the internal lock.
         let b = Barrier::new(2).unwrap();
         let stop = Shared::new(AtomicU32::new(0)).unwrap();
-        let mut peer = start(
-            m,
-            barrier_reset_loop,
-            (b.clone(), stop.clone()),
-        );
+        let mut peer = start(m, barrier_reset_loop, (b.clone(), stop.clone()));
         let lock_word = word_in(b.raw(), 0);
         let mut tries = 0;
         loop {
@@ -1342,11 +1267,7 @@ fn array_bounds_and_same_thread_refusals() {
     assert_eq!(bounded("array rules", move || array_rules(a2)), ARRAY_RULES);
     for m in METHODS {
         let a = Array::<u32>::new(5).unwrap();
-        assert_eq!(
-            join(&mut start(m, array_rules, a.clone())),
-            ARRAY_RULES,
-            "{m:?}"
-        );
+        assert_eq!(join(&mut start(m, array_rules, a.clone())), ARRAY_RULES, "{m:?}");
         let a2 = a.clone();
         assert_eq!(bounded("to_vec", move || a2.to_vec().unwrap()), [7, 8, 0, 0, 0]);
     }
@@ -1364,11 +1285,7 @@ fn array_guard_makes_other_processes_wait_not_fail() {
         let a = Array::<u32>::new(2).unwrap();
         let started = Shared::new(AtomicU32::new(0)).unwrap();
         let mut g = a.lock().unwrap();
-        let mut reader = start(
-            m,
-            array_read_first,
-            (a.clone(), started.clone()),
-        );
+        let mut reader = start(m, array_read_first, (a.clone(), started.clone()));
         assert!(eventually(LONG, || started.load(SeqCst) == 1));
         std::thread::sleep(ms(30));
         g[0] = 42; // written while the reader waits: it must see it
@@ -1422,11 +1339,7 @@ fn value_same_thread_refusals_and_get_lock_reentry() {
     assert_eq!(bounded("value rules", move || value_rules(v2)), VALUE_RULES);
     for m in METHODS {
         let v = Value::new(0u64).unwrap();
-        assert_eq!(
-            join(&mut start(m, value_rules, v.clone())),
-            VALUE_RULES,
-            "{m:?}"
-        );
+        assert_eq!(join(&mut start(m, value_rules, v.clone())), VALUE_RULES, "{m:?}");
         let v2 = v.clone();
         assert_eq!(bounded("get", move || v2.get().unwrap()), 12);
     }
@@ -1444,11 +1357,7 @@ fn value_update_panic_releases_the_lock() {
     let _g = common::shared();
     for m in METHODS {
         let v = Value::new(1u64).unwrap();
-        let r = join(&mut start(
-            m,
-            update_with_panicking_closure,
-            v.clone(),
-        ));
+        let r = join(&mut start(m, update_with_panicking_closure, v.clone()));
         assert_eq!(r, "Err(NotLocked)", "{m:?}");
     }
 }
@@ -1507,16 +1416,9 @@ fn killed_lock_holder_gives_owner_died_then_normal() {
         };
         report_detection("Lock, lock_timeout", m, took);
         // The survivor holds it now.
-        assert!(!join(&mut start(
-            m,
-            lock_try_acquire,
-            lock.clone()
-        )));
+        assert!(!join(&mut start(m, lock_try_acquire, lock.clone())));
         drop(guard);
-        assert_eq!(
-            join(&mut start(m, lock_cycles, (lock.clone(), 50))),
-            50
-        );
+        assert_eq!(join(&mut start(m, lock_cycles, (lock.clone(), 50))), 50);
 
         // Python-style form: acquire reports OwnerDied holding the lock; release it.
         let pid = kill_while_holding(m, hold_lock, lock.clone());
@@ -1532,18 +1434,11 @@ fn killed_lock_holder_gives_owner_died_then_normal() {
         lock.release().unwrap();
         assert!(lock.try_acquire().unwrap(), "no second OwnerDied");
         lock.release().unwrap();
-        assert_eq!(
-            join(&mut start(m, lock_cycles, (lock.clone(), 50))),
-            50
-        );
+        assert_eq!(join(&mut start(m, lock_cycles, (lock.clone(), 50))), 50);
 
         // A survivor already blocked when the holder dies: time from kill() to takeover.
         let held = Event::new().unwrap();
-        let mut holder = start(
-            m,
-            hold_lock,
-            (lock.clone(), held.clone()),
-        );
+        let mut holder = start(m, hold_lock, (lock.clone(), held.clone()));
         assert!(held.wait_timeout(LONG));
         let l2 = lock.clone();
         let (tx, rx) = mpsc::channel();
@@ -1586,11 +1481,7 @@ fn only_one_of_several_waiters_takes_a_dead_holders_lock_over() {
     for m in METHODS {
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
-        let mut holder = start(
-            m,
-            hold_lock,
-            (lock.clone(), held.clone()),
-        );
+        let mut holder = start(m, hold_lock, (lock.clone(), held.clone()));
         assert!(held.wait_timeout(LONG));
         let waiting = Shared::new(AtomicU32::new(0)).unwrap();
         let mut waiters: Vec<_> = (0..3)
@@ -1691,10 +1582,7 @@ fn killed_rlock_holder_entered_twice_gives_owner_died_then_normal() {
         drop(guard);
         assert!(!lock.is_locked());
         assert_eq!(lock.release(), Err(ReleaseError::NotLocked));
-        assert_eq!(
-            join(&mut start(m, rlock_cycles, (lock.clone(), 50))),
-            50
-        );
+        assert_eq!(join(&mut start(m, rlock_cycles, (lock.clone(), 50))), 50);
 
         // Python-style acquire after a second death.
         kill_while_holding(m, hold_rlock_twice, lock.clone());
@@ -1738,34 +1626,20 @@ fn killed_condition_lock_holder_gives_owner_died_then_normal() {
             Ok(false)
         );
         let flag = Shared::new(AtomicU32::new(0)).unwrap();
-        let mut setter = start(
-            m,
-            cond_set_flag,
-            (c.clone(), flag.clone()),
-        );
+        let mut setter = start(m, cond_set_flag, (c.clone(), flag.clone()));
         let ok = c.wait_for(&mut g, || flag.load(SeqCst) == 1, Some(LONG));
         assert_eq!(ok.map_err(|e| e.to_string()), Ok(true), "{m:?}");
         drop(g);
         join(&mut setter);
-        assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone(), 10_000))),
-            "Ok(())"
-        );
+        assert_eq!(join(&mut start(m, cond_try_lock, (c.clone(), 10_000))), "Ok(())");
 
         // Python-style acquire/release after a second death.
         kill_while_holding(m, hold_condition, c.clone());
-        let mut probe = start(
-            m,
-            cond_try_lock,
-            (c.clone(), TAKEOVER.as_millis() as u64),
-        );
+        let mut probe = start(m, cond_try_lock, (c.clone(), TAKEOVER.as_millis() as u64));
         let r = join(&mut probe);
         assert!(r.starts_with("Err(OwnerDied"), "{m:?}: {r}");
         // The probe took it over and then released it by dropping the guard.
-        assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone(), 10_000))),
-            "Ok(())"
-        );
+        assert_eq!(join(&mut start(m, cond_try_lock, (c.clone(), 10_000))), "Ok(())");
         c.acquire().unwrap();
         c.release().unwrap();
     }
@@ -1794,20 +1668,12 @@ fn condition_waiter_takes_the_lock_back_from_a_killed_notifier() {
     for m in METHODS {
         let c = Condition::new().unwrap();
         let waiting = Shared::new(AtomicU32::new(0)).unwrap();
-        let mut waiter = start(
-            m,
-            cond_waiter,
-            (c.clone(), waiting.clone()),
-        );
+        let mut waiter = start(m, cond_waiter, (c.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         // The notifier can only lock once the waiter sleeps; it notifies, then dies holding
         // the lock the waiter needs back.
         let held = Event::new().unwrap();
-        let mut notifier = start(
-            m,
-            notify_and_hold,
-            (c.clone(), held.clone()),
-        );
+        let mut notifier = start(m, notify_and_hold, (c.clone(), held.clone()));
         assert!(held.wait_timeout(LONG));
         std::thread::sleep(ms(30));
         kill_and_reap(&mut notifier);
@@ -1816,10 +1682,7 @@ fn condition_waiter_takes_the_lock_back_from_a_killed_notifier() {
             format!("OwnerDied({})", notifier.pid()),
             "{m:?}"
         );
-        assert_eq!(
-            join(&mut start(m, cond_try_lock, (c.clone(), 10_000))),
-            "Ok(())"
-        );
+        assert_eq!(join(&mut start(m, cond_try_lock, (c.clone(), 10_000))), "Ok(())");
     }
 }
 
@@ -1866,9 +1729,7 @@ fn killed_value_guard_holder_gives_owner_died_then_normal() {
         // Normal again, for this thread and for other processes; no stale borrow flag.
         let v2 = v.clone();
         assert_eq!(bounded("Value::get", move || v2.get().expect("get")), [1, 1]);
-        let mut kids: Vec<_> = (0..2)
-            .map(|_| start(m, bump_pair, (v.clone(), 100)))
-            .collect();
+        let mut kids: Vec<_> = (0..2).map(|_| start(m, bump_pair, (v.clone(), 100))).collect();
         join_all(&mut kids);
         let v2 = v.clone();
         assert_eq!(
@@ -1955,11 +1816,7 @@ fn killed_array_guard_holder_gives_owner_died_then_normal() {
         assert_eq!(&data[..N * PART / 2], &[9; N * PART / 2][..]);
         assert_eq!(data[N * PART / 2], (N * PART / 2 * 10) as u64);
         assert_eq!(after, "Ok(Some(9))");
-        assert!(join(&mut start(
-            m,
-            array_guard_then_get,
-            a.clone()
-        )));
+        assert!(join(&mut start(m, array_guard_then_get, a.clone())));
     }
 }
 
@@ -2050,11 +1907,7 @@ fn lock_corrupted_while_a_process_waits_is_reported_to_it() {
         let lock = Lock::new().unwrap();
         lock.acquire().unwrap();
         let waiting = Shared::new(AtomicU32::new(0)).unwrap();
-        let mut waiter = start(
-            m,
-            lock_wait_report,
-            (lock.clone(), waiting.clone()),
-        );
+        let mut waiter = start(m, lock_wait_report, (lock.clone(), waiting.clone()));
         assert!(eventually(LONG, || waiting.load(SeqCst) == 1));
         std::thread::sleep(ms(30));
         word_in(lock.raw(), 0).store(1 << 30, SeqCst);
@@ -2375,11 +2228,7 @@ fn sync_leak_scenario(m: StartMethod) {
     assert_eq!(set.6.get().unwrap(), 2);
     // A lock holder killed: the next locker gets OwnerDied.
     let ready = Event::new().unwrap();
-    let mut c = start(
-        m,
-        hold_until_killed,
-        (set.0.clone(), ready.clone()),
-    );
+    let mut c = start(m, hold_until_killed, (set.0.clone(), ready.clone()));
     assert!(ready.wait_timeout(LONG));
     kill_and_reap(&mut c);
     // (The guard inside the error releases the lock as it drops.)
@@ -2445,16 +2294,7 @@ fn condition_wait_and_wait_while_succeed_across_processes() {
         let mut kids: Vec<_> = (0..2)
             .map(|_| {
                 ready.clear();
-                let k = start(
-                    m,
-                    condition_waiter,
-                    (
-                        c.clone(),
-                        v.clone(),
-                        target,
-                        ready.clone(),
-                    ),
-                );
+                let k = start(m, condition_waiter, (c.clone(), v.clone(), target, ready.clone()));
                 assert!(ready.wait_timeout(LONG));
                 k
             })
@@ -2542,9 +2382,7 @@ fn raw_primitives_in_a_users_shared_struct_work_across_processes() {
         })
         .unwrap();
         let per = 2000;
-        let mut kids: Vec<_> = (0..2)
-            .map(|_| start(m, board_worker, (b.clone(), per)))
-            .collect();
+        let mut kids: Vec<_> = (0..2).map(|_| start(m, board_worker, (b.clone(), per))).collect();
         for _ in 0..2 * per {
             b.items.release().unwrap();
         }

@@ -264,7 +264,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Enc, ManagerError> 
 
 /// Decodes a whole stored value; leftover bytes mean the value was written as another type.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ManagerError> {
-    match crate::codec::take_from_bytes::<T>(bytes) {
+    match crate::channel::codec::take_from_bytes::<T>(bytes) {
         Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(ManagerError::Codec(format!(
             "{} bytes left over after decoding a {}: the value was stored as another type",

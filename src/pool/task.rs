@@ -110,8 +110,8 @@ fn trampoline<Rn: Runner<A, R>, A: DeserializeOwned, R: Serialize>(
     // pointer reads a valid one. What it cannot carry is a fact a zero-sized capture might
     // stand for (a "token" type); the pool docs rule such captures out.
     let runner: Rn = unsafe { std::ptr::NonNull::<Rn>::dangling().as_ptr().read() };
-    let items: Vec<A> =
-        crate::codec::from_bytes(payload).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    let items: Vec<A> = crate::channel::codec::from_bytes(payload)
+        .map_err(|e| format!("cannot decode the arguments: {e}"))?;
     let mut values: Vec<R> = Vec::with_capacity(items.len());
     let mut panics: Vec<(u64, PanicInfo)> = Vec::new();
     let mut items = items.into_iter().enumerate();
@@ -227,7 +227,7 @@ pub fn decode_chunk<R: DeserializeOwned>(payload: &[u8], expected: usize) -> Res
         return Err(bad("more results than tasks"));
     }
     let (values, panics): (Vec<R>, Vec<(u64, PanicInfo)>) =
-        crate::codec::from_bytes(payload).map_err(|e| bad(&e.to_string()))?;
+        crate::channel::codec::from_bytes(payload).map_err(|e| bad(&e.to_string()))?;
     if values.len().checked_add(panics.len()) != Some(expected) {
         return Err(bad("wrong number of results"));
     }

@@ -38,11 +38,11 @@ use serde::{Deserialize, Serialize};
 use super::cell::{claim_to_run, PENDING};
 use super::init::Init;
 use super::task::{self, Reply, TaskMsg, DONE, STOP, TASK_HEADER};
-use crate::connection::Connection;
+use crate::channel::connection::Connection;
+use crate::channel::queue::Bytes;
 use crate::error::{ConnError, PoolError, ProcessError};
 use crate::loom::AtomicU32;
 use crate::process::{Process, StartMethod};
-use crate::queue::Bytes;
 
 type Pipe = Connection<Vec<u8>, Bytes>;
 
@@ -260,7 +260,7 @@ const SHORT_JOB: Duration = Duration::from_micros(200);
 /// How long a pump waits for a reply before looking at the pool's state again.
 const REPLY_SLICE: Duration = Duration::from_millis(50);
 /// Largest message sent ahead to a busy worker (a quarter of the pipe).
-const PREFETCH_MAX: usize = crate::connection::PIPE_CAPACITY / 4;
+const PREFETCH_MAX: usize = crate::channel::connection::PIPE_CAPACITY / 4;
 
 impl Shared {
     pub(crate) fn new(cfg: Config) -> Arc<Self> {
@@ -712,7 +712,7 @@ impl Pump {
 
     fn start_worker(&mut self) -> Result<(), PoolError> {
         static NEXT: AtomicUsize = AtomicUsize::new(1);
-        let (mine, theirs) = Pipe::pair(true, crate::connection::PIPE_CAPACITY)
+        let (mine, theirs) = Pipe::pair(true, crate::channel::connection::PIPE_CAPACITY)
             .map_err(|e| PoolError::Start(e.to_string()))?;
         let starts = new_starts()?;
         let ours = starts.clone();

@@ -155,7 +155,7 @@ pub(crate) fn trampoline<A: DeserializeOwned, R: Serialize>(
     if signature != signature_of::<A, R>() {
         return Outcome::Failed("entry point does not match the target's signature".to_owned());
     }
-    let decoded = transfer::with_inherited(fds, || crate::codec::from_bytes::<A>(args));
+    let decoded = transfer::with_inherited(fds, || crate::channel::codec::from_bytes::<A>(args));
     let claimed = transfer::take_claimed();
     for &fd in fds.iter().filter(|fd| !claimed.contains(fd)) {
         // SAFETY: these are the originals the spawn helper kept open for this child; the

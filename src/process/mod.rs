@@ -383,7 +383,7 @@ fn start_fork<R: Serialize>(spec: &Spec, record: RawFd, body: ForkBody<R>) -> Re
         proc::Forked::Parent(pid) => {
             drop((out, err, children));
             // Pipe ends moved into the child's closure learn the child's pid as they drop here.
-            crate::connection::dropping_for_fork_child(pid as u32, move || drop(body));
+            crate::channel::connection::dropping_for_fork_child(pid as u32, move || drop(body));
             Ok(pid)
         }
         proc::Forked::Child => {
@@ -655,7 +655,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             None if code == 0 => Err(ProcessError::NoResult),
             None => Err(ProcessError::Exited(code)),
             Some(Err(e)) => Err(ProcessError::Codec(format!("unreadable result record: {e}"))),
-            Some(Ok(Outcome::Returned(r))) if code == 0 => crate::codec::from_bytes(&r)
+            Some(Ok(Outcome::Returned(r))) if code == 0 => crate::channel::codec::from_bytes(&r)
                 .map_err(|e| ProcessError::Codec(format!("cannot decode the result: {e}"))),
             Some(Ok(Outcome::Panicked(p))) if code == 1 => Err(ProcessError::Panicked(p)),
             Some(Ok(Outcome::Failed(m))) if code == 1 => Err(ProcessError::ChildFailed(m)),

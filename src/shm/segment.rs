@@ -237,7 +237,9 @@ impl Segment {
     }
 
     fn from_inner(inner: Inner) -> Self {
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Pointer to the first data byte (aligned for the stored type). Valid while `self` lives.
@@ -286,7 +288,11 @@ impl Segment {
             // SAFETY: the mapping holds a validated header at its page-aligned start, and
             // `flags` is a 4-byte-aligned u32 inside it; peers only touch it atomically.
             unsafe {
-                let flags = self.inner.map.as_mut_ptr().add(std::mem::offset_of!(Header, flags));
+                let flags = self
+                    .inner
+                    .map
+                    .as_mut_ptr()
+                    .add(std::mem::offset_of!(Header, flags));
                 (*flags.cast::<AtomicU32>()).fetch_or(header::FLAG_KEEP, Ordering::Relaxed);
             }
         }
@@ -307,7 +313,6 @@ impl Segment {
     pub fn as_raw_fd(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
     }
-
 }
 
 impl Inner {

@@ -41,9 +41,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::channel::queue::{Codec, Postcard};
 use crate::error::{ConnError, SegmentError};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
-use crate::queue::{Codec, Postcard};
 use crate::ring::{ChanError, Channel};
 use crate::shm::transfer;
 use crate::sync::{deadline_after, park};

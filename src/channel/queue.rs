@@ -77,7 +77,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
     }
 
     fn decode(bytes: &[u8]) -> Result<T, String> {
-        crate::codec::from_bytes(bytes).map_err(|e| e.to_string())
+        crate::channel::codec::from_bytes(bytes).map_err(|e| e.to_string())
     }
 }
 
