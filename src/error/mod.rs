@@ -606,7 +606,7 @@ fn signal_name(sig: i32) -> &'static str {
 /// ```
 /// use shmproc::{Manager, ManagerError};
 /// let ns = Manager::new().namespace()?;
-/// ns.set("x", &1.5f64)?;
+/// ns.set("x", 1.5f64)?;
 /// assert!(matches!(ns.get::<String>("x"), Err(ManagerError::Codec(_))));
 /// # Ok::<(), ManagerError>(())
 /// ```

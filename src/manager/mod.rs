@@ -86,9 +86,9 @@
 //! use shmproc::{Dict, ManagerError, SegmentError};
 //! let name = format!("/shmproc-doc-dict-{}", std::process::id());
 //! let server = Dict::<String, u32>::create_named(&name, 1 << 20)?;
-//! server.insert(&"port".into(), &8080)?;
+//! server.insert("port".into(), 8080)?;
 //! let client = Dict::<String, u32>::open_named(&name)?; // e.g. in another program
-//! assert_eq!(client.get(&"port".into())?, Some(8080));
+//! assert_eq!(client.get("port")?, Some(8080));
 //! assert!(matches!(
 //!     Dict::<String, String>::open_named(&name),
 //!     Err(ManagerError::Segment(SegmentError::LayoutMismatch { .. }))
@@ -107,16 +107,16 @@
 //!
 //! ```
 //! let d = shmproc::Manager::new().dict::<String, Vec<u32>>()?;
-//! d.insert(&"k".into(), &vec![])?;
-//! let mut copy = d.get(&"k".into())?.unwrap();
+//! d.insert("k".into(), vec![])?;
+//! let mut copy = d.get("k")?.unwrap();
 //! copy.push(1); // changes only the local copy
-//! assert_eq!(d.get(&"k".into())?, Some(vec![]));
-//! d.update_with(&"k".into(), |v| {
+//! assert_eq!(d.get("k")?, Some(vec![]));
+//! d.update_with("k", |v| {
 //!     let mut v = v.unwrap_or_default();
 //!     v.push(1);
 //!     v
 //! })?; // read, change and write back under the dict's lock
-//! assert_eq!(d.get(&"k".into())?, Some(vec![1]));
+//! assert_eq!(d.get("k")?, Some(vec![1]));
 //! # Ok::<(), shmproc::ManagerError>(())
 //! ```
 //!
@@ -165,15 +165,15 @@ pub const DEFAULT_LIMIT: usize = 256 << 20;
 /// let c = counts.clone();
 /// let mut child = Process::fork(move || {
 ///     for _ in 0..1000 {
-///         c.update_with(&"hits".into(), |n| n.unwrap_or(0) + 1).expect("update");
+///         c.update_with("hits", |n| n.unwrap_or(0) + 1).expect("update");
 ///     }
 /// })
 /// .start()?;
 /// for _ in 0..1000 {
-///     counts.update_with(&"hits".into(), |n| n.unwrap_or(0) + 1)?;
+///     counts.update_with("hits", |n| n.unwrap_or(0) + 1)?;
 /// }
 /// child.join()?;
-/// assert_eq!(counts.get(&"hits".into())?, Some(2000)); // no update lost
+/// assert_eq!(counts.get("hits")?, Some(2000)); // no update lost
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
