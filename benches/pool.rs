@@ -58,7 +58,7 @@ const WORKERS: usize = 2;
 
 /// Python 3 on this machine, warm pool: `Pool(2).map(square, range(100_000))`.
 const PY_MAP_MS: f64 = 23.0;
-/// `Pool(2).map(square, range(10_000), chunksize=1)`.
+/// `Pool(2).map_chunked(square, range(10_000), chunksize=1)`.
 const PY_CS1_MS: f64 = 436.0;
 /// `ProcessPoolExecutor(2)`: 10,000 `submit` then `result()` each.
 const PY_EXEC_MS: f64 = 2100.0;
@@ -93,7 +93,11 @@ fn square(x: u64) -> u64 {
 /// One `map` of `n` items through `pool`; the time of the call. The result is checked.
 fn time_map(pool: &Pool, n: u64, chunksize: Option<usize>, expected: &[u64]) -> Duration {
     let t = Instant::now();
-    let v = pool.map(square, 0..black_box(n), chunksize).expect("map");
+    let v = match chunksize {
+        None => pool.map(square, 0..black_box(n)),
+        Some(cs) => pool.map_chunked(square, 0..black_box(n), cs),
+    }
+    .expect("map");
     let e = t.elapsed();
     assert!(v == expected[..n as usize], "map returned wrong results");
     black_box(v);

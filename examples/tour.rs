@@ -315,14 +315,14 @@ fn main() -> Res<()> {
 
     step(3, "a named SharedMemory opened by a spawned child");
     let name = format!("/shmproc-tour-{}", std::process::id());
-    let shm = SharedMemory::create(&name, 256)?;
-    let mut c = Process::new(greet, SharedMemory::open(&name)?).start()?;
+    let shm = SharedMemory::create_named(&name, 256)?;
+    let mut c = Process::new(greet, SharedMemory::open_named(&name)?).start()?;
     let len = c.join()?;
     println!(
         "    {name} reads: {:?}",
         String::from_utf8_lossy(&shm.to_vec()[..len])
     );
-    match SharedMemory::create(&name, 256) {
+    match SharedMemory::create_named(&name, 256) {
         Err(SegmentError::AlreadyExists(n)) => {
             println!("    creating {n} again: AlreadyExists, as it should")
         }
@@ -335,7 +335,7 @@ fn main() -> Res<()> {
     drop(shm); // the creator unlinks the name
     println!(
         "    after drop, open gives: {}",
-        SharedMemory::open(&name).unwrap_err()
+        SharedMemory::open_named(&name).unwrap_err()
     );
 
     step(
@@ -571,9 +571,12 @@ fn main() -> Res<()> {
     let sequential: u64 = ranges.iter().map(|&r| count_primes(r)).sum();
     let dt_seq = t.elapsed();
     let pool = Pool::new(shmproc::cpu_count())?;
-    pool.map(count_primes, [(0, 10)], None)?; // the workers are up
+    pool.map(count_primes, [(0, 10)])?; // the workers are up
     let t = Instant::now();
-    let parallel: u64 = pool.map(count_primes, ranges.clone(), 1)?.into_iter().sum();
+    let parallel: u64 = pool
+        .map_chunked(count_primes, ranges.clone(), 1)?
+        .into_iter()
+        .sum();
     let dt_par = t.elapsed();
     assert_eq!(parallel, sequential);
     println!(
@@ -584,7 +587,7 @@ fn main() -> Res<()> {
         dt_seq.as_secs_f64() / dt_par.as_secs_f64()
     );
     let t = Instant::now();
-    let squares = pool.map(|x: u64| x * x, 0..100_000u64, None)?;
+    let squares = pool.map(|x: u64| x * x, 0..100_000u64)?;
     println!(
         "    and map(x → x², 100 000 items) takes {:.2} ms (Python's Pool(2).map: ~23 ms)",
         t.elapsed().as_secs_f64() * 1e3
@@ -650,7 +653,7 @@ fn main() -> Res<()> {
             .build()?;
         pool.apply(count_words, String::new())?; // the workers are up
         let t = Instant::now();
-        let words: u64 = pool.map(count_words, text.clone(), None)?.iter().sum();
+        let words: u64 = pool.map(count_words, text.clone())?.iter().sum();
         let dt = t.elapsed();
         pool.close();
         pool.join()?;

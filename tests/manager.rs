@@ -2870,7 +2870,7 @@ fn a_dict_handed_to_pool_workers_by_the_initializer_counts_their_tasks() {
                 .build()
                 .unwrap_or_else(|e| panic!("{m:?}: build a pool with a dict initializer argument: {e}"));
             let ws = words(700);
-            let r = pool.map(count_word, ws.clone(), None);
+            let r = pool.map(count_word, ws.clone());
             let r = r.unwrap_or_else(|e| panic!("{m:?}: map with a dict from the initializer: {e}"));
             assert_eq!(r.len(), ws.len());
             let mut items = d.items().unwrap();
@@ -2898,7 +2898,7 @@ fn replacement_workers_get_the_initializer_handles_too() {
                 .build()
                 .unwrap();
             let ws = words(70);
-            assert_eq!(pool.map(count_word, ws, Some(5)).unwrap().len(), 70, "{m:?}");
+            assert_eq!(pool.map_chunked(count_word, ws, 5).unwrap().len(), 70, "{m:?}");
             let total: u64 = d.values().unwrap().iter().sum();
             assert_eq!(total, 70, "{m:?}: every one of the 14 chunks counted");
             pool.close();
@@ -2931,7 +2931,7 @@ fn a_dict_handed_to_a_thread_pool_by_the_initializer_counts_its_tasks() {
             .build()
             .unwrap();
         let ws = words(700);
-        assert_eq!(pool.map(count_word_in_thread, ws, None).unwrap().len(), 700);
+        assert_eq!(pool.map(count_word_in_thread, ws).unwrap().len(), 700);
         let mut items = d.items().unwrap();
         items.sort();
         let want: Vec<(String, u64)> = (0..7).map(|i| (format!("w{i}"), 100)).collect();

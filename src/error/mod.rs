@@ -12,11 +12,11 @@ use crate::shm::Fingerprint;
 ///
 /// ```
 /// use shmproc::{SegmentError, SharedMemory};
-/// match SharedMemory::open("/shmproc-doc-no-such-segment") {
+/// match SharedMemory::open_named("/shmproc-doc-no-such-segment") {
 ///     Err(SegmentError::NotFound(name)) => assert_eq!(name, "/shmproc-doc-no-such-segment"),
 ///     other => panic!("{other:?}"),
 /// }
-/// assert!(matches!(SharedMemory::open("no-slash"), Err(SegmentError::InvalidName(_))));
+/// assert!(matches!(SharedMemory::open_named("no-slash"), Err(SegmentError::InvalidName(_))));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -165,7 +165,8 @@ pub enum ProcessError {
     /// The child was killed by a signal (`exitcode()` is `-signal`).
     #[error("child was killed by signal {0}")]
     Killed(i32),
-    /// `join_timeout` ran out; the child is still running and can be joined again.
+    /// `join_timeout` (or a [`Sentinel`](crate::Sentinel)'s `wait_timeout`) ran out; the
+    /// child is still running and can be joined again.
     #[error("timed out waiting for the child")]
     Timeout,
     /// The result was already taken by an earlier `join`.

@@ -131,6 +131,21 @@ pub(crate) fn reap_blocking(pid: i32) -> io::Result<i32> {
     }
 }
 
+/// `SIGTERM`, for [`send_signal`].
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+/// `SIGKILL`, for [`send_signal`].
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+/// `SIGKILL`s our child `pid` by pid, for the one moment a child has no pidfd: opening it
+/// failed right after the start. Safe against pid reuse only because the caller has not
+/// reaped the child yet, so its pid cannot name another process.
+pub(crate) fn kill_unreaped_child(pid: i32) -> io::Result<()> {
+    match nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL) {
+        Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+        Err(e) => Err(nix_io(e)),
+    }
+}
+
 /// Sends `sig` through a pidfd (never hits a process that reused the pid).
 pub(crate) fn send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     let sig = rustix::process::Signal::from_named_raw(sig)
