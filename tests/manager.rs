@@ -3178,3 +3178,125 @@ fn a_value_claiming_endless_zero_sized_elements_is_a_codec_error_not_a_hang() {
         assert_eq!(ns.get::<Vec<()>>("n").unwrap(), Some(vec![(); 5]));
     });
 }
+
+// ------------------------------------------------------------------ borrowed keys (issue 14)
+
+/// The `HashMap`-style pairs a Rust user writes: `String`/`str`, `Vec<u8>`/`[u8]`,
+/// `Box<T>`/`T`.
+type BorrowArgs = (
+    Dict<String, u32>,
+    Dict<Vec<u8>, String>,
+    Dict<Box<(u32, String)>, u8>,
+);
+
+/// In a child: every lookup with a borrowed key, present and absent, and the writes that
+/// take the owned key by value.
+fn borrowed_lookups((s, v, b): BorrowArgs) -> u32 {
+    // String / str.
+    assert_eq!(s.get("parent").unwrap(), Some(1));
+    assert!(s.contains_key("parent").unwrap());
+    assert_eq!(s.get("absent").unwrap(), None);
+    assert!(!s.contains_key("absent").unwrap());
+    assert_eq!(s.remove("absent").unwrap(), None);
+    assert!(!s.discard("absent").unwrap());
+    assert_eq!(s.update_with("child", |n| n.unwrap_or(0) + 10).unwrap(), 10);
+    assert_eq!(s.insert("parent".to_string(), 2).unwrap(), Some(1));
+    assert_eq!(s.insert("fresh".to_string(), 3).unwrap(), None);
+    assert_eq!(s.setdefault("fresh".to_string(), 99).unwrap(), 3);
+    assert_eq!(s.remove("gone").unwrap(), Some(7));
+    {
+        let mut g = s.lock().unwrap();
+        assert_eq!(g.get("child").unwrap(), Some(10));
+        assert_eq!(g.get("nobody").unwrap(), None);
+        assert!(g.contains_key("fresh").unwrap() && !g.contains_key("nobody").unwrap());
+        assert_eq!(g.update_with("guarded", |n| n.unwrap_or(5)).unwrap(), 5);
+        assert!(g.discard("guarded").unwrap());
+        assert_eq!(g.remove("nobody").unwrap(), None);
+    }
+    // Vec<u8> / [u8].
+    assert_eq!(v.get(&[1u8, 2][..]).unwrap(), Some("one-two".to_string()));
+    assert_eq!(v.get(&[2u8, 1][..]).unwrap(), None);
+    assert_eq!(v.get(&[][..]).unwrap(), Some("empty".to_string()));
+    assert_eq!(v.remove(&[1u8, 2][..]).unwrap(), Some("one-two".to_string()));
+    assert!(!v.contains_key(&[1u8, 2][..]).unwrap());
+    assert_eq!(
+        v.update_with(&[3u8][..], |o| o.unwrap_or_default() + "three")
+            .unwrap(),
+        "three"
+    );
+    // Box<T> / T.
+    let key = (7u32, "seven".to_string());
+    assert_eq!(b.get(&key).unwrap(), Some(7));
+    assert_eq!(b.get(&(7u32, "other".to_string())).unwrap(), None);
+    assert!(b.discard(&key).unwrap());
+    assert_eq!(b.insert(Box::new((8, "eight".into())), 8).unwrap(), None);
+    s.len().unwrap() as u32
+}
+
+#[test]
+fn borrowed_keys_find_owned_keys_in_a_child() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} borrowed keys"), move || {
+            let s = Dict::<String, u32>::with_limit(SMALL).unwrap();
+            assert_eq!(s.insert("parent".into(), 1).unwrap(), None);
+            assert_eq!(s.insert("gone".into(), 7).unwrap(), None);
+            let v = Dict::<Vec<u8>, String>::with_limit(SMALL).unwrap();
+            v.insert(vec![1, 2], "one-two".into()).unwrap();
+            v.insert(vec![], "empty".into()).unwrap();
+            let b = Dict::<Box<(u32, String)>, u8>::with_limit(SMALL).unwrap();
+            b.insert(Box::new((7, "seven".into())), 7).unwrap();
+
+            let mut child = start(m, borrowed_lookups, (s.clone(), v.clone(), b.clone()));
+            assert_eq!(join(&mut child), 3, "{m:?}: parent, child, fresh");
+
+            // What the child stored under a borrowed key reads back as the owned key.
+            let mut keys = s.keys().unwrap();
+            keys.sort();
+            assert_eq!(keys, ["child", "fresh", "parent"], "{m:?}");
+            assert_eq!(s.get(&"child".to_string()).unwrap(), Some(10), "{m:?}");
+            assert_eq!(s.get("parent").unwrap(), Some(2), "{m:?}");
+            let mut vk = v.items().unwrap();
+            vk.sort();
+            assert_eq!(
+                vk,
+                [(vec![], "empty".to_string()), (vec![3], "three".to_string())],
+                "{m:?}"
+            );
+            assert_eq!(
+                b.items().unwrap(),
+                [(Box::new((8, "eight".to_string())), 8)],
+                "{m:?}"
+            );
+        });
+    }
+}
+
+#[test]
+fn insert_returns_the_replaced_value_like_hashmap() {
+    let _g = shared();
+    let d = Dict::<String, u64>::with_limit(SMALL).unwrap();
+    assert_eq!(d.insert("k".into(), 1).unwrap(), None);
+    assert_eq!(d.insert("k".into(), 2).unwrap(), Some(1));
+    {
+        let mut g = d.lock().unwrap();
+        assert_eq!(g.insert("k".into(), 3).unwrap(), Some(2));
+        assert_eq!(g.insert("j".into(), 4).unwrap(), None);
+    }
+    let mut items = d.items().unwrap();
+    items.sort();
+    assert_eq!(items, [("j".to_string(), 4), ("k".to_string(), 3)]);
+}
+
+#[test]
+fn manager_error_is_send_sync_static_and_boxes_with_question_mark() {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    const _: () = assert_error::<ManagerError>();
+    fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err(ManagerError::Timeout)?
+    }
+    assert_eq!(
+        boxed().unwrap_err().to_string(),
+        ManagerError::Timeout.to_string()
+    );
+}

@@ -1804,3 +1804,13 @@ fn pool_new_and_executor_new_with_a_valid_n() {
         ex.shutdown(true);
     }
 }
+
+#[test]
+fn pool_error_is_send_sync_static_and_boxes_with_question_mark() {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    const _: () = assert_error::<PoolError>();
+    fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err(PoolError::Timeout)?
+    }
+    assert_eq!(boxed().unwrap_err().to_string(), PoolError::Timeout.to_string());
+}

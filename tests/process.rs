@@ -570,3 +570,54 @@ fn process_info_is_alive_and_sentinel() {
         assert!(info.sentinel().unwrap().is_ready());
     }
 }
+
+#[test]
+fn process_error_is_send_sync_static_and_boxes_with_question_mark() {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    const _: () = assert_error::<ProcessError>();
+    fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err(ProcessError::Timeout)?
+    }
+    assert_eq!(
+        boxed().unwrap_err().to_string(),
+        ProcessError::Timeout.to_string()
+    );
+}
+
+#[test]
+fn join_timeout_and_sentinel_follow_the_timeout_rule_for_both_start_methods() {
+    for m in METHODS {
+        let mut p = Process::new(sleep_then, 10_000u64)
+            .start_method(m)
+            .start()
+            .unwrap();
+        assert!(
+            matches!(p.join_timeout(ms(20)), Err(ProcessError::Timeout)),
+            "{m:?}"
+        );
+        let info = shmproc::active_children()
+            .into_iter()
+            .find(|c| c.pid == p.pid())
+            .expect("listed");
+        let sentinel = info.sentinel().unwrap();
+        assert!(
+            matches!(sentinel.wait_timeout(ms(20)), Err(ProcessError::Timeout)),
+            "{m:?}"
+        );
+        p.kill().unwrap();
+        assert!(sentinel.wait_timeout(common::LONG).is_ok(), "{m:?}");
+        assert!(
+            matches!(p.join_timeout(common::LONG), Err(ProcessError::Killed(9))),
+            "{m:?}"
+        );
+        assert!(
+            matches!(p.join_timeout(ms(0)), Err(ProcessError::AlreadyJoined)),
+            "{m:?}"
+        );
+    }
+}
+
+fn sleep_then(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
