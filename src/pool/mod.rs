@@ -963,7 +963,7 @@ type Outbox<R> = Arc<(Mutex<VecDeque<Result<R, PoolError>>>, Condvar)>;
 ///
 /// shmproc::init();
 /// let pool = Pool::new(2)?;
-/// let order: Vec<u64> = pool.imap_unordered(nap, [300, 1], None).map(Result::unwrap).collect();
+/// let order: Vec<u64> = pool.imap_unordered(nap, [300, 1]).map(Result::unwrap).collect();
 /// assert_eq!(order, [1, 300]);
 /// # Ok::<(), shmproc::PoolError>(())
 /// ```
