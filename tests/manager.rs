@@ -2503,12 +2503,7 @@ fn garbage_written_by_a_child_gives_errors_not_panics_or_hangs() {
                 ns
             })
             .collect();
-        let args = (
-            ds.iter().map(|d| d.clone()).collect(),
-            ls.iter().map(|l| l.clone()).collect(),
-            nss.iter().map(|n| n.clone()).collect(),
-            rng.next() | 1,
-        );
+        let args = (ds.to_vec(), ls.to_vec(), nss.to_vec(), rng.next() | 1);
         assert_eq!(join(&mut start(m, scribble_all, args)), 3 * rounds, "{m:?}");
         let (cleared_d, cleared_l) = bounded(&format!("{m:?} scribbled containers"), move || {
             let (mut cd, mut cl) = (0, 0);

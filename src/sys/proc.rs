@@ -178,8 +178,12 @@ pub(crate) fn file_id(path: &str) -> io::Result<(u64, u64)> {
 /// This process's start time, read from `/proc` once per process (a forked child, whose
 /// pid differs, reads its own).
 pub(crate) fn own_start_time() -> Option<u64> {
+    #[allow(clippy::disallowed_types)] // process-local const statics (loom's are not const)
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    // Process-local and const-initialised: the loom shim's atomics are not const.
+    #[allow(clippy::disallowed_types)]
     static PID: AtomicU32 = AtomicU32::new(0);
+    #[allow(clippy::disallowed_types)]
     static START: AtomicU64 = AtomicU64::new(0);
     let pid = std::process::id();
     // Pairs with the release store below: a pid seen here comes with its start time.
