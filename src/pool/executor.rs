@@ -251,7 +251,10 @@ impl<R> AsCompleted<R> {
         }
         match self.rx.recv_timeout(timeout) {
             Ok(i) => Ok(self.yield_index(i)),
-            Err(_) => Err(PoolError::Timeout),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(PoolError::Timeout),
+            // Every pending future's callback is gone without firing: none will complete
+            // (as `next` ends). Not a timeout.
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
         }
     }
 
