@@ -3295,3 +3295,22 @@ fn manager_error_is_send_sync_static_and_boxes_with_question_mark() {
         ManagerError::Timeout.to_string()
     );
 }
+
+#[test]
+fn a_limit_below_4096_is_refused_not_rounded_up() {
+    let _g = shared();
+    use shmproc::SegmentError;
+    let small =
+        |r: Result<(), ManagerError>| matches!(r, Err(ManagerError::Segment(SegmentError::InvalidSize(_))));
+    assert!(small(Dict::<u8, u8>::with_limit(4095).map(drop)));
+    assert!(small(List::<u8>::with_limit(0).map(drop)));
+    assert!(small(Namespace::with_limit(100).map(drop)));
+    assert!(small(Manager::with_limit(1).dict::<u8, u8>().map(drop)));
+    let name = format!("/shmproc-test-small-limit-{}", std::process::id());
+    assert!(small(Dict::<u8, u8>::create_named(&name, 10).map(drop)));
+    assert!(
+        !dev_shm().iter().any(|n| name.ends_with(n.as_str())),
+        "nothing created"
+    );
+    assert_eq!(Dict::<u8, u8>::with_limit(4096).unwrap().limit(), 4096);
+}

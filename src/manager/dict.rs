@@ -99,9 +99,10 @@ where
         Self::with_limit(DEFAULT_LIMIT)
     }
 
-    /// A new, empty dict whose segment is `limit` bytes (at least 4096); it holds up to
-    /// about half of that in table and entries (exactly: see
-    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A new, empty dict whose segment is `limit` bytes; it holds up to about half of that
+    /// in table and entries (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A limit below 4096 is refused with
+    /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::Dict, fingerprint::<K, V>(), limit, None)?)
     }

@@ -63,9 +63,10 @@ impl<T: Serialize + DeserializeOwned> List<T> {
         Self::with_limit(DEFAULT_LIMIT)
     }
 
-    /// A new, empty list whose segment is `limit` bytes (at least 4096); it holds up to
-    /// about half of that in index and elements (exactly: see
-    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A new, empty list whose segment is `limit` bytes; it holds up to about half of that
+    /// in index and elements (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A limit below 4096 is refused with
+    /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::List, fingerprint::<T>(), limit, None)?)
     }

@@ -36,7 +36,10 @@
 //! - **Keys and values** are serde types encoded with postcard. Two keys are the same key
 //!   when their encodings are equal (as for `Hash`/`Eq` types with canonical serde forms:
 //!   integers, strings, tuples, `Vec`s, `BTreeMap`s; not `HashMap`s, whose order varies).
-//!   The hash is deterministic, so all processes agree on where a key lives.
+//!   The hash is deterministic, so all processes agree on where a key lives. As with
+//!   `HashMap`, lookups take a borrowed form of the key (`d.get("k")` on a
+//!   `Dict<String, _>`), which must serialize exactly as the owned key does (see
+//!   [`Dict`'s borrowed keys](Dict#borrowed-keys)).
 //! - **Handles** travel like every other shmproc handle: moved into a `Fork` child, passed
 //!   as an argument of a spawned child or of a pool initializer, or duplicated with
 //!   `clone`. The memory is freed when the last handle in any process is dropped.
@@ -193,11 +196,18 @@ impl Manager {
         Self { limit: DEFAULT_LIMIT }
     }
 
-    /// A manager whose containers get `bytes` of memory limit each (at least 4096).
+    /// A manager whose containers get `bytes` of memory limit each. A limit below 4096 is
+    /// refused, not rounded up: making a container then fails with
+    /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize) (inside
+    /// [`ManagerError::Segment`]).
+    ///
+    /// ```
+    /// use shmproc::{Manager, ManagerError, SegmentError};
+    /// let m = Manager::with_limit(100);
+    /// assert!(matches!(m.dict::<u8, u8>(), Err(ManagerError::Segment(SegmentError::InvalidSize(_)))));
+    /// ```
     pub fn with_limit(bytes: usize) -> Self {
-        Self {
-            limit: bytes.max(store::MIN_LIMIT),
-        }
+        Self { limit: bytes }
     }
 
     /// The memory limit each new container gets.

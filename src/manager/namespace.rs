@@ -54,9 +54,10 @@ impl Namespace {
         Self::with_limit(DEFAULT_LIMIT)
     }
 
-    /// A new, empty namespace whose segment is `limit` bytes (at least 4096); it holds up to
-    /// about half of that in table and fields (exactly: see
-    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A new, empty namespace whose segment is `limit` bytes; it holds up to about half of that
+    /// in table and fields (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A limit below 4096 is refused with
+    /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::Dict, fingerprint(), limit, None)?)
     }

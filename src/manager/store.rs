@@ -55,6 +55,7 @@ use std::time::Instant;
 
 use super::INLINE;
 use crate::error::ManagerError;
+use crate::error::SegmentError;
 use crate::shm::{Fingerprint, Segment};
 use crate::sync::raw_lock::{Acquired, LockFail, RawLock};
 
@@ -177,7 +178,11 @@ impl Store {
         limit: usize,
         name: Option<&str>,
     ) -> Result<Self, ManagerError> {
-        let limit = limit.max(MIN_LIMIT);
+        if limit < MIN_LIMIT {
+            return Err(
+                SegmentError::InvalidSize("a container's memory limit must be at least 4096 bytes").into(),
+            );
+        }
         let seg = match name {
             None => Segment::anonymous(fp, limit)?,
             Some(name) => Segment::create_named(name, fp, limit)?,
