@@ -10,10 +10,10 @@
 //! Criterion groups (process pools use the default start method, `Spawn`; with a warm pool
 //! the start method only decides how the two workers were started, and the interleaved
 //! pass shows `Fork` beside it):
-//! - "map_100k": `Pool::map(square, 0..100_000, None)` (default chunksize: 12,500, four
+//! - "map_100k": `Pool::map(square, 0..100_000)` (default chunksize: 12,500, four
 //!   chunks a worker) with 2 worker processes, with 2 worker threads (`Pool::threads(2)`),
 //!   and the sequential loop computing the same `Vec`.
-//! - "map_cs1_10k": `Pool::map(square, 0..10_000, 1)`, one message per task: the per-task
+//! - "map_cs1_10k": `Pool::map_chunked(square, 0..10_000, 1)`, one message per task: the per-task
 //!   dispatch cost (processes, threads).
 //! - "executor_10k": `Executor::submit(square, x)` for 10,000 `x`, then `result()` of every
 //!   future in order (2 worker processes).
@@ -58,7 +58,7 @@ const WORKERS: usize = 2;
 
 /// Python 3 on this machine, warm pool: `Pool(2).map(square, range(100_000))`.
 const PY_MAP_MS: f64 = 23.0;
-/// `Pool(2).map_chunked(square, range(10_000), chunksize=1)`.
+/// `Pool(2).map(square, range(10_000), chunksize=1)`.
 const PY_CS1_MS: f64 = 436.0;
 /// `ProcessPoolExecutor(2)`: 10,000 `submit` then `result()` each.
 const PY_EXEC_MS: f64 = 2100.0;
