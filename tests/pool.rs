@@ -1814,3 +1814,74 @@ fn pool_error_is_send_sync_static_and_boxes_with_question_mark() {
     }
     assert_eq!(boxed().unwrap_err().to_string(), PoolError::Timeout.to_string());
 }
+
+#[test]
+fn every_chunked_twin_gives_what_its_default_form_gives() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} chunked twins"), move || {
+            let pool = pool(m, 2);
+            let items: Vec<u64> = (0..257).collect();
+            let pairs: Vec<(u64, u64)> = items.iter().map(|&x| (x, 2 * x)).collect();
+            let want: Vec<u64> = items.iter().map(|&x| square(x)).collect();
+            let sums: Vec<u64> = pairs.iter().map(|&(a, b)| add(a, b)).collect();
+            for cs in [1, 5, 300] {
+                let what = format!("{m:?}, chunksize {cs}");
+                assert_eq!(pool.map(square, items.clone()).as_ref(), Ok(&want), "{what}");
+                assert_eq!(
+                    pool.map_chunked(square, items.clone(), cs).as_ref(),
+                    Ok(&want),
+                    "{what}"
+                );
+                assert_eq!(pool.starmap(add, pairs.clone()).as_ref(), Ok(&sums), "{what}");
+                assert_eq!(
+                    pool.starmap_chunked(add, pairs.clone(), cs).as_ref(),
+                    Ok(&sums),
+                    "{what}"
+                );
+                let a = pool.map_async(square, items.clone()).unwrap();
+                let b = pool.map_async_chunked(square, items.clone(), cs).unwrap();
+                assert_eq!((a.get(), b.get()), (Ok(want.clone()), Ok(want.clone())), "{what}");
+                let a = pool.starmap_async(add, pairs.clone()).unwrap();
+                let b = pool.starmap_async_chunked(add, pairs.clone(), cs).unwrap();
+                assert_eq!((a.get(), b.get()), (Ok(sums.clone()), Ok(sums.clone())), "{what}");
+                let a: Result<Vec<u64>, _> = pool.imap(square, items.clone()).collect();
+                let b: Result<Vec<u64>, _> = pool.imap_chunked(square, items.clone(), cs).collect();
+                assert_eq!((a.as_ref(), b.as_ref()), (Ok(&want), Ok(&want)), "{what}");
+                let mut a: Vec<u64> = pool
+                    .imap_unordered(square, items.clone())
+                    .map(Result::unwrap)
+                    .collect();
+                let mut b: Vec<u64> = (pool.imap_unordered_chunked(square, items.clone(), cs))
+                    .map(Result::unwrap)
+                    .collect();
+                a.sort_unstable();
+                b.sort_unstable();
+                assert_eq!((&a, &b), (&want, &want), "{what}");
+            }
+            let zero = |r: Result<Vec<u64>, PoolError>| matches!(r, Err(PoolError::Invalid(_)));
+            assert!(zero(pool.starmap_chunked(add, pairs.clone(), 0)), "{m:?}");
+            assert!(
+                zero(pool.map_async_chunked(square, items.clone(), 0).map(|_| vec![])),
+                "{m:?}"
+            );
+            assert!(
+                zero(pool.starmap_async_chunked(add, pairs, 0).map(|_| vec![])),
+                "{m:?}"
+            );
+            drop(pool);
+
+            let ex = executor(m, 2);
+            let a: Result<Vec<u64>, _> = ex.map(square, items.clone()).collect();
+            let b: Result<Vec<u64>, _> = ex.map_chunked(square, items.clone(), 7).collect();
+            assert_eq!(
+                (a.as_ref(), b.as_ref()),
+                (Ok(&want), Ok(&want)),
+                "{m:?}: executor"
+            );
+            let mut bad = ex.map_chunked(square, items, 0);
+            assert!(matches!(bad.next(), Some(Err(PoolError::Invalid(_)))), "{m:?}");
+            assert!(bad.next().is_none(), "{m:?}");
+        });
+    }
+}
