@@ -490,9 +490,8 @@ impl Inner {
             }
         }
     }
-}
 
-impl Inner {
+    /// Sends `sig` through the pidfd, unless the child has been reaped.
     fn signal(&self, sig: i32) -> Result<(), ProcessError> {
         let exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
         if exit.is_some() {
