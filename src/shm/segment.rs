@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -90,8 +90,18 @@ pub(crate) fn check_name(name: &str) -> Result<(), SegmentError> {
 impl Segment {
     /// Creates an anonymous (memfd) segment holding `data_len` zeroed bytes of `layout`.
     pub fn anonymous(layout: Fingerprint, data_len: usize) -> Result<Self, SegmentError> {
+        Self::anonymous_labelled("shmproc", layout, data_len)
+    }
+
+    /// [`anonymous`](Self::anonymous) with the memfd named `label` (what `/proc/<pid>/maps`
+    /// and `/proc/<pid>/fd` show; arena chunks say "shmproc arena").
+    pub(crate) fn anonymous_labelled(
+        label: &str,
+        layout: Fingerprint,
+        data_len: usize,
+    ) -> Result<Self, SegmentError> {
         let (total, range) = header::plan(&layout, data_len)?;
-        let fd = fd::memfd_sealed("shmproc", total)?;
+        let fd = fd::memfd_sealed(label, total)?;
         Self::init_new(fd, None, total, range, layout)
     }
 
@@ -242,6 +252,12 @@ impl Segment {
         }
     }
 
+    /// A reference that does not keep the mapping alive (the arena allocator's view of its
+    /// current chunk: the chunk goes away with the last handle to any of its slots).
+    pub(crate) fn downgrade(&self) -> WeakSegment {
+        WeakSegment(Arc::downgrade(&self.inner))
+    }
+
     /// Pointer to the first data byte (aligned for the stored type). Valid while `self` lives.
     pub fn as_ptr(&self) -> *mut u8 {
         // SAFETY: `data.offset + data.len <= map.len()` was checked at creation/validation.
@@ -312,6 +328,23 @@ impl Segment {
     /// The descriptor behind the mapping (kept open so the segment can reach spawned children).
     pub fn as_raw_fd(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
+    }
+}
+
+/// A [`Segment`] that may already be gone (see [`Segment::downgrade`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WeakSegment(Weak<Inner>);
+
+impl WeakSegment {
+    /// The segment, if some handle in this process still holds it.
+    pub(crate) fn upgrade(&self) -> Option<Segment> {
+        self.0.upgrade().map(|inner| Segment { inner })
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("fd", &self.fd.as_raw_fd()).finish()
     }
 }
 
