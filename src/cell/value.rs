@@ -74,6 +74,18 @@ impl<T: Pod> RawValue<T> {
         Ok(v)
     }
 
+    /// A new cell in an anonymous segment of its own (the layout before arenas; kept for
+    /// benchmarks and tests that compare both).
+    #[doc(hidden)]
+    pub fn new_own_segment(value: T) -> Result<Self, SegmentError> {
+        let v = Self::wrap(Segment::anonymous(
+            Fingerprint::of::<T>(),
+            std::mem::size_of::<T>(),
+        )?)?;
+        v.set(value);
+        Ok(v)
+    }
+
     /// A new named cell (`"/name"`, exclusive, mode 0600) holding `value`.
     pub fn create_named(name: &str, value: T) -> Result<Self, SegmentError> {
         let v = Self::wrap(Segment::create_named(
