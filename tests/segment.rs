@@ -1077,7 +1077,7 @@ fn named_clone_shares_memory() {
     assert_eq!(seg.name(), shm.name());
     drop(shm);
     assert!(
-        exists(&seg.name().unwrap().to_owned()),
+        exists(seg.name().unwrap()),
         "the name lives while a clone does"
     );
     drop(v);

@@ -10,7 +10,7 @@
 //! Layout: `[scribbles n][type][offset u64 LE][len u64 LE][n × (header index u16 LE,
 //! byte)][data…]`. Missing bytes read as zero.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shmproc::{Fingerprint, RawArray, RawValue, Segment, SegmentError, Shared, HEADER_LEN, MAX_ALIGN};
