@@ -192,6 +192,30 @@ fn forked_child_and_parent_allocate_independently() {
     }
 }
 
+#[test]
+fn threads_allocating_at_once_get_distinct_slots() {
+    let _g = shared();
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..20_000u64)
+                    .map(|i| RawValue::new((t << 32) | i).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let all: Vec<Vec<RawValue<u64>>> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+    for (t, vs) in all.iter().enumerate() {
+        for (i, v) in vs.iter().enumerate() {
+            assert_eq!(
+                v.get(),
+                ((t as u64) << 32) | i as u64,
+                "thread {t} value {i} was overwritten"
+            );
+        }
+    }
+}
+
 /// Child body: tags its own new values, holds the parent's, and waits to be killed.
 fn hold_and_wait((held, ready): (Vec<Value<u64>>, Shared<AtomicU32>)) {
     let own: Vec<Value<u64>> = (0..1000).map(|i| Value::new(0xdead_0000 + i).unwrap()).collect();

@@ -1076,10 +1076,7 @@ fn named_clone_shares_memory() {
     let seg = shm.segment().clone();
     assert_eq!(seg.name(), shm.name());
     drop(shm);
-    assert!(
-        exists(seg.name().unwrap()),
-        "the name lives while a clone does"
-    );
+    assert!(exists(seg.name().unwrap()), "the name lives while a clone does");
     drop(v);
     drop(seg);
     names.assert_clean();

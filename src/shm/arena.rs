@@ -182,6 +182,7 @@ impl Guard {
     fn take(epoch: u32) -> Self {
         use std::sync::atomic::Ordering::{Acquire, Relaxed};
         let me = u64::from(epoch) + 1;
+        let mut spins = 0u32;
         loop {
             // SYNC POINT (arena lock): this Acquire pairs with the Release in `drop`.
             match LOCK.compare_exchange_weak(0, me, Acquire, Relaxed) {
@@ -193,7 +194,16 @@ impl Guard {
                         return Guard;
                     }
                 }
-                Err(_) => std::hint::spin_loop(),
+                // Another thread of this process allocates (a few dozen ns): spin, then
+                // let it run if it was preempted.
+                Err(_) => {
+                    spins += 1;
+                    if spins % 64 == 0 {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
             }
         }
     }
