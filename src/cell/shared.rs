@@ -1,10 +1,6 @@
 use std::ops::Deref;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{
-    AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicIsize, AtomicU16, AtomicU32, AtomicU64, AtomicU8,
-    AtomicUsize,
-};
 
 use super::segment_serde;
 use crate::error::SegmentError;
@@ -44,8 +40,20 @@ macro_rules! shm_safe {
     )* };
 }
 shm_safe!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64);
-shm_safe!(AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize);
-shm_safe!(AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize);
+/// The std atomics users put in their shared structs (the loom shim is for the crate's own
+/// algorithms, not for users' types).
+#[allow(clippy::disallowed_types)]
+mod std_atomics {
+    use std::sync::atomic::{
+        AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicIsize, AtomicU16, AtomicU32, AtomicU64, AtomicU8,
+        AtomicUsize,
+    };
+
+    use super::ShmSafe;
+
+    shm_safe!(AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize);
+    shm_safe!(AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize);
+}
 // SAFETY: an array of ShmSafe elements has no padding between elements and inherits every
 // property listed above from its element type.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}

@@ -2,7 +2,6 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -10,7 +9,17 @@ use memmap2::{MmapOptions, MmapRaw};
 use super::header::{self, DataRange, Fingerprint, Header, HEADER_LEN};
 use super::publish;
 use crate::error::SegmentError;
+use crate::loom::{AtomicBool, Ordering};
 use crate::sys::fd;
+
+/// Header words inside a mapping are reached as `core` atomics: the loom shim's types
+/// cannot overlay mapped memory (the loom suite checks the publish protocol itself through
+/// `publish`'s generic word).
+#[allow(clippy::disallowed_types)]
+type MappedU64 = core::sync::atomic::AtomicU64;
+/// See [`MappedU64`].
+#[allow(clippy::disallowed_types)]
+type MappedU32 = core::sync::atomic::AtomicU32;
 
 /// A shared-memory region with a validated header, mapped `MAP_SHARED` into this process.
 ///
@@ -138,7 +147,7 @@ impl Segment {
         //   header fits and `base` is aligned for `Header` and for the `AtomicU64` magic;
         // - the body is written with magic 0 and the magic published last (see `publish`).
         unsafe {
-            let word = &*base.cast::<AtomicU64>();
+            let word = &*base.cast::<MappedU64>();
             publish::publish(word, h.magic, || {
                 let mut unpublished = h;
                 unpublished.magic = 0;
@@ -309,7 +318,7 @@ impl Segment {
                     .map
                     .as_mut_ptr()
                     .add(std::mem::offset_of!(Header, flags));
-                (*flags.cast::<AtomicU32>()).fetch_or(header::FLAG_KEEP, Ordering::Relaxed);
+                (*flags.cast::<MappedU32>()).fetch_or(header::FLAG_KEEP, Ordering::Relaxed);
             }
         }
     }
@@ -384,7 +393,7 @@ fn read_header(map: &MmapRaw) -> Header {
     //   bounds and aligned;
     // - `Header` is Pod: any bytes a peer wrote form a valid value.
     unsafe {
-        let word = &*base.cast::<AtomicU64>();
+        let word = &*base.cast::<MappedU64>();
         let (magic, mut h) = publish::observe(word, || std::ptr::read_volatile(base.cast::<Header>()));
         h.magic = magic;
         h
