@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
 
 use super::header::{self, DataRange, Fingerprint, Header, HEADER_LEN};
 use super::publish;
@@ -214,9 +214,7 @@ impl Segment {
         // An anonymous segment must be a memfd sealed against shrinking. Named shm objects
         // cannot be sealed at all (see the type's documentation).
         if name.is_none() {
-            let sealed =
-                rustix::fs::fcntl_get_seals(&fd).is_ok_and(|s| s.contains(rustix::fs::SealFlags::SHRINK));
-            if !sealed {
+            if !fd::sealed_against_shrinking(fd.as_fd()) {
                 return Err(SegmentError::PermissionDenied {
                     name: String::new(),
                     reason: "anonymous segment fd is not a memfd sealed against shrinking".to_owned(),
@@ -381,7 +379,7 @@ impl Drop for Inner {
 
 fn map_fd(fd: &OwnedFd, len: u64) -> Result<MmapRaw, SegmentError> {
     let len = usize::try_from(len).map_err(|_| SegmentError::TooLarge(len.into()))?;
-    Ok(MmapOptions::new().len(len).map_raw(fd.as_raw_fd())?)
+    Ok(fd::map_shared(fd.as_fd(), len)?)
 }
 
 /// Copies the header out of shared memory once: the magic with an acquire load, the rest
