@@ -213,13 +213,11 @@ impl Segment {
         }
         // An anonymous segment must be a memfd sealed against shrinking. Named shm objects
         // cannot be sealed at all (see the type's documentation).
-        if name.is_none() {
-            if !fd::sealed_against_shrinking(fd.as_fd()) {
-                return Err(SegmentError::PermissionDenied {
-                    name: String::new(),
-                    reason: "anonymous segment fd is not a memfd sealed against shrinking".to_owned(),
-                });
-            }
+        if name.is_none() && !fd::sealed_against_shrinking(fd.as_fd()) {
+            return Err(SegmentError::PermissionDenied {
+                name: String::new(),
+                reason: "anonymous segment fd is not a memfd sealed against shrinking".to_owned(),
+            });
         }
         Self::open_checked(fd, name, info.len, expected)
     }
