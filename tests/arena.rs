@@ -150,6 +150,42 @@ fn child_receives_100k_handles_through_few_fds() {
     }
 }
 
+type Mixed = (RawArray<u32>, RawArray<u8>, Shared<AtomicU64>, RawValue<[u16; 3]>);
+
+/// Child body: writes through every kind of handle, arena slot or own segment.
+fn write_mixed((small, big, counter, triple): Mixed) -> (usize, usize) {
+    for i in 0..small.len() {
+        small.set(i, small.get(i).unwrap() + 100).unwrap();
+    }
+    big.set(big.len() - 1, 9).unwrap();
+    counter.fetch_add(5, Ordering::SeqCst);
+    triple.set([7, 8, 9]);
+    (small.len(), big.len())
+}
+
+#[test]
+fn arrays_structs_and_own_segments_travel_too() {
+    let _g = shared();
+    for m in METHODS {
+        let small = RawArray::from_slice(&[1u32, 2, 3, 4, 5]).unwrap();
+        let big = RawArray::<u8>::new(ARENA_MAX_OBJECT * 2).unwrap();
+        let counter = Shared::new(AtomicU64::new(1)).unwrap();
+        let triple = RawValue::new([0u16; 3]).unwrap();
+        assert_eq!(small.segment().layout().name, "shmproc arena");
+        assert_ne!(big.segment().layout().name, "shmproc arena");
+        let args = (small.clone(), big.clone(), counter.clone(), triple.clone());
+        assert_eq!(
+            join(&mut start(m, write_mixed, args)),
+            (5, ARENA_MAX_OBJECT * 2),
+            "{m:?}"
+        );
+        assert_eq!(small.to_vec(), vec![101, 102, 103, 104, 105], "{m:?}");
+        assert_eq!(big.get(big.len() - 1), Some(9), "{m:?}");
+        assert_eq!(counter.load(Ordering::SeqCst), 6, "{m:?}");
+        assert_eq!(triple.get(), [7, 8, 9], "{m:?}");
+    }
+}
+
 /// Writes `tag | i` into `n` new values, meets the other process at `met`, then counts how
 /// many still hold their tag.
 fn tag_after_meeting(met: &AtomicU32, tag: u64, n: usize) -> usize {
