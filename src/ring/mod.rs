@@ -10,8 +10,8 @@ mod pad;
 mod spsc;
 
 pub use bytes::{ByteRing, ByteRingIndices, Corrupt, FrameInfo, ABORT, FIRST, LAST};
-pub use channel::{ChanError, Channel, ChannelCtl, ChannelHeader, HeaderField};
+pub use channel::{Channel, ChannelCtl, ChannelHeader, HeaderField};
 pub use eventcount::EventCount;
-pub use mpmc::{MpmcRing, SlotError, SlotRing, SlotRingHeader, MAX_CAPACITY, MAX_SLOT_SIZE};
+pub use mpmc::{MpmcRing, SlotRing, SlotRingHeader, MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use pad::CachePadded;
-pub use spsc::{Consumer, Producer, RingError, SpscHeader, SpscRing};
+pub use spsc::{Consumer, Producer, SpscHeader, SpscRing};
