@@ -89,9 +89,9 @@ mod common;
 
 use common::{await_change, bump, cpu_snap, fmt_ns, foreign, loadavg, median, pct, wait_quiet};
 use shmproc::sys::futex;
-use shmproc::{TryRecvError, TrySendError, 
+use shmproc::{
     Bytes, Codec, Connection, PodCodec, Postcard, Process, ProcessError, Queue, Shared, ShmSafe,
-    PIPE_CAPACITY,
+    TryRecvError, TrySendError, PIPE_CAPACITY,
 };
 
 // ------------------------------------------------------------------------------ settings

@@ -28,8 +28,8 @@ use common::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shmproc::{
-    pipe, pipe_simplex, Codec, Connection, Event, Process, ProcessError, RecvError, RecvTimeoutError, SendError,
-    SendTimeoutError, Shared, StartMethod, TryRecvError, TrySendError,
+    pipe, pipe_simplex, Codec, Connection, Event, Process, ProcessError, RecvError, RecvTimeoutError,
+    SendError, SendTimeoutError, Shared, StartMethod, TryRecvError, TrySendError,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -342,20 +342,36 @@ fn simplex_keeps_the_order_of_10k_items_and_each_end_goes_one_way() {
         assert!(rx.readable() && !rx.writable());
         let mut c = start(m, count_up, tx);
         let on_rx = "on the receiving end";
-        assert_eq!(rx.send(&1), Err(SendError::NotWritable(())), "{m:?}: send {on_rx}");
-        assert_eq!(rx.try_send(&1), Err(TrySendError::NotWritable(())), "{m:?}: try_send {on_rx}");
+        assert_eq!(
+            rx.send(&1),
+            Err(SendError::NotWritable(())),
+            "{m:?}: send {on_rx}"
+        );
+        assert_eq!(
+            rx.try_send(&1),
+            Err(TrySendError::NotWritable(())),
+            "{m:?}: try_send {on_rx}"
+        );
         assert_eq!(
             rx.send_timeout(&1, ms(10)),
             Err(SendTimeoutError::NotWritable(())),
             "{m:?}: send_timeout {on_rx}"
         );
-        assert_eq!(rx.send_bytes(b"x"), Err(SendError::NotWritable(())), "{m:?}: send_bytes {on_rx}");
+        assert_eq!(
+            rx.send_bytes(b"x"),
+            Err(SendError::NotWritable(())),
+            "{m:?}: send_bytes {on_rx}"
+        );
         for i in 0..SIMPLEX_N {
             assert_eq!(rx.recv_timeout(LONG), Ok(i), "{m:?}");
         }
         let wrong_way = join(&mut c);
         assert_all(&wrong_way, "Err(NotReadable)", &format!("{m:?}: the sending end"));
-        assert_eq!(rx.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected), "{m:?}");
+        assert_eq!(
+            rx.recv_timeout(LONG),
+            Err(RecvTimeoutError::Disconnected),
+            "{m:?}"
+        );
     }
 }
 
@@ -371,7 +387,11 @@ fn send_k_then_return((conn, k): (Conn<Record>, u64)) {
 
 /// After the peer is gone for good, every form reports it.
 fn assert_peer_gone(conn: &Conn<Record>, what: &str) {
-    assert_eq!(conn.try_recv(), Err(TryRecvError::Disconnected), "{what}: try_recv");
+    assert_eq!(
+        conn.try_recv(),
+        Err(TryRecvError::Disconnected),
+        "{what}: try_recv"
+    );
     assert_eq!(
         conn.recv_timeout(LONG),
         Err(RecvTimeoutError::Disconnected),
@@ -595,7 +615,11 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
             let killed = kill(&c);
             assert_eq!(a.poll_timeout(Duration::from_secs(1)), Ok(()), "{what}: poll");
             let took = killed.elapsed();
-            assert_eq!(a.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected), "{what}: recv");
+            assert_eq!(
+                a.recv_timeout(LONG),
+                Err(RecvTimeoutError::Disconnected),
+                "{what}: recv"
+            );
             (a, took)
         }
         Kill::IdleParentInRecv => {
@@ -618,7 +642,11 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
             let killed = kill(&c);
             let ((a, r), at) = call.finish();
             assert_eq!(r, Ok(()), "{what}: blocked poll");
-            assert_eq!(a.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected), "{what}: recv");
+            assert_eq!(
+                a.recv_timeout(LONG),
+                Err(RecvTimeoutError::Disconnected),
+                "{what}: recv"
+            );
             (a, at - killed)
         }
         Kill::IdleParentInSend => {
@@ -641,7 +669,11 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
             call.assert_blocked();
             let killed = kill(&c);
             let ((a, r), at) = call.finish();
-            assert_eq!(r, Err(SendError::Disconnected(())), "{what}: blocked streaming send");
+            assert_eq!(
+                r,
+                Err(SendError::Disconnected(())),
+                "{what}: blocked streaming send"
+            );
             (a, at - killed)
         }
         Kill::IdleParentSends => {
@@ -901,9 +933,12 @@ fn timeouts_and_try_forms_with_a_live_peer() {
         assert!(sent > 0, "{m:?}: nothing fit in the pipe");
         assert_eq!(a.try_send(&1), Err(TrySendError::Full(())), "{m:?}");
         assert_eq!(a.try_send_bytes(&[0; 64]), Err(TrySendError::Full(())), "{m:?}");
-        timed(&what("send_timeout"), ms(50), Err(SendTimeoutError::Timeout(())), || {
-            a.send_timeout(&1, ms(50))
-        });
+        timed(
+            &what("send_timeout"),
+            ms(50),
+            Err(SendTimeoutError::Timeout(())),
+            || a.send_timeout(&1, ms(50)),
+        );
         timed(
             &what("send_bytes_timeout"),
             ms(50),
@@ -999,7 +1034,11 @@ fn a_64_mib_message_streams_through_the_256_kib_pipe() {
         eprintln!("{m:?}: 64 MiB received in {:?}", t.elapsed());
         assert_eq!(v.len(), BIG, "{m:?}");
         assert_eq!(checksum(&v), join(&mut c), "{m:?}: checksum");
-        assert_eq!(a.recv_bytes_timeout(LONG), Err(RecvTimeoutError::Disconnected), "{m:?}");
+        assert_eq!(
+            a.recv_bytes_timeout(LONG),
+            Err(RecvTimeoutError::Disconnected),
+            "{m:?}"
+        );
     }
 }
 
@@ -1025,7 +1064,7 @@ fn recv_bytes_into_returns_a_too_long_message_whole_and_fills_a_big_enough_buffe
         let mut small = vec![0u8; 1024];
         match a.recv_bytes_into_timeout(&mut small, LONG) {
             Err(RecvTimeoutError::TooLarge(msg)) => assert!(msg == want, "{m:?}: message in the error"),
-            other => panic!("{m:?}: too-small buffer: {:?}", other.map_err(|e| e.to_string())),
+            other => panic!("{m:?}: too-small buffer: {:?}", other),
         }
         assert!(
             small.iter().all(|&b| b == 0),
@@ -1138,7 +1177,11 @@ fn close_makes_later_calls_fail_with_closed_and_the_peer_sees_disconnected() {
         let t = Instant::now();
         let r = a.recv_timeout(LONG);
         report_detection(&format!("{m:?} close in a live child"), t.elapsed());
-        assert_eq!(r, Err(RecvTimeoutError::Disconnected), "{m:?}: after the child closed");
+        assert_eq!(
+            r,
+            Err(RecvTimeoutError::Disconnected),
+            "{m:?}: after the child closed"
+        );
         assert!(c.is_alive(), "{m:?}: the child should still live");
         go.set();
         assert_all(
@@ -1435,7 +1478,11 @@ fn pod_connection_crosses_processes_and_reports_a_killed_peer() {
         );
         assert_eq!(mine.try_recv(), Ok(u64::MAX));
         common::kill_and_reap(&mut child);
-        assert_eq!(mine.recv_timeout(LONG), Err(RecvTimeoutError::Disconnected), "{m:?}");
+        assert_eq!(
+            mine.recv_timeout(LONG),
+            Err(RecvTimeoutError::Disconnected),
+            "{m:?}"
+        );
         assert_eq!(mine.send(&1), Err(SendError::Disconnected(())), "{m:?}");
     }
 }

@@ -838,7 +838,10 @@ fn joinable_queue_failed_put_is_not_a_task() {
     let q = JoinableQueue::<u32>::new(1).unwrap();
     q.put(1).unwrap();
     assert!(matches!(q.try_put(2), Err(TrySendError::Full(2))));
-    assert!(matches!(q.put_timeout(3, ms(10)), Err(SendTimeoutError::Timeout(3))));
+    assert!(matches!(
+        q.put_timeout(3, ms(10)),
+        Err(SendTimeoutError::Timeout(3))
+    ));
     assert_eq!(q.unfinished_tasks(), 1);
     assert_eq!(q.try_get(), Ok(1));
     q.task_done().unwrap();

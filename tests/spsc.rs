@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use common::{eventually, join, kill_and_reap, ms, proc_state, start, LONG, METHODS};
 use shmproc::ring::SpscRing;
-use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use shmproc::RawValue;
+use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 const N: u64 = 50_000;
 

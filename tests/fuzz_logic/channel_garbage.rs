@@ -40,8 +40,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use shmproc::ring::{Channel, ChannelHeader, HeaderField};
-use shmproc::SendTimeoutError;
 use shmproc::sync::RawLock;
+use shmproc::SendTimeoutError;
 
 /// How long a call may run past its deadline before it counts as a hang.
 pub const SLACK: Duration = Duration::from_millis(500);

@@ -127,13 +127,21 @@ pub fn mpmc_garbage_input(data: &[u8]) {
                             Ok(()) => {
                                 assert!(out[SLOT..].iter().all(|&b| b == DIRT), "pop wrote past the slot")
                             }
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Closed | RecvTimeoutError::Corrupted) => {}
+                            Err(
+                                RecvTimeoutError::Timeout
+                                | RecvTimeoutError::Closed
+                                | RecvTimeoutError::Corrupted,
+                            ) => {}
                             Err(e) => panic!("pop: {e:?}"),
                         }
                     }
                     Call::Push => match h.push(&[0x5a; SLOT], deadline) {
                         Ok(())
-                        | Err(SendTimeoutError::Timeout(()) | SendTimeoutError::Closed(()) | SendTimeoutError::Corrupted(())) => {}
+                        | Err(
+                            SendTimeoutError::Timeout(())
+                            | SendTimeoutError::Closed(())
+                            | SendTimeoutError::Corrupted(()),
+                        ) => {}
                         Err(e) => panic!("push: {e:?}"),
                     },
                     Call::Queries => {
