@@ -457,7 +457,7 @@ fn dropping_the_parent_end_wakes_a_child_blocked_in_recv() {
         let mut c = start(m, recv_blocked, (b, ready.clone()));
         wait_blocked(&ready, c.pid());
         drop(a);
-        assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected)", "{m:?}");
+        assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected(..))", "{m:?}");
     }
 }
 
@@ -496,7 +496,7 @@ fn send_right_after_recv_reported_disconnected_fails_too() {
                 drop(a);
             });
             let got = join(&mut c);
-            if got != "Err(Disconnected) Err(Disconnected)" {
+            if got != "Err(Disconnected) Err(Disconnected(..))" {
                 failures.push(format!(
                     "{m:?} round {round}, child after the parent dropped: {got}"
                 ));
@@ -515,7 +515,7 @@ fn send_right_after_recv_reported_disconnected_fails_too() {
             go.set();
             let (got, _) = call.finish();
             join(&mut c);
-            if got != "Err(Disconnected) Err(Disconnected)" {
+            if got != "Err(Disconnected) Err(Disconnected(..))" {
                 failures.push(format!(
                     "{m:?} round {round}, parent after the child closed: {got}"
                 ));
@@ -816,7 +816,7 @@ fn a_forked_child_does_not_hold_the_parent_end_it_merely_inherited() {
         .unwrap();
     wait_blocked(&ready, c.pid());
     drop(a);
-    assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected)");
+    assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected(..))");
 }
 
 fn grandchild_send(conn: Conn<Record>) {
@@ -1197,7 +1197,7 @@ fn close_makes_later_calls_fail_with_closed_and_the_peer_sees_disconnected() {
         let mut c = start(m, recv_blocked, (b, ready.clone()));
         wait_blocked(&ready, c.pid());
         a.close();
-        assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected)", "{m:?}");
+        assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected(..))", "{m:?}");
         assert_all(
             &every_call(&a, &record(4)),
             "Err(Closed)",

@@ -1141,7 +1141,7 @@ fn put_timeout_after_a_producer_died_mid_message_keeps_its_timeout() {
         putter.join().unwrap();
         let (r, took) = outcome.unwrap();
         assert!(took >= ms(200) && took < ms(2000), "{m:?}: {r:?} after {took:?}");
-        assert_eq!(r, Err("Full(..)".to_owned()));
+        assert_eq!(r, Err("Timeout(..)".to_owned()));
     }
 }
 
