@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Codec, Postcard};
-use super::endpoint::{self, Failure};
+use super::endpoint::{self, Failure, Scratch};
 use super::holders::{self, process_info, LinkState};
 use crate::error::{
     RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError, TryRecvError, TrySendError,
@@ -466,17 +466,15 @@ impl<T, C: Codec<T>> Connection<T, C> {
     }
 
     fn recv_bytes_into_wait(&self, buf: &mut [u8], wait: Wait) -> Result<usize, RecvTimeoutError> {
-        let mut v = self.scratch.take();
-        let r = self.recv_raw(&mut v, wait).and_then(|()| {
+        self.scratch.with(|v| {
+            self.recv_raw(v, wait)?;
             if v.len() > buf.len() {
-                Err(RecvTimeoutError::TooLarge(std::mem::take(&mut v)))
-            } else {
-                buf[..v.len()].copy_from_slice(&v);
-                Ok(v.len())
+                // The message, whole (the scratch buffer starts afresh).
+                return Err(RecvTimeoutError::TooLarge(std::mem::take(v)));
             }
-        });
-        self.scratch.replace(v);
-        r
+            buf[..v.len()].copy_from_slice(v);
+            Ok(v.len())
+        })
     }
 
     /// Waits until a `recv` would return at once — a message is waiting, or the other end
