@@ -1,6 +1,11 @@
 //! Lock-free cores in shared memory: the SPSC ring of `Pod` items, the MPMC ring of
 //! fixed-size slots, the byte ring of variable-length frames, the message channel built on
 //! it, and the event count that lets either side sleep.
+//!
+//! Their errors are the crate's channel family ([`SendError`](crate::SendError),
+//! [`RecvError`](crate::RecvError) and their twins), the same a `Queue` or a pipe returns:
+//! a call with a deadline returns the timeout twin (`Timeout` when it passes), a try form
+//! the try twin (`Full` / `Empty`). Byte-level calls carry `()` as the item.
 
 mod bytes;
 mod channel;
