@@ -1486,3 +1486,26 @@ fn pod_connection_crosses_processes_and_reports_a_killed_peer() {
         assert_eq!(mine.send(&1), Err(SendError::Disconnected(())), "{m:?}");
     }
 }
+
+/// `try_recv_bytes_into`: `Empty` with nothing there, the message whole in `TooLarge` for a
+/// buffer too short, the length otherwise; `try_poll` agrees with what is waiting.
+#[test]
+fn try_recv_bytes_into_follows_the_try_rule() {
+    let _g = shared();
+    let (a, b) = pipe::<()>().unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(a.try_recv_bytes_into(&mut buf), Err(TryRecvError::Empty));
+    assert_eq!(a.try_poll(), Err(TryRecvError::Empty));
+    b.send_bytes(b"hello").unwrap();
+    assert_eq!(a.poll_timeout(LONG), Ok(()));
+    assert_eq!(
+        a.try_recv_bytes_into(&mut buf),
+        Err(TryRecvError::TooLarge(b"hello".to_vec()))
+    );
+    b.send_bytes(b"hey").unwrap();
+    assert_eq!(a.try_recv_bytes_into(&mut buf), Ok(3));
+    assert_eq!(&buf[..3], b"hey");
+    drop(b);
+    assert_eq!(a.try_poll(), Ok(()), "the peer is gone: a recv would not wait");
+    assert_eq!(a.try_recv_bytes_into(&mut buf), Err(TryRecvError::Disconnected));
+}

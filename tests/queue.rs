@@ -252,6 +252,12 @@ fn maxsize_limits_items_with_full_errors_that_return_the_item() {
     for m in METHODS {
         let q = Queue::<u32>::new(2).unwrap();
         assert_eq!(q.capacity(), Some(2));
+        assert_eq!(Queue::<u32>::new(0).unwrap().capacity(), None, "no item limit");
+        let pod = Queue::<u64, PodCodec>::with_capacity(0, 1024).unwrap();
+        assert!(
+            pod.capacity().is_some_and(|n| n >= 2),
+            "a Pod queue's slots bound it"
+        );
         assert!(q.empty() && !q.full() && q.qsize() == 0);
         q.put(1).unwrap();
         assert!(!q.empty() && !q.full() && q.qsize() == 1);
