@@ -150,6 +150,7 @@ impl<T, C: Codec<T>> Queue<T, C> {
     }
 
     /// Puts `item` only if there is room now (Python's `put_nowait`; `Full(item)` otherwise).
+    #[doc(alias = "put_nowait")]
     pub fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
         self.put_until(item, Some(Instant::now()))
             .map_err(SendTimeoutError::into_try)
@@ -189,6 +190,7 @@ impl<T, C: Codec<T>> Queue<T, C> {
 
     /// Takes the oldest item only if one is there now (Python's `get_nowait`; `Empty`
     /// otherwise, `Closed` on a closed handle).
+    #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T, TryRecvError> {
         self.get_until(Some(Instant::now()))
             .map_err(RecvTimeoutError::into_try)
