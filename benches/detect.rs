@@ -1,5 +1,5 @@
 //! How long after a `SIGKILL` the survivors find out: the detection latencies the README
-//! promises (`LockError::OwnerDied`, `ConnError::Disconnected`), measured over real kills of
+//! promises (`LockError::OwnerDied`, `RecvTimeoutError::Disconnected`), measured over real kills of
 //! children started by the crate's own `Process`.
 //!
 //! Plain timing, not criterion: each sample is one kill of one child, and what matters is the
@@ -19,7 +19,7 @@
 //! - `pipe: waiting at the kill`: a one-way `Connection::<u64>::pair` (4 KiB); the child gets
 //!   the sending end, sends its pid (the parent checks it: the ready signal) and sleeps; the
 //!   parent blocks in `recv_timeout(60 s)`, the helper kills as above. Latency: from
-//!   `kill()`'s return to `Err(ConnError::Disconnected)`.
+//!   `kill()`'s return to `Err(RecvTimeoutError::Disconnected)`.
 //! - `pipe: arrives after the death`: kill and reap first, then `recv_timeout(60 s)`.
 //!   Latency: from just before the call to `Err(Disconnected)`.
 //!
@@ -47,7 +47,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod common;
 
 use common::{cpu_snap, foreign, loadavg, wait_quiet};
-use shmproc::{ConnError, Connection, Event, Lock, LockError, Process, ProcessError, StartMethod};
+use shmproc::{Connection, Event, Lock, LockError, Process, ProcessError, RecvTimeoutError, StartMethod};
 
 /// Longest a parent waits for a detection before the bench calls it a hang.
 const LONG: Duration = Duration::from_secs(60);
@@ -272,9 +272,9 @@ fn lock_kill(rig: &LockRig, method: StartMethod, after: bool, rng: &mut Rng) -> 
     sample
 }
 
-fn check_disconnected(r: Result<u64, ConnError>, child: u32, what: &str) {
+fn check_disconnected(r: Result<u64, RecvTimeoutError>, child: u32, what: &str) {
     match r {
-        Err(ConnError::Disconnected) => {}
+        Err(RecvTimeoutError::Disconnected) => {}
         other => {
             panic!("{what}: expected Err(Disconnected) after killing the sender (pid {child}), got {other:?}")
         }

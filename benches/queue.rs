@@ -84,14 +84,14 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use criterion::{Criterion, SamplingMode, Throughput};
 use serde_bytes::ByteBuf;
-use shmproc::ring::{Consumer, MpmcRing, Producer, RingError, SpscRing};
+use shmproc::ring::{Consumer, MpmcRing, Producer, SpscRing};
 mod common;
 
 use common::{await_change, bump, cpu_snap, fmt_ns, foreign, loadavg, median, pct, wait_quiet};
 use shmproc::sys::futex;
 use shmproc::{
     Bytes, Codec, Connection, PodCodec, Postcard, Process, ProcessError, Queue, Shared, ShmSafe,
-    PIPE_CAPACITY,
+    TryRecvError, TrySendError, PIPE_CAPACITY,
 };
 
 // ------------------------------------------------------------------------------ settings
@@ -357,7 +357,7 @@ fn push_spin<T: Pod>(tx: &mut Producer<'_, T>, mut v: T) {
     loop {
         match tx.try_push(v) {
             Ok(()) => return,
-            Err(RingError::Full(back)) => {
+            Err(TrySendError::Full(back)) => {
                 v = back;
                 std::hint::spin_loop();
             }
@@ -372,7 +372,7 @@ fn pop_spin<T: Pod>(rx: &mut Consumer<'_, T>) -> T {
     loop {
         match rx.try_pop() {
             Ok(v) => return v,
-            Err(RingError::Empty) => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => std::hint::spin_loop(),
             Err(e) => panic!("try_pop: {e}"),
         }
     }

@@ -521,7 +521,7 @@ fn main() -> Res<()> {
     drop(ping); // the child's recv now fails with Disconnected (Python's EOFError)
     let answered = worker.join()?;
     assert_eq!(answered, rounds);
-    assert_eq!(rx.recv(), Err(shmproc::ConnError::Disconnected));
+    assert_eq!(rx.recv(), Err(shmproc::RecvError::Disconnected));
     println!(
         "    Connection<u64>: {:.2} M msg/s one way; round trip {:.1} µs (Python's Pipe: ~0.09 M/s, 57 µs)",
         n as f64 / dt_stream.as_secs_f64() / 1e6,

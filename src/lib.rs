@@ -20,13 +20,13 @@ pub mod sync;
 pub mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
+pub use channel::codec::{Bytes, Codec, PodCodec, Postcard};
 pub use channel::connection::{pipe, pipe_simplex, Connection, PIPE_CAPACITY};
-pub use channel::queue::{
-    Bytes, Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY,
-};
+pub use channel::queue::{JoinState, JoinableQueue, Queue, SimpleQueue, DEFAULT_CAPACITY};
 pub use error::{
-    BarrierError, ConnError, GetError, IndexError, LockError, ManagerError, OwnerDied, PanicInfo, PoolError,
-    ProcessError, PutError, ReleaseError, SegmentError, TaskDoneError,
+    BarrierError, IndexError, JoinTimeoutError, LockError, ManagerError, OwnerDied, PanicInfo, PoolError,
+    ProcessError, RecvError, RecvTimeoutError, ReleaseError, SegmentError, SendError, SendTimeoutError,
+    TaskDoneError, TryRecvError, TrySendError,
 };
 pub use manager::{Dict, DictGuard, List, ListGuard, Manager, Namespace, NamespaceGuard};
 pub use pool::{
@@ -46,7 +46,7 @@ pub use sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, 
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_api {
-    pub use crate::channel::connection::loom_link::Table as LinkTable;
+    pub use crate::channel::holders::loom_link::Table as LinkTable;
     pub use crate::loom::Shadow;
     pub use crate::pool::loom_cell::ResultCell;
     pub use crate::shm::publish::{observe, publish, MagicWord};

@@ -813,7 +813,8 @@ fn byte_ring_two_unserialized_writers_are_caught() {
 // and the futex model ignores deadlines: a lost wake-up is a deadlock.
 // ------------------------------------------------------------------------------------------
 
-use shmproc::ring::{MpmcRing, SlotError, SpscRing};
+use shmproc::ring::{MpmcRing, SpscRing};
+use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 /// One producer pushes two items into a ring of one slot (the second push must wait for
 /// the pop), one consumer pops with blocking pops: both arrive, in order, whatever the
@@ -834,7 +835,7 @@ fn mpmc_one_to_one_blocking() {
         assert_eq!(ring.pop(None), Ok(8));
         producer.join().unwrap();
         assert_eq!(ring.len(), 0);
-        assert_eq!(ring.try_pop(), Err(SlotError::Empty));
+        assert_eq!(ring.try_pop(), Err(TryRecvError::Empty));
     });
 }
 
@@ -877,7 +878,7 @@ fn mpmc_full_ring_pusher_woken_by_pop() {
     model_bounded(PREEMPTIONS, || {
         let ring = Arc::new(MpmcRing::<u64>::new(1).unwrap());
         ring.push(1, None).unwrap();
-        assert_eq!(ring.try_push(9), Err(SlotError::Full));
+        assert_eq!(ring.try_push(9), Err(TrySendError::Full(9)));
         let pusher = {
             let ring = ring.clone();
             thread::spawn(move || ring.push(2, None))
@@ -913,7 +914,7 @@ fn mpmc_push_races_shutdown() {
         loop {
             match ring.pop(None) {
                 Ok(v) => got.push(v),
-                Err(SlotError::Closed) => break,
+                Err(RecvTimeoutError::Closed) => break,
                 Err(e) => panic!("pop: {e:?}"),
             }
         }
@@ -922,7 +923,7 @@ fn mpmc_push_races_shutdown() {
                 assert_eq!(got, [5], "a successful push was not drained");
                 seen.saw("pushed");
             }
-            Err(SlotError::Closed) => {
+            Err(SendTimeoutError::Closed(5)) => {
                 assert!(got.is_empty(), "a refused push delivered {got:?}");
                 seen.saw("refused");
             }
@@ -999,7 +1000,7 @@ fn mpmc_one_producer_two_consumers() {
         got.sort_unstable();
         assert_eq!(got, [1, 2], "lost or repeated items");
         assert_eq!(ring.len(), 0);
-        assert_eq!(ring.try_pop(), Err(SlotError::Empty));
+        assert_eq!(ring.try_pop(), Err(TryRecvError::Empty));
     });
 }
 

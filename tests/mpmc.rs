@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{bounded, eventually, join, kill_and_reap, ms, proc_state, start, LONG, METHODS};
-use shmproc::ring::{MpmcRing, SlotError, SlotRing, SlotRingHeader};
+use shmproc::ring::{MpmcRing, SlotRing, SlotRingHeader};
 use shmproc::{RawArray, RawValue, SegmentError};
+use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 // ------------------------------------------------------------------------------------------
 // Helpers
@@ -108,7 +109,7 @@ fn consume(ring: MpmcRing<u64>) -> Vec<u64> {
     loop {
         match ring.pop(Some(Instant::now() + LONG)) {
             Ok(v) => got.push(v),
-            Err(SlotError::Closed) => return got,
+            Err(RecvTimeoutError::Closed) => return got,
             Err(e) => panic!("pop: {e}"),
         }
     }
@@ -157,7 +158,7 @@ fn capacity_three_holds_exactly_three_with_try_forms_and_timeouts() {
     let _g = common::shared();
     let ring = SlotRing::new(3, 5).unwrap();
     assert_eq!((ring.capacity(), ring.slot_size()), (3, 8));
-    assert_eq!(ring.try_push(&[0; 9]), Err(SlotError::TooLarge));
+    assert_eq!(ring.try_push(&[0; 9]), Err(TrySendError::TooLarge(())));
     let mut out = [0u8; 8];
     // Several laps, so every slot index and the wrap of `pos % 3` are used.
     for lap in 0u8..5 {
@@ -166,18 +167,24 @@ fn capacity_three_holds_exactly_three_with_try_forms_and_timeouts() {
             ring.try_push(&[lap, k, 1, 2, 3, 4, 5, 6]).unwrap();
             assert_eq!(ring.len(), k as usize + 1);
         }
-        assert_eq!(ring.try_push(&[9; 8]), Err(SlotError::Full));
+        assert_eq!(ring.try_push(&[9; 8]), Err(TrySendError::Full(())));
         let t = Instant::now();
-        assert_eq!(ring.push(&[9; 8], Some(t + ms(50))), Err(SlotError::Full));
+        assert_eq!(
+            ring.push(&[9; 8], Some(t + ms(50))),
+            Err(SendTimeoutError::Timeout(()))
+        );
         assert!(t.elapsed() >= ms(50), "push timed out early: {:?}", t.elapsed());
         assert_eq!(ring.len(), 3);
         for k in 0..3 {
             ring.try_pop(&mut out).unwrap();
             assert_eq!(out, [lap, k, 1, 2, 3, 4, 5, 6]);
         }
-        assert_eq!(ring.try_pop(&mut out), Err(SlotError::Empty));
+        assert_eq!(ring.try_pop(&mut out), Err(TryRecvError::Empty));
         let t = Instant::now();
-        assert_eq!(ring.pop(&mut out, Some(t + ms(50))), Err(SlotError::Empty));
+        assert_eq!(
+            ring.pop(&mut out, Some(t + ms(50))),
+            Err(RecvTimeoutError::Timeout)
+        );
         assert!(t.elapsed() >= ms(50), "pop timed out early: {:?}", t.elapsed());
     }
     // A short item and a short output buffer: the bytes asked for, no more.
@@ -187,13 +194,13 @@ fn capacity_three_holds_exactly_three_with_try_forms_and_timeouts() {
     assert_eq!(&three, b"abc");
 }
 
-fn pop_within((ring, wait_ms): (MpmcRing<u64>, u64)) -> (Result<u64, SlotError>, u128) {
+fn pop_within((ring, wait_ms): (MpmcRing<u64>, u64)) -> (Result<u64, RecvTimeoutError>, u128) {
     let t = Instant::now();
     let r = ring.pop(Some(t + ms(wait_ms)));
     (r, t.elapsed().as_millis())
 }
 
-fn push_within((ring, v, wait_ms): (MpmcRing<u64>, u64, u64)) -> (Result<(), SlotError>, u128) {
+fn push_within((ring, v, wait_ms): (MpmcRing<u64>, u64, u64)) -> (Result<(), SendTimeoutError<u64>>, u128) {
     let t = Instant::now();
     let r = ring.push(v, Some(t + ms(wait_ms)));
     (r, t.elapsed().as_millis())
@@ -206,7 +213,7 @@ fn timed_calls_across_processes_wait_for_the_other_side_and_never_end_early() {
         let ring = MpmcRing::<u64>::new(3).unwrap();
         // Nothing comes: Empty, after the whole wait.
         let (r, took) = join(&mut start(m, pop_within, (ring.clone(), 80)));
-        assert_eq!(r, Err(SlotError::Empty));
+        assert_eq!(r, Err(RecvTimeoutError::Timeout));
         assert!(took >= 80, "{m:?}: pop gave up after {took} ms");
         // An item pushed while the child waits reaches it.
         let mut child = start(m, pop_within, (ring.clone(), 20_000));
@@ -218,7 +225,7 @@ fn timed_calls_across_processes_wait_for_the_other_side_and_never_end_early() {
             ring.try_push(v).unwrap();
         }
         let (r, took) = join(&mut start(m, push_within, (ring.clone(), 7, 80)));
-        assert_eq!(r, Err(SlotError::Full));
+        assert_eq!(r, Err(SendTimeoutError::Timeout(7)));
         assert!(took >= 80, "{m:?}: push gave up after {took} ms");
         // ... or completes once we pop.
         let mut child = start(m, push_within, (ring.clone(), 7, 20_000));
@@ -227,7 +234,7 @@ fn timed_calls_across_processes_wait_for_the_other_side_and_never_end_early() {
         assert_eq!(join(&mut child).0, Ok(()));
         let rest: Vec<u64> = (0..3).map(|_| ring.try_pop().unwrap()).collect();
         assert_eq!(rest, [1, 2, 7], "{m:?}");
-        assert_eq!(ring.try_pop(), Err(SlotError::Empty));
+        assert_eq!(ring.try_pop(), Err(TryRecvError::Empty));
     }
 }
 
@@ -235,12 +242,12 @@ fn timed_calls_across_processes_wait_for_the_other_side_and_never_end_early() {
 // Shutdown
 // ------------------------------------------------------------------------------------------
 
-fn pop_forever((ring, waiting): (MpmcRing<u64>, RawValue<u32>)) -> Result<u64, SlotError> {
+fn pop_forever((ring, waiting): (MpmcRing<u64>, RawValue<u32>)) -> Result<u64, RecvTimeoutError> {
     waiting.set(1);
     ring.pop(None)
 }
 
-fn push_forever((ring, waiting): (MpmcRing<u64>, RawValue<u32>)) -> Result<(), SlotError> {
+fn push_forever((ring, waiting): (MpmcRing<u64>, RawValue<u32>)) -> Result<(), SendTimeoutError<u64>> {
     waiting.set(1);
     ring.push(99, None)
 }
@@ -256,7 +263,7 @@ fn shutdown_wakes_blocked_pops_and_pushes_and_pops_drain_first() {
         assert!(eventually(LONG, || waiting.get() == 1));
         wait_until_asleep(child.pid());
         ring.shutdown();
-        assert_eq!(join(&mut child), Err(SlotError::Closed), "{m:?}");
+        assert_eq!(join(&mut child), Err(RecvTimeoutError::Closed), "{m:?}");
 
         // A push asleep on a full ring.
         let ring = MpmcRing::<u64>::new(2).unwrap();
@@ -267,14 +274,14 @@ fn shutdown_wakes_blocked_pops_and_pushes_and_pops_drain_first() {
         assert!(eventually(LONG, || waiting.get() == 1));
         wait_until_asleep(child.pid());
         ring.shutdown();
-        assert_eq!(join(&mut child), Err(SlotError::Closed), "{m:?}");
+        assert_eq!(join(&mut child), Err(SendTimeoutError::Closed(99)), "{m:?}");
         // Pops drain what is there, then report Closed; pushes are refused.
         assert!(ring.is_shutdown());
-        assert_eq!(ring.try_push(3), Err(SlotError::Closed));
+        assert_eq!(ring.try_push(3), Err(TrySendError::Closed(3)));
         assert_eq!(ring.pop(None), Ok(1));
         assert_eq!(ring.pop(None), Ok(2));
-        assert_eq!(ring.pop(None), Err(SlotError::Closed));
-        assert_eq!(ring.try_pop(), Err(SlotError::Closed));
+        assert_eq!(ring.pop(None), Err(RecvTimeoutError::Closed));
+        assert_eq!(ring.try_pop(), Err(TryRecvError::Closed));
         assert_eq!(ring.len(), 0);
     }
 }
@@ -301,7 +308,10 @@ fn a_producer_claim_left_by_a_dead_thread_is_skipped() {
     // A blocking pop waits one liveness slice, finds the claimer dead, skips the slot (its
     // item never existed) and then finds nothing more.
     let t = Instant::now();
-    assert_eq!(ring.pop(&mut out, Some(t + ms(300))), Err(SlotError::Empty));
+    assert_eq!(
+        ring.pop(&mut out, Some(t + ms(300))),
+        Err(RecvTimeoutError::Timeout)
+    );
     assert!(t.elapsed() >= ms(300));
     assert_eq!(ring.len(), 0);
     // The ring goes on normally, through the skipped slot's next lap too.
@@ -326,7 +336,7 @@ fn a_dead_producer_claim_is_skipped_by_a_loop_of_try_pops() {
     let got = loop {
         match ring.try_pop(&mut out) {
             Ok(()) => break u64::from_le_bytes(out),
-            Err(SlotError::Empty) => {
+            Err(TryRecvError::Empty) => {
                 assert!(t.elapsed() < LONG, "try_pop never got past the dead claim");
                 std::thread::sleep(ms(1));
             }
@@ -355,7 +365,7 @@ fn a_reader_claim_left_by_a_dead_thread_frees_its_slot() {
     assert_eq!(u64::from_le_bytes(out), 2);
     // Position 2 needs slot 0: the push waits a slice, finds the reader dead and goes on
     // (item 1 is lost: at most once at a reader's death).
-    assert_eq!(ring.try_push(&3u64.to_le_bytes()), Err(SlotError::Full));
+    assert_eq!(ring.try_push(&3u64.to_le_bytes()), Err(TrySendError::Full(())));
     let t = Instant::now();
     ring.push(&3u64.to_le_bytes(), Some(t + LONG)).unwrap();
     assert!(t.elapsed() >= ms(20));
@@ -378,13 +388,16 @@ fn a_claim_naming_a_live_thread_only_costs_the_deadline() {
     word(&ring, TAIL).store(1, SeqCst);
     let mut out = [0u8; 8];
     let t = Instant::now();
-    assert_eq!(ring.pop(&mut out, Some(t + ms(100))), Err(SlotError::Empty));
+    assert_eq!(
+        ring.pop(&mut out, Some(t + ms(100))),
+        Err(RecvTimeoutError::Timeout)
+    );
     assert!(t.elapsed() >= ms(100) && t.elapsed() < ms(5000));
     ring.shutdown();
     // Still waiting for that "producer": a shutdown does not make the item vanish.
     assert_eq!(
         ring.pop(&mut out, Some(Instant::now() + ms(50))),
-        Err(SlotError::Empty)
+        Err(RecvTimeoutError::Timeout)
     );
 }
 
@@ -461,8 +474,8 @@ fn producers_killed_mid_push_lose_only_their_unfinished_item() {
                     // claim takes a liveness slice to be skipped).
                     match ring.pop(&mut buf, Some(Instant::now() + ms(300))) {
                         Ok(()) => got.push(check(&buf)),
-                        Err(SlotError::Empty) if dead.load(SeqCst) => return got,
-                        Err(SlotError::Empty) => {}
+                        Err(RecvTimeoutError::Timeout) if dead.load(SeqCst) => return got,
+                        Err(RecvTimeoutError::Timeout) => {}
                         Err(e) => panic!("pop: {e}"),
                     }
                 }
@@ -569,8 +582,8 @@ fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
         loop {
             match ring.pop(&mut buf, Some(Instant::now() + ms(300))) {
                 Ok(()) => drained.push(check(&buf)),
-                Err(SlotError::Empty) if producer.is_finished() => break,
-                Err(SlotError::Empty) => {}
+                Err(RecvTimeoutError::Timeout) if producer.is_finished() => break,
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(e) => panic!("{m:?} trial {trial}: drain: {e}"),
             }
         }
@@ -627,22 +640,31 @@ fn consumers_killed_mid_pop_lose_at_most_their_one_item() {
 #[test]
 fn garbage_in_the_shared_words_is_corrupted_not_a_hang() {
     let _g = common::shared();
-    let check_calls = |ring: &SlotRing, what: &str, push: Option<SlotError>, pop: Option<SlotError>| {
+    // `push` / `pop`: whether those calls must report `Corrupted`.
+    let check_calls = |ring: &SlotRing, what: &str, push: bool, pop: bool| {
         let mut out = [0u8; 8];
         let t = Instant::now();
-        if let Some(e) = push {
-            assert_eq!(ring.try_push(&[1; 8]), Err(e), "{what}: try_push");
+        if push {
+            assert_eq!(
+                ring.try_push(&[1; 8]),
+                Err(TrySendError::Corrupted(())),
+                "{what}: try_push"
+            );
             assert_eq!(
                 ring.push(&[1; 8], Some(Instant::now() + ms(50))),
-                Err(e),
+                Err(SendTimeoutError::Corrupted(())),
                 "{what}: push"
             );
         }
-        if let Some(e) = pop {
-            assert_eq!(ring.try_pop(&mut out), Err(e), "{what}: try_pop");
+        if pop {
+            assert_eq!(
+                ring.try_pop(&mut out),
+                Err(TryRecvError::Corrupted),
+                "{what}: try_pop"
+            );
             assert_eq!(
                 ring.pop(&mut out, Some(Instant::now() + ms(50))),
-                Err(e),
+                Err(RecvTimeoutError::Corrupted),
                 "{what}: pop"
             );
         }
@@ -652,41 +674,26 @@ fn garbage_in_the_shared_words_is_corrupted_not_a_hang() {
     // A tag no correct peer writes (SKIP on a slot waiting for its item).
     let ring = SlotRing::new(3, 8).unwrap();
     slot_state(&ring, 0).store(state(0, SKIP), SeqCst);
-    check_calls(
-        &ring,
-        "SKIP on an even seq",
-        Some(SlotError::Corrupted),
-        Some(SlotError::Corrupted),
-    );
+    check_calls(&ring, "SKIP on an even seq", true, true);
 
     // A BUSY tag naming thread 0.
     let ring = SlotRing::new(3, 8).unwrap();
     slot_state(&ring, 0).store(state(0, BUSY), SeqCst);
-    check_calls(
-        &ring,
-        "BUSY without a tid",
-        Some(SlotError::Corrupted),
-        Some(SlotError::Corrupted),
-    );
+    check_calls(&ring, "BUSY without a tid", true, true);
 
     // Indices far from every slot's sequence number.
     let ring = SlotRing::new(3, 8).unwrap();
     word(&ring, TAIL).store(0x1234_5678_9abc, SeqCst);
-    check_calls(&ring, "garbage tail", Some(SlotError::Corrupted), None);
+    check_calls(&ring, "garbage tail", true, false);
     let ring = SlotRing::new(3, 8).unwrap();
     word(&ring, HEAD).store(u64::MAX - 5, SeqCst);
-    check_calls(&ring, "garbage head", None, Some(SlotError::Corrupted));
+    check_calls(&ring, "garbage head", false, true);
     let _ = ring.len(); // any value, no panic
 
     // A sequence number from another lap entirely.
     let ring = SlotRing::new(5, 8).unwrap();
     slot_state(&ring, 0).store(state(777, 0), SeqCst);
-    check_calls(
-        &ring,
-        "seq from nowhere",
-        Some(SlotError::Corrupted),
-        Some(SlotError::Corrupted),
-    );
+    check_calls(&ring, "seq from nowhere", true, true);
 
     // A geometry that does not match the segment: new handles are refused.
     let ring = MpmcRing::<u64>::new(4).unwrap();
@@ -745,7 +752,7 @@ fn rejected_geometries() {
     ));
     let one = MpmcRing::<u8>::new(1).unwrap();
     one.try_push(5).unwrap();
-    assert_eq!(one.try_push(6), Err(SlotError::Full));
+    assert_eq!(one.try_push(6), Err(TrySendError::Full(6)));
     assert_eq!(one.try_pop(), Ok(5));
 }
 

@@ -28,7 +28,8 @@ use common::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shmproc::{
-    pipe, pipe_simplex, Codec, ConnError, Connection, Event, Process, ProcessError, Shared, StartMethod,
+    pipe, pipe_simplex, Codec, Connection, Event, Process, ProcessError, RecvError, RecvTimeoutError,
+    SendError, SendTimeoutError, Shared, StartMethod, TryRecvError, TrySendError,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ fn drain<T: Debug, C: Codec<T>>(conn: &Connection<T, C>) -> Vec<T> {
     loop {
         match conn.recv_timeout(LONG) {
             Ok(v) => got.push(v),
-            Err(ConnError::Disconnected) => return got,
+            Err(RecvTimeoutError::Disconnected) => return got,
             Err(e) => panic!("drain: {e:?} after {} items", got.len()),
         }
     }
@@ -180,7 +181,7 @@ fn send_until_disconnected(conn: &Conn<u64>) -> u64 {
     for i in 0..10_000_000 {
         match conn.send_timeout(&i, LONG) {
             Ok(()) => {}
-            Err(ConnError::Disconnected) => return i,
+            Err(SendTimeoutError::Disconnected(())) => return i,
             Err(e) => panic!("send #{i}: {e:?}"),
         }
     }
@@ -192,7 +193,7 @@ fn fill(conn: &Conn<u64>) -> u64 {
     for i in 0..1_000_000 {
         match conn.try_send(&i) {
             Ok(()) => {}
-            Err(ConnError::Full) => return i,
+            Err(TrySendError::Full(())) => return i,
             Err(e) => panic!("try_send #{i}: {e:?}"),
         }
     }
@@ -212,12 +213,14 @@ fn every_call<T: Debug, C: Codec<T>>(conn: &Connection<T, C>, item: &T) -> Vec<S
         format!("recv_timeout {:?}", conn.recv_timeout(ms(10))),
         format!("recv_bytes {:?}", conn.recv_bytes()),
         format!("recv_bytes_into {:?}", conn.recv_bytes_into(&mut buf)),
-        format!("poll {:?}", conn.poll(Some(Duration::ZERO))),
+        format!("try_poll {:?}", conn.try_poll()),
     ]
 }
 
 fn assert_all(calls: &[String], want: &str, what: &str) {
     for c in calls {
+        // A send's error carries its item, `()`: `Closed(..)` reads as `Closed`.
+        let c = c.replace("(..)", "");
         assert!(c.ends_with(want), "{what}: {c} (want {want}); all: {calls:?}");
     }
 }
@@ -280,7 +283,7 @@ fn echo(conn: Conn<Record>) -> u64 {
     loop {
         match conn.recv_timeout(LONG) {
             Ok(r) => conn.send_timeout(&r, LONG).expect("echo send"),
-            Err(ConnError::Disconnected) => return n,
+            Err(RecvTimeoutError::Disconnected) => return n,
             Err(e) => panic!("echo recv after {n}: {e:?}"),
         }
         n += 1;
@@ -305,7 +308,7 @@ fn duplex_echo_returns_every_message_in_order() {
                 assert_eq!(a.recv_timeout(LONG), Ok(want), "{m:?}: echo #{}", i - WINDOW);
             }
         }
-        assert_eq!(a.try_recv(), Err(ConnError::Empty), "{m:?}");
+        assert_eq!(a.try_recv(), Err(TryRecvError::Empty), "{m:?}");
         drop(a);
         assert_eq!(join(&mut c), N, "{m:?}: echoed count");
     }
@@ -322,7 +325,7 @@ fn count_up(tx: Conn<u64>) -> Vec<String> {
         format!("try_recv {:?}", tx.try_recv()),
         format!("recv_bytes {:?}", tx.recv_bytes()),
         format!("recv_bytes_into {:?}", tx.recv_bytes_into(&mut buf)),
-        format!("poll {:?}", tx.poll(Some(Duration::ZERO))),
+        format!("try_poll {:?}", tx.try_poll()),
     ];
     assert!(tx.writable() && !tx.readable());
     for i in 0..SIMPLEX_N {
@@ -338,24 +341,37 @@ fn simplex_keeps_the_order_of_10k_items_and_each_end_goes_one_way() {
         let (rx, tx) = pipe_simplex::<u64>().unwrap();
         assert!(rx.readable() && !rx.writable());
         let mut c = start(m, count_up, tx);
-        for (what, r) in [
-            ("send", rx.send(&1)),
-            ("try_send", rx.try_send(&1)),
-            ("send_timeout", rx.send_timeout(&1, ms(10))),
-            ("send_bytes", rx.send_bytes(b"x")),
-        ] {
-            assert_eq!(
-                r,
-                Err(ConnError::NotWritable),
-                "{m:?}: {what} on the receiving end"
-            );
-        }
+        let on_rx = "on the receiving end";
+        assert_eq!(
+            rx.send(&1),
+            Err(SendError::NotWritable(())),
+            "{m:?}: send {on_rx}"
+        );
+        assert_eq!(
+            rx.try_send(&1),
+            Err(TrySendError::NotWritable(())),
+            "{m:?}: try_send {on_rx}"
+        );
+        assert_eq!(
+            rx.send_timeout(&1, ms(10)),
+            Err(SendTimeoutError::NotWritable(())),
+            "{m:?}: send_timeout {on_rx}"
+        );
+        assert_eq!(
+            rx.send_bytes(b"x"),
+            Err(SendError::NotWritable(())),
+            "{m:?}: send_bytes {on_rx}"
+        );
         for i in 0..SIMPLEX_N {
             assert_eq!(rx.recv_timeout(LONG), Ok(i), "{m:?}");
         }
         let wrong_way = join(&mut c);
         assert_all(&wrong_way, "Err(NotReadable)", &format!("{m:?}: the sending end"));
-        assert_eq!(rx.recv_timeout(LONG), Err(ConnError::Disconnected), "{m:?}");
+        assert_eq!(
+            rx.recv_timeout(LONG),
+            Err(RecvTimeoutError::Disconnected),
+            "{m:?}"
+        );
     }
 }
 
@@ -371,21 +387,25 @@ fn send_k_then_return((conn, k): (Conn<Record>, u64)) {
 
 /// After the peer is gone for good, every form reports it.
 fn assert_peer_gone(conn: &Conn<Record>, what: &str) {
-    assert_eq!(conn.try_recv(), Err(ConnError::Disconnected), "{what}: try_recv");
+    assert_eq!(
+        conn.try_recv(),
+        Err(TryRecvError::Disconnected),
+        "{what}: try_recv"
+    );
     assert_eq!(
         conn.recv_timeout(LONG),
-        Err(ConnError::Disconnected),
+        Err(RecvTimeoutError::Disconnected),
         "{what}: recv_timeout"
     );
-    assert_eq!(conn.poll(Some(Duration::ZERO)), Ok(true), "{what}: poll");
+    assert_eq!(conn.try_poll(), Ok(()), "{what}: poll");
     assert_eq!(
         conn.send(&record(0)),
-        Err(ConnError::Disconnected),
+        Err(SendError::Disconnected(())),
         "{what}: send"
     );
     assert_eq!(
         conn.try_send(&record(0)),
-        Err(ConnError::Disconnected),
+        Err(TrySendError::Disconnected(())),
         "{what}: try_send"
     );
 }
@@ -437,7 +457,7 @@ fn dropping_the_parent_end_wakes_a_child_blocked_in_recv() {
         let mut c = start(m, recv_blocked, (b, ready.clone()));
         wait_blocked(&ready, c.pid());
         drop(a);
-        assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected)", "{m:?}");
+        assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected(..))", "{m:?}");
     }
 }
 
@@ -476,7 +496,7 @@ fn send_right_after_recv_reported_disconnected_fails_too() {
                 drop(a);
             });
             let got = join(&mut c);
-            if got != "Err(Disconnected) Err(Disconnected)" {
+            if got != "Err(Disconnected) Err(Disconnected(..))" {
                 failures.push(format!(
                     "{m:?} round {round}, child after the parent dropped: {got}"
                 ));
@@ -495,7 +515,7 @@ fn send_right_after_recv_reported_disconnected_fails_too() {
             go.set();
             let (got, _) = call.finish();
             join(&mut c);
-            if got != "Err(Disconnected) Err(Disconnected)" {
+            if got != "Err(Disconnected) Err(Disconnected(..))" {
                 failures.push(format!(
                     "{m:?} round {round}, parent after the child closed: {got}"
                 ));
@@ -516,11 +536,11 @@ fn send_right_after_recv_reported_disconnected_fails_too() {
 /// What a killed child was doing, and what the parent does around the kill.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kill {
-    /// Child blocked in `recv`; the parent's first `poll(Some(1 s))` after the kill.
+    /// Child blocked in `recv`; the parent's first `poll_timeout(1 s)` after the kill.
     InRecvParentPolls,
     /// Child idle holding its end; the parent blocked in `recv` at the kill.
     IdleParentInRecv,
-    /// Child idle; the parent blocked in `poll(None)` at the kill.
+    /// Child idle; the parent blocked in `poll()` at the kill.
     IdleParentInPoll,
     /// Child idle; the parent blocked in `send` on a full pipe at the kill.
     IdleParentInSend,
@@ -593,9 +613,13 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
     let (a, took) = match case {
         Kill::InRecvParentPolls => {
             let killed = kill(&c);
-            assert_eq!(a.poll(Some(Duration::from_secs(1))), Ok(true), "{what}: poll");
+            assert_eq!(a.poll_timeout(Duration::from_secs(1)), Ok(()), "{what}: poll");
             let took = killed.elapsed();
-            assert_eq!(a.recv_timeout(LONG), Err(ConnError::Disconnected), "{what}: recv");
+            assert_eq!(
+                a.recv_timeout(LONG),
+                Err(RecvTimeoutError::Disconnected),
+                "{what}: recv"
+            );
             (a, took)
         }
         Kill::IdleParentInRecv => {
@@ -606,19 +630,23 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
             call.assert_blocked();
             let killed = kill(&c);
             let ((a, r), at) = call.finish();
-            assert_eq!(r, Err(ConnError::Disconnected), "{what}: blocked recv");
+            assert_eq!(r, Err(RecvError::Disconnected), "{what}: blocked recv");
             (a, at - killed)
         }
         Kill::IdleParentInPoll => {
             let call = background(&what, move || {
-                let r = a.poll(None);
+                let r = a.poll();
                 (a, r)
             });
             call.assert_blocked();
             let killed = kill(&c);
             let ((a, r), at) = call.finish();
-            assert_eq!(r, Ok(true), "{what}: blocked poll");
-            assert_eq!(a.recv_timeout(LONG), Err(ConnError::Disconnected), "{what}: recv");
+            assert_eq!(r, Ok(()), "{what}: blocked poll");
+            assert_eq!(
+                a.recv_timeout(LONG),
+                Err(RecvTimeoutError::Disconnected),
+                "{what}: recv"
+            );
             (a, at - killed)
         }
         Kill::IdleParentInSend => {
@@ -630,7 +658,7 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
             call.assert_blocked();
             let killed = kill(&c);
             let ((a, r), at) = call.finish();
-            assert_eq!(r, Err(ConnError::Disconnected), "{what}: blocked send");
+            assert_eq!(r, Err(SendError::Disconnected(())), "{what}: blocked send");
             (a, at - killed)
         }
         Kill::IdleParentMidHugeSend => {
@@ -641,7 +669,11 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
             call.assert_blocked();
             let killed = kill(&c);
             let ((a, r), at) = call.finish();
-            assert_eq!(r, Err(ConnError::Disconnected), "{what}: blocked streaming send");
+            assert_eq!(
+                r,
+                Err(SendError::Disconnected(())),
+                "{what}: blocked streaming send"
+            );
             (a, at - killed)
         }
         Kill::IdleParentSends => {
@@ -667,11 +699,11 @@ fn kill_scenario(m: StartMethod, case: Kill) -> Duration {
     report_detection(&what, took);
 
     // Whatever noticed it first, every form now reports the peer gone.
-    assert_eq!(a.poll(Some(Duration::from_secs(1))), Ok(true), "{what}: poll");
-    assert_eq!(a.try_recv(), Err(ConnError::Disconnected), "{what}: try_recv");
+    assert_eq!(a.poll_timeout(Duration::from_secs(1)), Ok(()), "{what}: poll");
+    assert_eq!(a.try_recv(), Err(TryRecvError::Disconnected), "{what}: try_recv");
     assert_eq!(
         a.recv_timeout(LONG),
-        Err(ConnError::Disconnected),
+        Err(RecvTimeoutError::Disconnected),
         "{what}: recv_timeout"
     );
     assert_eq!(send_until_disconnected(&a), 0, "{what}: sends");
@@ -742,7 +774,7 @@ fn late_send(conn: Conn<Record>) {
 fn expect_late_message(a: &Conn<Record>, c: &mut Process<()>, what: &str) {
     let early = a.try_recv();
     assert!(
-        matches!(early, Err(ConnError::Empty)) || early == Ok(record(5)),
+        matches!(early, Err(TryRecvError::Empty)) || early == Ok(record(5)),
         "{what}: try_recv before the child touched its end: {early:?}"
     );
     if early.is_err() {
@@ -751,7 +783,7 @@ fn expect_late_message(a: &Conn<Record>, c: &mut Process<()>, what: &str) {
     join(c);
     assert_eq!(
         a.recv_timeout(LONG),
-        Err(ConnError::Disconnected),
+        Err(RecvTimeoutError::Disconnected),
         "{what}: after the child ended"
     );
 }
@@ -784,7 +816,7 @@ fn a_forked_child_does_not_hold_the_parent_end_it_merely_inherited() {
         .unwrap();
     wait_blocked(&ready, c.pid());
     drop(a);
-    assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected)");
+    assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected(..))");
 }
 
 fn grandchild_send(conn: Conn<Record>) {
@@ -813,7 +845,7 @@ fn hand_down_to_grandchild(m: StartMethod, m2: StartMethod) {
     assert_eq!(r, Ok(record(9)), "{what}");
     assert_eq!(
         a.recv_timeout(LONG),
-        Err(ConnError::Disconnected),
+        Err(RecvTimeoutError::Disconnected),
         "{what}: after both ended"
     );
 }
@@ -866,51 +898,59 @@ fn timeouts_and_try_forms_with_a_live_peer() {
         let what = |s: &str| format!("{m:?}: {s}");
 
         // Empty pipe, live peer.
-        assert_eq!(a.try_recv(), Err(ConnError::Empty), "{m:?}");
-        assert_eq!(a.try_recv_bytes(), Err(ConnError::Empty), "{m:?}");
+        assert_eq!(a.try_recv(), Err(TryRecvError::Empty), "{m:?}");
+        assert_eq!(a.try_recv_bytes(), Err(TryRecvError::Empty), "{m:?}");
         for t in [ms(1), ms(30), ms(120)] {
             timed(
                 &what(&format!("recv_timeout({t:?})")),
                 t,
-                Err(ConnError::Timeout),
+                Err(RecvTimeoutError::Timeout),
                 || a.recv_timeout(t),
             );
         }
         timed(
             &what("recv_bytes_timeout"),
             ms(30),
-            Err(ConnError::Timeout),
+            Err(RecvTimeoutError::Timeout),
             || a.recv_bytes_timeout(ms(30)),
         );
         timed(
             &what("recv_bytes_into_timeout"),
             ms(30),
-            Err(ConnError::Timeout),
+            Err(RecvTimeoutError::Timeout),
             || a.recv_bytes_into_timeout(&mut [0u8; 16], ms(30)),
         );
-        assert_eq!(a.poll(Some(Duration::ZERO)), Ok(false), "{m:?}");
-        timed(&what("poll(50 ms)"), ms(50), Ok(false), || a.poll(Some(ms(50))));
+        assert_eq!(a.try_poll(), Err(TryRecvError::Empty), "{m:?}");
+        timed(
+            &what("poll_timeout(50 ms)"),
+            ms(50),
+            Err(RecvTimeoutError::Timeout),
+            || a.poll_timeout(ms(50)),
+        );
 
         // Full pipe, live peer.
         let sent = fill(&a);
         assert!(sent > 0, "{m:?}: nothing fit in the pipe");
-        assert_eq!(a.try_send(&1), Err(ConnError::Full), "{m:?}");
-        assert_eq!(a.try_send_bytes(&[0; 64]), Err(ConnError::Full), "{m:?}");
-        timed(&what("send_timeout"), ms(50), Err(ConnError::Timeout), || {
-            a.send_timeout(&1, ms(50))
-        });
+        assert_eq!(a.try_send(&1), Err(TrySendError::Full(())), "{m:?}");
+        assert_eq!(a.try_send_bytes(&[0; 64]), Err(TrySendError::Full(())), "{m:?}");
+        timed(
+            &what("send_timeout"),
+            ms(50),
+            Err(SendTimeoutError::Timeout(())),
+            || a.send_timeout(&1, ms(50)),
+        );
         timed(
             &what("send_bytes_timeout"),
             ms(50),
-            Err(ConnError::Timeout),
+            Err(SendTimeoutError::Timeout(())),
             || a.send_bytes_timeout(&[0; 64], ms(50)),
         );
         assert!(c.is_alive(), "{m:?}: the child ended early");
 
         // The child sends one item and drains: poll turns true, room comes back.
         go.set();
-        assert_eq!(a.poll(Some(LONG)), Ok(true), "{m:?}");
-        assert_eq!(a.poll(Some(Duration::ZERO)), Ok(true), "{m:?}");
+        assert_eq!(a.poll_timeout(LONG), Ok(()), "{m:?}");
+        assert_eq!(a.try_poll(), Ok(()), "{m:?}");
         assert_eq!(a.try_recv(), Ok(u64::MAX), "{m:?}");
         a.send_timeout(&sent, LONG).expect("send once the child drains");
         drop(a);
@@ -925,7 +965,7 @@ fn hold_then_drain_bytes((conn, go): (Conn<()>, Event)) -> Vec<usize> {
     loop {
         match conn.recv_bytes_timeout(LONG) {
             Ok(v) => sizes.push(v.len()),
-            Err(ConnError::Disconnected) => return sizes,
+            Err(RecvTimeoutError::Disconnected) => return sizes,
             Err(e) => panic!("recv_bytes after {sizes:?}: {e:?}"),
         }
     }
@@ -959,12 +999,12 @@ fn a_message_larger_than_the_pipe_does_not_make_try_send_or_send_timeout_block()
         let sizes = join(&mut c);
         assert_eq!(
             tried,
-            Err(ConnError::Full),
+            Err(TrySendError::Full(())),
             "{m:?}: try_send_bytes (took {try_took:?})"
         );
         assert_eq!(
             timed,
-            Err(ConnError::Timeout),
+            Err(SendTimeoutError::Timeout(())),
             "{m:?}: send_bytes_timeout (took {timed_took:?})"
         );
         assert_eq!(sizes, vec![3], "{m:?}: what the reader got");
@@ -994,7 +1034,11 @@ fn a_64_mib_message_streams_through_the_256_kib_pipe() {
         eprintln!("{m:?}: 64 MiB received in {:?}", t.elapsed());
         assert_eq!(v.len(), BIG, "{m:?}");
         assert_eq!(checksum(&v), join(&mut c), "{m:?}: checksum");
-        assert_eq!(a.recv_bytes_timeout(LONG), Err(ConnError::Disconnected), "{m:?}");
+        assert_eq!(
+            a.recv_bytes_timeout(LONG),
+            Err(RecvTimeoutError::Disconnected),
+            "{m:?}"
+        );
     }
 }
 
@@ -1019,8 +1063,8 @@ fn recv_bytes_into_returns_a_too_long_message_whole_and_fills_a_big_enough_buffe
 
         let mut small = vec![0u8; 1024];
         match a.recv_bytes_into_timeout(&mut small, LONG) {
-            Err(ConnError::BufferTooShort(msg)) => assert!(msg == want, "{m:?}: message in the error"),
-            other => panic!("{m:?}: too-small buffer: {:?}", other.map_err(|e| e.to_string())),
+            Err(RecvTimeoutError::TooLarge(msg)) => assert!(msg == want, "{m:?}: message in the error"),
+            other => panic!("{m:?}: too-small buffer: {:?}", other),
         }
         assert!(
             small.iter().all(|&b| b == 0),
@@ -1055,7 +1099,7 @@ fn recv_bytes_into_returns_a_too_long_message_whole_and_fills_a_big_enough_buffe
         join(&mut c);
         assert_eq!(
             a.recv_bytes_into_timeout(&mut exact, LONG),
-            Err(ConnError::Disconnected),
+            Err(RecvTimeoutError::Disconnected),
             "{m:?}"
         );
     }
@@ -1072,7 +1116,7 @@ const GARBAGE: [&[u8]; 2] = [b"", &[1, 2, 0xC3, 0x28]];
 fn three_recvs(conn: &Conn<Record>) -> Vec<String> {
     (0..3)
         .map(|_| match conn.recv_timeout(LONG) {
-            Err(ConnError::Decode(_)) => "Decode".to_owned(),
+            Err(RecvTimeoutError::Decode(_)) => "Decode".to_owned(),
             other => format!("{other:?}"),
         })
         .collect()
@@ -1092,7 +1136,7 @@ fn an_undecodable_message_is_a_decode_error_and_the_pipe_stays_usable() {
     let want = vec![
         "Decode".to_owned(),
         "Decode".to_owned(),
-        format!("{:?}", Ok::<_, ConnError>(record(7))),
+        format!("{:?}", Ok::<_, RecvError>(record(7))),
     ];
     for m in METHODS {
         let (a, b) = pipe::<Record>().unwrap();
@@ -1133,7 +1177,11 @@ fn close_makes_later_calls_fail_with_closed_and_the_peer_sees_disconnected() {
         let t = Instant::now();
         let r = a.recv_timeout(LONG);
         report_detection(&format!("{m:?} close in a live child"), t.elapsed());
-        assert_eq!(r, Err(ConnError::Disconnected), "{m:?}: after the child closed");
+        assert_eq!(
+            r,
+            Err(RecvTimeoutError::Disconnected),
+            "{m:?}: after the child closed"
+        );
         assert!(c.is_alive(), "{m:?}: the child should still live");
         go.set();
         assert_all(
@@ -1141,7 +1189,7 @@ fn close_makes_later_calls_fail_with_closed_and_the_peer_sees_disconnected() {
             "Err(Closed)",
             &format!("{m:?}: child's closed handle"),
         );
-        assert_eq!(a.send(&record(3)), Err(ConnError::Disconnected), "{m:?}");
+        assert_eq!(a.send(&record(3)), Err(SendError::Disconnected(())), "{m:?}");
 
         // The parent closes while the child waits in recv.
         let (a, b) = pipe::<Record>().unwrap();
@@ -1149,7 +1197,7 @@ fn close_makes_later_calls_fail_with_closed_and_the_peer_sees_disconnected() {
         let mut c = start(m, recv_blocked, (b, ready.clone()));
         wait_blocked(&ready, c.pid());
         a.close();
-        assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected)", "{m:?}");
+        assert_eq!(join(&mut c), "Err(Disconnected) Err(Disconnected(..))", "{m:?}");
         assert_all(
             &every_call(&a, &record(4)),
             "Err(Closed)",
@@ -1170,7 +1218,7 @@ fn a_closed_connection_cannot_be_passed_to_a_spawned_child() {
         .daemon(true)
         .start();
     assert!(matches!(r, Err(ProcessError::Codec(_))), "{r:?}");
-    assert_eq!(a.try_recv(), Err(ConnError::Disconnected));
+    assert_eq!(a.try_recv(), Err(TryRecvError::Disconnected));
 }
 
 /// Drops slowly: stands for anything a closure captures that takes the parent a while to
@@ -1213,7 +1261,7 @@ fn a_forked_child_that_closes_its_end_before_the_parent_drops_the_closure_discon
     assert!(alive, "the child should have lived on after closing");
     assert_eq!(
         r,
-        Err(ConnError::Disconnected),
+        Err(RecvTimeoutError::Disconnected),
         "the child closed its end, the parent dropped its copy"
     );
 }
@@ -1347,7 +1395,7 @@ fn random_kills_of_a_streaming_writer_leave_whole_messages_then_disconnected() {
         loop {
             match a.recv_bytes_timeout(LONG) {
                 Ok(v) => check(v, &mut got),
-                Err(ConnError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
                 Err(e) => panic!("{what}: {e:?} after {got} messages"),
             }
         }
@@ -1417,20 +1465,47 @@ fn pod_connection_crosses_processes_and_reports_a_killed_peer() {
     for m in METHODS {
         let (mine, theirs) = PodConn::pair(true, 4096).unwrap();
         let mut child = start(m, pod_echo, theirs);
-        assert_eq!(mine.try_recv(), Err(ConnError::Empty));
+        assert_eq!(mine.try_recv(), Err(TryRecvError::Empty));
         for v in 1..=2000u64 {
             mine.send(&v).unwrap();
             assert_eq!(mine.recv_timeout(LONG), Ok(2 * v), "{m:?}");
         }
         mine.send(&0).unwrap();
         assert_eq!(
-            mine.poll(Some(LONG)),
-            Ok(true),
+            mine.poll_timeout(LONG),
+            Ok(()),
             "{m:?}: the end mark never became readable"
         );
         assert_eq!(mine.try_recv(), Ok(u64::MAX));
         common::kill_and_reap(&mut child);
-        assert_eq!(mine.recv_timeout(LONG), Err(ConnError::Disconnected), "{m:?}");
-        assert_eq!(mine.send(&1), Err(ConnError::Disconnected), "{m:?}");
+        assert_eq!(
+            mine.recv_timeout(LONG),
+            Err(RecvTimeoutError::Disconnected),
+            "{m:?}"
+        );
+        assert_eq!(mine.send(&1), Err(SendError::Disconnected(())), "{m:?}");
     }
+}
+
+/// `try_recv_bytes_into`: `Empty` with nothing there, the message whole in `TooLarge` for a
+/// buffer too short, the length otherwise; `try_poll` agrees with what is waiting.
+#[test]
+fn try_recv_bytes_into_follows_the_try_rule() {
+    let _g = shared();
+    let (a, b) = pipe::<()>().unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(a.try_recv_bytes_into(&mut buf), Err(TryRecvError::Empty));
+    assert_eq!(a.try_poll(), Err(TryRecvError::Empty));
+    b.send_bytes(b"hello").unwrap();
+    assert_eq!(a.poll_timeout(LONG), Ok(()));
+    assert_eq!(
+        a.try_recv_bytes_into(&mut buf),
+        Err(TryRecvError::TooLarge(b"hello".to_vec()))
+    );
+    b.send_bytes(b"hey").unwrap();
+    assert_eq!(a.try_recv_bytes_into(&mut buf), Ok(3));
+    assert_eq!(&buf[..3], b"hey");
+    drop(b);
+    assert_eq!(a.try_poll(), Ok(()), "the peer is gone: a recv would not wait");
+    assert_eq!(a.try_recv_bytes_into(&mut buf), Err(TryRecvError::Disconnected));
 }

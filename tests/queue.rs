@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use common::{bounded, eventually, join, kill_and_reap, ms, proc_state, start, JOIN, LONG, METHODS};
 use serde::{Deserialize, Serialize};
 use shmproc::{
-    Codec, Event, GetError, JoinableQueue, PodCodec, Process, ProcessError, PutError, Queue, Shared, ShmSafe,
-    SimpleQueue, StartMethod, TaskDoneError,
+    Codec, Event, JoinTimeoutError, JoinableQueue, PodCodec, Process, ProcessError, Queue, RecvError,
+    RecvTimeoutError, SendError, SendTimeoutError, Shared, ShmSafe, SimpleQueue, StartMethod, TaskDoneError,
+    TryRecvError, TrySendError,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -213,10 +214,10 @@ fn timed_get((q, waiting): (Queue<u32>, Shared<AtomicU32>)) -> (String, u128, u3
 fn get_timeout_and_try_get_on_an_empty_queue() {
     let _g = common::shared();
     let q = Queue::<u32>::new(0).unwrap();
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    assert_eq!(q.try_get(), Err(TryRecvError::Empty));
     for timeout in [ms(1), ms(30), ms(120)] {
         let t = Instant::now();
-        assert_eq!(q.get_timeout(timeout), Err(GetError::Empty));
+        assert_eq!(q.get_timeout(timeout), Err(RecvTimeoutError::Timeout));
         assert!(
             t.elapsed() >= timeout,
             "Empty after {:?} < {timeout:?}",
@@ -230,7 +231,7 @@ fn get_timeout_and_try_get_on_an_empty_queue() {
         wait_until_asleep(c.pid());
         q.put(7).unwrap();
         let (empty, took, item) = join(&mut c);
-        assert_eq!(empty, "Err(Empty)", "{m:?}");
+        assert_eq!(empty, "Err(Timeout)", "{m:?}");
         assert!(took >= 100, "{m:?}: Empty after {took} ms");
         assert_eq!(item, 7);
         assert!(q.empty());
@@ -250,19 +251,25 @@ fn maxsize_limits_items_with_full_errors_that_return_the_item() {
     let _g = common::shared();
     for m in METHODS {
         let q = Queue::<u32>::new(2).unwrap();
-        assert_eq!(q.maxsize(), 2);
+        assert_eq!(q.capacity(), Some(2));
+        assert_eq!(Queue::<u32>::new(0).unwrap().capacity(), None, "no item limit");
+        let pod = Queue::<u64, PodCodec>::with_capacity(0, 1024).unwrap();
+        assert!(
+            pod.capacity().is_some_and(|n| n >= 2),
+            "a Pod queue's slots bound it"
+        );
         assert!(q.empty() && !q.full() && q.qsize() == 0);
         q.put(1).unwrap();
         assert!(!q.empty() && !q.full() && q.qsize() == 1);
         q.try_put(2).unwrap();
         assert!(q.full() && q.qsize() == 2);
         match q.try_put(3) {
-            Err(PutError::Full(3)) => {}
+            Err(TrySendError::Full(3)) => {}
             other => panic!("try_put on a full queue: {other:?}"),
         }
         let t = Instant::now();
         match q.put_timeout(4, ms(80)) {
-            Err(PutError::Full(item)) => assert_eq!(item, 4),
+            Err(SendTimeoutError::Timeout(item)) => assert_eq!(item, 4),
             other => panic!("put_timeout on a full queue: {other:?}"),
         }
         assert!(t.elapsed() >= ms(80), "Full after {:?}", t.elapsed());
@@ -280,7 +287,7 @@ fn maxsize_limits_items_with_full_errors_that_return_the_item() {
         assert_eq!(q.try_get(), Ok(2));
         assert_eq!(q.try_get(), Ok(101));
         assert!(q.empty() && !q.full() && q.qsize() == 0);
-        assert_eq!(q.try_get(), Err(GetError::Empty));
+        assert_eq!(q.try_get(), Err(TryRecvError::Empty));
     }
 }
 
@@ -312,7 +319,7 @@ fn qsize_is_exact_across_processes() {
 fn close_mine(q: Queue<String>) -> Vec<String> {
     q.close();
     let put = match q.put("from a closed handle".into()) {
-        Err(PutError::Closed(s)) => format!("Closed({s})"),
+        Err(SendError::Closed(s)) => format!("Closed({s})"),
         other => format!("{other:?}"),
     };
     // An item is waiting: a closed handle must refuse it, not wait and not take it.
@@ -345,18 +352,18 @@ fn close_is_per_handle() {
         let mine = q.clone();
         mine.close();
         match mine.put("x".into()) {
-            Err(PutError::Closed(s)) => assert_eq!(s, "x"),
+            Err(SendError::Closed(s)) => assert_eq!(s, "x"),
             other => panic!("put on a closed handle: {other:?}"),
         }
-        assert!(matches!(mine.try_put("y".into()), Err(PutError::Closed(_))));
+        assert!(matches!(mine.try_put("y".into()), Err(TrySendError::Closed(_))));
         // A closed handle refuses to read (Python: "Queue is closed"), even with an item
         // waiting, and a clone of it is open.
         q.put("a".into()).unwrap();
-        assert_eq!(mine.try_get(), Err(GetError::Closed));
-        assert_eq!(mine.get_timeout(LONG), Err(GetError::Closed));
+        assert_eq!(mine.try_get(), Err(TryRecvError::Closed));
+        assert_eq!(mine.get_timeout(LONG), Err(RecvTimeoutError::Closed));
         assert_eq!(
             bounded("get on a closed handle", move || mine.get()),
-            Err(GetError::Closed)
+            Err(RecvError::Closed)
         );
         assert_eq!(q.try_get().unwrap(), "a", "the refused gets took nothing");
         let mine = q.clone();
@@ -415,7 +422,7 @@ fn blocked_get((q, waiting): (Queue<u32>, Shared<AtomicU32>)) -> String {
 fn blocked_put_forever((q, item, waiting): (Queue<Vec<u8>, Raw>, Vec<u8>, Shared<AtomicU32>)) -> String {
     waiting.store(1, SeqCst);
     match q.put(item) {
-        Err(PutError::Closed(v)) => format!("Closed({} bytes)", v.len()),
+        Err(SendError::Closed(v)) => format!("Closed({} bytes)", v.len()),
         other => format!("{other:?}"),
     }
 }
@@ -436,9 +443,9 @@ fn shutdown_wakes_a_blocked_get_in_another_process() {
         wait_until_asleep(c.pid());
         q.shutdown();
         assert_eq!(join(&mut c), "Err(Closed)", "{m:?}");
-        assert!(matches!(q.try_put(1), Err(PutError::Closed(1))));
-        assert_eq!(q.try_get(), Err(GetError::Closed));
-        assert_eq!(q.get_timeout(ms(10)), Err(GetError::Closed));
+        assert!(matches!(q.try_put(1), Err(TrySendError::Closed(1))));
+        assert_eq!(q.try_get(), Err(TryRecvError::Closed));
+        assert_eq!(q.get_timeout(ms(10)), Err(RecvTimeoutError::Closed));
     }
 }
 
@@ -460,7 +467,7 @@ fn shutdown_wakes_a_put_blocked_on_maxsize_or_on_a_full_buffer() {
             Ok(1),
             "{m:?}: the item put before the shutdown drains"
         );
-        assert_eq!(q.try_get(), Err(GetError::Closed));
+        assert_eq!(q.try_get(), Err(TryRecvError::Closed));
 
         // On a full buffer: four 1000-byte frames fill 4 KiB, the fifth message waits.
         let q = Queue::<Vec<u8>, Raw>::with_capacity(0, 4096).unwrap();
@@ -482,7 +489,7 @@ fn shutdown_wakes_a_put_blocked_on_maxsize_or_on_a_full_buffer() {
         for i in 0..4 {
             assert_eq!(q.get_timeout(LONG), Ok(vec![i; 1000]));
         }
-        assert_eq!(q.try_get(), Err(GetError::Closed));
+        assert_eq!(q.try_get(), Err(TryRecvError::Closed));
     }
 }
 
@@ -500,12 +507,12 @@ fn gets_drain_remaining_items_after_shutdown() {
         let q = Queue::<u32>::with_capacity(0, 4096).unwrap();
         join(&mut start(m, put_then_shutdown, (q.clone(), 50)));
         assert_eq!(q.qsize(), 50);
-        assert!(matches!(q.put(99), Err(PutError::Closed(99))));
+        assert!(matches!(q.put(99), Err(SendError::Closed(99))));
         for i in 0..50 {
             assert_eq!(q.get_timeout(LONG), Ok(i), "{m:?}");
         }
-        assert_eq!(q.get_timeout(LONG), Err(GetError::Closed));
-        assert_eq!(q.try_get(), Err(GetError::Closed));
+        assert_eq!(q.get_timeout(LONG), Err(RecvTimeoutError::Closed));
+        assert_eq!(q.try_get(), Err(TryRecvError::Closed));
     }
 }
 
@@ -723,13 +730,13 @@ fn an_undecodable_message_is_a_decode_error_and_is_consumed() {
         assert_eq!(q.qsize(), 5);
         assert_eq!(q.try_get(), Ok(Even(2)));
         match q.try_get() {
-            Err(GetError::Decode(e)) => println!("{m:?}: decode error: {e}"),
+            Err(TryRecvError::Decode(e)) => println!("{m:?}: decode error: {e}"),
             other => panic!("{m:?}: expected a decode error, got {other:?}"),
         }
         assert_eq!(q.try_get(), Ok(Even(4)));
-        assert!(matches!(q.try_get(), Err(GetError::Decode(_))));
+        assert!(matches!(q.try_get(), Err(TryRecvError::Decode(_))));
         assert_eq!(q.try_get(), Ok(Even(6)));
-        assert_eq!(q.try_get(), Err(GetError::Empty));
+        assert_eq!(q.try_get(), Err(TryRecvError::Empty));
         assert_eq!(q.qsize(), 0);
     }
 }
@@ -749,7 +756,7 @@ fn simple_echo((inq, outq): (Pairs, Pairs)) {
         outq.put((n * 2, s.to_uppercase())).expect("put");
     }
     outq.close();
-    assert!(matches!(outq.put((0, String::new())), Err(PutError::Closed(_))));
+    assert!(matches!(outq.put((0, String::new())), Err(SendError::Closed(_))));
 }
 
 #[test]
@@ -794,7 +801,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
     let _g = common::shared();
     for m in METHODS {
         let q = JoinableQueue::<u32>::new(0).unwrap();
-        assert!(q.join_timeout(ms(1)), "nothing put: nothing to wait for");
+        assert_eq!(q.join_timeout(ms(1)), Ok(()), "nothing put: nothing to wait for");
         assert_eq!(q.task_done(), Err(TaskDoneError));
         let done = flag();
         let n = 12;
@@ -805,7 +812,11 @@ fn joinable_queue_join_waits_for_every_task_done() {
         assert!(q.unfinished_tasks() > 0);
         // The worker sleeps 5 ms per item: 12 items cannot all be done within 5 ms.
         let t = Instant::now();
-        assert!(!q.join_timeout(ms(5)), "{m:?}: join_timeout with tasks pending");
+        assert_eq!(
+            q.join_timeout(ms(5)),
+            Err(JoinTimeoutError::Timeout),
+            "{m:?}: join_timeout with tasks pending"
+        );
         assert!(t.elapsed() >= ms(5));
         let h = q.clone();
         bounded("JoinableQueue::join", move || h.join());
@@ -815,7 +826,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
             "{m:?}: join returned before every task was done"
         );
         assert_eq!(q.unfinished_tasks(), 0);
-        assert!(q.join_timeout(ms(1)));
+        assert_eq!(q.join_timeout(ms(1)), Ok(()));
         assert_eq!(
             join(&mut c),
             "Err(TaskDoneError)",
@@ -832,12 +843,15 @@ fn joinable_queue_failed_put_is_not_a_task() {
     let _g = common::shared();
     let q = JoinableQueue::<u32>::new(1).unwrap();
     q.put(1).unwrap();
-    assert!(matches!(q.try_put(2), Err(PutError::Full(2))));
-    assert!(matches!(q.put_timeout(3, ms(10)), Err(PutError::Full(3))));
+    assert!(matches!(q.try_put(2), Err(TrySendError::Full(2))));
+    assert!(matches!(
+        q.put_timeout(3, ms(10)),
+        Err(SendTimeoutError::Timeout(3))
+    ));
     assert_eq!(q.unfinished_tasks(), 1);
     assert_eq!(q.try_get(), Ok(1));
     q.task_done().unwrap();
-    assert!(q.join_timeout(ms(1)));
+    assert_eq!(q.join_timeout(ms(1)), Ok(()));
 }
 
 fn sentinel_producer((q, n): (Queue<Option<u64>>, u64)) {
@@ -940,7 +954,7 @@ fn killed_producer_mid_message_consumer_not_reading_drops_the_partial_message() 
         join(&mut p2);
         expect_stream(&got, 2, 6, &format!("{m:?}"));
         assert!(q.empty() && q.qsize() == 0);
-        assert_eq!(q.try_get().map(|m| m.seq), Err(GetError::Empty));
+        assert_eq!(q.try_get().map(|m| m.seq), Err(TryRecvError::Empty));
     }
 }
 
@@ -1049,7 +1063,7 @@ fn try_get_after_a_consumer_died_waiting() {
         q.put(5).unwrap();
         assert_eq!(q.qsize(), 1);
         let t = Instant::now();
-        let mut last = Err(GetError::Empty);
+        let mut last = Err(TryRecvError::Empty);
         let got = eventually(ms(2000), || {
             last = q.try_get();
             last.is_ok()
@@ -1133,7 +1147,7 @@ fn put_timeout_after_a_producer_died_mid_message_keeps_its_timeout() {
         putter.join().unwrap();
         let (r, took) = outcome.unwrap();
         assert!(took >= ms(200) && took < ms(2000), "{m:?}: {r:?} after {took:?}");
-        assert_eq!(r, Err("Full(..)".to_owned()));
+        assert_eq!(r, Err("Timeout(..)".to_owned()));
     }
 }
 
@@ -1215,7 +1229,7 @@ fn trial_consumer((q, t, go, id): (Queue<Msg>, Shared<TrialLog>, Event, u32)) {
                     t.n[id].store(k as u64 + 1, SeqCst);
                 }
             }
-            Err(GetError::Empty) => {}
+            Err(RecvTimeoutError::Timeout) => {}
             Err(e) => panic!("consumer {id}: {e}"),
         }
         if t.stop.load(SeqCst) != 0 {
@@ -1331,8 +1345,8 @@ fn random_kills_of_producers_and_consumers_lose_nothing_else() {
                     assert!(intact(&msg), "trial {trial}: damaged message in the drain");
                     drained.push(key(msg.producer, msg.seq));
                 }
-                Err(GetError::Empty) if producers_done => break,
-                Err(GetError::Empty) => {}
+                Err(RecvTimeoutError::Timeout) if producers_done => break,
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(e) => panic!("trial {trial}: drain: {e}"),
             }
             assert!(
@@ -1432,18 +1446,18 @@ fn pod_queue_maxsize_is_exact_and_crosses_processes() {
         }
         assert!(q.full(), "{m:?}");
         assert_eq!(q.qsize(), 3, "{m:?}");
-        assert!(matches!(q.try_put(9), Err(PutError::Full(9))), "{m:?}");
+        assert!(matches!(q.try_put(9), Err(TrySendError::Full(9))), "{m:?}");
         assert!(
-            matches!(q.put_timeout(9, ms(30)), Err(PutError::Full(9))),
+            matches!(q.put_timeout(9, ms(30)), Err(SendTimeoutError::Timeout(9))),
             "{m:?}"
         );
         let mut c = start(m, drain_three, q.clone());
         assert_eq!(join(&mut c), vec![0, 1, 2], "{m:?}");
         assert!(q.empty(), "{m:?}");
-        assert_eq!(q.try_get(), Err(GetError::Empty), "{m:?}");
+        assert_eq!(q.try_get(), Err(TryRecvError::Empty), "{m:?}");
         q.shutdown();
-        assert!(matches!(q.try_put(1), Err(PutError::Closed(1))), "{m:?}");
-        assert_eq!(q.get_timeout(ms(30)), Err(GetError::Closed), "{m:?}");
+        assert!(matches!(q.try_put(1), Err(TrySendError::Closed(1))), "{m:?}");
+        assert_eq!(q.get_timeout(ms(30)), Err(RecvTimeoutError::Closed), "{m:?}");
     }
 }
 
@@ -1508,7 +1522,7 @@ fn queue_leak_scenario(m: StartMethod) {
     kill_and_reap(&mut p);
     assert_eq!(
         raw.try_get(),
-        Err(GetError::Empty),
+        Err(TryRecvError::Empty),
         "the partial message is dropped"
     );
     // A running child whose handle is dropped after a kill (the reaper takes it).
@@ -1615,7 +1629,7 @@ fn pod_queue_close_shutdown_and_a_killed_producer() {
         wait_until_asleep(c.pid());
         q.shutdown();
         assert_eq!(join(&mut c), "Err(Closed)", "{m:?}: shutdown wakes the sleeper");
-        assert!(matches!(q.try_put(3), Err(PutError::Closed(3))));
+        assert!(matches!(q.try_put(3), Err(TrySendError::Closed(3))));
 
         let q = Queue::<u64, PodCodec>::new(2).unwrap();
         let waiting = flag();
@@ -1624,7 +1638,7 @@ fn pod_queue_close_shutdown_and_a_killed_producer() {
         wait_until_asleep(p.pid());
         kill_and_reap(&mut p);
         assert_eq!((q.try_get(), q.try_get()), (Ok(0), Ok(1)), "{m:?}");
-        assert_eq!(q.try_get(), Err(GetError::Empty));
+        assert_eq!(q.try_get(), Err(TryRecvError::Empty));
         q.put(9).unwrap();
         assert_eq!(q.try_get(), Ok(9));
     }

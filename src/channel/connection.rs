@@ -41,293 +41,24 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::channel::queue::{Codec, Postcard};
-use crate::error::{ConnError, SegmentError};
-use crate::loom::{AtomicU32, AtomicU64, Ordering};
-use crate::ring::{ChanError, Channel};
+use super::codec::{Codec, Postcard};
+use super::endpoint::{self, Failure, Scratch};
+use super::holders::{self, process_info, LinkState};
+use crate::error::{
+    RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+use crate::ring::Channel;
 use crate::shm::transfer;
 use crate::sync::{deadline_after, park};
-use crate::{Shared, ShmSafe};
+use crate::Shared;
 
-/// Processes that may hold one end at a time (a small table under loom, which explores
-/// every step of a scan).
-const HOLDERS: usize = if cfg!(loom) { 4 } else { 64 };
-
-const FREE: u32 = 0;
-const CLAIMING: u32 = 1;
-/// Recorded for a child by the process that handed it the end; the child has not used it.
-const PROVISIONAL: u32 = 2;
-/// The process uses the end (`refs` handles).
-const STRONG: u32 = 3;
-/// The process held the end and let it go (kept until it dies; not a holder).
-const RELEASED: u32 = 4;
+pub(crate) use super::holders::dropping_for_fork_child;
 
 /// How often a `send` that does not have to wait re-checks that the peer lives.
 const SEND_CHECK_NS: u64 = 20_000_000;
 
 /// Default buffer per direction: 256 KiB.
 pub const PIPE_CAPACITY: usize = 256 << 10;
-
-/// One process holding an end.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct Holder {
-    state: AtomicU32,
-    pid: AtomicU32,
-    refs: AtomicU32,
-    _pad: AtomicU32,
-    info: AtomicU64,
-}
-
-/// The holder tables of both ends of a pipe (its own small segment).
-#[repr(C)]
-#[derive(Debug)]
-pub struct LinkState {
-    ends: [[Holder; HOLDERS]; 2],
-}
-
-impl Default for LinkState {
-    fn default() -> Self {
-        Self {
-            ends: std::array::from_fn(|_| std::array::from_fn(|_| Holder::default())),
-        }
-    }
-}
-
-// SAFETY: `#[repr(C)]` of atomics only: every bit pattern is a valid value, and every value
-// read from it is validated before use (a garbage entry is skipped or, at worst, makes an
-// end look held or not held).
-unsafe impl ShmSafe for LinkState {}
-
-fn valid_pid(pid: u32) -> bool {
-    pid != 0 && pid <= park::TID_MASK
-}
-
-fn process_info(pid: u32) -> u64 {
-    park::owner_info(pid, crate::sys::proc::start_time(pid).unwrap_or(0))
-}
-
-impl LinkState {
-    /// The state of `h` if it is a record (provisional, strong or released) of process
-    /// `pid` started as `info`.
-    fn record_of(h: &Holder, pid: u32, info: u64) -> Option<u32> {
-        let st = h.state.load(Ordering::SeqCst);
-        (matches!(st, PROVISIONAL | STRONG | RELEASED)
-            && h.pid.load(Ordering::Relaxed) == pid
-            && h.info.load(Ordering::Relaxed) == info)
-            .then_some(st)
-    }
-
-    /// Claims a free record (freeing those of dead processes if needed) for `pid` in state
-    /// `st` with `refs`. `None` if the table is full of live processes.
-    fn claim(&self, side: usize, pid: u32, info: u64, st: u32, refs: u32) -> Option<&Holder> {
-        for attempt in 0..2 {
-            for h in &self.ends[side] {
-                if h.state
-                    .compare_exchange(FREE, CLAIMING, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    h.pid.store(pid, Ordering::Relaxed);
-                    h.info.store(info, Ordering::Relaxed);
-                    h.refs.store(refs, Ordering::Relaxed);
-                    h.state.store(st, Ordering::SeqCst);
-                    return Some(h);
-                }
-            }
-            if attempt == 0 {
-                self.any_alive(side, 0);
-            }
-        }
-        None
-    }
-
-    /// After claiming `mine` for `pid`, reconciles it with a record another party made for
-    /// the same process at the same time (a forked child using or releasing an end while
-    /// its parent records it late). Both parties write their own record and then read the
-    /// other's (SeqCst), so at least one of them sees both and settles: a provisional record
-    /// yields to a strong one, and turns released if the process already let go.
-    fn settle(&self, side: usize, pid: u32, info: u64, mine: &Holder) {
-        for h in &self.ends[side] {
-            if std::ptr::eq(h, mine) {
-                continue;
-            }
-            let Some(other) = Self::record_of(h, pid, info) else {
-                continue;
-            };
-            let my_state = mine.state.load(Ordering::SeqCst);
-            match (my_state, other) {
-                (PROVISIONAL, STRONG) => Self::free(mine, PROVISIONAL),
-                (PROVISIONAL, PROVISIONAL) if (h as *const Holder) < (mine as *const Holder) => {
-                    Self::free(mine, PROVISIONAL)
-                }
-                (PROVISIONAL, RELEASED) => Self::retire(mine),
-                (STRONG, PROVISIONAL) => Self::free(h, PROVISIONAL),
-                (RELEASED, PROVISIONAL) => Self::retire(h),
-                _ => {}
-            }
-        }
-    }
-
-    /// Provisional → released (the process let the end go before its record was made).
-    fn retire(h: &Holder) {
-        let _ = h
-            .state
-            .compare_exchange(PROVISIONAL, RELEASED, Ordering::SeqCst, Ordering::Relaxed);
-    }
-
-    /// Records `pid` as a holder of end `side`: `strong` for a process that uses it (counted
-    /// per handle), else provisional (a child given the end) — unless that process already
-    /// has a record, e.g. a forked child that used or released the end before its parent
-    /// got to record it. Returns `false` if the table is full.
-    fn register(&self, side: usize, pid: u32, info: u64, strong: bool) -> bool {
-        let mut released = None;
-        for h in &self.ends[side] {
-            match Self::record_of(h, pid, info) {
-                Some(STRONG) => {
-                    if strong {
-                        h.refs.fetch_add(1, Ordering::SeqCst);
-                    }
-                    return true;
-                }
-                Some(PROVISIONAL) => {
-                    if !strong {
-                        return true;
-                    }
-                    h.refs.fetch_add(1, Ordering::SeqCst);
-                    if h.state
-                        .compare_exchange(PROVISIONAL, STRONG, Ordering::SeqCst, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        return true;
-                    }
-                    h.refs.fetch_sub(1, Ordering::SeqCst);
-                }
-                Some(_) => released = released.or(Some(h)),
-                None => {}
-            }
-        }
-        if !strong && released.is_some() {
-            // The process already let the end go: a late record must not revive it.
-            return true;
-        }
-        let (st, refs) = if strong { (STRONG, 1) } else { (PROVISIONAL, 0) };
-        match self.claim(side, pid, info, st, refs) {
-            Some(mine) => {
-                self.settle(side, pid, info, mine);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Drops one strong reference of `pid` (`strong`), or its provisional record. A process
-    /// that no longer holds the end keeps a `RELEASED` record until it dies, so that a
-    /// parent recording it late (see `dropping_for_fork_child`) cannot make it a holder again.
-    fn release(&self, side: usize, pid: u32, info: u64, strong: bool) {
-        let mut provisional = None;
-        for h in &self.ends[side] {
-            match Self::record_of(h, pid, info) {
-                Some(STRONG) if strong => {
-                    let mut refs = h.refs.load(Ordering::SeqCst);
-                    loop {
-                        let next = refs.saturating_sub(1);
-                        match h
-                            .refs
-                            .compare_exchange(refs, next, Ordering::SeqCst, Ordering::Relaxed)
-                        {
-                            Ok(_) => break,
-                            Err(now) => refs = now,
-                        }
-                    }
-                    if refs <= 1
-                        && h.state
-                            .compare_exchange(STRONG, RELEASED, Ordering::SeqCst, Ordering::Relaxed)
-                            .is_ok()
-                    {
-                        // Void any provisional record made for us meanwhile.
-                        self.settle(side, pid, info, h);
-                    }
-                    return;
-                }
-                // Used by this process through another handle: still held.
-                Some(STRONG) => return,
-                Some(PROVISIONAL) => provisional = provisional.or(Some(h)),
-                _ => {}
-            }
-        }
-        match provisional {
-            Some(h) => Self::retire(h),
-            None => {
-                if let Some(mine) = self.claim(side, pid, info, RELEASED, 0) {
-                    self.settle(side, pid, info, mine);
-                }
-            }
-        }
-    }
-
-    fn free(h: &Holder, seen: u32) {
-        if h.state
-            .compare_exchange(seen, CLAIMING, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
-        {
-            h.pid.store(0, Ordering::Relaxed);
-            h.state.store(FREE, Ordering::SeqCst);
-        }
-    }
-
-    /// Whether a live process other than `asker` holds end `side` — or `asker` itself
-    /// does, by using it (a provisional record of the asker is its own inheritance, which
-    /// it evidently does not use). Records of dead processes are freed on the way.
-    fn any_alive(&self, side: usize, asker: u32) -> bool {
-        let mut found = false;
-        for h in &self.ends[side] {
-            let st = h.state.load(Ordering::Acquire);
-            if !matches!(st, PROVISIONAL | STRONG | RELEASED) {
-                continue;
-            }
-            let pid = h.pid.load(Ordering::Relaxed);
-            if !valid_pid(pid) {
-                continue;
-            }
-            if pid == asker {
-                found |= st == STRONG;
-                continue;
-            }
-            if found || (st == RELEASED && asker != 0) {
-                continue;
-            }
-            if park::alive(pid, h.info.load(Ordering::Relaxed)) {
-                found |= st != RELEASED;
-            } else if h
-                .state
-                .compare_exchange(st, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                // Re-check under our claim: the record may have been reused meanwhile.
-                if h.pid.load(Ordering::Relaxed) == pid {
-                    h.pid.store(0, Ordering::Relaxed);
-                    h.state.store(FREE, Ordering::Release);
-                } else {
-                    h.state.store(st, Ordering::Release);
-                }
-            }
-        }
-        found
-    }
-}
-
-thread_local! {
-    /// Set while the parent drops the closure it forked a child with.
-    static FORK_CHILD: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Runs `drop_body` (the parent dropping a forked child's closure) so that every pipe end
-/// dropped inside records `child` as its holder first.
-pub(crate) fn dropping_for_fork_child(child: u32, drop_body: impl FnOnce()) {
-    let prev = FORK_CHILD.with(|c| c.replace(child));
-    drop_body();
-    FORK_CHILD.with(|c| c.set(prev));
-}
 
 /// One end of a pipe: its side's holder table plus the two channels as seen from it.
 struct End {
@@ -338,10 +69,13 @@ struct End {
 /// One end of a pipe; mirrors Python's `multiprocessing.connection.Connection`.
 ///
 /// Every call has a blocking, a timeout and a non-blocking form: `send` / `send_timeout` /
-/// `try_send`, `recv` / `recv_timeout` / `try_recv`, the same for bytes, and
-/// `poll(timeout)`. When every process holding the other end has closed it or died, `recv`
-/// returns [`ConnError::Disconnected`] (Python's `EOFError`) once it drained what was sent,
-/// and `send` returns `Disconnected` (Python's `BrokenPipeError`); see the
+/// `try_send`, `recv` / `recv_timeout` / `try_recv`, the same for bytes, and `poll` /
+/// `poll_timeout` / `try_poll`, with the channel family's errors (a timeout is
+/// `Err(Timeout)`, a try form that would wait `Err(Full(()))` / `Err(Empty)`; `send` takes
+/// the item by reference, so its errors carry `()`). When every process holding the other
+/// end has closed it or died, `recv` returns [`RecvError::Disconnected`] (Python's
+/// `EOFError`) once it drained what was sent, and `send` returns
+/// [`SendError::Disconnected`] (Python's `BrokenPipeError`); see the
 /// [module docs](crate::connection) for how the end's holders are tracked.
 ///
 /// A `Connection` is used by one thread at a time (`Send`, not `Sync`), like Python's.
@@ -419,7 +153,7 @@ where
 /// let (rx, tx) = shmproc::pipe_simplex::<u64>()?;
 /// tx.send(&7)?;
 /// assert_eq!(rx.recv()?, 7);
-/// assert_eq!(rx.send(&1), Err(shmproc::ConnError::NotWritable));
+/// assert_eq!(rx.send(&1), Err(shmproc::SendError::NotWritable(())));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn pipe_simplex<T>() -> Result<(Connection<T>, Connection<T>), SegmentError>
@@ -427,13 +161,6 @@ where
     Postcard: Codec<T>,
 {
     Connection::pair(false, PIPE_CAPACITY)
-}
-
-fn coarse_now_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    (t.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(t.tv_nsec as u64)
 }
 
 /// How a call waits: `None` forever, `Some((deadline, try_form))`.
@@ -491,15 +218,17 @@ impl<T, C: Codec<T>> Connection<T, C> {
         self.reg_epoch.set(park::fork_epoch());
     }
 
+    /// Whether this handle is still open; registers this process as a holder on its
+    /// first use here (after a fork).
     #[inline]
-    fn ready(&self) -> Result<(), ConnError> {
+    fn ready(&self) -> bool {
         if self.closed.get() {
-            return Err(ConnError::Closed);
+            return false;
         }
         if self.reg_epoch.get() != park::fork_epoch() {
             self.register_here();
         }
-        Ok(())
+        true
     }
 
     /// Whether every holder of the other end is gone (cached once true). Reads `/proc` for
@@ -513,7 +242,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
         let e = &self.end;
         let gone = shut || !e.link.any_alive(1 - e.side, self.pid.get());
         self.next_check_ns
-            .set(coarse_now_ns().wrapping_add(SEND_CHECK_NS));
+            .set(crate::sys::clock::coarse_monotonic_ns().wrapping_add(SEND_CHECK_NS));
         if gone {
             self.peer_gone.set(true);
         }
@@ -525,7 +254,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
         if self.peer_gone.get() {
             return true;
         }
-        if coarse_now_ns() < self.next_check_ns.get() {
+        if crate::sys::clock::coarse_monotonic_ns() < self.next_check_ns.get() {
             return false;
         }
         self.check_peer()
@@ -543,102 +272,87 @@ impl<T, C: Codec<T>> Connection<T, C> {
     }
 
     /// Runs `op` (one send or receive attempt with the given deadline) until it succeeds,
-    /// the peer is gone or the call's time is up (`Timeout`, or `try_failed` for the try
-    /// form). Once the peer is gone, a receiver (`drain`) still gets what it sent before.
-    fn attempts(
+    /// the peer is gone or the call's time is up (`Timeout`; the try form reads it as
+    /// `Full` / `Empty`). Once the peer is gone, a receiver (`drain`) still gets what it
+    /// sent before.
+    fn attempts<E: Failure>(
         &self,
         wait: Wait,
-        mut op: impl FnMut(Instant) -> Result<(), ChanError>,
+        mut op: impl FnMut(Instant) -> Result<(), E>,
         drain: bool,
-        try_failed: ConnError,
-    ) -> Result<(), ConnError> {
+    ) -> Result<(), E> {
         let try_form = matches!(wait, Some((_, true)));
         let mut first = true;
         let mut slept = false;
         loop {
             let (until, last) = self.attempt(first, wait);
             first = false;
-            match op(until) {
+            let e = match op(until) {
                 Ok(()) => return Ok(()),
-                Err(ChanError::Closed) => {
-                    // The last holder of the other end closed it: so is every later call.
-                    self.peer_gone.set(true);
-                    return Err(ConnError::Disconnected);
-                }
-                Err(ChanError::Corrupted) => return Err(ConnError::Corrupted),
-                Err(ChanError::Full | ChanError::Timeout) => {
-                    // After the first, non-blocking attempt the check is throttled (a call
-                    // that finds the pipe empty or full need not read `/proc` each time);
-                    // after a sleep slice it is done in full, so a waiting call notices a
-                    // dead peer within one slice.
-                    let gone = if try_form || !slept {
-                        self.check_peer_throttled()
-                    } else {
-                        self.check_peer()
-                    };
-                    slept = true;
-                    if gone {
-                        if !drain {
-                            return Err(ConnError::Disconnected);
-                        }
-                        return match op(self.created) {
-                            Ok(()) => Ok(()),
-                            Err(ChanError::Corrupted) => Err(ConnError::Corrupted),
-                            Err(_) => Err(ConnError::Disconnected),
-                        };
+                Err(e) if e.is_timeout() => e,
+                Err(e) => {
+                    if e.is_disconnected() {
+                        // The last holder of the other end closed it: so is every later call.
+                        self.peer_gone.set(true);
                     }
-                    if last {
-                        return Err(if try_form { try_failed } else { ConnError::Timeout });
-                    }
+                    return Err(e);
                 }
+            };
+            // After the first, non-blocking attempt the check is throttled (a call that
+            // finds the pipe empty or full need not read `/proc` each time); after a sleep
+            // slice it is done in full, so a waiting call notices a dead peer within one
+            // slice.
+            let gone = if try_form || !slept {
+                self.check_peer_throttled()
+            } else {
+                self.check_peer()
+            };
+            slept = true;
+            if gone {
+                if !drain {
+                    return Err(E::disconnected());
+                }
+                return match op(self.created) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_corrupted() => Err(e),
+                    Err(_) => Err(E::disconnected()),
+                };
+            }
+            if last {
+                return Err(e);
             }
         }
     }
 
-    fn send_raw(&self, bytes: &[u8], wait: Wait) -> Result<(), ConnError> {
-        self.ready()?;
-        let tx = self.tx.as_ref().ok_or(ConnError::NotWritable)?;
+    fn send_raw(&self, bytes: &[u8], wait: Wait) -> Result<(), SendTimeoutError<()>> {
+        if !self.ready() {
+            return Err(SendTimeoutError::Closed(()));
+        }
+        let tx = self.tx.as_ref().ok_or(SendTimeoutError::NotWritable(()))?;
         if self.check_peer_throttled() {
-            return Err(ConnError::Disconnected);
+            return Err(SendTimeoutError::Disconnected(()));
         }
         let finish_by = wait.map(|(d, _)| d);
         let send = |until| tx.send_streaming(bytes, None, Some(until), finish_by, &mut || !self.check_peer());
-        self.attempts(wait, send, false, ConnError::Full)
+        self.attempts(wait, send, false)
     }
 
-    fn recv_raw(&self, out: &mut Vec<u8>, wait: Wait) -> Result<(), ConnError> {
-        self.ready()?;
-        let rx = self.rx.as_ref().ok_or(ConnError::NotReadable)?;
-        self.attempts(
-            wait,
-            |until| rx.recv_into(out, Some(until)),
-            true,
-            ConnError::Empty,
-        )
-    }
-
-    fn send_item(&self, item: &T, wait: Wait) -> Result<(), ConnError> {
-        if let Some(bytes) = C::as_bytes(item) {
-            // The item's own bytes (Pod, raw bytes): no encoding buffer.
-            return self.send_raw(bytes, wait);
+    fn recv_raw(&self, out: &mut Vec<u8>, wait: Wait) -> Result<(), RecvTimeoutError> {
+        if !self.ready() {
+            return Err(RecvTimeoutError::Closed);
         }
-        let mut buf = self.scratch.take();
-        buf.clear();
-        let r = match C::encode(item, &mut buf) {
-            Ok(()) => self.send_raw(&buf, wait),
-            Err(e) => Err(ConnError::Encode(e)),
-        };
-        self.scratch.replace(buf);
-        r
+        let rx = self.rx.as_ref().ok_or(RecvTimeoutError::NotReadable)?;
+        self.attempts(wait, |until| rx.recv_into(out, Some(until)), true)
     }
 
-    fn recv_item(&self, wait: Wait) -> Result<T, ConnError> {
-        let mut buf = self.scratch.take();
-        let r = self
-            .recv_raw(&mut buf, wait)
-            .and_then(|()| C::decode(&buf).map_err(ConnError::Decode));
-        self.scratch.replace(buf);
-        r
+    #[inline]
+    fn send_item(&self, item: &T, wait: Wait) -> Result<(), SendTimeoutError<()>> {
+        endpoint::send_item::<T, C>(item, &self.scratch, |bytes| self.send_raw(bytes, wait))
+    }
+
+    #[inline]
+    fn recv_item(&self, wait: Wait) -> Result<T, RecvTimeoutError> {
+        endpoint::recv_item::<T, C>(&self.scratch, |buf| self.recv_raw(buf, wait))
     }
 
     fn timed(timeout: Duration) -> Wait {
@@ -650,123 +364,154 @@ impl<T, C: Codec<T>> Connection<T, C> {
     }
 
     /// Sends `item`, waiting for room as long as needed (Python's `send(obj)`).
-    pub fn send(&self, item: &T) -> Result<(), ConnError> {
-        self.send_item(item, None)
+    pub fn send(&self, item: &T) -> Result<(), SendError<()>> {
+        self.send_item(item, None).map_err(endpoint::blocking_send)
     }
 
-    /// Sends `item`, waiting at most `timeout` for room (`Timeout` after that).
-    pub fn send_timeout(&self, item: &T, timeout: Duration) -> Result<(), ConnError> {
+    /// Sends `item`, waiting at most `timeout` for room (`Timeout(())` after that).
+    pub fn send_timeout(&self, item: &T, timeout: Duration) -> Result<(), SendTimeoutError<()>> {
         self.send_item(item, Self::timed(timeout))
     }
 
-    /// Sends `item` only if there is room now (`Full` otherwise).
-    pub fn try_send(&self, item: &T) -> Result<(), ConnError> {
+    /// Sends `item` only if there is room now (`Full(())` otherwise).
+    pub fn try_send(&self, item: &T) -> Result<(), TrySendError<()>> {
         self.send_item(item, Self::now())
+            .map_err(SendTimeoutError::into_try)
     }
 
     /// Receives the next item, waiting as long as needed (Python's `recv()`).
-    pub fn recv(&self) -> Result<T, ConnError> {
-        self.recv_item(None)
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_item(None).map_err(endpoint::blocking_recv)
     }
 
     /// Receives the next item, waiting at most `timeout` (`Timeout` after that).
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, ConnError> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.recv_item(Self::timed(timeout))
     }
 
     /// Receives the next item only if one is there now (`Empty` otherwise).
-    pub fn try_recv(&self) -> Result<T, ConnError> {
-        self.recv_item(Self::now())
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.recv_item(Self::now()).map_err(RecvTimeoutError::into_try)
     }
 
     /// Sends raw bytes as one message (Python's `send_bytes`); any length.
-    pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), ConnError> {
-        self.send_raw(bytes, None)
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError<()>> {
+        self.send_raw(bytes, None).map_err(endpoint::blocking_send)
     }
 
     /// `send_bytes`, waiting at most `timeout` for room.
-    pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<(), ConnError> {
+    pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<(), SendTimeoutError<()>> {
         self.send_raw(bytes, Self::timed(timeout))
     }
 
     /// `send_bytes` only if there is room now.
-    pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<(), ConnError> {
+    pub fn try_send_bytes(&self, bytes: &[u8]) -> Result<(), TrySendError<()>> {
         self.send_raw(bytes, Self::now())
+            .map_err(SendTimeoutError::into_try)
+    }
+
+    fn recv_bytes_wait(&self, wait: Wait) -> Result<Vec<u8>, RecvTimeoutError> {
+        let mut v = Vec::new();
+        self.recv_raw(&mut v, wait).map(|()| v)
     }
 
     /// Receives one message as raw bytes (Python's `recv_bytes`).
-    pub fn recv_bytes(&self) -> Result<Vec<u8>, ConnError> {
-        let mut v = Vec::new();
-        self.recv_raw(&mut v, None).map(|()| v)
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        self.recv_bytes_wait(None).map_err(endpoint::blocking_recv)
     }
 
     /// `recv_bytes`, waiting at most `timeout`.
-    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, ConnError> {
-        let mut v = Vec::new();
-        self.recv_raw(&mut v, Self::timed(timeout)).map(|()| v)
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvTimeoutError> {
+        self.recv_bytes_wait(Self::timed(timeout))
     }
 
     /// `recv_bytes` only if a message is there now.
-    pub fn try_recv_bytes(&self) -> Result<Vec<u8>, ConnError> {
-        let mut v = Vec::new();
-        self.recv_raw(&mut v, Self::now()).map(|()| v)
+    pub fn try_recv_bytes(&self) -> Result<Vec<u8>, TryRecvError> {
+        self.recv_bytes_wait(Self::now())
+            .map_err(RecvTimeoutError::into_try)
     }
 
     /// Receives one message into `buf` and returns its length (Python's
     /// `recv_bytes_into`). A message longer than `buf` is not lost: it comes back inside
-    /// [`ConnError::BufferTooShort`].
+    /// [`RecvError::TooLarge`] (Python's `BufferTooShort`).
     ///
     /// ```
     /// let (a, b) = shmproc::pipe::<()>()?;
     /// a.send_bytes(b"hello world")?;
     /// let mut small = [0u8; 4];
     /// match b.recv_bytes_into(&mut small) {
-    ///     Err(shmproc::ConnError::BufferTooShort(msg)) => assert_eq!(msg, b"hello world"),
+    ///     Err(shmproc::RecvError::TooLarge(msg)) => assert_eq!(msg, b"hello world"),
     ///     other => panic!("{other:?}"),
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, ConnError> {
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.recv_bytes_into_wait(buf, None)
+            .map_err(endpoint::blocking_recv)
     }
 
     /// `recv_bytes_into`, waiting at most `timeout`.
-    pub fn recv_bytes_into_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize, ConnError> {
+    pub fn recv_bytes_into_timeout(
+        &self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<usize, RecvTimeoutError> {
         self.recv_bytes_into_wait(buf, Self::timed(timeout))
     }
 
-    fn recv_bytes_into_wait(&self, buf: &mut [u8], wait: Wait) -> Result<usize, ConnError> {
-        let mut v = self.scratch.take();
-        let r = self.recv_raw(&mut v, wait).and_then(|()| {
-            if v.len() > buf.len() {
-                Err(ConnError::BufferTooShort(std::mem::take(&mut v)))
-            } else {
-                buf[..v.len()].copy_from_slice(&v);
-                Ok(v.len())
-            }
-        });
-        self.scratch.replace(v);
-        r
+    /// `recv_bytes_into` only if a message is there now.
+    pub fn try_recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        self.recv_bytes_into_wait(buf, Self::now())
+            .map_err(RecvTimeoutError::into_try)
     }
 
-    /// Whether a `recv` would return at once — a message is waiting, or the other end is
-    /// gone (Python's `poll(timeout)`): `Some(Duration::ZERO)` just looks, `None` waits as
-    /// long as needed.
-    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool, ConnError> {
-        self.ready()?;
-        let rx = self.rx.as_ref().ok_or(ConnError::NotReadable)?;
-        let far = || Instant::now() + Duration::from_secs(1 << 30);
-        let deadline = timeout.map(|t| deadline_after(t).unwrap_or_else(far));
+    fn recv_bytes_into_wait(&self, buf: &mut [u8], wait: Wait) -> Result<usize, RecvTimeoutError> {
+        self.scratch.with(|v| {
+            self.recv_raw(v, wait)?;
+            if v.len() > buf.len() {
+                // The message, whole (the scratch buffer starts afresh).
+                return Err(RecvTimeoutError::TooLarge(std::mem::take(v)));
+            }
+            buf[..v.len()].copy_from_slice(v);
+            Ok(v.len())
+        })
+    }
+
+    /// Waits until a `recv` would return at once — a message is waiting, or the other end
+    /// is gone (Python's `poll(None)`). `Ok(())` then; errors only for a closed handle
+    /// (`Closed`) or a sending-only end (`NotReadable`).
+    pub fn poll(&self) -> Result<(), RecvError> {
+        self.poll_until(None).map_err(endpoint::blocking_recv)
+    }
+
+    /// [`poll`](Self::poll), waiting at most `timeout` (Python's `poll(timeout)`, whose
+    /// `False` is `Err(Timeout)` here).
+    pub fn poll_timeout(&self, timeout: Duration) -> Result<(), RecvTimeoutError> {
+        self.poll_until(deadline_after(timeout))
+    }
+
+    /// Whether a `recv` would return at once, without waiting (Python's `poll()`, whose
+    /// `False` is `Err(Empty)` here).
+    pub fn try_poll(&self) -> Result<(), TryRecvError> {
+        self.poll_until(Some(Instant::now()))
+            .map_err(RecvTimeoutError::into_try)
+    }
+
+    fn poll_until(&self, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
+        if !self.ready() {
+            return Err(RecvTimeoutError::Closed);
+        }
+        let rx = self.rx.as_ref().ok_or(RecvTimeoutError::NotReadable)?;
         loop {
             let (slice, last) = park::slice_deadline(deadline);
-            if rx.wait_readable(Some(slice)) {
-                return Ok(true);
+            if rx.wait_readable(Some(slice)).is_ok() {
+                return Ok(());
             }
             if self.check_peer_throttled() || (last && self.check_peer()) {
-                return Ok(true);
+                return Ok(());
             }
             if last {
-                return Ok(false);
+                return Err(RecvTimeoutError::Timeout);
             }
         }
     }
@@ -799,7 +544,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
 
     fn release(&self) {
         let e = &self.end;
-        let fork_child = FORK_CHILD.with(Cell::get);
+        let fork_child = holders::fork_child();
         if fork_child != 0 {
             // The parent drops the closure of a child it just forked: the child holds us now.
             e.link
@@ -814,12 +559,12 @@ impl<T, C: Codec<T>> Connection<T, C> {
         }
         if !e.link.any_alive(e.side, 0) {
             // Nobody holds this end any more: wake the peer now. Its send side first, so a
-            // peer whose recv sees the shutdown cannot then send into a channel still open.
+            // peer whose recv sees the disconnect cannot then send into a channel still open.
             if let Some(c) = &self.rx {
-                c.shutdown();
+                c.disconnect();
             }
             if let Some(c) = &self.tx {
-                c.shutdown();
+                c.disconnect();
             }
         }
     }
@@ -867,31 +612,5 @@ impl<'de, T, C: Codec<T>> Deserialize<'de> for Connection<T, C> {
         let c = Self::wrap(t.tx, t.rx, t.link, usize::from(t.side));
         c.register_here();
         Ok(c)
-    }
-}
-
-/// The holder table's operations, for the loom suite (`--cfg loom`): one end, one `info`.
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod loom_link {
-    /// A holder table on the heap.
-    #[derive(Default)]
-    pub struct Table(super::LinkState);
-
-    impl Table {
-        /// Records `pid` (strong: it uses the end; else provisional).
-        pub fn register(&self, pid: u32, strong: bool) -> bool {
-            self.0.register(0, pid, 7, strong)
-        }
-
-        /// Releases one strong reference of `pid`, or its provisional record.
-        pub fn release(&self, pid: u32, strong: bool) {
-            self.0.release(0, pid, 7, strong)
-        }
-
-        /// Whether anyone holds the end (every process counts as alive under loom).
-        pub fn held(&self) -> bool {
-            self.0.any_alive(0, 0)
-        }
     }
 }

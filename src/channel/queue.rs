@@ -20,144 +20,24 @@
 //!
 //! Unlike Python's, `put` writes the item into shared memory before it returns (there is no
 //! feeder thread, so nothing is lost when the process exits right after a `put`, and `join`
-//! cannot hang on an undrained pipe), `qsize` is exact, and a message may be larger than the
+//! cannot hang on an undrained pipe), `len` is exact, and a message may be larger than the
 //! buffer (it streams through).
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytemuck::Pod;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{GetError, PutError, SegmentError, TaskDoneError};
-use crate::ring::{ChanError, Channel, EventCount, SlotError, SlotRing};
+use super::codec::{Codec, Postcard};
+use super::endpoint::{self, ThreadScratch};
+use crate::error::{
+    JoinTimeoutError, RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError, TaskDoneError,
+    TryRecvError, TrySendError,
+};
+use crate::loom::{AtomicBool, AtomicU64, Ordering};
+use crate::ring::{Channel, EventCount, SlotRing};
 use crate::sync::deadline_after;
 use crate::Shared;
-
-/// How queue items become bytes and back.
-pub trait Codec<T> {
-    /// `Some(n)` if every item encodes to exactly `n` bytes: the queue then keeps items in a
-    /// ring of fixed-size slots ([`ring::SlotRing`](crate::ring::SlotRing)) instead of a
-    /// byte channel.
-    const FIXED_SIZE: Option<usize> = None;
-    /// For codecs whose encoding is the item's own bytes: those bytes, so the queue copies
-    /// them straight into shared memory (no encoding buffer).
-    fn as_bytes(_item: &T) -> Option<&[u8]> {
-        None
-    }
-    /// Whether [`decode_owned`](Self::decode_owned) takes the received bytes as they are
-    /// (the queue then receives into a fresh vector instead of its scratch buffer).
-    const OWNS_BYTES: bool = false;
-    /// Decodes one item from bytes the caller gives up.
-    fn decode_owned(bytes: Vec<u8>) -> Result<T, String> {
-        Self::decode(&bytes)
-    }
-    /// For fixed-size codecs whose encoding is the item's own bytes: builds an item by
-    /// letting `fill` write those bytes in place (one copy, straight out of a slot).
-    fn fill_fixed<E>(_fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Option<Result<T, E>> {
-        None
-    }
-    /// Appends the encoding of `item` to `out`.
-    fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String>;
-    /// Decodes one item (the bytes come from another process: never trust them).
-    fn decode(bytes: &[u8]) -> Result<T, String>;
-}
-
-/// The default codec: postcard (serde, compact), for any `Serialize + DeserializeOwned` type.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Postcard;
-
-impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
-    fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String> {
-        let bytes = postcard::to_extend(item, std::mem::take(out)).map_err(|e| e.to_string())?;
-        *out = bytes;
-        Ok(())
-    }
-
-    fn decode(bytes: &[u8]) -> Result<T, String> {
-        crate::channel::codec::from_bytes(bytes).map_err(|e| e.to_string())
-    }
-}
-
-/// The zero-copy path for `Pod` items: the item's bytes as they are.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PodCodec;
-
-impl<T: Pod> Codec<T> for PodCodec {
-    const FIXED_SIZE: Option<usize> = Some(std::mem::size_of::<T>());
-
-    fn as_bytes(item: &T) -> Option<&[u8]> {
-        Some(bytemuck::bytes_of(item))
-    }
-
-    fn fill_fixed<E>(fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Option<Result<T, E>> {
-        let mut item = T::zeroed();
-        Some(fill(bytemuck::bytes_of_mut(&mut item)).map(|()| item))
-    }
-
-    fn encode(item: &T, out: &mut Vec<u8>) -> Result<(), String> {
-        out.extend_from_slice(bytemuck::bytes_of(item));
-        Ok(())
-    }
-
-    fn decode(bytes: &[u8]) -> Result<T, String> {
-        bytemuck::try_pod_read_unaligned(bytes).map_err(|e| e.to_string())
-    }
-}
-
-/// Raw byte messages (`Vec<u8>`), copied as they are: no length prefix, no per-byte
-/// encoding. Serde's `Vec<u8>` goes through `serialize_seq` one element at a time, which
-/// makes [`Postcard`] about 10× slower for byte payloads; use this codec (or wrap the bytes
-/// in `serde_bytes::ByteBuf`) for them.
-///
-/// ```
-/// let q = shmproc::Queue::<Vec<u8>, shmproc::Bytes>::new(0)?;
-/// q.put(vec![1, 2, 3])?;
-/// assert_eq!(q.get()?, [1, 2, 3]);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Bytes;
-
-impl Codec<Vec<u8>> for Bytes {
-    const OWNS_BYTES: bool = true;
-
-    fn as_bytes(item: &Vec<u8>) -> Option<&[u8]> {
-        Some(item)
-    }
-
-    fn decode_owned(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-        Ok(bytes)
-    }
-
-    fn encode(item: &Vec<u8>, out: &mut Vec<u8>) -> Result<(), String> {
-        out.extend_from_slice(item);
-        Ok(())
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
-        Ok(bytes.to_vec())
-    }
-}
-
-thread_local! {
-    /// Per-thread buffer for encoding and receiving, so `put`/`get` allocate nothing of
-    /// their own on the hot path.
-    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's scratch buffer (cleared), then keeps the buffer for later.
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    let mut buf = SCRATCH.with(std::cell::Cell::take);
-    buf.clear();
-    let r = f(&mut buf);
-    if buf.capacity() <= 1 << 20 {
-        SCRATCH.with(|s| s.set(buf));
-    }
-    r
-}
 
 /// Default buffer size of a queue: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
@@ -166,8 +46,10 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 /// Python's `multiprocessing.Queue(maxsize)`.
 ///
 /// Every blocking call has a timeout and a non-blocking form: `put` / `put_timeout` /
-/// `try_put` (`put_nowait`), `get` / `get_timeout` / `try_get` (`get_nowait`). Each process
-/// holds its own handle (`clone`, or pass the queue in a child's arguments).
+/// `try_put` (Python's `put_nowait`), `get` / `get_timeout` / `try_get` (`get_nowait`),
+/// with the channel family's errors: a timeout is `Err(Timeout)`, a try form that would
+/// wait is `Err(Full(item))` / `Err(Empty)`, and a failed put hands the item back. Each
+/// process holds its own handle (`clone`, or pass the queue in a child's arguments).
 ///
 /// ```
 /// use shmproc::{Process, Queue};
@@ -185,7 +67,7 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 ///     assert_eq!(q.get()?, format!("item {i}"));
 /// }
 /// child.join()?;
-/// assert!(q.empty());
+/// assert!(q.is_empty());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Queue<T, C: Codec<T> = Postcard> {
@@ -199,7 +81,7 @@ impl<T, C: Codec<T>> std::fmt::Debug for Queue<T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("maxsize", &self.maxsize)
-            .field("qsize", &self.qsize())
+            .field("len", &self.len())
             .finish()
     }
 }
@@ -244,72 +126,51 @@ impl<T, C: Codec<T>> Queue<T, C> {
         (self.maxsize > 0).then_some(self.maxsize)
     }
 
-    fn put_deadline(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+    /// One put with `deadline` (`None`: as long as it takes), the item handed back on failure.
+    #[inline]
+    fn put_until(&self, item: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         if self.closed.load(Ordering::Relaxed) {
-            return Err(PutError::Closed(item));
+            return Err(SendTimeoutError::Closed(item));
         }
-        // Ok(e): the channel refused; Err(e): the item did not encode.
-        let sent: Result<(), Result<ChanError, String>> = match C::as_bytes(&item) {
-            // The item's own bytes go straight into shared memory (Pod and raw bytes).
-            Some(bytes) => self.chan.send(bytes, self.limit(), deadline).map_err(Ok),
-            None => with_scratch(|buf| {
-                C::encode(&item, buf).map_err(Err)?;
-                self.chan.send(buf, self.limit(), deadline).map_err(Ok)
-            }),
-        };
-        match sent {
-            Ok(()) => Ok(()),
-            Err(Err(e)) => Err(PutError::Encode(item, e)),
-            Err(Ok(ChanError::Full | ChanError::Timeout)) => Err(PutError::Full(item)),
-            Err(Ok(ChanError::Closed)) => Err(PutError::Closed(item)),
-            Err(Ok(ChanError::Corrupted)) => Err(PutError::Corrupted(item)),
-        }
+        let limit = self.limit();
+        endpoint::send_item::<T, C>(&item, &ThreadScratch, |bytes| {
+            self.chan.send(bytes, limit, deadline)
+        })
+        .map_err(|e| e.map(|()| item))
     }
 
     /// Puts `item`, waiting for room as long as needed (Python's `put(item)`).
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_deadline(item, None)
+    pub fn put(&self, item: T) -> Result<(), SendError<T>> {
+        self.put_until(item, None).map_err(endpoint::blocking_send)
     }
 
-    /// Puts `item`, waiting at most `timeout` for room (`Full` after that).
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_deadline(item, deadline_after(timeout))
+    /// Puts `item`, waiting at most `timeout` for room (`Timeout(item)` after that).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.put_until(item, deadline_after(timeout))
     }
 
-    /// Puts `item` only if there is room now (Python's `put_nowait`).
-    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_deadline(item, Some(Instant::now()))
+    /// Puts `item` only if there is room now (Python's `put_nowait`; `Full(item)` otherwise).
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
+        self.put_until(item, Some(Instant::now()))
+            .map_err(SendTimeoutError::into_try)
     }
 
-    fn get_deadline(&self, deadline: Option<Instant>) -> Result<T, GetError> {
+    /// One get with `deadline` (`None`: as long as it takes).
+    #[inline]
+    fn get_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         if self.closed.load(Ordering::Relaxed) {
             // Python's `get` on a closed queue raises at once; so does every receiving form.
-            return Err(GetError::Closed);
-        }
-        fn failed(e: ChanError) -> GetError {
-            match e {
-                ChanError::Timeout | ChanError::Full => GetError::Empty,
-                ChanError::Closed => GetError::Closed,
-                ChanError::Corrupted => GetError::Corrupted,
-            }
+            return Err(RecvTimeoutError::Closed);
         }
         if let Backend::Slots(ring) = &self.chan {
             // The Pod fast path: the item's bytes come straight out of a slot.
             if let Some(r) = C::fill_fixed(|bytes| ring.pop(bytes, deadline)) {
-                return r.map_err(|e| failed(slot_error(e)));
+                return r;
             }
         }
-        if C::OWNS_BYTES {
-            // Raw bytes: received into the vector that is returned (one copy, one allocation).
-            let mut v = Vec::new();
-            return match self.chan.recv_into(&mut v, C::FIXED_SIZE, deadline) {
-                Ok(()) => C::decode_owned(v).map_err(GetError::Decode),
-                Err(e) => Err(failed(e)),
-            };
-        }
-        with_scratch(|buf| match self.chan.recv_into(buf, C::FIXED_SIZE, deadline) {
-            Ok(()) => C::decode(buf).map_err(GetError::Decode),
-            Err(e) => Err(failed(e)),
+        endpoint::recv_item::<T, C>(&ThreadScratch, |buf| {
+            self.chan.recv_into(buf, C::FIXED_SIZE, deadline)
         })
     }
 
@@ -317,37 +178,68 @@ impl<T, C: Codec<T>> Queue<T, C> {
     ///
     /// `Closed` at once on a handle that was [`close`](Self::close)d, and on any handle
     /// once the queue was [`shutdown`](Self::shutdown) and drained.
-    pub fn get(&self) -> Result<T, GetError> {
-        self.get_deadline(None)
+    pub fn get(&self) -> Result<T, RecvError> {
+        self.get_until(None).map_err(endpoint::blocking_recv)
     }
 
-    /// Takes the oldest item, waiting at most `timeout` (`Empty` after that; `Closed` at
+    /// Takes the oldest item, waiting at most `timeout` (`Timeout` after that; `Closed` at
     /// once on a closed handle).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.get_deadline(deadline_after(timeout))
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.get_until(deadline_after(timeout))
     }
 
-    /// Takes the oldest item only if one is there now (Python's `get_nowait`; `Closed` on
-    /// a closed handle).
-    pub fn try_get(&self) -> Result<T, GetError> {
-        self.get_deadline(Some(Instant::now()))
+    /// Takes the oldest item only if one is there now (Python's `get_nowait`; `Empty`
+    /// otherwise, `Closed` on a closed handle).
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T, TryRecvError> {
+        self.get_until(Some(Instant::now()))
+            .map_err(RecvTimeoutError::into_try)
     }
 
     /// Number of items in the queue (exact, unlike Python's approximate `qsize`).
-    pub fn qsize(&self) -> usize {
+    #[doc(alias = "qsize")]
+    pub fn len(&self) -> usize {
         self.chan.len() as usize
     }
 
+    /// Python's name for [`len`](Self::len).
+    pub fn qsize(&self) -> usize {
+        self.len()
+    }
+
     /// Whether the queue is empty now.
-    pub fn empty(&self) -> bool {
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
         self.chan.is_empty()
     }
 
-    /// Whether the item limit is reached now (never, without a limit).
-    pub fn full(&self) -> bool {
+    /// Python's name for [`is_empty`](Self::is_empty).
+    pub fn empty(&self) -> bool {
+        self.is_empty()
+    }
+
+    /// Whether the item limit is reached now (never, without a limit, for a byte queue;
+    /// a `PodCodec` queue is full when every slot is taken).
+    #[doc(alias = "full")]
+    pub fn is_full(&self) -> bool {
         match &self.chan {
             Backend::Bytes(chan) => self.maxsize > 0 && chan.len() >= self.maxsize,
             Backend::Slots(ring) => ring.len() >= ring.capacity(),
+        }
+    }
+
+    /// Python's name for [`is_full`](Self::is_full).
+    pub fn full(&self) -> bool {
+        self.is_full()
+    }
+
+    /// The most items the queue holds: the item limit, or for a `PodCodec` queue without
+    /// one the number of slots that fit its buffer; `None` when only the buffer's bytes
+    /// limit a byte queue.
+    pub fn capacity(&self) -> Option<usize> {
+        match &self.chan {
+            Backend::Bytes(_) => self.limit().map(|n| n as usize),
+            Backend::Slots(ring) => Some(ring.capacity()),
         }
     }
 
@@ -364,11 +256,6 @@ impl<T, C: Codec<T>> Queue<T, C> {
     /// fail with `Closed`, `get`s drain what is left and then fail with `Closed`.
     pub fn shutdown(&self) {
         self.chan.shutdown();
-    }
-
-    /// The item limit (0: none).
-    pub fn maxsize(&self) -> usize {
-        self.maxsize as usize
     }
 
     /// The byte channel behind this queue (`None` for the slot ring of a fixed-size codec),
@@ -398,14 +285,6 @@ enum Backend {
     Slots(SlotRing),
 }
 
-fn slot_error(e: SlotError) -> ChanError {
-    match e {
-        SlotError::Full | SlotError::Empty => ChanError::Timeout,
-        SlotError::Closed => ChanError::Closed,
-        SlotError::TooLarge | SlotError::Corrupted => ChanError::Corrupted,
-    }
-}
-
 impl Backend {
     fn new<T, C: Codec<T>>(maxsize: usize, bytes: usize) -> Result<Self, SegmentError> {
         Ok(match C::FIXED_SIZE {
@@ -424,26 +303,33 @@ impl Backend {
 
     /// Sends one encoded item (`limit`: the item limit of a byte channel; a slot ring's is
     /// its capacity).
-    fn send(&self, bytes: &[u8], limit: Option<u64>, deadline: Option<Instant>) -> Result<(), ChanError> {
+    #[inline]
+    fn send(
+        &self,
+        bytes: &[u8],
+        limit: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendTimeoutError<()>> {
         match self {
             Self::Bytes(c) => c.send(bytes, limit, deadline),
-            Self::Slots(r) => r.push(bytes, deadline).map_err(slot_error),
+            Self::Slots(r) => r.push(bytes, deadline),
         }
     }
 
     /// Receives one item into `out` (cleared first); a slot ring copies `fixed` bytes.
+    #[inline]
     fn recv_into(
         &self,
         out: &mut Vec<u8>,
         fixed: Option<usize>,
         deadline: Option<Instant>,
-    ) -> Result<(), ChanError> {
+    ) -> Result<(), RecvTimeoutError> {
         match self {
             Self::Bytes(c) => c.recv_into(out, deadline),
             Self::Slots(r) => {
                 out.clear();
                 out.resize(fixed.unwrap_or(r.slot_size()).min(r.slot_size()), 0);
-                r.pop(out, deadline).map_err(slot_error)
+                r.pop(out, deadline)
             }
         }
     }
@@ -500,14 +386,14 @@ impl<'de, T, C: Codec<T>> Deserialize<'de> for Queue<T, C> {
     }
 }
 
-/// A queue with only `put`, `get`, `empty` and `close`; mirrors Python's
+/// A queue with only `put`, `get`, `is_empty` and `close`; mirrors Python's
 /// `multiprocessing.SimpleQueue`. No item limit.
 ///
 /// ```
 /// let q = shmproc::SimpleQueue::<(u8, String)>::new()?;
 /// q.put((1, "one".into()))?;
 /// assert_eq!(q.get()?, (1, "one".to_owned()));
-/// assert!(q.empty());
+/// assert!(q.is_empty());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
@@ -530,18 +416,24 @@ impl<T, C: Codec<T>> SimpleQueue<T, C> {
     }
 
     /// Puts an item (waits while the buffer is full).
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+    pub fn put(&self, item: T) -> Result<(), SendError<T>> {
         self.q.put(item)
     }
 
     /// Takes the oldest item (waits while empty).
-    pub fn get(&self) -> Result<T, GetError> {
+    pub fn get(&self) -> Result<T, RecvError> {
         self.q.get()
     }
 
     /// Whether the queue is empty now.
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Python's name for [`is_empty`](Self::is_empty).
     pub fn empty(&self) -> bool {
-        self.q.empty()
+        self.is_empty()
     }
 
     /// This handle will put and get no more (`Closed`); other handles are unaffected.
@@ -554,7 +446,7 @@ impl<T, C: Codec<T>> SimpleQueue<T, C> {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct JoinState {
-    unfinished: std::sync::atomic::AtomicU64,
+    unfinished: AtomicU64,
     done: EventCount,
 }
 
@@ -565,7 +457,7 @@ unsafe impl crate::ShmSafe for JoinState {}
 /// until all are processed; mirrors Python's `multiprocessing.JoinableQueue`.
 ///
 /// ```
-/// use shmproc::{JoinableQueue, Process};
+/// use shmproc::{JoinableQueue, Process, TaskDoneError};
 /// let q = JoinableQueue::<u32>::new(0)?;
 /// let worker = q.clone();
 /// let mut child = Process::fork(move || {
@@ -578,7 +470,7 @@ unsafe impl crate::ShmSafe for JoinState {}
 /// for i in 0..3 { q.put(i)?; }
 /// q.join();
 /// child.join()?;
-/// assert!(q.task_done().is_err()); // more task_done than items: Python's ValueError
+/// assert_eq!(q.task_done(), Err(TaskDoneError)); // more than items: Python's ValueError
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Serialize, Deserialize)]
@@ -607,16 +499,12 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
         })
     }
 
-    /// The queue itself (`get`, `qsize`, `try_get`, …).
+    /// The queue itself (`len`, `is_empty`, `shutdown`, …).
     pub fn queue(&self) -> &Queue<T, C> {
         &self.q
     }
 
-    fn put_with(
-        &self,
-        item: T,
-        put: impl FnOnce(&Queue<T, C>, T) -> Result<(), PutError<T>>,
-    ) -> Result<(), PutError<T>> {
+    fn put_with<E>(&self, item: T, put: impl FnOnce(&Queue<T, C>, T) -> Result<(), E>) -> Result<(), E> {
         self.state.unfinished.fetch_add(1, Ordering::SeqCst);
         let r = put(&self.q, item);
         if r.is_err() {
@@ -626,32 +514,32 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
     }
 
     /// Puts an item and counts it as an unfinished task.
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+    pub fn put(&self, item: T) -> Result<(), SendError<T>> {
         self.put_with(item, |q, i| q.put(i))
     }
 
-    /// `put` with a timeout.
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+    /// `put` with a timeout (`Timeout(item)` after it).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         self.put_with(item, |q, i| q.put_timeout(i, timeout))
     }
 
-    /// `put` only if there is room now.
-    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+    /// `put` only if there is room now (`Full(item)` otherwise).
+    pub fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
         self.put_with(item, |q, i| q.try_put(i))
     }
 
     /// Takes the oldest item.
-    pub fn get(&self) -> Result<T, GetError> {
+    pub fn get(&self) -> Result<T, RecvError> {
         self.q.get()
     }
 
-    /// Takes the oldest item, waiting at most `timeout`.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+    /// Takes the oldest item, waiting at most `timeout` (`Timeout` after it).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.q.get_timeout(timeout)
     }
 
-    /// Takes the oldest item only if one is there now.
-    pub fn try_get(&self) -> Result<T, GetError> {
+    /// Takes the oldest item only if one is there now (`Empty` otherwise).
+    pub fn try_get(&self) -> Result<T, TryRecvError> {
         self.q.try_get()
     }
 
@@ -709,9 +597,13 @@ impl<T, C: Codec<T>> JoinableQueue<T, C> {
         self.join_deadline(None);
     }
 
-    /// `join` with a timeout; returns whether all tasks were done.
-    pub fn join_timeout(&self, timeout: Duration) -> bool {
-        self.join_deadline(deadline_after(timeout))
+    /// `join` with a timeout: `Err(Timeout)` if tasks are still unfinished after it.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
+        if self.join_deadline(deadline_after(timeout)) {
+            Ok(())
+        } else {
+            Err(JoinTimeoutError::Timeout)
+        }
     }
 
     /// Unfinished tasks now.

@@ -5,6 +5,12 @@ use std::io;
 
 use crate::shm::Fingerprint;
 
+mod channel;
+pub use channel::{
+    JoinTimeoutError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TaskDoneError, TryRecvError,
+    TrySendError,
+};
+
 /// Why a shared-memory segment could not be created, opened or used.
 ///
 /// Every way a file in `/dev/shm` (or an inherited fd) can be wrong maps to a variant here;
@@ -365,138 +371,6 @@ pub enum BarrierError {
     Timeout,
     /// The barrier's shared memory holds values no correct process writes.
     #[error("the barrier's shared memory is corrupted")]
-    Corrupted,
-}
-
-/// Why a `put` did not enqueue; the item is handed back (Debug does not print it).
-///
-/// ```
-/// let q = shmproc::Queue::<u32>::new(1)?;
-/// q.put(1)?;
-/// assert!(matches!(q.try_put(2), Err(shmproc::PutError::Full(2))));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[non_exhaustive]
-pub enum PutError<T> {
-    /// No room before the timeout (Python's `queue.Full`).
-    Full(T),
-    /// This handle was closed, or the queue shut down.
-    Closed(T),
-    /// The item could not be encoded.
-    Encode(T, String),
-    /// The queue's shared memory holds values no correct process writes.
-    Corrupted(T),
-}
-
-impl<T> PutError<T> {
-    /// The item that was not sent.
-    pub fn into_inner(self) -> T {
-        match self {
-            Self::Full(t) | Self::Closed(t) | Self::Encode(t, _) | Self::Corrupted(t) => t,
-        }
-    }
-}
-
-impl<T> fmt::Debug for PutError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Full(_) => f.write_str("Full(..)"),
-            Self::Closed(_) => f.write_str("Closed(..)"),
-            Self::Encode(_, e) => write!(f, "Encode(.., {e:?})"),
-            Self::Corrupted(_) => f.write_str("Corrupted(..)"),
-        }
-    }
-}
-
-impl<T> fmt::Display for PutError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Full(_) => f.write_str("the queue is full"),
-            Self::Closed(_) => f.write_str("the queue is closed"),
-            Self::Encode(_, e) => write!(f, "cannot encode the item: {e}"),
-            Self::Corrupted(_) => f.write_str("the queue's shared memory is corrupted"),
-        }
-    }
-}
-
-impl<T> std::error::Error for PutError<T> {}
-
-/// Why a `get` returned no item.
-///
-/// ```
-/// let q = shmproc::Queue::<u32>::new(0)?;
-/// assert_eq!(q.try_get(), Err(shmproc::GetError::Empty));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GetError {
-    /// Nothing arrived before the timeout (Python's `queue.Empty`).
-    #[error("the queue is empty")]
-    Empty,
-    /// This handle was closed (Python's "Queue is closed"), or the queue was shut down and
-    /// is drained.
-    #[error("the queue is closed, or shut down and drained")]
-    Closed,
-    /// A message arrived but does not decode as the queue's item type.
-    #[error("cannot decode the item: {0}")]
-    Decode(String),
-    /// The queue's shared memory holds values no correct process writes.
-    #[error("the queue's shared memory is corrupted")]
-    Corrupted,
-}
-
-/// `JoinableQueue::task_done` called more often than items were put (Python's `ValueError`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("task_done() called more times than there were items")]
-pub struct TaskDoneError;
-
-/// Why a [`Connection`](crate::Connection) call did not complete.
-///
-/// ```
-/// let (a, b) = shmproc::pipe::<u8>()?;
-/// assert_eq!(b.try_recv(), Err(shmproc::ConnError::Empty));
-/// drop(a);
-/// assert_eq!(b.recv(), Err(shmproc::ConnError::Disconnected)); // Python's EOFError
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnError {
-    /// Every process holding the other end closed it or died (Python's `EOFError` on
-    /// receive, `BrokenPipeError` on send); everything sent before was received.
-    #[error("the other end of the pipe is closed")]
-    Disconnected,
-    /// This handle was closed (`close()`).
-    #[error("this connection handle is closed")]
-    Closed,
-    /// The timeout passed first.
-    #[error("timed out")]
-    Timeout,
-    /// Non-blocking receive: no message now.
-    #[error("no message is waiting")]
-    Empty,
-    /// Non-blocking send: no room now.
-    #[error("no room in the pipe now")]
-    Full,
-    /// This end of a one-way pipe only sends.
-    #[error("this end of the pipe cannot receive")]
-    NotReadable,
-    /// This end of a one-way pipe only receives.
-    #[error("this end of the pipe cannot send")]
-    NotWritable,
-    /// The item could not be encoded.
-    #[error("cannot encode the item: {0}")]
-    Encode(String),
-    /// A message arrived but does not decode as the item type.
-    #[error("cannot decode the message: {0}")]
-    Decode(String),
-    /// `recv_bytes_into`: the message is longer than the buffer; here it is, whole
-    /// (Python's `BufferTooShort`, whose `args[0]` holds it).
-    #[error("message of {} bytes does not fit the buffer", .0.len())]
-    BufferTooShort(Vec<u8>),
-    /// The pipe's shared memory holds values no correct process writes.
-    #[error("the pipe's shared memory is corrupted")]
     Corrupted,
 }
 

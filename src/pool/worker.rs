@@ -37,9 +37,9 @@ use serde::{Deserialize, Serialize};
 use super::cell::{claim_to_run, PENDING};
 use super::init::Init;
 use super::task::{self, Reply, TaskMsg, DONE, STOP, TASK_HEADER};
+use crate::channel::codec::Bytes;
 use crate::channel::connection::Connection;
-use crate::channel::queue::Bytes;
-use crate::error::{ConnError, PoolError, ProcessError};
+use crate::error::{PoolError, ProcessError, RecvTimeoutError, TrySendError};
 use crate::loom::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::process::{Killer, Process, StartMethod};
 
@@ -797,7 +797,7 @@ impl Pump {
                 deliver(job, &reply);
                 Step::Continue
             }
-            Err(ConnError::Timeout) => {
+            Err(RecvTimeoutError::Timeout) => {
                 if self.sh.terminated() {
                     Step::Stop
                 } else {
@@ -948,10 +948,10 @@ fn send<'a>(
         let msg = &lane.entries[i].job.msg;
         let r = if seq - oldest >= RING {
             // Its start slot may still belong to an undecided job.
-            Err(ConnError::Full)
+            Err(TrySendError::Full(()))
         } else if i == 0 {
             match w.conn.try_send_bytes(msg) {
-                Err(ConnError::Full) => {
+                Err(TrySendError::Full(())) => {
                     // Larger than the room in the pipe: send it without holding the lane
                     // (it is the first entry, which no other pump takes).
                     let mut first = lane.entries.pop_front().expect("i == 0");
@@ -985,9 +985,9 @@ fn send<'a>(
         } else if msg.len() <= PREFETCH_MAX {
             w.conn.try_send_bytes(msg)
         } else {
-            Err(ConnError::Full)
+            Err(TrySendError::Full(()))
         };
-        if let Err(ConnError::Full) = r {
+        if let Err(TrySendError::Full(())) = r {
             unsent.extend(lane.entries.drain(i..));
             break;
         }

@@ -25,31 +25,24 @@
 //! the rest follows as long as the writer lives and keeps writing. A hostile peer that
 //! keeps a lock it never uses can therefore stall the others (it could also just never
 //! write); it cannot cause undefined behaviour.
+//!
+//! Errors are the channel family's, with `()` for the item (the caller still has its bytes):
+//! a send returns [`SendTimeoutError`] (`Timeout(())` when its deadline passes), a receive
+//! [`RecvTimeoutError`]. After [`shutdown`](Channel::shutdown) both report `Closed` (a
+//! receive once drained); after [`disconnect`](Channel::disconnect) (a pipe whose other end
+//! no process holds any more) they report `Disconnected`.
 
 use std::time::{Duration, Instant};
 
 use super::bytes::{ByteRing, ByteRingIndices, ABORT, FIRST, LAST};
 use super::eventcount::EventCount;
 use super::pad::CachePadded;
-use crate::error::SegmentError;
+use crate::error::{RecvTimeoutError, SegmentError, SendTimeoutError};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::Fingerprint;
 use crate::sync::park;
 use crate::sync::{Acquired, LockFail, RawLock};
 use crate::Segment;
-
-/// Why a channel operation did not complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChanError {
-    /// The deadline passed with no room for the message (or the item limit reached).
-    Full,
-    /// The deadline passed with no message to receive.
-    Timeout,
-    /// The channel was shut down (and, for readers, is drained).
-    Closed,
-    /// The shared state holds values a correct peer never writes.
-    Corrupted,
-}
 
 /// Shared control block of a channel: the writers' line, the readers' line and the wait
 /// words, each on its own cache line so a writer and a reader touch each other's lines only
@@ -100,8 +93,36 @@ struct ReaderCtl {
 struct WakeCtl {
     not_empty: EventCount,
     not_full: EventCount,
+    /// 0: open; [`DISCONNECTED`]: no process holds the other end; anything else: shut down.
     shutdown: AtomicU32,
     _pad: AtomicU32,
+}
+
+/// `shutdown` word of a channel shut down with [`Channel::shutdown`].
+const SHUT_DOWN: u32 = 1;
+/// `shutdown` word of a channel shut down with [`Channel::disconnect`].
+const DISCONNECTED: u32 = 2;
+
+/// Why a lock of one side could not be taken.
+enum Stuck {
+    Timeout,
+    Corrupted,
+}
+
+impl Stuck {
+    fn send(self) -> SendTimeoutError<()> {
+        match self {
+            Self::Timeout => SendTimeoutError::Timeout(()),
+            Self::Corrupted => SendTimeoutError::Corrupted(()),
+        }
+    }
+
+    fn recv(self) -> RecvTimeoutError {
+        match self {
+            Self::Timeout => RecvTimeoutError::Timeout,
+            Self::Corrupted => RecvTimeoutError::Corrupted,
+        }
+    }
 }
 
 /// Whether the monotonic index `index` has reached `pos`.
@@ -310,10 +331,39 @@ impl Channel {
     /// Shuts the channel down: blocked and later sends fail with `Closed`; receivers drain
     /// what is there, then get `Closed` (Python 3.13's `Queue.shutdown()`).
     pub fn shutdown(&self) {
+        self.close_with(SHUT_DOWN);
+    }
+
+    /// Shuts the channel down as [`shutdown`](Self::shutdown) does, for a pipe whose other
+    /// end is gone: sends and drained receives then fail with `Disconnected` instead of
+    /// `Closed`.
+    pub fn disconnect(&self) {
+        self.close_with(DISCONNECTED);
+    }
+
+    fn close_with(&self, word: u32) {
         let c = self.ctl();
-        c.wake.shutdown.store(1, Ordering::SeqCst);
+        c.wake.shutdown.store(word, Ordering::SeqCst);
         c.wake.not_empty.notify();
         c.wake.not_full.notify();
+    }
+
+    /// The error of a send that met the shutdown.
+    #[cold]
+    fn send_closed(&self) -> SendTimeoutError<()> {
+        match self.ctl().wake.shutdown.load(Ordering::Acquire) {
+            DISCONNECTED => SendTimeoutError::Disconnected(()),
+            _ => SendTimeoutError::Closed(()),
+        }
+    }
+
+    /// The error of a receive that found the channel shut down and drained.
+    #[cold]
+    fn recv_closed(&self) -> RecvTimeoutError {
+        match self.ctl().wake.shutdown.load(Ordering::Acquire) {
+            DISCONNECTED => RecvTimeoutError::Disconnected,
+            _ => RecvTimeoutError::Closed,
+        }
     }
 
     /// Whether the channel was shut down.
@@ -321,10 +371,10 @@ impl Channel {
         self.ctl().wake.shutdown.load(Ordering::Acquire) != 0
     }
 
-    fn lock(lock: &RawLock, deadline: Option<Instant>) -> Result<Acquired, ChanError> {
+    fn lock(lock: &RawLock, deadline: Option<Instant>) -> Result<Acquired, Stuck> {
         lock.lock(deadline).map_err(|e| match e {
-            LockFail::Timeout | LockFail::WouldBlock => ChanError::Timeout,
-            _ => ChanError::Corrupted,
+            LockFail::Timeout | LockFail::WouldBlock => Stuck::Timeout,
+            _ => Stuck::Corrupted,
         })
     }
 
@@ -346,21 +396,23 @@ impl Channel {
     }
 
     /// Sends one message. `item_limit` (if any) caps the number of queued messages. The
-    /// deadline bounds the whole message (see the module docs).
+    /// deadline bounds the whole message (see the module docs); `Timeout(())` when it
+    /// passes first.
     pub fn send(
         &self,
         msg: &[u8],
         item_limit: Option<u64>,
         deadline: Option<Instant>,
-    ) -> Result<(), ChanError> {
+    ) -> Result<(), SendTimeoutError<()>> {
         self.send_streaming(msg, item_limit, deadline, deadline, &mut || true)
     }
 
     /// `send` with separate bounds: `start_by` for the message to start (the write lock,
     /// room for the first frame, the item limit) and `finish_by` for the rest of it. While
     /// it waits for room mid-message it calls `reader_alive` every liveness slice and gives
-    /// up with `Closed` once that says no (a pipe whose reader died must not hold its writer
-    /// forever). A message given up mid-way is dropped by the readers, as for a dead writer.
+    /// up with `Disconnected` once that says no (a pipe whose reader died must not hold its
+    /// writer forever). A message given up mid-way is dropped by the readers, as for a dead
+    /// writer.
     pub fn send_streaming(
         &self,
         msg: &[u8],
@@ -368,37 +420,40 @@ impl Channel {
         start_by: Option<Instant>,
         finish_by: Option<Instant>,
         reader_alive: &mut dyn FnMut() -> bool,
-    ) -> Result<(), ChanError> {
+    ) -> Result<(), SendTimeoutError<()>> {
         let deadline = start_by;
         let c = self.ctl();
-        Self::lock(&c.w.write_lock, deadline)?;
+        Self::lock(&c.w.write_lock, deadline).map_err(Stuck::send)?;
         let _unlock = Unlock(&c.w.write_lock);
         let ring = self.ring();
-        let tail = ring.own_tail().map_err(|_| ChanError::Corrupted)?;
+        let tail = ring.own_tail().map_err(|_| SendTimeoutError::Corrupted(()))?;
         finish_pending(&c.w.commit_target, &c.w.commit_pos, tail, &c.w.committed);
         if c.w.writer_mid.load(Ordering::Relaxed) != 0 {
             // The previous writer died (or gave up) mid-message: tell readers to drop its
             // partial message first.
             if !Self::wait_for(&c.wake.not_full, deadline, || ring.fits(0).unwrap_or(true)) {
-                return Err(ChanError::Full);
+                return Err(SendTimeoutError::Timeout(()));
             }
-            if !ring.try_write(&[], ABORT).map_err(|_| ChanError::Corrupted)? {
-                return Err(ChanError::Corrupted);
+            if !ring
+                .try_write(&[], ABORT)
+                .map_err(|_| SendTimeoutError::Corrupted(()))?
+            {
+                return Err(SendTimeoutError::Corrupted(()));
             }
             c.w.writer_mid.store(0, Ordering::Relaxed);
             c.wake.not_empty.notify();
         }
         let closed = || c.wake.shutdown.load(Ordering::Acquire) != 0;
         if closed() {
-            return Err(ChanError::Closed);
+            return Err(self.send_closed());
         }
         if let Some(limit) = item_limit {
             let room = || closed() || self.len() < limit;
             if !Self::wait_for(&c.wake.not_full, deadline, room) {
-                return Err(ChanError::Full);
+                return Err(SendTimeoutError::Timeout(()));
             }
             if closed() {
-                return Err(ChanError::Closed);
+                return Err(self.send_closed());
             }
         }
         let max = ring.max_frame();
@@ -420,18 +475,18 @@ impl Channel {
             // too), like a blocking write to a pipe.
             let fast = ring
                 .fits_cached(part.len(), &c.w.cached_head)
-                .map_err(|_| ChanError::Corrupted)?;
+                .map_err(|_| SendTimeoutError::Corrupted(()))?;
             if fast {
                 if k == 0 && closed() {
-                    return Err(ChanError::Closed);
+                    return Err(self.send_closed());
                 }
             } else if k == 0 {
                 let fits = || closed() || ring.fits(part.len()).unwrap_or(true);
                 if !Self::wait_for(&c.wake.not_full, deadline, fits) {
-                    return Err(ChanError::Full);
+                    return Err(SendTimeoutError::Timeout(()));
                 }
                 if closed() {
-                    return Err(ChanError::Closed);
+                    return Err(self.send_closed());
                 }
             } else {
                 loop {
@@ -447,7 +502,11 @@ impl Channel {
                     // dead writer.
                     if last || !reader_alive() {
                         c.wake.not_empty.notify();
-                        return Err(if last { ChanError::Full } else { ChanError::Closed });
+                        return Err(if last {
+                            SendTimeoutError::Timeout(())
+                        } else {
+                            SendTimeoutError::Disconnected(())
+                        });
                     }
                 }
             }
@@ -460,15 +519,15 @@ impl Channel {
                 target = c.w.committed.load(Ordering::Relaxed).wrapping_add(1).max(1);
                 let pos = ring
                     .own_tail_after(part.len())
-                    .map_err(|_| ChanError::Corrupted)?;
+                    .map_err(|_| SendTimeoutError::Corrupted(()))?;
                 c.w.commit_pos.store(pos, Ordering::Relaxed);
                 c.w.commit_target.store(target, Ordering::Relaxed);
             }
             if !ring
                 .write_checked(part, flags, &c.w.cached_head)
-                .map_err(|_| ChanError::Corrupted)?
+                .map_err(|_| SendTimeoutError::Corrupted(()))?
             {
-                return Err(ChanError::Corrupted);
+                return Err(SendTimeoutError::Corrupted(()));
             }
             if flags & LAST != 0 {
                 c.w.committed.store(target, Ordering::Release);
@@ -480,14 +539,15 @@ impl Channel {
         Ok(())
     }
 
-    /// Receives one whole message, appending it to `out` (cleared first).
-    pub fn recv_into(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), ChanError> {
+    /// Receives one whole message, appending it to `out` (cleared first). `Timeout` if no
+    /// message starts before `deadline`.
+    pub fn recv_into(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
         out.clear();
         let c = self.ctl();
-        let how = Self::lock(&c.r.read_lock, deadline)?;
+        let how = Self::lock(&c.r.read_lock, deadline).map_err(Stuck::recv)?;
         let _unlock = Unlock(&c.r.read_lock);
         let ring = self.ring();
-        let head = ring.own_head().map_err(|_| ChanError::Corrupted)?;
+        let head = ring.own_head().map_err(|_| RecvTimeoutError::Corrupted)?;
         if finish_pending(&c.r.consume_target, &c.r.consume_pos, head, &c.r.consumed) {
             // That reader had taken its message's last frame: nothing left to skip.
             c.r.reader_mid.store(0, Ordering::Relaxed);
@@ -499,7 +559,7 @@ impl Channel {
         loop {
             let frame = ring
                 .peek_cached(&c.r.cached_tail)
-                .map_err(|_| ChanError::Corrupted)?;
+                .map_err(|_| RecvTimeoutError::Corrupted)?;
             let Some(info) = frame else {
                 if mid || skipping {
                     // The rest of this message must come from a live writer.
@@ -524,16 +584,16 @@ impl Channel {
                 }
                 let drained_closed = || c.wake.shutdown.load(Ordering::Acquire) != 0;
                 if drained_closed() {
-                    return Err(ChanError::Closed);
+                    return Err(self.recv_closed());
                 }
                 let ready = || !matches!(ring.peek(), Ok(None)) || drained_closed();
                 if !Self::wait_for(&c.wake.not_empty, deadline, ready) {
-                    return Err(ChanError::Timeout);
+                    return Err(RecvTimeoutError::Timeout);
                 }
                 continue;
             };
             if info.flags & ABORT != 0 {
-                ring.skip_cached(info).map_err(|_| ChanError::Corrupted)?;
+                ring.skip_cached(info).map_err(|_| RecvTimeoutError::Corrupted)?;
                 out.clear();
                 mid = false;
                 skipping = false;
@@ -548,7 +608,7 @@ impl Channel {
             }
             if skipping || (!mid && info.flags & FIRST == 0) {
                 // A stray continuation: the rest of a message whose reader died.
-                ring.skip_cached(info).map_err(|_| ChanError::Corrupted)?;
+                ring.skip_cached(info).map_err(|_| RecvTimeoutError::Corrupted)?;
                 if info.flags & LAST != 0 {
                     skipping = false;
                     c.r.reader_mid.store(0, Ordering::Relaxed);
@@ -567,12 +627,13 @@ impl Channel {
                 target = c.r.consumed.load(Ordering::Relaxed).wrapping_add(1).max(1);
                 let pos = ring
                     .own_head()
-                    .map_err(|_| ChanError::Corrupted)?
+                    .map_err(|_| RecvTimeoutError::Corrupted)?
                     .wrapping_add(ByteRing::frame_size(info.len as usize));
                 c.r.consume_pos.store(pos, Ordering::Relaxed);
                 c.r.consume_target.store(target, Ordering::Relaxed);
             }
-            ring.take_cached(info, out).map_err(|_| ChanError::Corrupted)?;
+            ring.take_cached(info, out)
+                .map_err(|_| RecvTimeoutError::Corrupted)?;
             if info.flags & LAST != 0 {
                 c.r.consumed.store(target, Ordering::Release);
                 c.r.consume_target.store(0, Ordering::Relaxed);
@@ -586,18 +647,24 @@ impl Channel {
         }
     }
 
-    /// Waits until a message (or part of one) is in the ring or the channel is shut down;
-    /// `false` if `deadline` passed first. Consumes nothing.
-    pub fn wait_readable(&self, deadline: Option<Instant>) -> bool {
+    /// Waits until a message (or part of one) is in the ring or the channel is shut down,
+    /// so that a receive would not wait; `Timeout` if `deadline` passed first. Consumes
+    /// nothing.
+    pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
         let c = self.ctl();
         let ring = self.ring();
-        Self::wait_for(&c.wake.not_empty, deadline, || {
+        let ready = Self::wait_for(&c.wake.not_empty, deadline, || {
             !matches!(ring.peek(), Ok(None)) || c.wake.shutdown.load(Ordering::Acquire) != 0
-        })
+        });
+        if ready {
+            Ok(())
+        } else {
+            Err(RecvTimeoutError::Timeout)
+        }
     }
 
     /// Receives one whole message.
-    pub fn recv(&self, deadline: Option<Instant>) -> Result<Vec<u8>, ChanError> {
+    pub fn recv(&self, deadline: Option<Instant>) -> Result<Vec<u8>, RecvTimeoutError> {
         let mut v = Vec::new();
         self.recv_into(&mut v, deadline).map(|()| v)
     }

@@ -1,6 +1,11 @@
 //! Lock-free cores in shared memory: the SPSC ring of `Pod` items, the MPMC ring of
 //! fixed-size slots, the byte ring of variable-length frames, the message channel built on
 //! it, and the event count that lets either side sleep.
+//!
+//! Their errors are the crate's channel family ([`SendError`](crate::SendError),
+//! [`RecvError`](crate::RecvError) and their twins), the same a `Queue` or a pipe returns:
+//! a call with a deadline returns the timeout twin (`Timeout` when it passes), a try form
+//! the try twin (`Full` / `Empty`). Byte-level calls carry `()` as the item.
 
 mod bytes;
 mod channel;
@@ -10,8 +15,8 @@ mod pad;
 mod spsc;
 
 pub use bytes::{ByteRing, ByteRingIndices, Corrupt, FrameInfo, ABORT, FIRST, LAST};
-pub use channel::{ChanError, Channel, ChannelCtl, ChannelHeader, HeaderField};
+pub use channel::{Channel, ChannelCtl, ChannelHeader, HeaderField};
 pub use eventcount::EventCount;
-pub use mpmc::{MpmcRing, SlotError, SlotRing, SlotRingHeader, MAX_CAPACITY, MAX_SLOT_SIZE};
+pub use mpmc::{MpmcRing, SlotRing, SlotRingHeader, MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use pad::CachePadded;
-pub use spsc::{Consumer, Producer, RingError, SpscHeader, SpscRing};
+pub use spsc::{Consumer, Producer, SpscHeader, SpscRing};

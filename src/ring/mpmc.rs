@@ -33,7 +33,7 @@
 //!   `(2pos, 0)` is empty; `(2pos, BUSY | x)` is a producer still writing: wait.
 //!
 //! Every state read from shared memory is checked against the few values a correct peer can
-//! leave at that position; anything else is [`SlotError::Corrupted`] once a second look
+//! leave at that position; anything else is `Corrupted` once a second look
 //! shows it is not just a stale view (below). Slot indices are `pos % capacity` computed
 //! locally (a mask for powers of two), and the capacity and slot size are validated against
 //! the segment's length when a handle is made, so no value read from shared memory can make
@@ -102,39 +102,17 @@
 //! shutdown, counts until a pop skips it.
 
 use std::marker::PhantomData;
-use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::time::Instant;
 
 use bytemuck::Pod;
 
 use super::eventcount::EventCount;
 use super::pad::CachePadded;
-use crate::error::SegmentError;
+use crate::error::{RecvTimeoutError, SegmentError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::loom::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::shm::Fingerprint;
 use crate::sync::park;
 use crate::Segment;
-
-/// Why a slot-ring operation did not complete. Serializable, so a child process can return
-/// it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum SlotError {
-    /// The deadline passed with no free slot.
-    #[error("the ring is full")]
-    Full,
-    /// The deadline passed with no item.
-    #[error("the ring is empty")]
-    Empty,
-    /// The ring was shut down (for a pop: and it is drained).
-    #[error("the ring was shut down")]
-    Closed,
-    /// The item is larger than a slot.
-    #[error("the item is larger than a slot")]
-    TooLarge,
-    /// The shared state holds values a correct peer never writes.
-    #[error("the ring's shared state is corrupted")]
-    Corrupted,
-}
 
 /// Tag bit: a thread (its tid in the low 30 bits) is writing or reading the slot.
 const BUSY: u32 = 1 << 31;
@@ -242,14 +220,15 @@ fn slot_fingerprint() -> Fingerprint {
 /// the handle (or send it to a child) for other processes. See the module docs.
 ///
 /// ```
-/// use shmproc::ring::{SlotError, SlotRing};
+/// use shmproc::ring::SlotRing;
+/// use shmproc::TryRecvError;
 /// let ring = SlotRing::new(3, 5)?; // slot size rounded up to 8
 /// assert_eq!((ring.capacity(), ring.slot_size()), (3, 8));
 /// ring.push(b"hello", None)?;
 /// let mut out = [0u8; 5];
 /// ring.pop(&mut out, None)?;
 /// assert_eq!(&out, b"hello");
-/// assert_eq!(ring.pop(&mut out, Some(std::time::Instant::now())), Err(SlotError::Empty));
+/// assert_eq!(ring.try_pop(&mut out), Err(TryRecvError::Empty));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct SlotRing {
@@ -265,9 +244,9 @@ pub struct SlotRing {
     /// calls can tell a claimer that stopped moving (not shared memory: per handle). Unused
     /// under loom, where every claimer is alive.
     #[cfg_attr(loom, allow(dead_code))]
-    suspect: StdAtomicU64,
+    suspect: AtomicU64,
     #[cfg_attr(loom, allow(dead_code))]
-    suspect_since: StdAtomicU64,
+    suspect_since: AtomicU64,
 }
 
 // SAFETY: `base` points into the mapping `seg` owns (valid while `self` lives, whichever
@@ -328,16 +307,6 @@ fn advance(index: &AtomicU64, pos: u64) {
 #[cold]
 fn latest(index: &AtomicU64) -> u64 {
     index.fetch_add(0, Ordering::AcqRel)
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds (for the per-handle suspect record; no lazily set
-/// origin, which a fork could catch half-initialised).
-#[cfg(not(loom))]
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    (t.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(t.tv_nsec as u64)
 }
 
 /// How long the current blocking call has seen one busy state.
@@ -402,8 +371,8 @@ impl Clone for SlotRing {
             mask: self.mask,
             slot_size: self.slot_size,
             stride: self.stride,
-            suspect: StdAtomicU64::new(0),
-            suspect_since: StdAtomicU64::new(0),
+            suspect: AtomicU64::new(0),
+            suspect_since: AtomicU64::new(0),
         }
     }
 }
@@ -496,8 +465,8 @@ impl SlotRing {
             mask: if cap.is_power_of_two() { cap - 1 } else { NO_MASK },
             slot_size: slot_us,
             stride: stride(slot_us).expect("checked by data_len"),
-            suspect: StdAtomicU64::new(0),
-            suspect_since: StdAtomicU64::new(0),
+            suspect: AtomicU64::new(0),
+            suspect_since: AtomicU64::new(0),
         })
     }
 
@@ -596,17 +565,18 @@ impl SlotRing {
     // --- push -----------------------------------------------------------------------------
 
     /// Copies `item` (at most [`slot_size`](Self::slot_size) bytes; the rest of the slot keeps
-    /// whatever it held) into the ring. Waits for room until `deadline`: `None` waits as long
-    /// as it takes, `Some(Instant::now())` is the try form. `Full` if the deadline passes with
-    /// no room, `Closed` after a shutdown.
+    /// whatever it held) into the ring. Waits for room until `deadline` (`None`: as long as
+    /// it takes; [`try_push`](Self::try_push) does not wait). `Timeout` if the deadline
+    /// passes with no room, `Closed` after a shutdown, `TooLarge` for an item larger than a
+    /// slot.
     #[inline]
-    pub fn push(&self, item: &[u8], deadline: Option<Instant>) -> Result<(), SlotError> {
+    pub fn push(&self, item: &[u8], deadline: Option<Instant>) -> Result<(), SendTimeoutError<()>> {
         if item.len() > self.slot_size {
-            return Err(SlotError::TooLarge);
+            return Err(SendTimeoutError::TooLarge(()));
         }
         let h = self.header();
         if h.ctl.shutdown.load(Ordering::Relaxed) != 0 {
-            return Err(SlotError::Closed);
+            return Err(SendTimeoutError::Closed(()));
         }
         let (me, info) = park::me();
         let pos = h.tail.load(Ordering::Acquire);
@@ -630,15 +600,23 @@ impl SlotRing {
         self.push_slow(item, deadline, me, info)
     }
 
-    /// Try form of [`push`](Self::push).
+    /// Try form of [`push`](Self::push): `Full` if there is no room now.
     #[inline]
-    pub fn try_push(&self, item: &[u8]) -> Result<(), SlotError> {
+    pub fn try_push(&self, item: &[u8]) -> Result<(), TrySendError<()>> {
         self.push(item, Some(Instant::now()))
+            .map_err(SendTimeoutError::into_try)
     }
 
     /// Completes a push whose claim of `idx` for `pos` (state `claimed`) succeeded.
     #[inline(always)]
-    fn fill(&self, pos: u64, idx: usize, claimed: u64, item: &[u8], info: u64) -> Result<(), SlotError> {
+    fn fill(
+        &self,
+        pos: u64,
+        idx: usize,
+        claimed: u64,
+        item: &[u8],
+        info: u64,
+    ) -> Result<(), SendTimeoutError<()>> {
         let h = self.header();
         let slot = self.slot(idx);
         slot.info.store(info, Ordering::Relaxed);
@@ -669,7 +647,7 @@ impl SlotRing {
             }
             // Someone took the slot from us: only garbage, or a liveness check fooled by a
             // thread id reused within one slice, does that.
-            Err(_) => Err(SlotError::Corrupted),
+            Err(_) => Err(SendTimeoutError::Corrupted(())),
         }
     }
 
@@ -678,7 +656,7 @@ impl SlotRing {
     /// freed for the next lap and `head` moved past it, as a pop would, so `len()` stays
     /// exact; otherwise it becomes `SKIP` for the pops that drain up to it.
     #[cold]
-    fn abandon(&self, pos: u64, slot: &SlotHead, claimed: u64) -> Result<(), SlotError> {
+    fn abandon(&self, pos: u64, slot: &SlotHead, claimed: u64) -> Result<(), SendTimeoutError<()>> {
         let h = self.header();
         let at_head = h.head.load(Ordering::Acquire) == pos;
         let next = if at_head {
@@ -691,18 +669,18 @@ impl SlotRing {
             .compare_exchange(claimed, next, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
-            return Err(SlotError::Corrupted);
+            return Err(SendTimeoutError::Corrupted(()));
         }
         if at_head {
             advance(&h.head, pos);
             h.ctl.not_full.notify();
         }
         h.ctl.not_empty.notify();
-        Err(SlotError::Closed)
+        Err(SendTimeoutError::Closed(()))
     }
 
     /// Finds the slot for the next push and claims it (then fills it), or says why not.
-    fn push_attempt(&self, item: &[u8], me: u32, info: u64) -> Result<Step, SlotError> {
+    fn push_attempt(&self, item: &[u8], me: u32, info: u64) -> Result<Step, SendTimeoutError<()>> {
         let h = self.header();
         let c2 = 2 * self.cap as i32;
         let mut pos = h.tail.load(Ordering::Acquire);
@@ -743,13 +721,19 @@ impl SlotRing {
             }
             match self.recheck(&h.tail, pos, slot, s) {
                 Some(now) => pos = now,
-                None => return Err(SlotError::Corrupted),
+                None => return Err(SendTimeoutError::Corrupted(())),
             }
         }
     }
 
     #[cold]
-    fn push_slow(&self, item: &[u8], deadline: Option<Instant>, me: u32, info: u64) -> Result<(), SlotError> {
+    fn push_slow(
+        &self,
+        item: &[u8],
+        deadline: Option<Instant>,
+        me: u32,
+        info: u64,
+    ) -> Result<(), SendTimeoutError<()>> {
         let ctl = &self.header().ctl;
         let mut watch = Watch::default();
         loop {
@@ -758,14 +742,14 @@ impl SlotRing {
                 Step::Blocked(b) => b,
             };
             if ctl.shutdown.load(Ordering::Acquire) != 0 {
-                return Err(SlotError::Closed);
+                return Err(SendTimeoutError::Closed(()));
             }
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
             if self.check_claimer(&b, &mut watch, expired) {
                 continue;
             }
             if expired {
-                return Err(SlotError::Full);
+                return Err(SendTimeoutError::Timeout(()));
             }
             self.wait(&ctl.not_full, &b, deadline);
         }
@@ -776,10 +760,10 @@ impl SlotRing {
     /// Takes the oldest item, copying `min(out.len(), slot_size)` bytes of its slot into
     /// `out` (so `out` must be at least as long as the item that was pushed; bytes of the
     /// slot past the pushed item are left-overs). Waits until `deadline` as
-    /// [`push`](Self::push) does: `Empty` if it passes with nothing to take, `Closed` once
+    /// [`push`](Self::push) does: `Timeout` if it passes with nothing to take, `Closed` once
     /// the ring is shut down and drained.
     #[inline]
-    pub fn pop(&self, out: &mut [u8], deadline: Option<Instant>) -> Result<(), SlotError> {
+    pub fn pop(&self, out: &mut [u8], deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
         let (me, info) = park::me();
         let h = self.header();
         let pos = h.head.load(Ordering::Acquire);
@@ -799,15 +783,23 @@ impl SlotRing {
         self.pop_slow(out, deadline, me, info)
     }
 
-    /// Try form of [`pop`](Self::pop).
+    /// Try form of [`pop`](Self::pop): `Empty` if there is no item now.
     #[inline]
-    pub fn try_pop(&self, out: &mut [u8]) -> Result<(), SlotError> {
+    pub fn try_pop(&self, out: &mut [u8]) -> Result<(), TryRecvError> {
         self.pop(out, Some(Instant::now()))
+            .map_err(RecvTimeoutError::into_try)
     }
 
     /// Completes a pop whose claim of `idx` for `pos` (state `claimed`) succeeded.
     #[inline(always)]
-    fn take(&self, pos: u64, idx: usize, claimed: u64, out: &mut [u8], info: u64) -> Result<(), SlotError> {
+    fn take(
+        &self,
+        pos: u64,
+        idx: usize,
+        claimed: u64,
+        out: &mut [u8],
+        info: u64,
+    ) -> Result<(), RecvTimeoutError> {
         let h = self.header();
         let slot = self.slot(idx);
         slot.info.store(info, Ordering::Relaxed);
@@ -830,13 +822,13 @@ impl SlotRing {
                 Ok(())
             }
             // The slot was taken from us while we copied: the bytes may be torn.
-            Err(_) => Err(SlotError::Corrupted),
+            Err(_) => Err(RecvTimeoutError::Corrupted),
         }
     }
 
     /// Finds the next item and claims it (then takes it), skipping `SKIP` slots, or says
     /// why not.
-    fn pop_attempt(&self, out: &mut [u8], me: u32, info: u64) -> Result<Step, SlotError> {
+    fn pop_attempt(&self, out: &mut [u8], me: u32, info: u64) -> Result<Step, RecvTimeoutError> {
         let h = self.header();
         let c2 = 2 * self.cap as i32;
         let mut pos = h.head.load(Ordering::Acquire);
@@ -901,7 +893,7 @@ impl SlotRing {
             }
             match self.recheck(&h.head, pos, slot, s) {
                 Some(now) => pos = now,
-                None => return Err(SlotError::Corrupted),
+                None => return Err(RecvTimeoutError::Corrupted),
             }
         }
     }
@@ -913,7 +905,7 @@ impl SlotRing {
         deadline: Option<Instant>,
         me: u32,
         info: u64,
-    ) -> Result<(), SlotError> {
+    ) -> Result<(), RecvTimeoutError> {
         let ctl = &self.header().ctl;
         let mut watch = Watch::default();
         loop {
@@ -930,7 +922,7 @@ impl SlotRing {
                 fence(Ordering::SeqCst);
                 b = match self.pop_attempt(out, me, info)? {
                     Step::Done => return Ok(()),
-                    Step::Blocked(b) if !b.producing => return Err(SlotError::Closed),
+                    Step::Blocked(b) if !b.producing => return Err(RecvTimeoutError::Closed),
                     Step::Blocked(b) => b,
                 };
             }
@@ -939,7 +931,7 @@ impl SlotRing {
                 continue;
             }
             if expired {
-                return Err(SlotError::Empty);
+                return Err(RecvTimeoutError::Timeout);
             }
             self.wait(&ctl.not_empty, &b, deadline);
         }
@@ -1003,8 +995,8 @@ impl SlotRing {
     /// liveness slice ago; records it if it is new.
     #[cfg(not(loom))]
     fn suspect_overdue(&self, seen: u64) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = monotonic_ns();
+        use Ordering::Relaxed;
+        let now = crate::sys::clock::monotonic_ns();
         if self.suspect.load(Relaxed) != seen {
             self.suspect.store(seen, Relaxed);
             self.suspect_since.store(now, Relaxed);
@@ -1074,7 +1066,8 @@ impl<'de> serde::Deserialize<'de> for SlotRing {
 /// when one of them dies mid-call.
 ///
 /// ```
-/// use shmproc::ring::{MpmcRing, SlotError};
+/// use shmproc::ring::MpmcRing;
+/// use shmproc::{TryRecvError, TrySendError};
 /// use shmproc::Process;
 ///
 /// let ring = MpmcRing::<u64>::new(3)?;
@@ -1089,9 +1082,9 @@ impl<'de> serde::Deserialize<'de> for SlotRing {
 ///     assert_eq!(ring.pop(None)?, i);
 /// }
 /// child.join()?;
-/// assert_eq!(ring.try_pop(), Err(SlotError::Empty));
+/// assert_eq!(ring.try_pop(), Err(TryRecvError::Empty));
 /// ring.shutdown();
-/// assert_eq!(ring.try_push(7), Err(SlotError::Closed));
+/// assert_eq!(ring.try_push(7), Err(TrySendError::Closed(7)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -1163,30 +1156,35 @@ impl<T: Pod> MpmcRing<T> {
     }
 
     /// Pushes `value`, waiting for room until `deadline` (`None`: as long as it takes).
-    /// `T` is `Copy`, so the caller still has `value` when this fails.
+    /// A failed push hands `value` back in its error (`Timeout(value)` when the deadline
+    /// passed).
     #[inline]
-    pub fn push(&self, value: T, deadline: Option<Instant>) -> Result<(), SlotError> {
-        self.ring.push(bytemuck::bytes_of(&value), deadline)
+    pub fn push(&self, value: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
+        self.ring
+            .push(bytemuck::bytes_of(&value), deadline)
+            .map_err(|e| e.map(|()| value))
     }
 
-    /// Pushes `value` if there is room now.
+    /// Pushes `value` if there is room now (`Full(value)` otherwise).
     #[inline]
-    pub fn try_push(&self, value: T) -> Result<(), SlotError> {
+    pub fn try_push(&self, value: T) -> Result<(), TrySendError<T>> {
         self.push(value, Some(Instant::now()))
+            .map_err(SendTimeoutError::into_try)
     }
 
-    /// Takes the oldest item, waiting until `deadline` (`None`: as long as it takes).
+    /// Takes the oldest item, waiting until `deadline` (`None`: as long as it takes;
+    /// `Timeout` when it passes).
     #[inline]
-    pub fn pop(&self, deadline: Option<Instant>) -> Result<T, SlotError> {
+    pub fn pop(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         let mut v = T::zeroed();
         self.ring.pop(bytemuck::bytes_of_mut(&mut v), deadline)?;
         Ok(v)
     }
 
-    /// Takes the oldest item if there is one now.
+    /// Takes the oldest item if there is one now (`Empty` otherwise).
     #[inline]
-    pub fn try_pop(&self) -> Result<T, SlotError> {
-        self.pop(Some(Instant::now()))
+    pub fn try_pop(&self) -> Result<T, TryRecvError> {
+        self.pop(Some(Instant::now())).map_err(RecvTimeoutError::into_try)
     }
 
     /// See [`SlotRing::shutdown`].

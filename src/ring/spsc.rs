@@ -9,7 +9,11 @@
 //! Everything read from shared memory is untrusted: the capacity comes from the segment's
 //! validated length, never from a field; an index the other side published is accepted only
 //! if it keeps `tail - head` within `0..=capacity`, otherwise the call returns
-//! [`RingError::Corrupted`] and nothing is read out of bounds.
+//! `Corrupted` and nothing is read out of bounds.
+//!
+//! Errors are the channel family's: a push returns the [`SendError`] family with the item
+//! back (`Disconnected(item)` once the consumer closed), a pop the [`RecvError`] family
+//! (`Disconnected` once the producer closed and the ring is drained).
 
 use std::marker::PhantomData;
 use std::time::Instant;
@@ -18,52 +22,16 @@ use bytemuck::Pod;
 
 use super::eventcount::EventCount;
 use super::pad::CachePadded;
-use crate::error::SegmentError;
+use crate::error::{
+    RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::Fingerprint;
 use crate::sync::park;
 use crate::Segment;
 
-/// Why a ring operation did not complete. Full/failed pushes hand the item back.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum RingError<T> {
-    /// No room (try form); the item is returned.
-    Full(T),
-    /// Nothing to take (try form).
-    Empty,
-    /// The deadline passed; a push returns its item.
-    Timeout(Option<T>),
-    /// The other side closed the ring (and, for a consumer, it is drained).
-    Closed(Option<T>),
-    /// Shared indices are inconsistent: written by a buggy or hostile peer.
-    Corrupted,
-}
-
-impl<T> std::fmt::Debug for RingError<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Full(_) => "Full(..)",
-            Self::Empty => "Empty",
-            Self::Timeout(_) => "Timeout(..)",
-            Self::Closed(_) => "Closed(..)",
-            Self::Corrupted => "Corrupted",
-        })
-    }
-}
-
-impl<T> std::fmt::Display for RingError<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Full(_) => "the ring is full",
-            Self::Empty => "the ring is empty",
-            Self::Timeout(_) => "timed out",
-            Self::Closed(_) => "the other side closed the ring",
-            Self::Corrupted => "the ring's shared indices are corrupted",
-        })
-    }
-}
-
-impl<T> std::error::Error for RingError<T> {}
+/// Shared indices that contradict each other (a buggy or hostile peer wrote them).
+struct Inconsistent;
 
 const TX_CLOSED: u32 = 1;
 const RX_CLOSED: u32 = 2;
@@ -184,13 +152,14 @@ impl<T: Pod> SpscRing<T> {
         unsafe { self.seg.as_ptr().add(slots_offset::<T>()).cast() }
     }
 
-    /// The producing side (one per ring, in one process at a time).
-    pub fn producer(&self) -> Result<Producer<'_, T>, RingError<T>> {
+    /// The producing side (one per ring, in one process at a time). Shared indices that
+    /// contradict each other are [`SegmentError::Corrupt`].
+    pub fn producer(&self) -> Result<Producer<'_, T>, SegmentError> {
         let h = self.header();
         let tail = h.tail.load(Ordering::Relaxed);
         let head = h.head.load(Ordering::Acquire);
         if tail.wrapping_sub(head) > self.cap {
-            return Err(RingError::Corrupted);
+            return Err(SegmentError::Corrupt("ring indices are inconsistent"));
         }
         Ok(Producer {
             ring: self,
@@ -199,13 +168,14 @@ impl<T: Pod> SpscRing<T> {
         })
     }
 
-    /// The consuming side (one per ring, in one process at a time).
-    pub fn consumer(&self) -> Result<Consumer<'_, T>, RingError<T>> {
+    /// The consuming side (one per ring, in one process at a time). Shared indices that
+    /// contradict each other are [`SegmentError::Corrupt`].
+    pub fn consumer(&self) -> Result<Consumer<'_, T>, SegmentError> {
         let h = self.header();
         let head = h.head.load(Ordering::Relaxed);
         let tail = h.tail.load(Ordering::Acquire);
         if tail.wrapping_sub(head) > self.cap {
-            return Err(RingError::Corrupted);
+            return Err(SegmentError::Corrupt("ring indices are inconsistent"));
         }
         Ok(Consumer {
             ring: self,
@@ -243,10 +213,10 @@ pub struct Producer<'a, T: Pod> {
 
 impl<T: Pod> Producer<'_, T> {
     /// Re-reads the consumer's index; `Err` if it is inconsistent with ours.
-    fn refresh(&mut self) -> Result<(), RingError<T>> {
+    fn refresh(&mut self) -> Result<(), Inconsistent> {
         let head = self.ring.header().head.load(Ordering::Acquire);
         if self.tail.wrapping_sub(head) > self.ring.cap {
-            return Err(RingError::Corrupted);
+            return Err(Inconsistent);
         }
         self.cached_head = head;
         Ok(())
@@ -254,7 +224,7 @@ impl<T: Pod> Producer<'_, T> {
 
     /// Room left, refreshing the cached index only when it says the ring is full.
     #[inline]
-    fn room(&mut self) -> Result<u64, RingError<T>> {
+    fn room(&mut self) -> Result<u64, Inconsistent> {
         let mut used = self.tail.wrapping_sub(self.cached_head);
         if used == self.ring.cap {
             self.refresh()?;
@@ -264,15 +234,16 @@ impl<T: Pod> Producer<'_, T> {
     }
 
     /// Writes `value` if there is room and publishes it (no wake-up: see [`notify`](Self::notify)).
+    /// `Full(value)` if there is no room, `Disconnected(value)` once the consumer closed.
     #[inline]
-    pub fn try_push(&mut self, value: T) -> Result<(), RingError<T>> {
+    pub fn try_push(&mut self, value: T) -> Result<(), TrySendError<T>> {
         if self.ring.header().ctl.closed.load(Ordering::Relaxed) & RX_CLOSED != 0 {
-            return Err(RingError::Closed(Some(value)));
+            return Err(TrySendError::Disconnected(value));
         }
         match self.room() {
-            Ok(0) => return Err(RingError::Full(value)),
+            Ok(0) => return Err(TrySendError::Full(value)),
             Ok(_) => {}
-            Err(_) => return Err(RingError::Corrupted),
+            Err(Inconsistent) => return Err(TrySendError::Corrupted(value)),
         }
         let i = (self.tail & (self.ring.cap - 1)) as usize;
         #[cfg(loom)]
@@ -289,8 +260,8 @@ impl<T: Pod> Producer<'_, T> {
     }
 
     /// Writes as many of `values` as fit with one publish; returns how many.
-    pub fn push_slice(&mut self, values: &[T]) -> Result<usize, RingError<()>> {
-        let room = self.room().map_err(|_| RingError::Corrupted)?;
+    pub fn push_slice(&mut self, values: &[T]) -> Result<usize, SendError<()>> {
+        let room = self.room().map_err(|Inconsistent| SendError::Corrupted(()))?;
         let n = (values.len() as u64).min(room) as usize;
         for (k, v) in values[..n].iter().enumerate() {
             let i = (self.tail.wrapping_add(k as u64) & (self.ring.cap - 1)) as usize;
@@ -312,16 +283,17 @@ impl<T: Pod> Producer<'_, T> {
     }
 
     /// Writes `value`, spinning briefly and then sleeping while the ring is full, until
-    /// `deadline`; wakes a sleeping consumer.
-    pub fn push(&mut self, mut value: T, deadline: Option<Instant>) -> Result<(), RingError<T>> {
+    /// `deadline` (`None`: as long as it takes; `Timeout(value)` when it passes); wakes a
+    /// sleeping consumer.
+    pub fn push(&mut self, mut value: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         loop {
             match self.try_push(value) {
                 Ok(()) => {
                     self.notify();
                     return Ok(());
                 }
-                Err(RingError::Full(v)) => value = v,
-                Err(e) => return Err(e),
+                Err(TrySendError::Full(v)) => value = v,
+                Err(e) => return Err(e.into_timeout()),
             }
             let ctl = &self.ring.header().ctl;
             if park::spin_while(|| self.room().is_ok_and(|r| r == 0)) {
@@ -338,8 +310,7 @@ impl<T: Pod> Producer<'_, T> {
                         self.notify();
                         Ok(())
                     }
-                    Err(RingError::Full(v)) => Err(RingError::Timeout(Some(v))),
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into_timeout()),
                 };
             }
         }
@@ -362,30 +333,32 @@ pub struct Consumer<'a, T: Pod> {
 
 impl<T: Pod> Consumer<'_, T> {
     #[inline]
-    fn available(&mut self) -> Result<u64, RingError<T>> {
+    fn available(&mut self) -> Result<u64, Inconsistent> {
         let mut n = self.cached_tail.wrapping_sub(self.head);
         if n == 0 {
             let tail = self.ring.header().tail.load(Ordering::Acquire);
             n = tail.wrapping_sub(self.head);
             if n > self.ring.cap {
-                return Err(RingError::Corrupted);
+                return Err(Inconsistent);
             }
             self.cached_tail = tail;
         }
         Ok(n)
     }
 
-    /// Takes the oldest item if there is one.
+    /// Takes the oldest item if there is one (`Empty` otherwise; `Disconnected` once the
+    /// producer closed and the ring is drained).
     #[inline]
-    pub fn try_pop(&mut self) -> Result<T, RingError<T>> {
-        if self.available()? == 0 {
+    pub fn try_pop(&mut self) -> Result<T, TryRecvError> {
+        let corrupted = |Inconsistent| TryRecvError::Corrupted;
+        if self.available().map_err(corrupted)? == 0 {
             return Err(
                 if self.ring.header().ctl.closed.load(Ordering::Acquire) & TX_CLOSED != 0
-                    && self.available()? == 0
+                    && self.available().map_err(corrupted)? == 0
                 {
-                    RingError::Closed(None)
+                    TryRecvError::Disconnected
                 } else {
-                    RingError::Empty
+                    TryRecvError::Empty
                 },
             );
         }
@@ -403,8 +376,9 @@ impl<T: Pod> Consumer<'_, T> {
     }
 
     /// Takes up to `out.len()` items with one index update; returns how many.
-    pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, RingError<()>> {
-        let n = (self.available().map_err(|_| RingError::Corrupted)?).min(out.len() as u64) as usize;
+    pub fn pop_slice(&mut self, out: &mut [T]) -> Result<usize, RecvError> {
+        let n =
+            (self.available().map_err(|Inconsistent| RecvError::Corrupted)?).min(out.len() as u64) as usize;
         for (k, o) in out[..n].iter_mut().enumerate() {
             let i = (self.head.wrapping_add(k as u64) & (self.ring.cap - 1)) as usize;
             #[cfg(loom)]
@@ -422,16 +396,17 @@ impl<T: Pod> Consumer<'_, T> {
     }
 
     /// Takes the oldest item, spinning briefly and then sleeping while the ring is empty,
-    /// until `deadline`; wakes a producer waiting for room.
-    pub fn pop(&mut self, deadline: Option<Instant>) -> Result<T, RingError<T>> {
+    /// until `deadline` (`None`: as long as it takes; `Timeout` when it passes); wakes a
+    /// producer waiting for room.
+    pub fn pop(&mut self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         loop {
             match self.try_pop() {
                 Ok(v) => {
                     self.ring.header().ctl.not_full.notify();
                     return Ok(v);
                 }
-                Err(RingError::Empty) => {}
-                Err(e) => return Err(e),
+                Err(TryRecvError::Empty) => {}
+                Err(e) => return Err(e.into_timeout()),
             }
             let ctl = &self.ring.header().ctl;
             if park::spin_while(|| self.available().is_ok_and(|n| n == 0)) {
@@ -440,17 +415,18 @@ impl<T: Pod> Consumer<'_, T> {
             let key = ctl.not_empty.prepare_wait();
             if !self.available().is_ok_and(|n| n == 0) || ctl.closed.load(Ordering::SeqCst) & TX_CLOSED != 0 {
                 ctl.not_empty.cancel_wait();
-                if self.available()? == 0 {
+                if self
+                    .available()
+                    .map_err(|Inconsistent| RecvTimeoutError::Corrupted)?
+                    == 0
+                {
                     // Closed and drained.
-                    return self.try_pop();
+                    return self.try_pop().map_err(TryRecvError::into_timeout);
                 }
                 continue;
             }
             if !ctl.not_empty.wait(key, deadline) && deadline.is_some_and(|d| Instant::now() >= d) {
-                return self.try_pop().map_err(|e| match e {
-                    RingError::Empty => RingError::Timeout(None),
-                    e => e,
-                });
+                return self.try_pop().map_err(TryRecvError::into_timeout);
             }
         }
     }

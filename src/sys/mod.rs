@@ -3,6 +3,8 @@
 //! Everything above this layer works with safe wrappers: owned fds, typed errors and
 //! plain Rust values. Linux-specific (memfd, file seals, futex, pidfd).
 
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) mod clock;
 pub(crate) mod fd;
 pub mod futex;
 pub(crate) mod mem;

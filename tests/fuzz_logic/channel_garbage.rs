@@ -39,8 +39,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use shmproc::ring::{ChanError, Channel, ChannelHeader, HeaderField};
+use shmproc::ring::{Channel, ChannelHeader, HeaderField};
 use shmproc::sync::RawLock;
+use shmproc::SendTimeoutError;
 
 /// How long a call may run past its deadline before it counts as a hang.
 pub const SLACK: Duration = Duration::from_millis(500);
@@ -239,13 +240,15 @@ fn run(data: &[u8]) -> usize {
                     Call::Send => {
                         let msg = vec![0x5a; send_len];
                         match h.send(&msg, None, deadline) {
+                            // A scribbled shutdown word of 2 reads as a disconnected pipe.
                             Ok(())
                             | Err(
-                                ChanError::Full
-                                | ChanError::Timeout
-                                | ChanError::Closed
-                                | ChanError::Corrupted,
+                                SendTimeoutError::Timeout(())
+                                | SendTimeoutError::Closed(())
+                                | SendTimeoutError::Disconnected(())
+                                | SendTimeoutError::Corrupted(()),
                             ) => {}
+                            Err(e) => panic!("send: {e:?}"),
                         }
                     }
                     Call::Queries => {

@@ -29,7 +29,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmproc::ring::{ChanError, Channel};
+use shmproc::ring::Channel;
+use shmproc::{RecvTimeoutError, SendTimeoutError};
 
 /// Bound on receives that must succeed (a hang guard, not a speed check).
 const GUARD: Duration = Duration::from_secs(10);
@@ -72,16 +73,16 @@ impl Model {
     }
 
     /// What a non-blocking receive must return now.
-    fn expect_empty(&self) -> ChanError {
+    fn expect_empty(&self) -> RecvTimeoutError {
         if self.closed {
-            ChanError::Closed
+            RecvTimeoutError::Closed
         } else {
-            ChanError::Timeout
+            RecvTimeoutError::Timeout
         }
     }
 }
 
-fn check_recv(got: Result<Vec<u8>, ChanError>, model: &mut Model, what: &str) {
+fn check_recv(got: Result<Vec<u8>, RecvTimeoutError>, model: &mut Model, what: &str) {
     match model.pop() {
         Some(want) => match got {
             Ok(m) => assert!(
@@ -146,11 +147,11 @@ pub fn channel_ops_input(data: &[u8]) {
                 let msg = pattern(len, seed);
                 let first = 8 + len.min(model.max_frame).next_multiple_of(8);
                 let expected = if model.closed {
-                    Some(ChanError::Closed)
+                    Some(SendTimeoutError::Closed(()))
                 } else if limit.is_some_and(|l| model.queue.len() as u64 >= l)
                     || model.cap - model.used < first
                 {
-                    Some(ChanError::Full)
+                    Some(SendTimeoutError::Timeout(()))
                 } else {
                     None
                 };

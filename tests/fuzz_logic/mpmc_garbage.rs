@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use shmproc::ring::{SlotError, SlotRing, SlotRingHeader};
+use shmproc::ring::{SlotRing, SlotRingHeader};
+use shmproc::{RecvTimeoutError, SendTimeoutError, TrySendError};
 
 /// How long a call may run past its deadline before it counts as a hang (generous: a
 /// liveness check reads `/proc`, and the fuzzer may run on a loaded machine).
@@ -126,12 +127,21 @@ pub fn mpmc_garbage_input(data: &[u8]) {
                             Ok(()) => {
                                 assert!(out[SLOT..].iter().all(|&b| b == DIRT), "pop wrote past the slot")
                             }
-                            Err(SlotError::Empty | SlotError::Closed | SlotError::Corrupted) => {}
+                            Err(
+                                RecvTimeoutError::Timeout
+                                | RecvTimeoutError::Closed
+                                | RecvTimeoutError::Corrupted,
+                            ) => {}
                             Err(e) => panic!("pop: {e:?}"),
                         }
                     }
                     Call::Push => match h.push(&[0x5a; SLOT], deadline) {
-                        Ok(()) | Err(SlotError::Full | SlotError::Closed | SlotError::Corrupted) => {}
+                        Ok(())
+                        | Err(
+                            SendTimeoutError::Timeout(())
+                            | SendTimeoutError::Closed(())
+                            | SendTimeoutError::Corrupted(()),
+                        ) => {}
                         Err(e) => panic!("push: {e:?}"),
                     },
                     Call::Queries => {
@@ -142,7 +152,7 @@ pub fn mpmc_garbage_input(data: &[u8]) {
                     Call::Shutdown => {
                         h.shutdown();
                         assert!(h.is_shutdown());
-                        assert_eq!(h.try_push(&[1; SLOT]), Err(SlotError::Closed));
+                        assert_eq!(h.try_push(&[1; SLOT]), Err(TrySendError::Closed(())));
                     }
                 }
             }

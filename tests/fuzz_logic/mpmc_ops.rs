@@ -25,7 +25,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use shmproc::ring::{SlotError, SlotRing};
+use shmproc::ring::SlotRing;
+use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 const WAIT: Duration = Duration::from_micros(200);
 /// Filler of the caller's buffer: what a pop must leave alone past the slot size.
@@ -44,24 +45,64 @@ struct Model {
     slot: usize,
 }
 
+/// Why the model says a push fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    TooLarge,
+    Closed,
+    NoRoom,
+}
+
 impl Model {
-    fn push_outcome(&self, len: usize) -> Result<(), SlotError> {
+    fn push_outcome(&self, len: usize) -> Result<(), Refused> {
         if len > self.slot {
-            Err(SlotError::TooLarge)
+            Err(Refused::TooLarge)
         } else if self.closed {
-            Err(SlotError::Closed)
+            Err(Refused::Closed)
         } else if self.items.len() == self.cap {
-            Err(SlotError::Full)
+            Err(Refused::NoRoom)
         } else {
             Ok(())
         }
     }
 }
 
+/// The timed push's error for a refusal.
+fn timed_err(r: Refused) -> SendTimeoutError<()> {
+    match r {
+        Refused::TooLarge => SendTimeoutError::TooLarge(()),
+        Refused::Closed => SendTimeoutError::Closed(()),
+        Refused::NoRoom => SendTimeoutError::Timeout(()),
+    }
+}
+
+/// The try push's error for a refusal.
+fn try_err(r: Refused) -> TrySendError<()> {
+    match r {
+        Refused::TooLarge => TrySendError::TooLarge(()),
+        Refused::Closed => TrySendError::Closed(()),
+        Refused::NoRoom => TrySendError::Full(()),
+    }
+}
+
+/// A pop as the timed form reports it (the try form's `Empty` read as `Timeout`).
+fn pop_as_timed(ring: &SlotRing, out: &mut [u8], deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
+    match deadline {
+        Some(d) => ring.pop(out, Some(d)),
+        None => ring.try_pop(out).map_err(|e| match e {
+            TryRecvError::Empty => RecvTimeoutError::Timeout,
+            TryRecvError::Closed => RecvTimeoutError::Closed,
+            TryRecvError::Corrupted => RecvTimeoutError::Corrupted,
+            e => panic!("try_pop: unexpected {e:?}"),
+        }),
+    }
+}
+
+/// One pop: `deadline` `None` is the try form.
 fn check_pop(ring: &SlotRing, model: &mut Model, deadline: Option<Instant>, what: &str) {
     let mut out = vec![DIRT; model.slot + 3];
     let t = Instant::now();
-    let r = ring.pop(&mut out, deadline);
+    let r = pop_as_timed(ring, &mut out, deadline);
     match model.items.pop_front() {
         Some(want) => {
             assert_eq!(r, Ok(()), "{what} with {} items queued", model.items.len() + 1);
@@ -73,13 +114,13 @@ fn check_pop(ring: &SlotRing, model: &mut Model, deadline: Option<Instant>, what
         }
         None => {
             let want = if model.closed {
-                SlotError::Closed
+                RecvTimeoutError::Closed
             } else {
-                SlotError::Empty
+                RecvTimeoutError::Timeout
             };
-            assert_eq!(r, Err(want), "{what} on an empty ring");
+            assert_eq!(r, Err(want.clone()), "{what} on an empty ring");
             assert!(out.iter().all(|&b| b == DIRT), "{what}: a failed pop wrote");
-            if want == SlotError::Empty && deadline.is_some_and(|d| d > t) {
+            if want == RecvTimeoutError::Timeout && deadline.is_some_and(|d| d > t) {
                 assert!(Instant::now() >= deadline.unwrap(), "{what}: timed out early");
             }
         }
@@ -116,20 +157,23 @@ pub fn mpmc_ops_input(data: &[u8]) {
                 let item = pattern(usize::from(l) % (slot + 3), seed);
                 let want = model.push_outcome(item.len());
                 let t = Instant::now();
-                let r = if op % 8 == 2 {
-                    h.push(&item, Some(t + WAIT))
+                let ok = if op % 8 == 2 {
+                    let r = h.push(&item, Some(t + WAIT));
+                    assert_eq!(r, want.map_err(timed_err), "push of {} bytes", item.len());
+                    r.is_ok()
                 } else {
-                    h.try_push(&item)
+                    let r = h.try_push(&item);
+                    assert_eq!(r, want.map_err(try_err), "try_push of {} bytes", item.len());
+                    r.is_ok()
                 };
-                assert_eq!(r, want, "push of {} bytes", item.len());
-                if want == Err(SlotError::Full) && op % 8 == 2 {
+                if want == Err(Refused::NoRoom) && op % 8 == 2 {
                     assert!(t.elapsed() >= WAIT, "push timed out early");
                 }
-                if r.is_ok() {
+                if ok {
                     model.items.push_back(item);
                 }
             }
-            3 => check_pop(h, &mut model, Some(Instant::now()), "try_pop"),
+            3 => check_pop(h, &mut model, None, "try_pop"),
             4 => check_pop(h, &mut model, Some(Instant::now() + WAIT), "timed pop"),
             5 => use_clone = !use_clone,
             6 => {
@@ -149,8 +193,8 @@ pub fn mpmc_ops_input(data: &[u8]) {
         assert_eq!(clone.len(), model.items.len());
     }
     while !model.items.is_empty() {
-        check_pop(&ring, &mut model, Some(Instant::now()), "final drain");
+        check_pop(&ring, &mut model, None, "final drain");
     }
     assert_eq!(ring.len(), 0);
-    check_pop(&ring, &mut model, Some(Instant::now()), "pop after the drain");
+    check_pop(&ring, &mut model, None, "pop after the drain");
 }
