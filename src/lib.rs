@@ -25,8 +25,10 @@ pub use channel::queue::{
     Bytes, Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY,
 };
 pub use error::{
-    BarrierError, ConnError, GetError, IndexError, LockError, ManagerError, OwnerDied, PanicInfo, PoolError,
-    ProcessError, PutError, ReleaseError, SegmentError, TaskDoneError,
+    AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError, CondWaitTimeoutError,
+    ConnError, GetError, IndexError, LayoutInfo, LockError, LockTimeoutError, ManagerError, NotifyError,
+    OwnerDied, PanicInfo, PoolError, ProcessError, PutError, ReleaseError, SegmentError, TaskDoneError,
+    TryAcquireError, TryLockError, WaitTimeoutError,
 };
 pub use manager::{Dict, DictGuard, List, ListGuard, Manager, Namespace, NamespaceGuard};
 pub use pool::{

@@ -17,6 +17,7 @@ pub(crate) mod raw_event;
 pub(crate) mod raw_lock;
 pub(crate) mod raw_sem;
 mod semaphore;
+mod unlock;
 mod value;
 
 pub use barrier::Barrier;

@@ -18,6 +18,7 @@
 use std::time::Instant;
 
 use super::park;
+use super::unlock::UnlockOnDrop;
 use super::raw_lock::Acquired;
 use super::raw_lock::{LockFail, RawLock};
 use crate::loom::{fence, AtomicU32, Ordering};
@@ -53,13 +54,7 @@ pub struct RawBarrier {
 }
 
 /// The guard of the internal lock; a dead previous holder breaks the barrier.
-struct Inner<'a>(&'a RawBarrier);
-
-impl Drop for Inner<'_> {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
+type Inner<'a> = UnlockOnDrop<'a, RawBarrier>;
 
 impl RawBarrier {
     /// A barrier for `parties` (at least 1).
@@ -74,7 +69,7 @@ impl RawBarrier {
         match self.lock.lock(deadline) {
             Ok(how) => {
                 self.entered(how);
-                Ok(Inner(self))
+                Ok(UnlockOnDrop(self))
             }
             Err(LockFail::Timeout | LockFail::WouldBlock) => Err(BarrierFail::Timeout),
             Err(_) => Err(BarrierFail::Corrupted),
@@ -105,7 +100,7 @@ impl RawBarrier {
 
     /// Releases the internal lock, then makes sure no break request posted meanwhile is
     /// left behind (see the module docs).
-    fn release(&self) {
+    pub(super) fn release(&self) {
         self.settle();
         let _ = self.lock.unlock();
         // SYNC POINT (break request): pairs with the fence in `request_break`.
@@ -179,7 +174,7 @@ impl RawBarrier {
         let g = self.generation.load(Ordering::SeqCst);
         match self.lock.try_lock() {
             Ok(how) => {
-                let _inner = Inner(self);
+                let _inner = UnlockOnDrop(self);
                 self.entered(how);
                 if self.generation.load(Ordering::Relaxed) == g {
                     self.break_round();

@@ -41,7 +41,13 @@ pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 
 impl RawSemaphore {
     /// A semaphore holding `value` units; `bounded` makes `value` also the maximum.
+    ///
+    /// # Panics
+    ///
+    /// If `value` exceeds [`SEM_VALUE_MAX`] (a programming error; the handles
+    /// `Semaphore::new`/`BoundedSemaphore::new` refuse it with an error instead).
     pub fn new(value: u32, bounded: bool) -> Self {
+        assert!(value <= SEM_VALUE_MAX, "semaphore value {value} exceeds SEM_VALUE_MAX");
         Self {
             value: AtomicU32::new(value),
             waiters: AtomicU32::new(0),
