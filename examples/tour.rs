@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use shmproc::{
     as_completed, current_process, parent_process, Barrier, Bytes, Connection, Dict, Event, Executor, Lock,
-    LockError, PodCodec, Pool, Process, ProcessError, Queue, RawArray, Run, SegmentError, Semaphore, Shared,
-    SharedMemory, ShmSafe, StartMethod, Value, PIPE_CAPACITY,
+    LockError, LockTimeoutError, PodCodec, Pool, Process, ProcessError, Queue, RawArray, Run, SegmentError,
+    Semaphore, Shared, SharedMemory, ShmSafe, StartMethod, Value, PIPE_CAPACITY,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -123,11 +123,11 @@ fn now_ns() -> u64 {
 }
 
 /// Counts under a barrier, round by round.
-fn rounds((b, v): (Barrier, Value<u64>)) -> Vec<u32> {
+fn rounds((b, v): (Barrier, Value<u64>)) -> Vec<usize> {
     (0..3)
         .map(|_| {
             v.update(|x| x + 1).expect("update");
-            b.wait().expect("barrier")
+            b.wait_timeout(Duration::from_secs(10)).expect("barrier")
         })
         .collect()
 }
@@ -427,7 +427,7 @@ fn main() -> Res<()> {
     }
 
     step(8, "a Value counted by children meeting at a Barrier each round");
-    let barrier = Barrier::with_timeout(3, Some(Duration::from_secs(10)))?;
+    let barrier = Barrier::new(3)?;
     let total = Value::new(0u64)?;
     let mut kids = Vec::new();
     for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::Fork] {
@@ -443,7 +443,8 @@ fn main() -> Res<()> {
     }
     println!(
         "    value: {} (3 children × 3 rounds)",
-        total.get().map_err(|e| e.to_string())?
+        // `recover`: take the value even if a child died holding the lock.
+        total.get().or_else(LockError::recover)?
     );
 
     step(
@@ -460,7 +461,7 @@ fn main() -> Res<()> {
         let _ = holder.join();
         let t = Instant::now();
         match lock.lock_timeout(Duration::from_secs(5)) {
-            Err(LockError::OwnerDied(died)) => {
+            Err(LockTimeoutError::OwnerDied(died)) => {
                 let tid = died.dead_owner_tid();
                 drop(died.into_guard());
                 println!(

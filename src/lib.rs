@@ -25,10 +25,10 @@ pub use channel::queue::{
     Bytes, Codec, JoinState, JoinableQueue, PodCodec, Postcard, Queue, SimpleQueue, DEFAULT_CAPACITY,
 };
 pub use error::{
-    AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError, CondWaitTimeoutError,
-    ConnError, GetError, IndexError, LayoutInfo, LockError, LockTimeoutError, ManagerError, NotifyError,
-    OwnerDied, PanicInfo, PoolError, ProcessError, PutError, ReleaseError, SegmentError, TaskDoneError,
-    TryAcquireError, TryLockError, WaitTimeoutError,
+    AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError,
+    CondWaitTimeoutError, ConnError, GetError, IndexError, LayoutInfo, LockError, LockTimeoutError,
+    ManagerError, NotifyError, OwnerDied, PanicInfo, PoolError, ProcessError, PutError, ReleaseError,
+    SegmentError, TaskDoneError, TryAcquireError, TryLockError, WaitTimeoutError,
 };
 pub use manager::{Dict, DictGuard, List, ListGuard, Manager, Namespace, NamespaceGuard};
 pub use pool::{

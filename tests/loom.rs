@@ -524,7 +524,7 @@ fn barrier_two_parties() {
         both.sort_unstable();
         assert_eq!(both, [0, 1]);
         assert_eq!(b.n_waiting(), 0);
-        assert!(!b.broken());
+        assert!(!b.is_broken());
     });
 }
 
@@ -541,7 +541,7 @@ fn barrier_abort_breaks_waiter() {
         thread::yield_now();
         b.abort().unwrap();
         assert_eq!(t.join().unwrap(), Err(BarrierFail::Broken));
-        assert!(b.broken());
+        assert!(b.is_broken());
         assert_eq!(b.wait(None), Err(BarrierFail::Broken));
     });
 }

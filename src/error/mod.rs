@@ -10,9 +10,9 @@ use std::io;
 mod sync;
 
 pub use sync::{
-    AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError, CondWaitTimeoutError,
-    LockError, LockTimeoutError, NotifyError, OwnerDied, ReleaseError, TryAcquireError, TryLockError,
-    WaitTimeoutError,
+    AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError,
+    CondWaitTimeoutError, LockError, LockTimeoutError, NotifyError, OwnerDied, ReleaseError, TryAcquireError,
+    TryLockError, WaitTimeoutError,
 };
 
 /// The layout a segment stores, as recorded in its header or asked for by an open; carried

@@ -73,8 +73,8 @@ impl Barrier {
         if parties == 0 {
             return Err(SegmentError::InvalidSize("a barrier needs at least one party"));
         }
-        let parties =
-            u32::try_from(parties).map_err(|_| SegmentError::InvalidSize("a barrier has at most u32::MAX parties"))?;
+        let parties = u32::try_from(parties)
+            .map_err(|_| SegmentError::InvalidSize("a barrier has at most u32::MAX parties"))?;
         Ok(Self {
             cell: Shared::new(RawBarrier::new(parties))?,
         })
@@ -116,7 +116,7 @@ impl Barrier {
 
     /// Whether the barrier is broken (Python's `broken`).
     pub fn is_broken(&self) -> bool {
-        self.cell.broken()
+        self.cell.is_broken()
     }
 
     /// The raw barrier.

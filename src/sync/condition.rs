@@ -87,7 +87,10 @@ impl Condition {
     }
 
     /// Takes the condition's lock, giving up after `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<RLockGuard<'_>, LockTimeoutError<RLockGuard<'_>>> {
         settle(self.cell.lock.lock(deadline_after(timeout)), || self.guard())
     }
 

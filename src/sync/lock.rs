@@ -92,7 +92,10 @@ macro_rules! lock_handle {
             }
 
             /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
-            pub fn lock_timeout(&self, timeout: Duration) -> Result<$guard<'_>, LockTimeoutError<$guard<'_>>> {
+            pub fn lock_timeout(
+                &self,
+                timeout: Duration,
+            ) -> Result<$guard<'_>, LockTimeoutError<$guard<'_>>> {
                 settle(self.cell.lock(deadline_after(timeout)), || self.guard())
             }
 

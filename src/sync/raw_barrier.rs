@@ -18,9 +18,9 @@
 use std::time::Instant;
 
 use super::park;
-use super::unlock::UnlockOnDrop;
 use super::raw_lock::Acquired;
 use super::raw_lock::{LockFail, RawLock};
+use super::unlock::UnlockOnDrop;
 use crate::loom::{fence, AtomicU32, Ordering};
 
 /// `pending` holds `PENDING | (g & !PENDING)`: break round `g` (0: nothing pending).
@@ -283,7 +283,7 @@ impl RawBarrier {
     }
 
     /// Whether the barrier is broken.
-    pub fn broken(&self) -> bool {
+    pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed) != 0
     }
 }

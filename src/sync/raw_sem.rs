@@ -47,7 +47,10 @@ impl RawSemaphore {
     /// If `value` exceeds [`SEM_VALUE_MAX`] (a programming error; the handles
     /// `Semaphore::new`/`BoundedSemaphore::new` refuse it with an error instead).
     pub fn new(value: u32, bounded: bool) -> Self {
-        assert!(value <= SEM_VALUE_MAX, "semaphore value {value} exceeds SEM_VALUE_MAX");
+        assert!(
+            value <= SEM_VALUE_MAX,
+            "semaphore value {value} exceeds SEM_VALUE_MAX"
+        );
         Self {
             value: AtomicU32::new(value),
             waiters: AtomicU32::new(0),

@@ -57,7 +57,10 @@ impl<'a> LockRef<'a> {
     }
 
     /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'a>, LockTimeoutError<RLockGuard<'a>>> {
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<RLockGuard<'a>, LockTimeoutError<RLockGuard<'a>>> {
         settle(self.head.enter(Take::until(timeout)), || self.guard())
     }
 
@@ -260,7 +263,10 @@ impl<T: Pod> Value<T> {
     }
 
     /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>, LockTimeoutError<ValueGuard<'_, T>>> {
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ValueGuard<'_, T>, LockTimeoutError<ValueGuard<'_, T>>> {
         borrowed(self.cell.head.borrow(Take::until(timeout)), || self.guard())
     }
 
@@ -458,7 +464,10 @@ impl<T: Pod> Array<T> {
     }
 
     /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<'_, T>, LockTimeoutError<ArrayGuard<'_, T>>> {
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ArrayGuard<'_, T>, LockTimeoutError<ArrayGuard<'_, T>>> {
         borrowed(self.head().borrow(Take::until(timeout)), || self.guard())
     }
 
