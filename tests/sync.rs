@@ -2438,3 +2438,82 @@ fn raw_primitives_in_a_users_shared_struct_work_across_processes() {
         assert!(!b.lock.is_locked());
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Error types: the crate-wide rule
+// ------------------------------------------------------------------------------------------
+
+/// Every error without a guard is `Error + Send + Sync + 'static` (so `?` into
+/// `Box<dyn Error + Send + Sync>` or `anyhow` works); checked at compile time.
+#[test]
+fn errors_without_a_guard_are_send_sync_static() {
+    fn check<E: std::error::Error + Send + Sync + 'static>() {}
+    check::<LockError<()>>();
+    check::<TryLockError<()>>();
+    check::<LockTimeoutError<()>>();
+    check::<shmproc::CondWaitError<()>>();
+    check::<CondWaitTimeoutError<()>>();
+    check::<shmproc::NotifyError>();
+    check::<AcquireError>();
+    check::<AcquireTimeoutError>();
+    check::<TryAcquireError>();
+    check::<WaitTimeoutError>();
+    check::<ReleaseError>();
+    check::<shmproc::BarrierError>();
+    check::<BarrierTimeoutError>();
+    // The other families of error/mod.rs.
+    check::<shmproc::SegmentError>();
+    check::<shmproc::ProcessError>();
+    check::<shmproc::PoolError>();
+    check::<shmproc::ManagerError>();
+    check::<shmproc::IndexError>();
+}
+
+/// The guard idioms: `recover` takes the lock anyway, `without_guard` makes a `'static`
+/// error, and the blocking form's error converts into its twins with `?`.
+#[test]
+fn guard_errors_recover_or_drop_their_guard() {
+    let _g = common::shared();
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let lock = Lock::new().unwrap();
+    // `?` straight into a boxed error, with both idioms.
+    let take = |lock: &Lock| -> Result<(), BoxError> {
+        let g = lock.lock().or_else(LockError::recover)?;
+        drop(g);
+        let g = lock.lock_timeout(LONG).map_err(LockTimeoutError::without_guard)?;
+        drop(g);
+        lock.try_acquire()?;
+        lock.release()?;
+        Ok(())
+    };
+    take(&lock).unwrap();
+    // A blocking form's error moves into its twins with `?` / `From`.
+    let t: TryLockError<()> = LockError::<()>::Corrupted.into();
+    assert_eq!(t, TryLockError::Corrupted);
+    let t: LockTimeoutError<()> = LockError::<()>::RecursionLimit.into();
+    assert_eq!(t, LockTimeoutError::RecursionLimit);
+    assert_eq!(
+        AcquireTimeoutError::from(AcquireError::Corrupted),
+        AcquireTimeoutError::Corrupted
+    );
+    assert_eq!(
+        BarrierTimeoutError::from(shmproc::BarrierError::Broken),
+        BarrierTimeoutError::Broken
+    );
+    // Debug never prints the guard; Display is short and lowercase.
+    let held = lock.lock().unwrap();
+    let e = lock.try_lock().map(drop).unwrap_err();
+    assert_eq!(format!("{e:?}"), "WouldBlock");
+    assert_eq!(e.to_string(), "the lock is held by someone else");
+    drop(held);
+    // Refused, not clamped.
+    assert!(matches!(
+        Semaphore::new(SEM_VALUE_MAX + 1),
+        Err(shmproc::SegmentError::InvalidSize(_))
+    ));
+    assert!(matches!(
+        BoundedSemaphore::new(u32::MAX),
+        Err(shmproc::SegmentError::InvalidSize(_))
+    ));
+    assert_eq!(Semaphore::new(SEM_VALUE_MAX).unwrap().value(), SEM_VALUE_MAX);
+}
