@@ -19,6 +19,7 @@ pub(crate) mod raw_sem;
 mod semaphore;
 mod unlock;
 mod value;
+pub(crate) mod wait;
 
 pub use barrier::Barrier;
 pub use condition::{Condition, RawConditionCell};

@@ -21,6 +21,7 @@ use super::park;
 use super::raw_lock::Acquired;
 use super::raw_lock::{LockFail, RawLock};
 use super::unlock::UnlockOnDrop;
+use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{fence, AtomicU32, Ordering};
 
 /// `pending` holds `PENDING | (g & !PENDING)`: break round `g` (0: nothing pending).
@@ -36,6 +37,31 @@ pub enum BarrierFail {
     Timeout,
     /// The barrier's fields hold values no correct process writes.
     Corrupted,
+}
+
+/// A registered party waiting for round `g` to end (no registration: `end_round` always
+/// wakes every sleeper of `generation`).
+struct BarrierWait<'a> {
+    barrier: &'a RawBarrier,
+    g: u32,
+    index: u32,
+    deadline: Option<Instant>,
+}
+
+impl Wait for BarrierWait<'_> {
+    type Output = Result<u32, BarrierFail>;
+
+    fn poll(&mut self) -> Poll<'_, Self::Output> {
+        // SYNC POINT (barrier round): acquire pairs with the store in `end_round`.
+        if self.barrier.generation.load(Ordering::SeqCst) != self.g {
+            return Poll::Ready(self.barrier.outcome(self.g, self.index));
+        }
+        Poll::Sleep(Sleep::on(&self.barrier.generation, self.g))
+    }
+
+    fn timed_out(&mut self) -> Self::Output {
+        self.barrier.time_out(self.g, self.index, self.deadline)
+    }
 }
 
 /// A cyclic barrier; `#[repr(C)]`.
@@ -226,33 +252,42 @@ impl RawBarrier {
             self.count.store(index + 1, Ordering::Relaxed);
             (g, index)
         };
-        loop {
-            if self.generation.load(Ordering::SeqCst) != g {
-                return self.outcome(g, index);
-            }
-            if !park::wait(&self.generation, g, deadline) && self.generation.load(Ordering::SeqCst) == g {
-                let _inner = match self.enter(deadline) {
-                    Err(BarrierFail::Timeout) => {
-                        self.request_break(g);
-                        // The lock's holder may have been ending this very round (the last
-                        // party arriving): a round that completed counts, as in Python.
-                        if self.generation.load(Ordering::SeqCst) != g {
-                            if let Ok(i) = self.outcome(g, index) {
-                                return Ok(i);
-                            }
-                        }
-                        return Err(BarrierFail::Timeout);
+        wait::block(
+            &mut BarrierWait {
+                barrier: self,
+                g,
+                index,
+                deadline,
+            },
+            deadline,
+        )
+    }
+
+    /// The deadline of a registered party passed with round `g` still open.
+    fn time_out(&self, g: u32, index: u32, deadline: Option<Instant>) -> Result<u32, BarrierFail> {
+        if self.generation.load(Ordering::SeqCst) != g {
+            return self.outcome(g, index);
+        }
+        let _inner = match self.enter(deadline) {
+            Err(BarrierFail::Timeout) => {
+                self.request_break(g);
+                // The lock's holder may have been ending this very round (the last
+                // party arriving): a round that completed counts, as in Python.
+                if self.generation.load(Ordering::SeqCst) != g {
+                    if let Ok(i) = self.outcome(g, index) {
+                        return Ok(i);
                     }
-                    r => r?,
-                };
-                if self.generation.load(Ordering::Relaxed) != g {
-                    // Released (or broken) just as we timed out: report what happened.
-                    return self.outcome(g, index);
                 }
-                self.break_round();
                 return Err(BarrierFail::Timeout);
             }
+            r => r?,
+        };
+        if self.generation.load(Ordering::Relaxed) != g {
+            // Released (or broken) just as we timed out: report what happened.
+            return self.outcome(g, index);
         }
+        self.break_round();
+        Err(BarrierFail::Timeout)
     }
 
     /// Breaks the barrier: current and future waits fail until [`reset`](Self::reset).

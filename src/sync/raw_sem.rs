@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use super::park;
+use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{AtomicU32, Ordering};
 
 /// Why a semaphore operation failed.
@@ -23,6 +24,44 @@ pub enum SemFail {
     TooManyReleases,
     /// `value` exceeds the bound: written by a buggy or hostile peer.
     Corrupted,
+}
+
+/// A blocked `acquire`: what it waits on, for [`wait::block`].
+struct SemWait<'a>(&'a RawSemaphore);
+
+impl Wait for SemWait<'_> {
+    type Output = Result<(), SemFail>;
+    const SPIN: bool = true;
+
+    fn busy(&self) -> bool {
+        self.0.value.load(Ordering::Relaxed) == 0
+    }
+
+    fn poll(&mut self) -> Poll<'_, Self::Output> {
+        let sem = self.0;
+        match sem.try_acquire() {
+            Err(SemFail::WouldBlock) => {}
+            r => return Poll::Ready(r),
+        }
+        // Register, then re-read (the SeqCst handshake of the module docs).
+        sem.waiters.fetch_add(1, Ordering::SeqCst);
+        if sem.value.load(Ordering::SeqCst) != 0 {
+            sem.waiters.fetch_sub(1, Ordering::SeqCst);
+            return Poll::Retry;
+        }
+        Poll::Sleep(Sleep::on(&sem.value, 0))
+    }
+
+    fn after_sleep(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn timed_out(&mut self) -> Self::Output {
+        self.0.try_acquire().map_err(|e| match e {
+            SemFail::WouldBlock => SemFail::Timeout,
+            e => e,
+        })
+    }
 }
 
 /// A counting semaphore; `#[repr(C)]`.
@@ -91,24 +130,8 @@ impl RawSemaphore {
     /// Takes one unit, waiting until `deadline` (`None`: forever).
     pub fn acquire(&self, deadline: Option<Instant>) -> Result<(), SemFail> {
         match self.try_acquire() {
-            Err(SemFail::WouldBlock) => {}
-            r => return r,
-        }
-        park::spin_while(|| self.value.load(Ordering::Relaxed) == 0);
-        loop {
-            match self.try_acquire() {
-                Err(SemFail::WouldBlock) => {}
-                r => return r,
-            }
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            let woke = self.value.load(Ordering::SeqCst) != 0 || park::wait(&self.value, 0, deadline);
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
-            if !woke {
-                return self.try_acquire().map_err(|e| match e {
-                    SemFail::WouldBlock => SemFail::Timeout,
-                    e => e,
-                });
-            }
+            Err(SemFail::WouldBlock) => wait::block(&mut SemWait(self), deadline),
+            r => r,
         }
     }
 

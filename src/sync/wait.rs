@@ -6,6 +6,8 @@
 //!
 //! A primitive describes one wait as a [`Wait`] value:
 //!
+//! - [`Wait::try_complete`] finishes without registering when a spin phase saw the wait
+//!   end (the cheap path);
 //! - [`Wait::poll`] registers the caller as a sleeper (whatever "someone sleeps" state the
 //!   primitive keeps: a waiter count, a `WAITERS` bit, an eventcount key), re-checks the
 //!   condition, and answers [`Poll::Ready`] (done: success or a final error), [`Poll::Retry`]
@@ -90,6 +92,12 @@ pub(crate) trait Wait {
         true
     }
 
+    /// Completes without registering if the wait is over (called after a spin phase that
+    /// saw `busy` turn false); `None` goes on to [`poll`](Self::poll).
+    fn try_complete(&mut self) -> Option<Self::Output> {
+        None
+    }
+
     /// Registers as a sleeper, re-checks, and says what to do.
     fn poll(&mut self) -> Poll<'_, Self::Output>;
 
@@ -109,8 +117,10 @@ pub(crate) trait Wait {
 /// Runs `w` until it is ready, or until `deadline` (`None`: no deadline).
 #[inline]
 pub(crate) fn block<W: Wait>(w: &mut W, deadline: Option<Instant>) -> W::Output {
-    if W::SPIN {
-        park::spin_while(|| w.busy());
+    if W::SPIN && park::spin_while(|| w.busy()) {
+        if let Some(r) = w.try_complete() {
+            return r;
+        }
     }
     loop {
         let sleep = match w.poll() {
