@@ -472,6 +472,19 @@ fn main() -> Res<()> {
             Ok(_) => println!("    {m:?}: lock was free (unexpected)"),
             Err(e) => println!("    {m:?}: {e}"),
         };
+        // The two idioms for code that only wants the lock, with `?`: take it anyway after
+        // a dead holder (`recover`), or fail with a guard-free, 'static error (`without_guard`).
+        let mut holder = Process::new(hold_forever, lock.clone()).start_method(m).start()?;
+        while !lock.is_locked() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        holder.kill()?;
+        let _ = holder.join();
+        let g = lock.lock().or_else(LockError::recover)?;
+        println!("    {m:?}: lock().or_else(LockError::recover)? took it over");
+        drop(g);
+        let g = lock.lock().map_err(LockError::without_guard)?;
+        drop(g);
     }
 
     step(10, "a producer process streams through Queues to this process");
