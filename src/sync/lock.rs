@@ -220,7 +220,7 @@ macro_rules! lock_handle {
 ///         println!("thread {} died holding the lock", d.dead_owner_tid());
 ///         let _g = d.into_guard();
 ///     }
-///     Err(e) => return Err(e.into()), // the other variants carry no guard
+///     Err(e) => return Err(e.without_guard().into()), // the other variants carry no guard
 /// }
 /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
