@@ -83,10 +83,16 @@ pub struct RawBarrier {
 type Inner<'a> = UnlockOnDrop<'a, RawBarrier>;
 
 impl RawBarrier {
-    /// A barrier for `parties` (at least 1).
+    /// A barrier for `parties`.
+    ///
+    /// # Panics
+    ///
+    /// If `parties` is 0 (a programming error; the handle `Barrier::new` refuses it with an
+    /// error instead).
     pub fn new(parties: u32) -> Self {
+        assert!(parties >= 1, "a barrier needs at least one party");
         let b = Self::default();
-        b.parties.store(parties.max(1), Ordering::Relaxed);
+        b.parties.store(parties, Ordering::Relaxed);
         b
     }
 
