@@ -128,11 +128,17 @@ impl RawSemaphore {
     }
 
     /// Takes one unit, waiting until `deadline` (`None`: forever).
+    #[inline]
     pub fn acquire(&self, deadline: Option<Instant>) -> Result<(), SemFail> {
         match self.try_acquire() {
-            Err(SemFail::WouldBlock) => wait::block(&mut SemWait(self), deadline),
+            Err(SemFail::WouldBlock) => self.acquire_slow(deadline),
             r => r,
         }
+    }
+
+    #[cold]
+    fn acquire_slow(&self, deadline: Option<Instant>) -> Result<(), SemFail> {
+        wait::block(&mut SemWait(self), deadline)
     }
 
     /// Returns one unit, waking a waiter if any.
