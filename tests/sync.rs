@@ -2517,3 +2517,49 @@ fn guard_errors_recover_or_drop_their_guard() {
     ));
     assert_eq!(Semaphore::new(SEM_VALUE_MAX).unwrap().value(), SEM_VALUE_MAX);
 }
+
+/// The three forms of `Value`/`Array`/`LockRef` locking: the same thread is refused with
+/// `WouldDeadlock` while its data guard lives, another thread gets `WouldBlock` /
+/// `Timeout`.
+#[test]
+fn value_and_array_lock_forms() {
+    let _g = common::shared();
+    let v = Value::new(1u32).unwrap();
+    let a = Array::<u8>::new(3).unwrap();
+    {
+        let g = v.lock_timeout(LONG).unwrap();
+        assert!(matches!(v.try_lock(), Err(TryLockError::WouldDeadlock)));
+        assert!(matches!(
+            v.lock_timeout(ms(5)),
+            Err(LockTimeoutError::WouldDeadlock)
+        ));
+        let (v2, a2) = (v.clone(), a.clone());
+        let ga = a.try_lock().unwrap();
+        let seen = std::thread::spawn(move || {
+            vec![
+                format!("{:?}", v2.try_lock().map(drop)),
+                format!("{:?}", v2.lock_timeout(ms(5)).map(drop)),
+                format!("{:?}", a2.try_lock().map(drop)),
+                format!("{:?}", a2.lock_timeout(ms(5)).map(drop)),
+                format!("{:?}", a2.get_lock().try_lock().map(drop)),
+                format!("{:?}", a2.get_lock().lock_timeout(ms(5)).map(drop)),
+            ]
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                "Err(WouldBlock)",
+                "Err(Timeout)",
+                "Err(WouldBlock)",
+                "Err(Timeout)",
+                "Err(WouldBlock)",
+                "Err(Timeout)"
+            ]
+        );
+        drop((g, ga));
+    }
+    assert_eq!(*v.try_lock().unwrap(), 1);
+    assert_eq!(a.get_lock().try_lock().map(drop), Ok(()));
+}
