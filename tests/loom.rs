@@ -1264,3 +1264,28 @@ fn pool_done_callback_runs_once() {
         assert_eq!(cell.take(), Err(PoolError::AlreadyTaken));
     });
 }
+
+/// `EventCount::wait_until` (the protocol run by the crate's one wait loop) never misses a
+/// producer's notify, and withdraws every registration: a lost wake-up is a loom deadlock.
+#[test]
+fn eventcount_wait_until_no_lost_wakeup() {
+    use loom::sync::atomic::AtomicU32;
+    use shmproc::ring::EventCount;
+    model_bounded(3, || {
+        let s = Arc::new((EventCount::new(), AtomicU32::new(0)));
+        let producer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                for v in 1..=2 {
+                    s.1.store(v, Ordering::Release);
+                    s.0.notify();
+                }
+            })
+        };
+        let got =
+            s.0.wait_until(None, || Some(s.1.load(Ordering::Acquire)).filter(|&v| v >= 2));
+        assert_eq!(got, Some(2));
+        producer.join().unwrap();
+        assert!(!s.0.has_waiters(), "every registration was withdrawn");
+    });
+}

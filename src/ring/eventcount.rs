@@ -65,15 +65,29 @@ impl EventCount {
         Sleep::on(&self.seq, key)
     }
 
-    /// Waits until `ready()` gives a value, or until `deadline` (`None` then): the
-    /// prepare → re-check → sleep protocol run by the crate's one wait loop
-    /// ([`wait::block`]), for the ring and channel code to move onto.
-    #[allow(dead_code)] // the channel code moves onto it after the issue-14 merge
-    pub(crate) fn wait_until<T>(
-        &self,
-        deadline: Option<Instant>,
-        ready: impl FnMut() -> Option<T>,
-    ) -> Option<T> {
+    /// Waits until `ready()` gives a value, or until `deadline` passes (`None` then; `ready`
+    /// is asked once more at the deadline). Runs the whole protocol — register, re-check,
+    /// sleep, withdraw — in the crate's one wait loop, so a caller cannot get it wrong.
+    /// `ready` must read the state the notifier changes before its [`notify`](Self::notify).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::time::{Duration, Instant};
+    /// use shmproc::ring::EventCount;
+    ///
+    /// let (ec, flag) = (EventCount::new(), AtomicU32::new(0));
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         flag.store(7, Ordering::Release);
+    ///         ec.notify();
+    ///     });
+    ///     let got = ec.wait_until(None, || Some(flag.load(Ordering::Acquire)).filter(|&v| v != 0));
+    ///     assert_eq!(got, Some(7));
+    /// });
+    /// let soon = Instant::now() + Duration::from_millis(5);
+    /// assert_eq!(ec.wait_until(Some(soon), || None::<()>), None); // timed out
+    /// ```
+    pub fn wait_until<T>(&self, deadline: Option<Instant>, ready: impl FnMut() -> Option<T>) -> Option<T> {
         wait::block(&mut EcWait { ec: self, ready }, deadline)
     }
 
