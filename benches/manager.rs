@@ -257,7 +257,9 @@ impl Side for Shm {
                 let v = self.dict.get(black_box(&(i % KEYS))).expect("get");
                 black_box(v.expect("every key is present"));
             }
-            Op::DictInsert => self.dict.insert(black_box(&(i % KEYS)), &i).expect("insert"),
+            Op::DictInsert => {
+                black_box(self.dict.insert(black_box(i % KEYS), i).expect("insert"));
+            }
             Op::WordUpdate => {
                 let w = &self.keys[self.order[i as usize % WORD_ORDER] as usize];
                 let n = self
@@ -266,7 +268,7 @@ impl Side for Shm {
                     .expect("update_with");
                 black_box(n);
             }
-            Op::ListPush => self.pushed.push(black_box(&i)).expect("push"),
+            Op::ListPush => self.pushed.push(black_box(i)).expect("push"),
             Op::ListGet => {
                 let v = self.list.get(black_box((i % LIST_LEN) as usize)).expect("get");
                 black_box(v.expect("every index is in range"));

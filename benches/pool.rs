@@ -10,10 +10,10 @@
 //! Criterion groups (process pools use the default start method, `Spawn`; with a warm pool
 //! the start method only decides how the two workers were started, and the interleaved
 //! pass shows `Fork` beside it):
-//! - "map_100k": `Pool::map(square, 0..100_000, None)` (default chunksize: 12,500, four
+//! - "map_100k": `Pool::map(square, 0..100_000)` (default chunksize: 12,500, four
 //!   chunks a worker) with 2 worker processes, with 2 worker threads (`Pool::threads(2)`),
 //!   and the sequential loop computing the same `Vec`.
-//! - "map_cs1_10k": `Pool::map(square, 0..10_000, 1)`, one message per task: the per-task
+//! - "map_cs1_10k": `Pool::map_chunked(square, 0..10_000, 1)`, one message per task: the per-task
 //!   dispatch cost (processes, threads).
 //! - "executor_10k": `Executor::submit(square, x)` for 10,000 `x`, then `result()` of every
 //!   future in order (2 worker processes).
@@ -93,7 +93,11 @@ fn square(x: u64) -> u64 {
 /// One `map` of `n` items through `pool`; the time of the call. The result is checked.
 fn time_map(pool: &Pool, n: u64, chunksize: Option<usize>, expected: &[u64]) -> Duration {
     let t = Instant::now();
-    let v = pool.map(square, 0..black_box(n), chunksize).expect("map");
+    let v = match chunksize {
+        None => pool.map(square, 0..black_box(n)),
+        Some(cs) => pool.map_chunked(square, 0..black_box(n), cs),
+    }
+    .expect("map");
     let e = t.elapsed();
     assert!(v == expected[..n as usize], "map returned wrong results");
     black_box(v);

@@ -170,8 +170,7 @@ fn count_words(text: String) -> u64 {
     let d = WORDS.get().expect("the initializer ran");
     let mut n = 0;
     for w in text.split_whitespace() {
-        d.update_with(&w.to_owned(), |c| c.unwrap_or(0) + 1)
-            .expect("update");
+        d.update_with(w, |c| c.unwrap_or(0) + 1).expect("update"); // a &str finds a String key
         n += 1;
     }
     n
@@ -315,14 +314,14 @@ fn main() -> Res<()> {
 
     step(3, "a named SharedMemory opened by a spawned child");
     let name = format!("/shmproc-tour-{}", std::process::id());
-    let shm = SharedMemory::create(&name, 256)?;
-    let mut c = Process::new(greet, SharedMemory::open(&name)?).start()?;
+    let shm = SharedMemory::create_named(&name, 256)?;
+    let mut c = Process::new(greet, SharedMemory::open_named(&name)?).start()?;
     let len = c.join()?;
     println!(
         "    {name} reads: {:?}",
         String::from_utf8_lossy(&shm.to_vec()[..len])
     );
-    match SharedMemory::create(&name, 256) {
+    match SharedMemory::create_named(&name, 256) {
         Err(SegmentError::AlreadyExists(n)) => {
             println!("    creating {n} again: AlreadyExists, as it should")
         }
@@ -335,7 +334,7 @@ fn main() -> Res<()> {
     drop(shm); // the creator unlinks the name
     println!(
         "    after drop, open gives: {}",
-        SharedMemory::open(&name).unwrap_err()
+        SharedMemory::open_named(&name).unwrap_err()
     );
 
     step(
@@ -585,9 +584,12 @@ fn main() -> Res<()> {
     let sequential: u64 = ranges.iter().map(|&r| count_primes(r)).sum();
     let dt_seq = t.elapsed();
     let pool = Pool::new(shmproc::cpu_count())?;
-    pool.map(count_primes, [(0, 10)], None)?; // the workers are up
+    pool.map(count_primes, [(0, 10)])?; // the workers are up
     let t = Instant::now();
-    let parallel: u64 = pool.map(count_primes, ranges.clone(), 1)?.into_iter().sum();
+    let parallel: u64 = pool
+        .map_chunked(count_primes, ranges.clone(), 1)?
+        .into_iter()
+        .sum();
     let dt_par = t.elapsed();
     assert_eq!(parallel, sequential);
     println!(
@@ -598,7 +600,7 @@ fn main() -> Res<()> {
         dt_seq.as_secs_f64() / dt_par.as_secs_f64()
     );
     let t = Instant::now();
-    let squares = pool.map(|x: u64| x * x, 0..100_000u64, None)?;
+    let squares = pool.map(|x: u64| x * x, 0..100_000u64)?;
     println!(
         "    and map(x → x², 100 000 items) takes {:.2} ms (Python's Pool(2).map: ~23 ms)",
         t.elapsed().as_secs_f64() * 1e3
@@ -664,7 +666,7 @@ fn main() -> Res<()> {
             .build()?;
         pool.apply(count_words, String::new())?; // the workers are up
         let t = Instant::now();
-        let words: u64 = pool.map(count_words, text.clone(), None)?.iter().sum();
+        let words: u64 = pool.map(count_words, text.clone())?.iter().sum();
         let dt = t.elapsed();
         pool.close();
         pool.join()?;

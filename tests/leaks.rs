@@ -23,7 +23,7 @@ fn hold_and_sleep(shm: SharedMemory) {
 }
 
 fn create_named_and_sleep((name, keep): (String, bool)) {
-    let shm = SharedMemory::create(&name, 1024).unwrap();
+    let shm = SharedMemory::create_named(&name, 1024).unwrap();
     if keep {
         shm.keep();
     }
@@ -92,8 +92,8 @@ fn nothing_leaks() {
 
         // A child killed while it holds a named segment: the creator (us) still unlinks.
         let name = format!("/shmproc-leaktest-{}-{m:?}", std::process::id());
-        let shm = SharedMemory::create(&name, 4096).unwrap();
-        let mut p = Process::new(hold_and_sleep, SharedMemory::open(&name).unwrap())
+        let shm = SharedMemory::create_named(&name, 4096).unwrap();
+        let mut p = Process::new(hold_and_sleep, SharedMemory::open_named(&name).unwrap())
             .start_method(m)
             .start()
             .unwrap();
@@ -118,7 +118,7 @@ fn nothing_leaks() {
     // A creator SIGKILLed before it could unlink leaves its name behind; cleanup_stale()
     // finds it (dead creator) and removes it, and leaves live creators' segments alone.
     let live_name = format!("/shmproc-leaktest-live-{}", std::process::id());
-    let live = SharedMemory::create(&live_name, 64).unwrap();
+    let live = SharedMemory::create_named(&live_name, 64).unwrap();
     let before_live = snapshot();
     for m in METHODS {
         let name = format!("/shmproc-leaktest-orphan-{}-{m:?}", std::process::id());
@@ -126,7 +126,7 @@ fn nothing_leaks() {
             .start_method(m)
             .start()
             .unwrap();
-        assert!(eventually(ms(10_000), || SharedMemory::open(&name)
+        assert!(eventually(ms(10_000), || SharedMemory::open_named(&name)
             .is_ok_and(|s| s.to_vec().starts_with(b"made"))));
         p.kill().unwrap();
         let _ = p.join();
@@ -147,13 +147,13 @@ fn nothing_leaks() {
     let mut p = Process::new(create_named_and_sleep, (kept.clone(), true))
         .start()
         .unwrap();
-    assert!(eventually(ms(10_000), || SharedMemory::open(&kept)
+    assert!(eventually(ms(10_000), || SharedMemory::open_named(&kept)
         .is_ok_and(|s| s.to_vec().starts_with(b"made"))));
     p.kill().unwrap();
     let _ = p.join();
     drop(p);
     assert!(!shmproc::cleanup_stale().contains(&kept));
-    SharedMemory::open(&kept).unwrap().unlink().unwrap();
+    SharedMemory::open_named(&kept).unwrap().unlink().unwrap();
     assert_clean(&before, "kept segment, unlinked by hand");
 
     let r = Process::fork(|| 1u8).start_method(StartMethod::Spawn).start();

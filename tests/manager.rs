@@ -106,15 +106,14 @@ type WriterArgs = (Dict<String, u64>, List<(u64, u64)>, Namespace, Event, u64);
 
 fn mixed_writer((d, l, ns, go, id): WriterArgs) -> String {
     assert!(go.wait_timeout(LONG).is_ok(), "writer {id}: no go");
-    ns.set(&format!("name{id}"), &format!("writer {id}")).unwrap();
-    ns.set(&format!("pid{id}"), &std::process::id()).unwrap();
+    ns.set(&format!("name{id}"), format!("writer {id}")).unwrap();
+    ns.set(&format!("pid{id}"), std::process::id()).unwrap();
     for i in 0..ROUNDS {
-        d.update_with(&"total".to_string(), |v| v.unwrap_or(0) + 1)
-            .unwrap();
+        d.update_with("total", |v| v.unwrap_or(0) + 1).unwrap();
         d.update_with(&format!("k{}", i % 4), |v| v.unwrap_or(0) + id)
             .unwrap();
         match i % 3 {
-            0 => l.push(&(id, i)).unwrap(),
+            0 => l.push((id, i)).unwrap(),
             1 => l.extend([(id, i), (id, i + 1)]).unwrap(),
             _ => {} // pushed by the extend above
         }
@@ -133,7 +132,7 @@ fn several_processes_update_push_and_set_at_once() {
             let d = mgr.dict::<String, u64>().unwrap();
             let l = mgr.list::<(u64, u64)>().unwrap();
             let ns = mgr.namespace().unwrap();
-            ns.set("greeting", &"hello from the parent".to_string()).unwrap();
+            ns.set("greeting", "hello from the parent".to_string()).unwrap();
             let go = Event::new().unwrap();
             let ids = [1u64, 2, 3];
             let mut kids: Vec<_> = ids
@@ -153,7 +152,7 @@ fn several_processes_update_push_and_set_at_once() {
 
             // Dict: no update lost.
             let all: u64 = ids.iter().sum::<u64>() + 100;
-            assert_eq!(d.get(&"total".into()).unwrap(), Some(4 * ROUNDS), "{m:?}");
+            assert_eq!(d.get("total").unwrap(), Some(4 * ROUNDS), "{m:?}");
             for j in 0..4 {
                 assert_eq!(
                     d.get(&format!("k{j}")).unwrap(),
@@ -234,7 +233,7 @@ fn transactions((d, l, ns, started, stop, seed): TxArgs) -> u64 {
             } else {
                 let amount = rng.below(500) as i64 - 250;
                 let va = g.get(&a).unwrap().unwrap_or(0);
-                g.insert(&a, &(va - amount)).unwrap();
+                g.insert(a, va - amount).unwrap();
                 g.update_with(&b, |v| v.unwrap_or(0) + amount).unwrap();
             }
         }
@@ -245,16 +244,16 @@ fn transactions((d, l, ns, started, stop, seed): TxArgs) -> u64 {
                 let y = g.pop().unwrap().unwrap();
                 assert_eq!((y.0, y.1, x.1), (x.0, 0, 1), "my own pair");
             } else {
-                g.push(&(t, 0)).unwrap();
-                g.push(&(t, 1)).unwrap();
+                g.push((t, 0)).unwrap();
+                g.push((t, 1)).unwrap();
             }
         }
         {
             let mut g = ns.lock().unwrap();
             let a = rng.below(1000) as i64;
-            g.set("a", &a).unwrap();
-            g.set("b", &(TOTAL - a).to_string()).unwrap();
-            g.set("gen", &t).unwrap();
+            g.set("a", a).unwrap();
+            g.set("b", (TOTAL - a).to_string()).unwrap();
+            g.set("gen", t).unwrap();
         }
         t += 1;
         if t == 1 {
@@ -273,8 +272,8 @@ fn snapshots_never_show_half_a_transaction() {
             d.update((0..KEYS).map(|k| (k, TOTAL / KEYS as i64))).unwrap();
             let l = List::<(u64, u8)>::with_limit(SMALL).unwrap();
             let ns = Namespace::with_limit(SMALL).unwrap();
-            ns.set("a", &0i64).unwrap();
-            ns.set("b", &TOTAL.to_string()).unwrap();
+            ns.set("a", 0i64).unwrap();
+            ns.set("b", TOTAL.to_string()).unwrap();
             let (started, stop) = (Event::new().unwrap(), Event::new().unwrap());
             let args = (
                 d.clone(),
@@ -333,7 +332,7 @@ fn snapshots_never_show_half_a_transaction() {
 
 fn hold_dict((d, ready): (Dict<u64, String>, Event)) {
     let mut g = d.lock().unwrap();
-    g.insert(&99, &"child".into()).unwrap();
+    g.insert(99, "child".into()).unwrap();
     g.remove(&0).unwrap();
     ready.set();
     sleep_forever();
@@ -341,14 +340,14 @@ fn hold_dict((d, ready): (Dict<u64, String>, Event)) {
 
 fn hold_list((l, ready): (List<String>, Event)) {
     let mut g = l.lock().unwrap();
-    g.push(&"child".into()).unwrap();
+    g.push("child".into()).unwrap();
     ready.set();
     sleep_forever();
 }
 
 fn hold_namespace((ns, ready): (Namespace, Event)) {
     let mut g = ns.lock().unwrap();
-    g.set("child", &7u8).unwrap();
+    g.set("child", 7u8).unwrap();
     ready.set();
     sleep_forever();
 }
@@ -379,7 +378,7 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
         assert!(matches!(d.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
         kill_and_reap(&mut child);
         let d = after_takeover(&format!("{m:?} dict take-over"), move || {
-            d.insert(&100, &"parent".into()).unwrap();
+            d.insert(100, "parent".into()).unwrap();
             d
         });
         assert_eq!(d.recoveries(), 1, "{m:?}");
@@ -400,7 +399,7 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
         assert!(matches!(l.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
         kill_and_reap(&mut child);
         let l = after_takeover(&format!("{m:?} list take-over"), move || {
-            l.push(&"parent".into()).unwrap();
+            l.push("parent".into()).unwrap();
             l
         });
         assert_eq!(l.recoveries(), 1, "{m:?}");
@@ -411,14 +410,14 @@ fn a_holder_killed_with_the_lock_is_taken_over_and_the_data_kept() {
 
         // Namespace.
         let ns = Namespace::new().unwrap();
-        ns.set("parent", &1.5f64).unwrap();
+        ns.set("parent", 1.5f64).unwrap();
         let ready = Event::new().unwrap();
         let mut child = start(m, hold_namespace, (ns.clone(), ready.clone()));
         await_ready(&ready, &child, "namespace holder");
         assert!(matches!(ns.try_lock(), Err(ManagerError::WouldBlock)), "{m:?}");
         kill_and_reap(&mut child);
         let ns = after_takeover(&format!("{m:?} namespace take-over"), move || {
-            ns.set("after", &"yes".to_string()).unwrap();
+            ns.set("after", "yes".to_string()).unwrap();
             ns
         });
         assert_eq!(ns.recoveries(), 1, "{m:?}");
@@ -499,7 +498,7 @@ fn hammer_dict_logged(
             };
             log.set(n, entry).unwrap();
             let r = match call {
-                0 => g.insert(&k, &val(k, gen)),
+                0 => g.insert(k, val(k, gen)).map(drop),
                 1 => g.update_with(&k, |_| val(k, gen)).map(drop),
                 2 => g.remove(&k).map(drop),
                 3 => g.discard(&k).map(drop),
@@ -665,10 +664,10 @@ fn hammer_list(
             };
             log.set(n, entry).unwrap();
             let r = match call {
-                0 => g.push(&val(len, gen)),
+                0 => g.push(val(len, gen)),
                 1 => g.extend((len..len + arg).map(|j| val(j, gen))),
                 2 => g.pop().map(drop),
-                3 => g.set(arg as usize, &val(arg, gen)),
+                3 => g.set(arg as usize, val(arg, gen)),
                 4 => g.update_with(arg as usize, |old| val(old.key, gen)).map(drop),
                 5 => g.clear(),
                 _ => g.get(0).map(drop),
@@ -795,8 +794,8 @@ fn hammer_namespace(
             };
             log.set(n_calls, entry).unwrap();
             let r = match (call, n % 2) {
-                (0..=5, 0) => g.set(&name, &ns_string(n, gen)),
-                (0..=5, _) => g.set(&name, &ns_tuple(n, gen)),
+                (0..=5, 0) => g.set(&name, ns_string(n, gen)),
+                (0..=5, _) => g.set(&name, ns_tuple(n, gen)),
                 (6..=7, 0) => g
                     .update_with(&name, |_: Option<String>| ns_string(n, gen))
                     .map(drop),
@@ -932,7 +931,7 @@ fn check_dict(d: &Dict<u64, Val>, m: StartMethod) -> u64 {
     // Everything still works: absent keys, inserts, replacements, removals, clear.
     for k in 1000..1040 {
         assert!(!d.contains_key(&k).unwrap());
-        d.insert(&k, &val(k, 1)).unwrap();
+        d.insert(k, val(k, 1)).unwrap();
     }
     for k in 1000..1040 {
         assert_eq!(
@@ -948,7 +947,7 @@ fn check_dict(d: &Dict<u64, Val>, m: StartMethod) -> u64 {
     assert_eq!(d.recoveries(), recovered, "{m:?}: a second recovery");
     d.clear().unwrap();
     assert!(d.is_empty().unwrap());
-    d.insert(&1, &val(1, 1)).unwrap();
+    d.insert(1, val(1, 1)).unwrap();
     assert_eq!(d.items().unwrap(), [(1, val(1, 1))]);
     recovered
 }
@@ -971,9 +970,9 @@ fn check_list(l: &List<Val>, m: StartMethod) -> u64 {
     }
     assert_eq!(l.get(snap.len()).unwrap(), None);
     let n = snap.len() as u64;
-    l.push(&val(n, 1)).unwrap();
+    l.push(val(n, 1)).unwrap();
     l.extend((n + 1..n + 10).map(|i| val(i, 1))).unwrap();
-    l.set(n as usize, &val(n, 2)).unwrap();
+    l.set(n as usize, val(n, 2)).unwrap();
     assert_eq!(l.pop().unwrap(), Some(val(n + 9, 1)));
     assert_eq!(l.len().unwrap(), snap.len() + 9);
     assert_eq!(l.get(n as usize).unwrap(), Some(val(n, 2)));
@@ -1013,7 +1012,7 @@ fn check_namespace(ns: &Namespace, m: StartMethod) -> u64 {
         let name = format!("f{n}");
         assert_eq!(ns.contains(&name).unwrap(), names.contains(&name), "{m:?}");
     }
-    ns.set("new", &vec![1u8, 2, 3]).unwrap();
+    ns.set("new", vec![1u8, 2, 3]).unwrap();
     assert_eq!(ns.get::<Vec<u8>>("new").unwrap(), Some(vec![1, 2, 3]));
     assert_eq!(
         ns.update_with("f0", |_: Option<String>| "over".into()).unwrap(),
@@ -1091,7 +1090,7 @@ fn hold_all_until((d, l, ns, ready, release): HoldArgs) -> u32 {
     let mut gd = d.lock().unwrap();
     let gl = l.lock().unwrap();
     let gn = ns.lock().unwrap();
-    gd.insert(&1, &10).unwrap();
+    gd.insert(1, 10).unwrap();
     ready.set();
     assert!(release.wait_timeout(LONG).is_ok(), "never released");
     drop((gd, gl, gn));
@@ -1159,7 +1158,7 @@ fn lock_timeout_and_try_lock_fail_while_a_live_child_holds_the_lock() {
                 assert_eq!(r, 0, "{m:?}: a live holder's lock was taken over");
             }
             let mut g = d.lock_timeout(LONG).unwrap();
-            g.insert(&2, &20).unwrap();
+            g.insert(2, 20).unwrap();
             assert_eq!(g.len().unwrap(), 2);
             drop(g);
             assert!(l.try_lock().is_ok() && ns.try_lock().is_ok());
@@ -1193,12 +1192,12 @@ fn a_dict_grows_to_a_million_entries() {
         let t0 = Instant::now();
         let d = Dict::<u64, u64>::new().unwrap();
         for k in 0..1000 {
-            d.insert(&k, &spot(k)).unwrap();
+            d.insert(k, spot(k)).unwrap();
         }
         for batch in (1000..MILLION).step_by(10_000) {
             let mut g = d.lock().unwrap();
             for k in batch..(batch + 10_000).min(MILLION) {
-                g.insert(&k, &spot(k)).unwrap();
+                g.insert(k, spot(k)).unwrap();
             }
         }
         let grown = t0.elapsed();
@@ -1231,7 +1230,7 @@ fn a_dict_grows_to_a_million_entries() {
         assert!(keys.iter().all(|k| k % 2 == 0));
         // And grows again over the tombstones.
         for k in (1..2001).step_by(2) {
-            d.insert(&k, &0).unwrap();
+            d.insert(k, 0).unwrap();
         }
         assert_eq!(d.len().unwrap(), MILLION as usize / 2 + 1000);
         println!(
@@ -1259,7 +1258,7 @@ fn a_list_grows_to_a_million_elements() {
         let t1 = Instant::now();
         let p = List::<u64>::new().unwrap();
         for i in 0..MILLION {
-            p.push(&(i * 3)).unwrap();
+            p.push(i * 3).unwrap();
         }
         let pushed = t1.elapsed();
         assert_eq!(p.len().unwrap(), MILLION as usize);
@@ -1285,8 +1284,8 @@ fn a_list_grows_to_a_million_elements() {
 /// change nothing; returns what it saw.
 fn insert_into_full((d, l, expect_full): (Dict<u64, Vec<u8>>, List<Vec<u8>>, bool)) -> (bool, bool) {
     let (dn, ln) = (d.len().unwrap(), l.len().unwrap());
-    let dr = d.insert(&1_000_000, &vec![1; 100]);
-    let lr = l.push(&vec![1; 100]);
+    let dr = d.insert(1_000_000, vec![1; 100]);
+    let lr = l.push(vec![1; 100]);
     if expect_full {
         assert_eq!((d.len().unwrap(), l.len().unwrap()), (dn, ln));
     }
@@ -1306,8 +1305,8 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
         assert_eq!(d.limit(), SMALL);
         let mut n = 0u64;
         let err = loop {
-            match d.insert(&n, &vec![n as u8; 100]) {
-                Ok(()) => n += 1,
+            match d.insert(n, vec![n as u8; 100]) {
+                Ok(_) => n += 1,
                 Err(e) => break e,
             }
             assert!(n < 10_000, "a 64 KiB dict took {n} values of 100 bytes");
@@ -1324,11 +1323,11 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
         assert!(!d.contains_key(&n).unwrap());
         // A replacement that does not fit, and a value larger than the whole limit.
         assert!(matches!(
-            d.insert(&0, &vec![0; 2000]),
+            d.insert(0, vec![0; 2000]),
             Err(ManagerError::LimitExceeded { .. })
         ));
         assert!(matches!(
-            d.insert(&n, &vec![0; SMALL]),
+            d.insert(n, vec![0; SMALL]),
             Err(ManagerError::LimitExceeded { .. })
         ));
         assert!(matches!(
@@ -1343,7 +1342,7 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
         let l = mgr.list::<Vec<u8>>().unwrap();
         let mut len = 0usize;
         let err = loop {
-            match l.push(&vec![len as u8; 100]) {
+            match l.push(vec![len as u8; 100]) {
                 Ok(()) => len += 1,
                 Err(e) => break e,
             }
@@ -1357,7 +1356,7 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
             Err(ManagerError::LimitExceeded { .. })
         ));
         assert!(matches!(
-            l.set(3, &vec![0; SMALL]),
+            l.set(3, vec![0; SMALL]),
             Err(ManagerError::LimitExceeded { .. })
         ));
         assert!(matches!(
@@ -1369,7 +1368,7 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
         // A namespace too.
         let ns = Namespace::with_limit(4096).unwrap();
         assert!(matches!(
-            ns.set("big", &vec![0u8; 4096]),
+            ns.set("big", vec![0u8; 4096]),
             Err(ManagerError::LimitExceeded { .. })
         ));
         assert!(ns.names().unwrap().is_empty());
@@ -1398,9 +1397,9 @@ fn a_full_container_fails_with_limit_exceeded_and_stays_as_it_was() {
             d.remove(&1_000_000).unwrap().unwrap();
             l.pop().unwrap().unwrap();
         }
-        d.insert(&n, &vec![1; 100]).unwrap();
+        d.insert(n, vec![1; 100]).unwrap();
         assert_eq!(d.len().unwrap(), n as usize - 10 + 1);
-        l.push(&vec![1; 100]).unwrap();
+        l.push(vec![1; 100]).unwrap();
         assert_eq!(l.len().unwrap(), len - 10 + 1);
         assert_eq!(l.snapshot().unwrap()[..len - 10], lbefore[..len - 10]);
     });
@@ -1473,8 +1472,8 @@ fn issue_needed(n: usize) -> u64 {
 fn fill_issue_dict(d: Dict<String, u64>) -> (u64, Option<(u64, u64)>) {
     let mut n = 0;
     loop {
-        match d.insert(&issue_key(n), &n) {
-            Ok(()) => n += 1,
+        match d.insert(issue_key(n), n) {
+            Ok(_) => n += 1,
             Err(e) => return (n, limit_of(&e)),
         }
         assert!(n < 10_000);
@@ -1489,12 +1488,12 @@ fn remove_then_insert((d, removed, first_new): (Dict<String, u64>, u64, u64)) ->
     }
     let mut failed = Vec::new();
     for j in first_new..first_new + removed {
-        if let Err(e) = d.insert(&issue_key(j), &j) {
+        if let Err(e) = d.insert(issue_key(j), j) {
             failed.push(format!("{} after removing {removed}: {e}", issue_key(j)));
         }
     }
     let last = first_new + removed;
-    (failed, format!("{:?}", d.insert(&issue_key(last), &last)))
+    (failed, format!("{:?}", d.insert(issue_key(last), last)))
 }
 
 #[test]
@@ -1543,7 +1542,7 @@ const EXACT: u64 = 39;
 fn exact_dict() -> Dict<String, Vec<u8>> {
     let d = Dict::with_limit(ISSUE_LIMIT).unwrap();
     for i in 0..EXACT {
-        d.insert(&format!("k{i:02}"), &vec![i as u8; 51]).unwrap();
+        d.insert(format!("k{i:02}"), vec![i as u8; 51]).unwrap();
     }
     d
 }
@@ -1551,7 +1550,7 @@ fn exact_dict() -> Dict<String, Vec<u8>> {
 fn exact_namespace() -> Namespace {
     let ns = Namespace::with_limit(ISSUE_LIMIT).unwrap();
     for i in 0..EXACT {
-        ns.set(&format!("f{i:02}"), &vec![i as u8; 52]).unwrap();
+        ns.set(&format!("f{i:02}"), vec![i as u8; 52]).unwrap();
     }
     ns
 }
@@ -1560,7 +1559,7 @@ fn exact_namespace() -> Namespace {
 fn exact_list() -> List<Vec<u8>> {
     let l = List::with_limit(ISSUE_LIMIT).unwrap();
     for i in 0..8 {
-        l.push(&vec![i as u8; 357]).unwrap();
+        l.push(vec![i as u8; 357]).unwrap();
     }
     l
 }
@@ -1574,35 +1573,34 @@ fn replace_in_exactly_full((d, ns, l): Exact) -> Vec<String> {
     let mut note = |what: &str, r: Result<(), ManagerError>| out.push(format!("{what}: {r:?}"));
     note(
         "dict update_with",
-        d.update_with(&"k05".into(), |v| vec![v.unwrap()[0] + 100; 51])
-            .map(drop),
+        d.update_with("k05", |v| vec![v.unwrap()[0] + 100; 51]).map(drop),
     );
-    note("dict insert", d.insert(&"k06".into(), &vec![200; 51]));
-    note("dict setdefault", d.setdefault(&"k07".into(), &vec![]).map(drop));
+    note("dict insert", d.insert("k06".into(), vec![200; 51]).map(drop));
+    note("dict setdefault", d.setdefault("k07".into(), vec![]).map(drop));
     note(
         "dict guard update_with",
         d.lock()
-            .and_then(|mut g| g.update_with(&"k08".into(), |_| vec![208; 51]).map(drop)),
+            .and_then(|mut g| g.update_with("k08", |_| vec![208; 51]).map(drop)),
     );
     note(
         "dict grow a value",
-        d.update_with(&"k09".into(), |_| vec![0; 52]).map(drop),
+        d.update_with("k09", |_| vec![0; 52]).map(drop),
     );
-    note("dict new key", d.insert(&"k99".into(), &vec![]));
-    note("namespace set", ns.set("f05", &vec![105u8; 52]));
+    note("dict new key", d.insert("k99".into(), vec![]).map(drop));
+    note("namespace set", ns.set("f05", vec![105u8; 52]));
     note(
         "namespace update_with",
         ns.update_with("f06", |v: Option<Vec<u8>>| vec![v.unwrap()[0] + 100; 52])
             .map(drop),
     );
-    note("namespace grow a field", ns.set("f07", &vec![0u8; 53]));
-    note("list set", l.set(3, &vec![103; 357]));
+    note("namespace grow a field", ns.set("f07", vec![0u8; 53]));
+    note("list set", l.set(3, vec![103; 357]));
     note(
         "list update_with",
         l.update_with(4, |v| vec![v[0] + 100; 357]).map(drop),
     );
-    note("list grow an element", l.set(5, &vec![0; 359]));
-    note("list push", l.push(&vec![]));
+    note("list grow an element", l.set(5, vec![0; 359]));
+    note("list push", l.push(vec![]));
     out
 }
 
@@ -1768,19 +1766,19 @@ fn updated(old: Option<&Vec<u8>>, len: u16, b: u8) -> Vec<u8> {
 /// Runs `op` on the containers: `Ok`, or the `LimitExceeded` fields (any other error panics).
 fn run_op((d, l, ns): &Handles, op: &Op) -> Result<(), (u64, u64)> {
     let r = match op.clone() {
-        Op::Insert(k, len, b) => d.insert(&k, &bytes(len, b)),
+        Op::Insert(k, len, b) => d.insert(k, bytes(len, b)).map(drop),
         Op::UpdateWith(k, len, b) => d.update_with(&k, |o| updated(o.as_ref(), len, b)).map(drop),
-        Op::Setdefault(k, len, b) => d.setdefault(&k, &bytes(len, b)).map(drop),
+        Op::Setdefault(k, len, b) => d.setdefault(k, bytes(len, b)).map(drop),
         Op::Remove(k) => d.remove(&k).map(drop),
         Op::Update(pairs) => d.update(pairs.into_iter().map(|(k, len, b)| (k, bytes(len, b)))),
-        Op::Push(len, b) => l.push(&bytes(len, b)),
+        Op::Push(len, b) => l.push(bytes(len, b)),
         Op::Extend(vals) => l.extend(vals.into_iter().map(|(len, b)| bytes(len, b))),
-        Op::Set(i, len, b) => l.set(usize::from(i), &bytes(len, b)),
+        Op::Set(i, len, b) => l.set(usize::from(i), bytes(len, b)),
         Op::ListUpdateWith(i, len, b) => l
             .update_with(usize::from(i), |o| updated(Some(&o), len, b))
             .map(drop),
         Op::Pop => l.pop().map(drop),
-        Op::NsSet(i, len, b) => ns.set(&field(i), &bytes(len, b)),
+        Op::NsSet(i, len, b) => ns.set(&field(i), bytes(len, b)),
         Op::NsUpdateWith(i, len, b) => ns
             .update_with(&field(i), |o: Option<Vec<u8>>| updated(o.as_ref(), len, b))
             .map(drop),
@@ -1985,9 +1983,9 @@ fn tight_writer((d, done, ready, seed): TightArgs) {
         let mut g = d.lock().unwrap();
         for _ in 0..20 {
             let r = match tight_op(&mut rng) {
-                Op::Insert(k, len, b) => g.insert(&k, &bytes(len, b)),
+                Op::Insert(k, len, b) => g.insert(k, bytes(len, b)).map(drop),
                 Op::UpdateWith(k, len, b) => g.update_with(&k, |o| updated(o.as_ref(), len, b)).map(drop),
-                Op::Setdefault(k, len, b) => g.setdefault(&k, &bytes(len, b)).map(drop),
+                Op::Setdefault(k, len, b) => g.setdefault(k, bytes(len, b)).map(drop),
                 Op::Remove(k) => g.remove(&k).map(drop),
                 op => unreachable!("{op:?}"),
             };
@@ -2095,9 +2093,9 @@ fn a_field_read_as_another_type_in_a_child_is_a_codec_error() {
     let _g = shared();
     for m in METHODS {
         let ns = Namespace::new().unwrap();
-        ns.set("s", &"hello world".to_string()).unwrap();
-        ns.set("f", &2.5f64).unwrap();
-        ns.set("n", &7u32).unwrap();
+        ns.set("s", "hello world".to_string()).unwrap();
+        ns.set("f", 2.5f64).unwrap();
+        ns.set("n", 7u32).unwrap();
         let got = join(&mut start(m, read_as_other_types, ns.clone()));
         let want = [
             "ok Some(\"hello world\")",
@@ -2253,8 +2251,8 @@ fn poke_dict(d: &Dict<u64, String>, what: &str, strict: bool) -> bool {
         fine(what, d.get(&k));
         fine(what, d.contains_key(&k));
     }
-    fine(what, d.insert(&7, &"seven".into()));
-    fine(what, d.insert(&1000, &"new".into()));
+    fine(what, d.insert(7, "seven".into()));
+    fine(what, d.insert(1000, "new".into()));
     fine(what, d.update_with(&3, |_| "three".into()));
     fine(what, d.remove(&5));
     fine(what, d.discard(&6));
@@ -2263,7 +2261,7 @@ fn poke_dict(d: &Dict<u64, String>, what: &str, strict: bool) -> bool {
     if fine(what, d.clear()) && strict {
         // A successful clear makes a whole, empty dict.
         assert!(d.is_empty().unwrap(), "{what}");
-        d.insert(&1, &"one".into()).unwrap();
+        d.insert(1, "one".into()).unwrap();
         assert_eq!(d.items().unwrap(), [(1, "one".to_string())], "{what}");
         return true;
     }
@@ -2276,14 +2274,14 @@ fn poke_list(l: &List<String>, what: &str, strict: bool) -> bool {
     for i in 0..45 {
         fine(what, l.get(i));
     }
-    fine(what, l.set(3, &"three".into()));
+    fine(what, l.set(3, "three".into()));
     fine(what, l.update_with(4, |s| s + "!"));
-    fine(what, l.push(&"pushed".into()));
+    fine(what, l.push("pushed".into()));
     fine(what, l.extend((0..60).map(|i| i.to_string())));
     fine(what, l.pop());
     if fine(what, l.clear()) && strict {
         assert!(l.is_empty().unwrap(), "{what}");
-        l.push(&"one".into()).unwrap();
+        l.push("one".into()).unwrap();
         assert_eq!(l.snapshot().unwrap(), ["one"], "{what}");
         return true;
     }
@@ -2296,8 +2294,8 @@ fn poke_namespace(ns: &Namespace, what: &str) {
         fine(what, ns.get::<String>(&format!("f{i}")));
         fine(what, ns.contains(&format!("f{i}")));
     }
-    fine(what, ns.set("f1", &1.5f64));
-    fine(what, ns.set("new", &"new".to_string()));
+    fine(what, ns.set("f1", 1.5f64));
+    fine(what, ns.set("new", "new".to_string()));
     fine(what, ns.update_with("f2", |_: Option<u8>| 2));
     fine(what, ns.remove("f3"));
 }
@@ -2354,7 +2352,7 @@ fn check_scribbled_dict(d: &Dict<u64, String>, how: Scribble, what: &str) -> boo
             corrupt(what, d.get(&k));
             corrupt(what, d.contains_key(&k));
         }
-        corrupt(what, d.insert(&7, &"seven".into()));
+        corrupt(what, d.insert(7, "seven".into()));
         corrupt(what, d.update_with(&3, |_| "three".into()));
         corrupt(what, d.remove(&5));
         corrupt(what, d.discard(&6));
@@ -2377,7 +2375,7 @@ fn check_scribbled_dict(d: &Dict<u64, String>, how: Scribble, what: &str) -> boo
             );
             assert_eq!(d.contains_key(&k).unwrap(), k < 40, "{what}");
         }
-        d.insert(&7, &"seven".into()).unwrap();
+        d.insert(7, "seven".into()).unwrap();
         assert_eq!(d.get(&7).unwrap().as_deref(), Some("seven"), "{what}");
         assert_eq!(d.remove(&5).unwrap().as_deref(), Some("value 5"), "{what}");
         assert_eq!(d.get(&5).unwrap(), None, "{what}");
@@ -2399,9 +2397,9 @@ fn check_scribbled_list(l: &List<String>, how: Scribble, what: &str) -> bool {
         for i in 0..45 {
             corrupt(what, l.get(i));
         }
-        corrupt(what, l.set(3, &"three".into()));
+        corrupt(what, l.set(3, "three".into()));
         corrupt(what, l.update_with(4, |s| s + "!"));
-        corrupt(what, l.push(&"pushed".into()));
+        corrupt(what, l.push("pushed".into()));
         corrupt(what, l.extend((0..60).map(|i| i.to_string())));
         corrupt(what, l.pop());
         corrupt(what, l.clear());
@@ -2449,8 +2447,8 @@ fn check_scribbled_namespace(ns: &Namespace, how: Scribble, what: &str) {
             corrupt(what, ns.get::<String>(&format!("f{i}")));
             corrupt(what, ns.contains(&format!("f{i}")));
         }
-        corrupt(what, ns.set("f1", &1.5f64));
-        corrupt(what, ns.set("new", &"new".to_string()));
+        corrupt(what, ns.set("f1", 1.5f64));
+        corrupt(what, ns.set("new", "new".to_string()));
         corrupt(what, ns.update_with("f2", |_: Option<u8>| 2));
         corrupt(what, ns.remove("f3"));
         return;
@@ -2467,7 +2465,7 @@ fn check_scribbled_namespace(ns: &Namespace, how: Scribble, what: &str) {
             assert_eq!(v, (i < 20).then(|| format!("field {i}")), "{what}");
             assert_eq!(ns.contains(&name).unwrap(), i < 20, "{what}");
         }
-        ns.set("f1", &1.5f64).unwrap();
+        ns.set("f1", 1.5f64).unwrap();
         assert_eq!(ns.get::<f64>("f1").unwrap(), Some(1.5), "{what}");
         assert!(ns.remove("f3").unwrap(), "{what}");
         assert!(!ns.contains("f3").unwrap(), "{what}");
@@ -2500,17 +2498,12 @@ fn garbage_written_by_a_child_gives_errors_not_panics_or_hangs() {
             .map(|_| {
                 let ns = mk.namespace().unwrap();
                 for i in 0..20 {
-                    ns.set(&format!("f{i}"), &format!("field {i}")).unwrap();
+                    ns.set(&format!("f{i}"), format!("field {i}")).unwrap();
                 }
                 ns
             })
             .collect();
-        let args = (
-            ds.iter().map(|d| d.clone()).collect(),
-            ls.iter().map(|l| l.clone()).collect(),
-            nss.iter().map(|n| n.clone()).collect(),
-            rng.next() | 1,
-        );
+        let args = (ds.to_vec(), ls.to_vec(), nss.to_vec(), rng.next() | 1);
         assert_eq!(join(&mut start(m, scribble_all, args)), 3 * rounds, "{m:?}");
         let (cleared_d, cleared_l) = bounded(&format!("{m:?} scribbled containers"), move || {
             let (mut cd, mut cl) = (0, 0);
@@ -2666,18 +2659,18 @@ fn hints_full_of_garbage_do_not_panic() {
     let _g = shared();
     for m in METHODS {
         let d = Dict::<u64, u64>::with_limit(SMALL).unwrap();
-        d.insert(&1, &1).unwrap();
+        d.insert(1, 1).unwrap();
         join(&mut start(m, max_out_hints, d.clone()));
         bounded("insert after garbage hints", move || {
             // The hints are only hints: `used` past the table sends the insert to a
             // compaction, which counts from the table and succeeds.
-            d.insert(&2, &2).unwrap();
+            d.insert(2, 2).unwrap();
             let mut items = d.items().unwrap();
             items.sort();
             assert_eq!(items, [(1, 1), (2, 2)], "{m:?}");
             assert_eq!(d.len().unwrap(), 2, "{m:?}");
             assert_eq!(d.get(&1).unwrap(), Some(1), "{m:?}");
-            d.insert(&3, &3).unwrap();
+            d.insert(3, 3).unwrap();
             assert!(d.remove(&1).unwrap().is_some(), "{m:?}");
             assert_eq!(d.len().unwrap(), 2, "{m:?}");
         });
@@ -2694,7 +2687,7 @@ fn using_a_container_inside_its_own_critical_section_is_would_deadlock() {
     bounded("would deadlock", || {
         let d = Dict::<String, u64>::new().unwrap();
         let k = "k".to_string();
-        d.insert(&k, &1).unwrap();
+        d.insert(k.clone(), 1).unwrap();
         let mut inner = None;
         let out = d
             .update_with(&k, |v| {
@@ -2712,7 +2705,7 @@ fn using_a_container_inside_its_own_critical_section_is_would_deadlock() {
         let d2 = d.clone();
         let mut inner = Vec::new();
         d.update_with(&k, |v| {
-            inner.push(d2.insert(&"x".into(), &0).err());
+            inner.push(d2.insert("x".into(), 0).err());
             inner.push(d2.lock_timeout(ms(50)).err());
             inner.push(d2.lock().err());
             v.unwrap() + 1
@@ -2744,11 +2737,11 @@ fn using_a_container_inside_its_own_critical_section_is_would_deadlock() {
         assert_eq!(d.len().unwrap(), 1);
 
         let l = List::<u64>::new().unwrap();
-        l.push(&1).unwrap();
+        l.push(1).unwrap();
         let mut inner = None;
         assert_eq!(
             l.update_with(0, |v| {
-                inner = Some(l.push(&9));
+                inner = Some(l.push(9));
                 v + 1
             })
             .unwrap(),
@@ -2806,7 +2799,7 @@ fn a_nested_value_copy_does_not_write_back_but_update_with_does() {
         bounded(&format!("{m:?} nested"), move || {
             let d = Dict::<String, Vec<u32>>::new().unwrap();
             let k = "k".to_string();
-            d.insert(&k, &vec![]).unwrap();
+            d.insert(k.clone(), vec![]).unwrap();
             let mut copy = d.get(&k).unwrap().unwrap();
             copy.push(1);
             assert_eq!(d.get(&k).unwrap(), Some(vec![]), "{m:?}: a copy wrote back");
@@ -2872,7 +2865,7 @@ fn a_dict_handed_to_pool_workers_by_the_initializer_counts_their_tasks() {
                 .build()
                 .unwrap_or_else(|e| panic!("{m:?}: build a pool with a dict initializer argument: {e}"));
             let ws = words(700);
-            let r = pool.map(count_word, ws.clone(), None);
+            let r = pool.map(count_word, ws.clone());
             let r = r.unwrap_or_else(|e| panic!("{m:?}: map with a dict from the initializer: {e}"));
             assert_eq!(r.len(), ws.len());
             let mut items = d.items().unwrap();
@@ -2900,7 +2893,7 @@ fn replacement_workers_get_the_initializer_handles_too() {
                 .build()
                 .unwrap();
             let ws = words(70);
-            assert_eq!(pool.map(count_word, ws, Some(5)).unwrap().len(), 70, "{m:?}");
+            assert_eq!(pool.map_chunked(count_word, ws, 5).unwrap().len(), 70, "{m:?}");
             let total: u64 = d.values().unwrap().iter().sum();
             assert_eq!(total, 70, "{m:?}: every one of the 14 chunks counted");
             pool.close();
@@ -2933,7 +2926,7 @@ fn a_dict_handed_to_a_thread_pool_by_the_initializer_counts_its_tasks() {
             .build()
             .unwrap();
         let ws = words(700);
-        assert_eq!(pool.map(count_word_in_thread, ws, None).unwrap().len(), 700);
+        assert_eq!(pool.map(count_word_in_thread, ws).unwrap().len(), 700);
         let mut items = d.items().unwrap();
         items.sort();
         let want: Vec<(String, u64)> = (0..7).map(|i| (format!("w{i}"), 100)).collect();
@@ -2949,8 +2942,8 @@ fn a_dict_handed_to_a_thread_pool_by_the_initializer_counts_its_tasks() {
 
 fn use_all((d, l, ns): (Dict<u64, u64>, List<u64>, Namespace)) -> usize {
     d.update_with(&1, |v| v.unwrap_or(0) + 1).unwrap();
-    l.push(&1).unwrap();
-    ns.set("x", &1u8).unwrap();
+    l.push(1).unwrap();
+    ns.set("x", 1u8).unwrap();
     d.len().unwrap() + l.len().unwrap()
 }
 
@@ -2987,7 +2980,7 @@ fn leak_scenario(m: StartMethod) {
     let (d2, l2) = (d.clone(), l.clone());
     if m == StartMethod::Fork {
         let mut p = Process::fork(move || {
-            l2.push(&2).unwrap();
+            l2.push(2).unwrap();
             d2.len().unwrap()
         })
         .start()
@@ -3023,7 +3016,7 @@ fn nothing_leaks_after_children_used_and_were_killed_with_containers() {
 fn full_small_dict() -> Dict<u64, Vec<u8>> {
     let d = Dict::<u64, Vec<u8>>::with_limit(4096).unwrap();
     for k in 0..12 {
-        d.insert(&k, &vec![k as u8; 140]).unwrap();
+        d.insert(k, vec![k as u8; 140]).unwrap();
     }
     d
 }
@@ -3066,10 +3059,10 @@ fn replacing_a_value_at_full_load_only_compacts() {
     // with the same table, 2024 with a 32-word one.
     let d = Dict::<u64, Vec<u8>>::with_limit(4096).unwrap();
     for k in 0..12 {
-        d.insert(&k, &vec![k as u8; 126]).unwrap();
+        d.insert(k, vec![k as u8; 126]).unwrap();
     }
     for round in 0..20u8 {
-        let r = d.insert(&0, &vec![round; 126]);
+        let r = d.insert(0, vec![round; 126]);
         assert!(r.is_ok(), "replacement {round}: {r:?}");
     }
     assert_eq!(d.get(&0).unwrap(), Some(vec![19; 126]));
@@ -3092,11 +3085,11 @@ fn open_by_name(base: String) -> Result<u64, String> {
     ) {
         return Err("a dict opened with other types was not refused".into());
     }
-    d.update_with(&"child".into(), |v| v.unwrap_or(0) + 1)
+    d.update_with("child", |v| v.unwrap_or(0) + 1)
         .map_err(|e| e.to_string())?;
-    l.push(&7).map_err(|e| e.to_string())?;
-    ns.set("from", &"child".to_string()).map_err(|e| e.to_string())?;
-    d.get(&"parent".into())
+    l.push(7).map_err(|e| e.to_string())?;
+    ns.set("from", "child".to_string()).map_err(|e| e.to_string())?;
+    d.get("parent")
         .map_err(|e| e.to_string())?
         .ok_or("no parent key".to_string())
 }
@@ -3115,10 +3108,10 @@ fn named_containers_are_shared_by_name_and_unlinked_by_their_creator() {
         ));
         let leaf = |suffix: &str| format!("{}-{suffix}", &base[1..]);
         assert!(dev_shm().contains(&leaf("d")), "{m:?}: the name exists");
-        d.insert(&"parent".into(), &41).unwrap();
+        d.insert("parent".into(), 41).unwrap();
         let mut child = start(m, open_by_name, base.clone());
         assert_eq!(join(&mut child), Ok(41), "{m:?}");
-        assert_eq!(d.get(&"child".into()).unwrap(), Some(1));
+        assert_eq!(d.get("child").unwrap(), Some(1));
         assert_eq!(l.snapshot().unwrap(), [7]);
         assert_eq!(ns.get::<String>("from").unwrap().as_deref(), Some("child"));
         drop((d, l, ns));
@@ -3140,7 +3133,7 @@ fn named_containers_are_shared_by_name_and_unlinked_by_their_creator() {
 fn claim_keys((d, go, id): (Dict<u64, u32>, Event, u32)) -> Vec<u32> {
     assert!(go.wait_timeout(LONG).is_ok(), "no start signal");
     (0..50)
-        .map(|k| d.setdefault(&k, &id).expect("setdefault"))
+        .map(|k| d.setdefault(k, id).expect("setdefault"))
         .collect()
 }
 
@@ -3174,9 +3167,150 @@ fn a_value_claiming_endless_zero_sized_elements_is_a_codec_error_not_a_hang() {
     bounded("decode a huge Vec<()>", || {
         let ns = Namespace::new().unwrap();
         // 2^60 encodes exactly like the length prefix of a `Vec<()>` of 2^60 elements.
-        ns.set("n", &(1u64 << 60)).unwrap();
+        ns.set("n", 1u64 << 60).unwrap();
         assert!(matches!(ns.get::<Vec<()>>("n"), Err(ManagerError::Codec(_))));
-        ns.set("n", &vec![(); 5]).unwrap();
+        ns.set("n", vec![(); 5]).unwrap();
         assert_eq!(ns.get::<Vec<()>>("n").unwrap(), Some(vec![(); 5]));
     });
+}
+
+// ------------------------------------------------------------------ borrowed keys (issue 14)
+
+/// The `HashMap`-style pairs a Rust user writes: `String`/`str`, `Vec<u8>`/`[u8]`,
+/// `Box<T>`/`T`.
+type BorrowArgs = (
+    Dict<String, u32>,
+    Dict<Vec<u8>, String>,
+    Dict<Box<(u32, String)>, u8>,
+);
+
+/// In a child: every lookup with a borrowed key, present and absent, and the writes that
+/// take the owned key by value.
+fn borrowed_lookups((s, v, b): BorrowArgs) -> u32 {
+    // String / str.
+    assert_eq!(s.get("parent").unwrap(), Some(1));
+    assert!(s.contains_key("parent").unwrap());
+    assert_eq!(s.get("absent").unwrap(), None);
+    assert!(!s.contains_key("absent").unwrap());
+    assert_eq!(s.remove("absent").unwrap(), None);
+    assert!(!s.discard("absent").unwrap());
+    assert_eq!(s.update_with("child", |n| n.unwrap_or(0) + 10).unwrap(), 10);
+    assert_eq!(s.insert("parent".to_string(), 2).unwrap(), Some(1));
+    assert_eq!(s.insert("fresh".to_string(), 3).unwrap(), None);
+    assert_eq!(s.setdefault("fresh".to_string(), 99).unwrap(), 3);
+    assert_eq!(s.remove("gone").unwrap(), Some(7));
+    {
+        let mut g = s.lock().unwrap();
+        assert_eq!(g.get("child").unwrap(), Some(10));
+        assert_eq!(g.get("nobody").unwrap(), None);
+        assert!(g.contains_key("fresh").unwrap() && !g.contains_key("nobody").unwrap());
+        assert_eq!(g.update_with("guarded", |n| n.unwrap_or(5)).unwrap(), 5);
+        assert!(g.discard("guarded").unwrap());
+        assert_eq!(g.remove("nobody").unwrap(), None);
+    }
+    // Vec<u8> / [u8].
+    assert_eq!(v.get(&[1u8, 2][..]).unwrap(), Some("one-two".to_string()));
+    assert_eq!(v.get(&[2u8, 1][..]).unwrap(), None);
+    assert_eq!(v.get(&[][..]).unwrap(), Some("empty".to_string()));
+    assert_eq!(v.remove(&[1u8, 2][..]).unwrap(), Some("one-two".to_string()));
+    assert!(!v.contains_key(&[1u8, 2][..]).unwrap());
+    assert_eq!(
+        v.update_with(&[3u8][..], |o| o.unwrap_or_default() + "three")
+            .unwrap(),
+        "three"
+    );
+    // Box<T> / T.
+    let key = (7u32, "seven".to_string());
+    assert_eq!(b.get(&key).unwrap(), Some(7));
+    assert_eq!(b.get(&(7u32, "other".to_string())).unwrap(), None);
+    assert!(b.discard(&key).unwrap());
+    assert_eq!(b.insert(Box::new((8, "eight".into())), 8).unwrap(), None);
+    s.len().unwrap() as u32
+}
+
+#[test]
+fn borrowed_keys_find_owned_keys_in_a_child() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} borrowed keys"), move || {
+            let s = Dict::<String, u32>::with_limit(SMALL).unwrap();
+            assert_eq!(s.insert("parent".into(), 1).unwrap(), None);
+            assert_eq!(s.insert("gone".into(), 7).unwrap(), None);
+            let v = Dict::<Vec<u8>, String>::with_limit(SMALL).unwrap();
+            v.insert(vec![1, 2], "one-two".into()).unwrap();
+            v.insert(vec![], "empty".into()).unwrap();
+            let b = Dict::<Box<(u32, String)>, u8>::with_limit(SMALL).unwrap();
+            b.insert(Box::new((7, "seven".into())), 7).unwrap();
+
+            let mut child = start(m, borrowed_lookups, (s.clone(), v.clone(), b.clone()));
+            assert_eq!(join(&mut child), 3, "{m:?}: parent, child, fresh");
+
+            // What the child stored under a borrowed key reads back as the owned key.
+            let mut keys = s.keys().unwrap();
+            keys.sort();
+            assert_eq!(keys, ["child", "fresh", "parent"], "{m:?}");
+            assert_eq!(s.get(&"child".to_string()).unwrap(), Some(10), "{m:?}");
+            assert_eq!(s.get("parent").unwrap(), Some(2), "{m:?}");
+            let mut vk = v.items().unwrap();
+            vk.sort();
+            assert_eq!(
+                vk,
+                [(vec![], "empty".to_string()), (vec![3], "three".to_string())],
+                "{m:?}"
+            );
+            assert_eq!(
+                b.items().unwrap(),
+                [(Box::new((8, "eight".to_string())), 8)],
+                "{m:?}"
+            );
+        });
+    }
+}
+
+#[test]
+fn insert_returns_the_replaced_value_like_hashmap() {
+    let _g = shared();
+    let d = Dict::<String, u64>::with_limit(SMALL).unwrap();
+    assert_eq!(d.insert("k".into(), 1).unwrap(), None);
+    assert_eq!(d.insert("k".into(), 2).unwrap(), Some(1));
+    {
+        let mut g = d.lock().unwrap();
+        assert_eq!(g.insert("k".into(), 3).unwrap(), Some(2));
+        assert_eq!(g.insert("j".into(), 4).unwrap(), None);
+    }
+    let mut items = d.items().unwrap();
+    items.sort();
+    assert_eq!(items, [("j".to_string(), 4), ("k".to_string(), 3)]);
+}
+
+#[test]
+fn manager_error_is_send_sync_static_and_boxes_with_question_mark() {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    const _: () = assert_error::<ManagerError>();
+    fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err(ManagerError::Timeout)?
+    }
+    assert_eq!(
+        boxed().unwrap_err().to_string(),
+        ManagerError::Timeout.to_string()
+    );
+}
+
+#[test]
+fn a_limit_below_4096_is_refused_not_rounded_up() {
+    let _g = shared();
+    use shmproc::SegmentError;
+    let small =
+        |r: Result<(), ManagerError>| matches!(r, Err(ManagerError::Segment(SegmentError::InvalidSize(_))));
+    assert!(small(Dict::<u8, u8>::with_limit(4095).map(drop)));
+    assert!(small(List::<u8>::with_limit(0).map(drop)));
+    assert!(small(Namespace::with_limit(100).map(drop)));
+    assert!(small(Manager::with_limit(1).dict::<u8, u8>().map(drop)));
+    let name = format!("/shmproc-test-small-limit-{}", std::process::id());
+    assert!(small(Dict::<u8, u8>::create_named(&name, 10).map(drop)));
+    assert!(
+        !dev_shm().iter().any(|n| name.ends_with(n.as_str())),
+        "nothing created"
+    );
+    assert_eq!(Dict::<u8, u8>::with_limit(4096).unwrap().limit(), 4096);
 }

@@ -269,8 +269,12 @@ fn map_matches_the_sequential_map_for_every_size_and_chunksize() {
             for n in [0u64, 1, 2, 7, 100, 1000, 10_007] {
                 let want: Vec<u64> = (0..n).map(square).collect();
                 for cs in [None, Some(1), Some(3), Some(64), Some(n as usize + 1)] {
+                    let got = match cs {
+                        None => pool.map(square, 0..n),
+                        Some(cs) => pool.map_chunked(square, 0..n, cs),
+                    };
                     assert_eq!(
-                        pool.map(square, 0..n, cs).as_ref(),
+                        got.as_ref(),
                         Ok(&want),
                         "{m:?}: map of {n} items, chunksize {cs:?}"
                     );
@@ -278,14 +282,14 @@ fn map_matches_the_sequential_map_for_every_size_and_chunksize() {
             }
             let words: Vec<String> = (0..300).map(|i| "ab".repeat(i % 40) + "é").collect();
             let want: Vec<String> = words.iter().cloned().map(shout).collect();
-            assert_eq!(pool.map(shout, words, 7), Ok(want), "{m:?}: strings");
+            assert_eq!(pool.map_chunked(shout, words, 7), Ok(want), "{m:?}: strings");
             assert_eq!(
-                pool.map(square, 0..10u64, 0),
+                pool.map_chunked(square, 0..10u64, 0),
                 Err(PoolError::Invalid("chunksize must be at least 1")),
                 "{m:?}"
             );
             // The pool still works after the refused call.
-            assert_eq!(pool.map(square, [3u64], 1), Ok(vec![9]));
+            assert_eq!(pool.map_chunked(square, [3u64], 1), Ok(vec![9]));
             pool.close();
             pool.join().unwrap();
         });
@@ -300,27 +304,27 @@ fn starmap_spreads_tuples_over_two_and_three_arguments() {
             let pool = pool(m, 2);
             let pairs: Vec<(u64, u64)> = (0..500).map(|i| (i, 2 * i + 1)).collect();
             let want: Vec<u64> = pairs.iter().map(|&(a, b)| add(a, b)).collect();
-            assert_eq!(pool.starmap(add, pairs.clone(), None), Ok(want.clone()), "{m:?}");
-            assert_eq!(pool.starmap(add, pairs, 1), Ok(want), "{m:?}");
+            assert_eq!(pool.starmap(add, pairs.clone()), Ok(want.clone()), "{m:?}");
+            assert_eq!(pool.starmap_chunked(add, pairs, 1), Ok(want), "{m:?}");
 
             let triples: Vec<(u64, u64, u64)> = (0..300).map(|i| (i, i + 1, 7)).collect();
             let want: Vec<u64> = triples.iter().map(|&(a, b, c)| mul_add(a, b, c)).collect();
-            assert_eq!(pool.starmap(mul_add, triples, 16), Ok(want), "{m:?}");
+            assert_eq!(pool.starmap_chunked(mul_add, triples, 16), Ok(want), "{m:?}");
 
             let mixed = vec![("a".to_owned(), 1u32, true), ("bc".to_owned(), 22, false)];
             assert_eq!(
-                pool.starmap(label, mixed, None),
+                pool.starmap(label, mixed),
                 Ok(vec!["a1!".to_owned(), "bc22".to_owned()]),
                 "{m:?}"
             );
             assert_eq!(
-                pool.starmap(|a: u64, b: u64| a.pow(b as u32), [(2, 10), (3, 3)], None),
+                pool.starmap(|a: u64, b: u64| a.pow(b as u32), [(2, 10), (3, 3)]),
                 Ok(vec![1024, 27]),
                 "{m:?}: non-capturing closure"
             );
-            assert_eq!(pool.starmap(add, Vec::<(u64, u64)>::new(), None), Ok(vec![]));
+            assert_eq!(pool.starmap(add, Vec::<(u64, u64)>::new()), Ok(vec![]));
             assert!(matches!(
-                pool.starmap(add, [(1, 2)], 0),
+                pool.starmap_chunked(add, [(1, 2)], 0),
                 Err(PoolError::Invalid(_))
             ));
         });
@@ -336,30 +340,30 @@ fn imap_keeps_input_order_and_reads_endless_input_lazily() {
             // Later items sleep less, so they finish first; imap still yields in input order.
             let items: Vec<(u64, u64)> = (0..6).map(|i| (i, (6 - i) * 20)).collect();
             let got: Vec<u64> = pool
-                .imap(tagged_nap, items, None)
+                .imap(tagged_nap, items)
                 .map(|r| r.expect("tagged_nap").0)
                 .collect();
             assert_eq!(got, (0..6).collect::<Vec<_>>(), "{m:?}: imap order");
 
             // An endless input: read only a bounded window ahead of the consumer.
-            let first: Result<Vec<u64>, _> = pool.imap(square, 0u64.., 1).take(50).collect();
+            let first: Result<Vec<u64>, _> = pool.imap_chunked(square, 0u64.., 1).take(50).collect();
             assert_eq!(
                 first,
                 Ok((0..50u64).map(square).collect()),
                 "{m:?}: endless, chunks of 1"
             );
-            let first: Result<Vec<u64>, _> = pool.imap(square, 0u64.., 8).take(50).collect();
+            let first: Result<Vec<u64>, _> = pool.imap_chunked(square, 0u64.., 8).take(50).collect();
             assert_eq!(
                 first,
                 Ok((0..50u64).map(square).collect()),
                 "{m:?}: endless, chunks of 8"
             );
 
-            let all: Result<Vec<u64>, _> = pool.imap(square, 0..1000u64, 7).collect();
+            let all: Result<Vec<u64>, _> = pool.imap_chunked(square, 0..1000u64, 7).collect();
             assert_eq!(all, Ok((0..1000u64).map(square).collect()), "{m:?}: chunks of 7");
-            assert_eq!(pool.imap(square, Vec::<u64>::new(), None).count(), 0);
+            assert_eq!(pool.imap(square, Vec::<u64>::new()).count(), 0);
 
-            let mut bad = pool.imap(square, 0..10u64, 0);
+            let mut bad = pool.imap_chunked(square, 0..10u64, 0);
             assert!(matches!(bad.next(), Some(Err(PoolError::Invalid(_)))), "{m:?}");
             assert!(bad.next().is_none(), "{m:?}: nothing after the error");
         });
@@ -376,7 +380,7 @@ fn imap_unordered_yields_every_result_once_in_completion_order() {
             let pool = pool(m, 2);
             let items: Vec<(u64, u64)> = (0..20).map(|i| (i, if i == 0 { 300 } else { 0 })).collect();
             let order: Vec<u64> = pool
-                .imap_unordered(tagged_nap, items, 1)
+                .imap_unordered_chunked(tagged_nap, items, 1)
                 .map(|r| r.expect("tagged_nap").0)
                 .collect();
             assert_ne!(
@@ -390,7 +394,7 @@ fn imap_unordered_yields_every_result_once_in_completion_order() {
 
             for cs in [1, 7, 5000] {
                 let mut got: Vec<u64> = pool
-                    .imap_unordered(square, 0..3000u64, cs)
+                    .imap_unordered_chunked(square, 0..3000u64, cs)
                     .map(|r| r.expect("square"))
                     .collect();
                 got.sort_unstable();
@@ -401,7 +405,7 @@ fn imap_unordered_yields_every_result_once_in_completion_order() {
                 );
             }
             let mut first: Vec<u64> = pool
-                .imap_unordered(square, 0u64.., 4)
+                .imap_unordered_chunked(square, 0u64.., 4)
                 .take(50)
                 .map(|r| r.expect("square"))
                 .collect();
@@ -409,7 +413,7 @@ fn imap_unordered_yields_every_result_once_in_completion_order() {
             first.dedup();
             assert_eq!(first.len(), 50, "{m:?}: endless input, distinct results");
             assert!(matches!(
-                pool.imap_unordered(square, 0..3u64, 0).next(),
+                pool.imap_unordered_chunked(square, 0..3u64, 0).next(),
                 Some(Err(PoolError::Invalid(_)))
             ));
         });
@@ -426,14 +430,14 @@ fn large_arguments_and_results_do_not_deadlock() {
         bounded(&format!("{m:?} large messages"), move || {
             let pool = pool(m, 2);
             let big: Vec<(u32, Vec<u8>)> = (0..6).map(|i| (1 << 20, vec![i as u8; 1 << 20])).collect();
-            let got = pool.map(inflate, big, 1).expect("1 MiB in and out");
+            let got = pool.map_chunked(inflate, big, 1).expect("1 MiB in and out");
             assert!(got.iter().all(|v| v.len() == 1 << 20), "{m:?}");
 
             // Tiny jobs first (the workers count as fast), then 60 KB arguments with 200 KB
             // results.
             let mut items: Vec<(u32, Vec<u8>)> = (0..8).map(|_| (1, vec![])).collect();
             items.extend((0..48).map(|_| (200_000, vec![1u8; 60_000])));
-            let got = pool.map(inflate, items, 1).expect("medium messages");
+            let got = pool.map_chunked(inflate, items, 1).expect("medium messages");
             assert_eq!(got.len(), 56, "{m:?}");
             assert!(got[8..].iter().all(|v| v.len() == 200_000), "{m:?}");
         });
@@ -456,8 +460,8 @@ fn apply_and_async_result_follow_pythons_protocol() {
             assert!(!r.ready(), "{m:?}");
             assert_eq!(r.successful(), Err(PoolError::NotReady), "{m:?}");
             assert_eq!(r.get_timeout(ms(10)), Err(PoolError::Timeout), "{m:?}");
-            assert!(!r.wait_timeout(ms(10)), "{m:?}");
-            assert!(r.wait_timeout(LONG), "{m:?}");
+            assert_eq!(r.wait_timeout(ms(10)), Err(PoolError::Timeout), "{m:?}");
+            assert_eq!(r.wait_timeout(LONG), Ok(()), "{m:?}");
             assert!(r.ready(), "{m:?}");
             assert_eq!(r.successful(), Ok(true), "{m:?}");
             assert_eq!(r.get_timeout(LONG), Ok(300), "{m:?}: success after a timeout");
@@ -465,7 +469,7 @@ fn apply_and_async_result_follow_pythons_protocol() {
             assert_eq!(r.get_timeout(ms(0)), Err(PoolError::AlreadyTaken), "{m:?}");
 
             let r = pool.apply_async(always_panics, ()).unwrap();
-            assert!(r.wait_timeout(LONG), "{m:?}");
+            assert_eq!(r.wait_timeout(LONG), Ok(()), "{m:?}");
             assert_eq!(r.successful(), Ok(false), "{m:?}");
             assert!(matches!(r.get(), Err(PoolError::Panicked(_))), "{m:?}");
 
@@ -511,7 +515,7 @@ fn apply_async_with_runs_the_matching_callback_before_the_result_is_ready() {
                 .unwrap();
             assert!(slot.set(r).is_ok());
             let r = slot.get().unwrap();
-            assert!(r.wait_timeout(LONG), "{m:?}");
+            assert_eq!(r.wait_timeout(LONG), Ok(()), "{m:?}");
             assert!(ran.load(SeqCst), "{m:?}: ready before the callback finished");
             assert_eq!(rx.recv_timeout(LONG), Ok((150, Some(false))), "{m:?}");
             assert!(
@@ -539,7 +543,7 @@ fn apply_async_with_runs_the_matching_callback_before_the_result_is_ready() {
                 Ok(PoolError::Panicked(p)) => assert_eq!(p.message, "task exploded", "{m:?}"),
                 other => panic!("{m:?}: error callback got {other:?}"),
             }
-            assert!(r.wait_timeout(LONG));
+            assert_eq!(r.wait_timeout(LONG), Ok(()));
             assert!(
                 rx.try_recv().is_err(),
                 "{m:?}: the success callback ran on failure"
@@ -572,14 +576,14 @@ fn a_panicking_task_fails_alone_and_the_worker_keeps_serving() {
             assert_eq!(pool.apply(pid, ()), Ok(before), "{m:?}: the worker was replaced");
 
             for cs in [1, 4] {
-                match pool.map(boom, 0..10u64, cs) {
+                match pool.map_chunked(boom, 0..10u64, cs) {
                     Err(PoolError::Panicked(p)) => assert_eq!(p.message, "boom at 3", "{m:?} cs {cs}"),
                     other => panic!("{m:?} cs {cs}: expected Panicked, got {other:?}"),
                 }
             }
             // imap: only the panicking item fails, also inside a chunk of several items.
             for cs in [1, 4] {
-                let out: Vec<_> = pool.imap(boom, 0..10u64, cs).collect();
+                let out: Vec<_> = pool.imap_chunked(boom, 0..10u64, cs).collect();
                 for (x, r) in (0..10u64).zip(&out) {
                     if x == 3 {
                         assert!(matches!(r, Err(PoolError::Panicked(_))), "{m:?} cs {cs}: {r:?}");
@@ -599,7 +603,7 @@ fn initializer_runs_once_in_every_worker() {
     for m in METHODS {
         bounded(&format!("{m:?} initializer"), move || {
             let pool = builder(m, 2).initializer(setup, 7).build().unwrap();
-            let reports = pool.map(init_report, vec![(); 400], 1).unwrap();
+            let reports = pool.map_chunked(init_report, vec![(); 400], 1).unwrap();
             let pids: BTreeSet<u32> = reports.iter().map(|r| r.0).collect();
             assert!((1..=2).contains(&pids.len()), "{m:?}: workers {pids:?}");
             assert!(!pids.contains(&std::process::id()), "{m:?}");
@@ -638,7 +642,7 @@ fn a_failing_initializer_breaks_the_pool_without_hanging() {
             }
             assert!(
                 matches!(
-                    pool.map(square, 0..20u64, 1),
+                    pool.map_chunked(square, 0..20u64, 1),
                     Err(PoolError::InitializerFailed(_))
                 ),
                 "{m:?}"
@@ -646,7 +650,7 @@ fn a_failing_initializer_breaks_the_pool_without_hanging() {
             let r = pool.apply_async(square, 3).unwrap();
             assert!(matches!(r.get(), Err(PoolError::InitializerFailed(_))), "{m:?}");
             assert!(pool
-                .imap(square, 0..3u64, 1)
+                .imap_chunked(square, 0..3u64, 1)
                 .all(|r| matches!(r, Err(PoolError::InitializerFailed(_)))));
             drop(pool);
 
@@ -683,7 +687,7 @@ fn maxtasksperchild_replaces_and_reaps_workers() {
             assert_reaped_soon(count.keys().copied(), &format!("{m:?} retired"));
 
             // map chunks count as jobs too.
-            let out = pool.map(tagged_nap, (0..12).map(|x| (x, 0)), 1).unwrap();
+            let out = pool.map_chunked(tagged_nap, (0..12).map(|x| (x, 0)), 1).unwrap();
             assert_eq!(
                 out.iter().map(|r| r.0).collect::<Vec<_>>(),
                 (0..12).collect::<Vec<_>>()
@@ -716,7 +720,7 @@ where
 {
     let pool = pool(m, 2);
     let items: Vec<(u64, u64)> = (0..20).map(|x| (x, victim)).collect();
-    let out: Vec<_> = pool.imap(f, items.clone(), 1).collect();
+    let out: Vec<_> = pool.imap_chunked(f, items.clone(), 1).collect();
     assert_eq!(out.len(), 20, "{what}");
     let mut pids = BTreeSet::new();
     for (x, r) in (0..20u64).zip(&out) {
@@ -733,10 +737,10 @@ where
         }
     }
     // map reports the death as its error.
-    let r = pool.map(f, items, 1);
+    let r = pool.map_chunked(f, items, 1);
     pids.insert(expect_died(&r, signal, code, what));
     // The pool goes on with replacements.
-    let after = pool.map(f, (0..6).map(|x| (x, u64::MAX)), 1).unwrap();
+    let after = pool.map_chunked(f, (0..6).map(|x| (x, u64::MAX)), 1).unwrap();
     assert_eq!(
         after.iter().map(|r| r.0).collect::<Vec<_>>(),
         (0..6).collect::<Vec<_>>()
@@ -800,7 +804,7 @@ fn a_worker_killed_from_outside_fails_only_its_task() {
                 pids.insert(p);
             }
             // The pool replaced the worker and goes on.
-            let out = pool.map(tagged_nap, (0..8).map(|x| (x, 10)), 1).unwrap();
+            let out = pool.map_chunked(tagged_nap, (0..8).map(|x| (x, 10)), 1).unwrap();
             assert!(out.iter().all(|r| r.1 != victim), "{m:?}");
             pids.extend(out.iter().map(|r| r.1));
             pool.close();
@@ -823,9 +827,9 @@ fn five_naps_on_four_workers_take_two_rounds_then_close_and_join() {
         bounded(&format!("{m:?} seed example"), move || {
             let pool = pool(m, 4);
             // Warm up: every worker started and answering (and the jobs count as long ones).
-            assert_eq!(pool.map(nap, [30u64; 8], 1), Ok(vec![30; 8]));
+            assert_eq!(pool.map_chunked(nap, [30u64; 8], 1), Ok(vec![30; 8]));
             let t = Instant::now();
-            assert_eq!(pool.map(nap, [300u64; 5], 1), Ok(vec![300; 5]), "{m:?}");
+            assert_eq!(pool.map_chunked(nap, [300u64; 5], 1), Ok(vec![300; 5]), "{m:?}");
             let took = t.elapsed();
             eprintln!("{m:?}: 5 naps of 300 ms on 4 workers took {took:?}");
             assert!(
@@ -841,9 +845,9 @@ fn five_naps_on_four_workers_take_two_rounds_then_close_and_join() {
                 PoolError::Closed,
                 "{m:?}"
             );
-            assert_eq!(pool.map(square, 0..3u64, None), Err(PoolError::Closed), "{m:?}");
+            assert_eq!(pool.map(square, 0..3u64), Err(PoolError::Closed), "{m:?}");
             assert!(matches!(
-                pool.imap(square, 0..3u64, 1).next(),
+                pool.imap_chunked(square, 0..3u64, 1).next(),
                 Some(Err(PoolError::Closed))
             ));
             pool.join().unwrap();
@@ -866,7 +870,7 @@ fn long_tasks_submitted_together_run_on_different_workers() {
     for m in METHODS {
         bounded(&format!("{m:?} spread"), move || {
             let pool = pool(m, 2);
-            assert_eq!(pool.map(nap, [20u64; 4], 1), Ok(vec![20; 4])); // both workers up
+            assert_eq!(pool.map_chunked(nap, [20u64; 4], 1), Ok(vec![20; 4])); // both workers up
             let a = pool.apply_async(tagged_nap, (0, 400)).unwrap();
             let b = pool.apply_async(tagged_nap, (1, 400)).unwrap();
             let c = pool.apply_async(tagged_nap, (2, 0)).unwrap();
@@ -1071,9 +1075,9 @@ fn executor_map_and_shutdown() {
         bounded(&format!("{m:?} executor map/shutdown"), move || {
             let ex = executor(m, 2);
             let items: Vec<(u64, u64)> = (0..6).map(|i| (i, (6 - i) * 15)).collect();
-            let got: Vec<u64> = ex.map(tagged_nap, items, None).map(|r| r.unwrap().0).collect();
+            let got: Vec<u64> = ex.map(tagged_nap, items).map(|r| r.unwrap().0).collect();
             assert_eq!(got, (0..6).collect::<Vec<_>>(), "{m:?}: Executor::map order");
-            let got: Result<Vec<u64>, _> = ex.map(square, 0..500u64, 10).collect();
+            let got: Result<Vec<u64>, _> = ex.map_chunked(square, 0..500u64, 10).collect();
             assert_eq!(got, Ok((0..500u64).map(square).collect()), "{m:?}");
 
             // shutdown(true) waits for everything pending.
@@ -1121,7 +1125,7 @@ fn executor_survives_a_killed_worker() {
                 Ok(25),
                 "{m:?}"
             );
-            let got: Result<Vec<u64>, _> = ex.map(square, 0..100u64, 1).collect();
+            let got: Result<Vec<u64>, _> = ex.map_chunked(square, 0..100u64, 1).collect();
             assert_eq!(got, Ok((0..100u64).map(square).collect()), "{m:?}: after a death");
         });
     }
@@ -1188,19 +1192,26 @@ fn thread_backend_behaves_like_the_process_pool() {
         assert_eq!(pool.workers(), 2);
         for n in [0u64, 1, 7, 1000] {
             for cs in [None, Some(1), Some(64)] {
-                assert_eq!(pool.map(square, 0..n, cs), Ok((0..n).map(square).collect()));
+                let got = match cs {
+                    None => pool.map(square, 0..n),
+                    Some(cs) => pool.map_chunked(square, 0..n, cs),
+                };
+                assert_eq!(got, Ok((0..n).map(square).collect()));
             }
         }
-        assert_eq!(pool.starmap(add, [(1, 2), (3, 4)], None), Ok(vec![3, 7]));
+        assert_eq!(pool.starmap(add, [(1, 2), (3, 4)]), Ok(vec![3, 7]));
         let items: Vec<(u64, u64)> = (0..6).map(|i| (i, (6 - i) * 10)).collect();
-        let got: Vec<(u64, u32)> = pool.imap(tagged_nap, items, 1).map(Result::unwrap).collect();
+        let got: Vec<(u64, u32)> = pool
+            .imap_chunked(tagged_nap, items, 1)
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(
             got,
             (0..6).map(|i| (i, me)).collect::<Vec<_>>(),
             "order, same pid"
         );
         let mut got: Vec<u64> = pool
-            .imap_unordered(square, 0..100u64, 3)
+            .imap_unordered_chunked(square, 0..100u64, 3)
             .map(Result::unwrap)
             .collect();
         got.sort_unstable();
@@ -1232,7 +1243,7 @@ fn thread_backend_behaves_like_the_process_pool() {
             .maxtasksperchild(1) // ignored by the thread backend
             .build()
             .unwrap();
-        let reports = pool.map(init_report, vec![(); 200], 1).unwrap();
+        let reports = pool.map_chunked(init_report, vec![(); 200], 1).unwrap();
         let threads: BTreeSet<&str> = reports.iter().map(|r| r.1.as_str()).collect();
         assert!((1..=2).contains(&threads.len()), "{threads:?}");
         assert!(
@@ -1252,7 +1263,7 @@ fn thread_backend_behaves_like_the_process_pool() {
             Err(PoolError::InitializerFailed(_))
         ));
         assert!(matches!(
-            pool.map(square, 0..9u64, 1),
+            pool.map_chunked(square, 0..9u64, 1),
             Err(PoolError::InitializerFailed(_))
         ));
         drop(pool);
@@ -1276,11 +1287,8 @@ fn leak_scenario(m: StartMethod) {
     let dir = PidDir::new("leaks", m);
     {
         let pool = pool(m, 2);
-        assert_eq!(
-            pool.map(square, 0..500u64, None),
-            Ok((0..500u64).map(square).collect())
-        );
-        let out: Vec<_> = pool.imap(die_at, (0..10).map(|x| (x, 4)), 1).collect();
+        assert_eq!(pool.map(square, 0..500u64), Ok((0..500u64).map(square).collect()));
+        let out: Vec<_> = pool.imap_chunked(die_at, (0..10).map(|x| (x, 4)), 1).collect();
         expect_died(&out[4], Some(9), None, &what);
         assert!(matches!(
             pool.apply(always_panics, ()),
@@ -1304,7 +1312,7 @@ fn leak_scenario(m: StartMethod) {
     }
     {
         let pool = builder(m, 1).maxtasksperchild(1).build().unwrap();
-        let _ = pool.map(square, 0..5u64, 1).unwrap();
+        let _ = pool.map_chunked(square, 0..5u64, 1).unwrap();
         let r = pool.apply_async(nap, 10_000).unwrap();
         std::thread::sleep(ms(50));
         pool.terminate();
@@ -1372,18 +1380,18 @@ fn map_async_and_starmap_async_return_at_once() {
     for m in METHODS {
         bounded(&format!("{m:?} map_async"), move || {
             let pool = pool(m, 2);
-            let slow = pool.map_async(nap, [200u64, 1], 1).unwrap();
+            let slow = pool.map_async_chunked(nap, [200u64, 1], 1).unwrap();
             assert!(!slow.ready(), "{m:?}: map_async waited for its tasks");
-            let sums = pool.starmap_async(add, [(1u64, 2u64), (3, 4)], None).unwrap();
+            let sums = pool.starmap_async(add, [(1u64, 2u64), (3, 4)]).unwrap();
             assert_eq!(sums.get(), Ok(vec![3, 7]), "{m:?}");
             assert_eq!(slow.get_timeout(LONG), Ok(vec![200, 1]), "{m:?}");
-            let failed = pool.map_async(boom, 0..8u64, 2).unwrap();
+            let failed = pool.map_async_chunked(boom, 0..8u64, 2).unwrap();
             assert!(
                 matches!(failed.get_timeout(LONG), Err(PoolError::Panicked(_))),
                 "{m:?}"
             );
             assert!(failed.successful() == Ok(false), "{m:?}");
-            let empty = pool.map_async(square, Vec::<u64>::new(), None).unwrap();
+            let empty = pool.map_async(square, Vec::<u64>::new()).unwrap();
             assert_eq!(empty.get(), Ok(vec![]), "{m:?}");
         });
     }
@@ -1407,7 +1415,7 @@ fn initializer_arguments_carry_handles_but_not_pipe_ends() {
             .initializer(bump_counter, inits.clone())
             .build()
             .unwrap();
-        assert_eq!(pool.map(square, vec![1, 2, 3], Some(1)).unwrap(), vec![1, 4, 9]);
+        assert_eq!(pool.map_chunked(square, vec![1, 2, 3], 1).unwrap(), vec![1, 4, 9]);
         let ran = || inits.get().unwrap();
         assert!(
             eventually(LONG, || ran() == 2),
@@ -1484,14 +1492,14 @@ fn no_head_of_line_blocking(m: StartMethod, threads: bool, how: Submit) -> Resul
             let pool = b.build().unwrap();
             // Results come in completion order (the blocker's last, as it waits for the others).
             let out: Vec<bool> = pool
-                .imap_unordered(wait_for_others, items, 1)
+                .imap_unordered_chunked(wait_for_others, items, 1)
                 .map(Result::unwrap)
                 .collect();
             (0..4).zip(out).collect()
         }
         Submit::Map => {
             let pool = b.build().unwrap();
-            let out = pool.map(wait_for_others, items, 1).unwrap();
+            let out = pool.map_chunked(wait_for_others, items, 1).unwrap();
             (0..4).zip(out).collect()
         }
         Submit::ApplyAsync => {
@@ -1566,7 +1574,7 @@ fn imap_unordered_items_do_not_wait_for_a_sleeper() {
             let items = [(0u64, 2_000u64), (1, 0), (2, 0), (3, 0)];
             let t = Instant::now();
             let order: Vec<(u64, Duration)> = pool
-                .imap_unordered(tagged_nap, items, 1)
+                .imap_unordered_chunked(tagged_nap, items, 1)
                 .map(|r| (r.unwrap().0, t.elapsed()))
                 .collect();
             assert_eq!(order.len(), 4, "{m:?}");
@@ -1616,9 +1624,9 @@ fn exactly_once(m: StartMethod) {
         let range = round * 500..(round + 1) * 500;
         let items: Vec<_> = range.clone().map(|x| (d.clone(), x)).collect();
         let out: Vec<(u64, bool)> = match round % 2 {
-            0 => pool.map(run_once_exclusive, items, 1).unwrap(),
+            0 => pool.map_chunked(run_once_exclusive, items, 1).unwrap(),
             _ => pool
-                .imap_unordered(run_once_exclusive, items, 1)
+                .imap_unordered_chunked(run_once_exclusive, items, 1)
                 .map(Result::unwrap)
                 .collect(),
         };
@@ -1693,7 +1701,11 @@ fn idle_death(m: StartMethod) {
     );
     let second = pool.apply(pid, ()).unwrap();
     assert_ne!(first, second, "{m:?}");
-    assert_eq!(pool.map(square, 0..4u64, 1), Ok(vec![0, 1, 4, 9]), "{m:?}");
+    assert_eq!(
+        pool.map_chunked(square, 0..4u64, 1),
+        Ok(vec![0, 1, 4, 9]),
+        "{m:?}"
+    );
     // Both idle workers of a bigger pool killed: every form of submission still runs.
     let (pool2, victims) = pool_with_workers_up(m, 2);
     for v in &victims {
@@ -1702,7 +1714,7 @@ fn idle_death(m: StartMethod) {
     std::thread::sleep(ms(50));
     let r = pool2.apply_async(square, 5).unwrap();
     assert_eq!(
-        pool2.map(square, 0..6u64, 1),
+        pool2.map_chunked(square, 0..6u64, 1),
         Ok(vec![0, 1, 4, 9, 16, 25]),
         "{m:?}"
     );
@@ -1766,11 +1778,11 @@ fn pool_new_and_executor_new_with_a_valid_n() {
     for n in [1, 3] {
         let pool = Pool::new(n).unwrap();
         assert_eq!(
-            pool.map(square, 0..50u64, Some(1)).unwrap(),
+            pool.map_chunked(square, 0..50u64, 1).unwrap(),
             (0..50u64).map(|x| x * x).collect::<Vec<_>>()
         );
         let pids: BTreeSet<u32> = pool
-            .map(pid, vec![(); 60], Some(1))
+            .map_chunked(pid, vec![(); 60], 1)
             .unwrap()
             .into_iter()
             .collect();
@@ -1790,5 +1802,86 @@ fn pool_new_and_executor_new_with_a_valid_n() {
         let got: Vec<u64> = futures.iter().map(|f| f.result_timeout(LONG).unwrap()).collect();
         assert_eq!(got, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
         ex.shutdown(true);
+    }
+}
+
+#[test]
+fn pool_error_is_send_sync_static_and_boxes_with_question_mark() {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    const _: () = assert_error::<PoolError>();
+    fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err(PoolError::Timeout)?
+    }
+    assert_eq!(boxed().unwrap_err().to_string(), PoolError::Timeout.to_string());
+}
+
+#[test]
+fn every_chunked_twin_gives_what_its_default_form_gives() {
+    let _g = shared();
+    for m in METHODS {
+        bounded(&format!("{m:?} chunked twins"), move || {
+            let pool = pool(m, 2);
+            let items: Vec<u64> = (0..257).collect();
+            let pairs: Vec<(u64, u64)> = items.iter().map(|&x| (x, 2 * x)).collect();
+            let want: Vec<u64> = items.iter().map(|&x| square(x)).collect();
+            let sums: Vec<u64> = pairs.iter().map(|&(a, b)| add(a, b)).collect();
+            for cs in [1, 5, 300] {
+                let what = format!("{m:?}, chunksize {cs}");
+                assert_eq!(pool.map(square, items.clone()).as_ref(), Ok(&want), "{what}");
+                assert_eq!(
+                    pool.map_chunked(square, items.clone(), cs).as_ref(),
+                    Ok(&want),
+                    "{what}"
+                );
+                assert_eq!(pool.starmap(add, pairs.clone()).as_ref(), Ok(&sums), "{what}");
+                assert_eq!(
+                    pool.starmap_chunked(add, pairs.clone(), cs).as_ref(),
+                    Ok(&sums),
+                    "{what}"
+                );
+                let a = pool.map_async(square, items.clone()).unwrap();
+                let b = pool.map_async_chunked(square, items.clone(), cs).unwrap();
+                assert_eq!((a.get(), b.get()), (Ok(want.clone()), Ok(want.clone())), "{what}");
+                let a = pool.starmap_async(add, pairs.clone()).unwrap();
+                let b = pool.starmap_async_chunked(add, pairs.clone(), cs).unwrap();
+                assert_eq!((a.get(), b.get()), (Ok(sums.clone()), Ok(sums.clone())), "{what}");
+                let a: Result<Vec<u64>, _> = pool.imap(square, items.clone()).collect();
+                let b: Result<Vec<u64>, _> = pool.imap_chunked(square, items.clone(), cs).collect();
+                assert_eq!((a.as_ref(), b.as_ref()), (Ok(&want), Ok(&want)), "{what}");
+                let mut a: Vec<u64> = pool
+                    .imap_unordered(square, items.clone())
+                    .map(Result::unwrap)
+                    .collect();
+                let mut b: Vec<u64> = (pool.imap_unordered_chunked(square, items.clone(), cs))
+                    .map(Result::unwrap)
+                    .collect();
+                a.sort_unstable();
+                b.sort_unstable();
+                assert_eq!((&a, &b), (&want, &want), "{what}");
+            }
+            let zero = |r: Result<Vec<u64>, PoolError>| matches!(r, Err(PoolError::Invalid(_)));
+            assert!(zero(pool.starmap_chunked(add, pairs.clone(), 0)), "{m:?}");
+            assert!(
+                zero(pool.map_async_chunked(square, items.clone(), 0).map(|_| vec![])),
+                "{m:?}"
+            );
+            assert!(
+                zero(pool.starmap_async_chunked(add, pairs, 0).map(|_| vec![])),
+                "{m:?}"
+            );
+            drop(pool);
+
+            let ex = executor(m, 2);
+            let a: Result<Vec<u64>, _> = ex.map(square, items.clone()).collect();
+            let b: Result<Vec<u64>, _> = ex.map_chunked(square, items.clone(), 7).collect();
+            assert_eq!(
+                (a.as_ref(), b.as_ref()),
+                (Ok(&want), Ok(&want)),
+                "{m:?}: executor"
+            );
+            let mut bad = ex.map_chunked(square, items, 0);
+            assert!(matches!(bad.next(), Some(Err(PoolError::Invalid(_)))), "{m:?}");
+            assert!(bad.next().is_none(), "{m:?}");
+        });
     }
 }

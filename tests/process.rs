@@ -389,7 +389,7 @@ fn spawned_child_inherits_only_its_handles() {
 }
 
 fn open_by_name(name: String) -> String {
-    let shm = SharedMemory::open(&name).unwrap();
+    let shm = SharedMemory::open_named(&name).unwrap();
     let mut buf = [0u8; 5];
     shm.read_at(0, &mut buf).unwrap();
     shm.write_at(5, b" back").unwrap();
@@ -400,7 +400,7 @@ fn open_by_name(name: String) -> String {
 fn child_attaches_to_a_named_segment_by_name() {
     for m in METHODS {
         let name = format!("/shmproc-test-{}-byname-{m:?}", std::process::id());
-        let shm = SharedMemory::create(&name, 16).unwrap();
+        let shm = SharedMemory::create_named(&name, 16).unwrap();
         shm.write_at(0, b"hello").unwrap();
         let mut p = Process::new(open_by_name, name.clone())
             .start_method(m)
@@ -410,7 +410,10 @@ fn child_attaches_to_a_named_segment_by_name() {
         assert_eq!(&shm.to_vec()[..10], b"hello back");
         drop(shm);
         assert!(
-            matches!(SharedMemory::open(&name), Err(shmproc::SegmentError::NotFound(_))),
+            matches!(
+                SharedMemory::open_named(&name),
+                Err(shmproc::SegmentError::NotFound(_))
+            ),
             "creator's drop unlinks"
         );
     }
@@ -440,7 +443,7 @@ fn watch_parent(report: RawArray<u32>) {
     report.set(G_READY_BEFORE, sentinel.is_ready() as u32).unwrap();
     report.set(G_WATCHING, 1).unwrap();
     let fired = sentinel.wait_timeout(std::time::Duration::from_secs(60));
-    report.set(G_FIRED, fired as u32).unwrap();
+    report.set(G_FIRED, fired.is_ok() as u32).unwrap();
     report.set(G_ALIVE_AFTER, parent.is_alive() as u32).unwrap();
     // A ProcessInfo made after the death says the same.
     let late = parent_process().expect("still known");
@@ -550,12 +553,12 @@ fn process_info_is_alive_and_sentinel() {
         assert!(info.is_alive());
         let sentinel = info.sentinel().unwrap();
         assert!(
-            !sentinel.wait_timeout(ms(20)),
+            matches!(sentinel.wait_timeout(ms(20)), Err(ProcessError::Timeout)),
             "{m:?}: ready while the child runs"
         );
         child.kill().unwrap();
         assert!(
-            sentinel.wait_timeout(common::LONG),
+            sentinel.wait_timeout(common::LONG).is_ok(),
             "{m:?}: did not fire on death"
         );
         assert!(
@@ -566,4 +569,55 @@ fn process_info_is_alive_and_sentinel() {
         // After the reap: a fresh sentinel of the same info is ready at once.
         assert!(info.sentinel().unwrap().is_ready());
     }
+}
+
+#[test]
+fn process_error_is_send_sync_static_and_boxes_with_question_mark() {
+    const fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    const _: () = assert_error::<ProcessError>();
+    fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Err(ProcessError::Timeout)?
+    }
+    assert_eq!(
+        boxed().unwrap_err().to_string(),
+        ProcessError::Timeout.to_string()
+    );
+}
+
+#[test]
+fn join_timeout_and_sentinel_follow_the_timeout_rule_for_both_start_methods() {
+    for m in METHODS {
+        let mut p = Process::new(sleep_then, 10_000u64)
+            .start_method(m)
+            .start()
+            .unwrap();
+        assert!(
+            matches!(p.join_timeout(ms(20)), Err(ProcessError::Timeout)),
+            "{m:?}"
+        );
+        let info = shmproc::active_children()
+            .into_iter()
+            .find(|c| c.pid == p.pid())
+            .expect("listed");
+        let sentinel = info.sentinel().unwrap();
+        assert!(
+            matches!(sentinel.wait_timeout(ms(20)), Err(ProcessError::Timeout)),
+            "{m:?}"
+        );
+        p.kill().unwrap();
+        assert!(sentinel.wait_timeout(common::LONG).is_ok(), "{m:?}");
+        assert!(
+            matches!(p.join_timeout(common::LONG), Err(ProcessError::Killed(9))),
+            "{m:?}"
+        );
+        assert!(
+            matches!(p.join_timeout(ms(0)), Err(ProcessError::AlreadyJoined)),
+            "{m:?}"
+        );
+    }
+}
+
+fn sleep_then(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
 }

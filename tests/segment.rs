@@ -385,7 +385,7 @@ fn zero_sizes(name: String) -> Vec<String> {
     };
     vec![
         kind(SharedMemory::new(0).map(drop)),
-        kind(SharedMemory::create(&name, 0).map(drop)),
+        kind(SharedMemory::create_named(&name, 0).map(drop)),
         kind(shmproc::Queue::<u32>::with_capacity(0, 0).map(drop)),
         kind(shmproc::Queue::<u64, shmproc::PodCodec>::with_capacity(0, 0).map(drop)),
         kind(shmproc::Connection::<u32>::pair(true, 0).map(drop)),
@@ -436,8 +436,8 @@ fn zero_sizes_are_invalid() {
             len: 1
         })
     );
-    let named = SharedMemory::create(&names.name(), 1).unwrap();
-    assert_eq!(SharedMemory::open(named.name().unwrap()).unwrap().size(), 1);
+    let named = SharedMemory::create_named(&names.name(), 1).unwrap();
+    assert_eq!(SharedMemory::open_named(named.name().unwrap()).unwrap().size(), 1);
     drop(named);
     shmproc::Barrier::new(1).unwrap().wait().unwrap();
     names.assert_clean();
@@ -664,12 +664,12 @@ fn shared_struct_atomics_and_clone() {
 fn named_create_then_open_sees_same_bytes() {
     let mut names = ShmNames::new("roundtrip");
     let name = names.name();
-    let creator = SharedMemory::create(&name, 64).unwrap();
+    let creator = SharedMemory::create_named(&name, 64).unwrap();
     assert_eq!(creator.name(), Some(name.as_str()));
     assert_eq!(creator.size(), 64);
     creator.write_at(0, b"from the creator").unwrap();
 
-    let opener = SharedMemory::open(&name).unwrap();
+    let opener = SharedMemory::open_named(&name).unwrap();
     assert_eq!(opener.name(), Some(name.as_str()));
     assert_eq!(opener.size(), 64);
     let mut buf = [0u8; 16];
@@ -818,10 +818,10 @@ fn named_long_type_name_is_truncated_but_still_matches() {
 fn named_create_existing_name_fails_and_keeps_original() {
     let mut names = ShmNames::new("exists");
     let name = names.name();
-    let first = SharedMemory::create(&name, 8).unwrap();
+    let first = SharedMemory::create_named(&name, 8).unwrap();
     first.write_at(0, b"original").unwrap();
 
-    match SharedMemory::create(&name, 8) {
+    match SharedMemory::create_named(&name, 8) {
         Err(SegmentError::AlreadyExists(n)) => assert_eq!(n, name),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
@@ -831,7 +831,7 @@ fn named_create_existing_name_fails_and_keeps_original() {
     }
     // The failed attempts neither unlinked nor clobbered the original.
     assert!(exists(&name));
-    let again = SharedMemory::open(&name).unwrap();
+    let again = SharedMemory::open_named(&name).unwrap();
     assert_eq!(again.to_vec(), b"original");
     drop(again);
 
@@ -839,7 +839,7 @@ fn named_create_existing_name_fails_and_keeps_original() {
     let other = names.name();
     write_shm_file(&other, b"not a segment", 0o600);
     assert!(matches!(
-        SharedMemory::create(&other, 8),
+        SharedMemory::create_named(&other, 8),
         Err(SegmentError::AlreadyExists(_))
     ));
     assert_eq!(fs::read(path_of(&other)).unwrap(), b"not a segment");
@@ -853,7 +853,7 @@ fn named_create_existing_name_fails_and_keeps_original() {
 fn named_open_missing_is_not_found() {
     let mut names = ShmNames::new("missing");
     let name = names.name();
-    match SharedMemory::open(&name) {
+    match SharedMemory::open_named(&name) {
         Err(SegmentError::NotFound(n)) => assert_eq!(n, name),
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -902,8 +902,11 @@ fn invalid_names_are_rejected() {
             Err(SegmentError::InvalidName(n)) => assert_eq!(&n, name, "{what}"),
             other => panic!("{what}({name:?}): expected InvalidName, got {other:?}"),
         };
-        check(SharedMemory::create(name, 8).map(drop), "SharedMemory::create");
-        check(SharedMemory::open(name).map(drop), "SharedMemory::open");
+        check(
+            SharedMemory::create_named(name, 8).map(drop),
+            "SharedMemory::create",
+        );
+        check(SharedMemory::open_named(name).map(drop), "SharedMemory::open");
         check(
             RawValue::create_named(name, 1u32).map(drop),
             "RawValue::create_named",
@@ -937,7 +940,7 @@ fn invalid_names_are_rejected() {
 
     // 250 bytes after the slash is the longest accepted name.
     assert_eq!(max_ok.len(), 251);
-    let ok = SharedMemory::create(&max_ok, 1).unwrap();
+    let ok = SharedMemory::create_named(&max_ok, 1).unwrap();
     assert!(exists(&max_ok));
     drop(ok);
     names.assert_clean();
@@ -970,12 +973,12 @@ fn dropping_creator_unlinks_but_opener_does_not() {
 fn keep_leaves_the_name() {
     let mut names = ShmNames::new("keep");
     let name = names.name();
-    let creator = SharedMemory::create(&name, 4).unwrap();
+    let creator = SharedMemory::create_named(&name, 4).unwrap();
     creator.write_at(0, b"kept").unwrap();
     creator.keep();
     drop(creator);
     assert!(exists(&name), "keep() must leave the name");
-    let later = SharedMemory::open(&name).unwrap();
+    let later = SharedMemory::open_named(&name).unwrap();
     assert_eq!(later.to_vec(), b"kept");
     // Clean up by hand, the way Python's users call unlink().
     later.unlink().unwrap();
@@ -988,8 +991,8 @@ fn keep_leaves_the_name() {
 fn unlink_removes_name_but_mapping_stays_valid() {
     let mut names = ShmNames::new("unlink");
     let name = names.name();
-    let shm = SharedMemory::create(&name, 8).unwrap();
-    let other = SharedMemory::open(&name).unwrap();
+    let shm = SharedMemory::create_named(&name, 8).unwrap();
+    let other = SharedMemory::open_named(&name).unwrap();
     shm.unlink().unwrap();
     assert!(!exists(&name));
     shm.write_at(0, b"stillok!").unwrap();
@@ -1000,7 +1003,7 @@ fn unlink_removes_name_but_mapping_stays_valid() {
     }
 
     // The name is free again; dropping the old creator must not remove the new object.
-    let newer = SharedMemory::create(&name, 8).unwrap();
+    let newer = SharedMemory::create_named(&name, 8).unwrap();
     drop(shm);
     assert!(exists(&name), "old handle removed a newer object after unlink()");
     drop(other);
@@ -1012,8 +1015,8 @@ fn unlink_removes_name_but_mapping_stays_valid() {
 fn opener_may_unlink() {
     let mut names = ShmNames::new("openunlink");
     let name = names.name();
-    let creator = SharedMemory::create(&name, 8).unwrap();
-    let opener = SharedMemory::open(&name).unwrap();
+    let creator = SharedMemory::create_named(&name, 8).unwrap();
+    let opener = SharedMemory::open_named(&name).unwrap();
     opener.unlink().unwrap();
     assert!(!exists(&name));
     drop(opener);
@@ -1028,9 +1031,9 @@ fn opener_may_unlink() {
 fn dropping_creator_does_not_remove_a_recreated_name() {
     let mut names = ShmNames::new("recreated");
     let name = names.name();
-    let old = SharedMemory::create(&name, 8).unwrap();
-    SharedMemory::open(&name).unwrap().unlink().unwrap();
-    let newer = SharedMemory::create(&name, 8).unwrap();
+    let old = SharedMemory::create_named(&name, 8).unwrap();
+    SharedMemory::open_named(&name).unwrap().unlink().unwrap();
+    let newer = SharedMemory::create_named(&name, 8).unwrap();
     drop(old);
     assert!(
         exists(&name),
@@ -1065,7 +1068,7 @@ fn named_clone_shares_memory() {
     assert_eq!(w.segment().name(), Some(name.as_str()));
     drop(w);
     assert!(exists(&name), "a clone must never unlink");
-    let shm = SharedMemory::create(&names.name(), 4).unwrap();
+    let shm = SharedMemory::create_named(&names.name(), 4).unwrap();
     let seg = shm.segment().clone();
     assert_eq!(seg.name(), shm.name());
     drop(shm);
@@ -1117,7 +1120,7 @@ fn open_with_wrong_type_is_layout_mismatch() {
         other => panic!("expected LayoutMismatch, got {other:?}"),
     }
     assert!(matches!(
-        SharedMemory::open(&name),
+        SharedMemory::open_named(&name),
         Err(SegmentError::LayoutMismatch { .. })
     ));
     assert!(matches!(
@@ -1376,7 +1379,7 @@ fn create_over_symlink_fails_without_touching_target() {
     std::os::unix::fs::symlink(path_of(&names.name()), path_of(&dangling)).unwrap();
 
     for name in [&link, &dangling] {
-        match SharedMemory::create(name, 4096) {
+        match SharedMemory::create_named(name, 4096) {
             Err(SegmentError::AlreadyExists(n)) => assert_eq!(&n, name),
             other => panic!("create over symlink {name}: expected AlreadyExists, got {other:?}"),
         }
@@ -1397,9 +1400,9 @@ fn open_directory_fails() {
     let mut names = ShmNames::new("dir");
     let name = names.name();
     fs::create_dir(path_of(&name)).unwrap();
-    let res = SharedMemory::open(&name);
+    let res = SharedMemory::open_named(&name);
     let res2 = Segment::open_named(&name, None);
-    let res3 = SharedMemory::create(&name, 8);
+    let res3 = SharedMemory::create_named(&name, 8);
     fs::remove_dir(path_of(&name)).unwrap();
     // Opening read-write fails in the kernel (EISDIR) before the regular-file check.
     for r in [res.map(drop), res2.map(drop)] {
@@ -1618,10 +1621,13 @@ fn open_by_name(names: Vec<String>) -> Vec<String> {
         Err(SegmentError::LayoutMismatch { .. }) => "LayoutMismatch".to_owned(),
         other => format!("{:?}", other.map(|_| ())),
     };
-    let shm = SharedMemory::open(&names[4]).expect("open SharedMemory");
+    let shm = SharedMemory::open_named(&names[4]).expect("open SharedMemory");
     // Python: any process may unlink; this one did not create it.
     shm.unlink().expect("unlink by a non-creator");
-    vec![wrong, format!("{:?}", SharedMemory::open(&names[4]).map(|_| ()))]
+    vec![
+        wrong,
+        format!("{:?}", SharedMemory::open_named(&names[4]).map(|_| ())),
+    ]
 }
 
 /// `create_named` here, `open_named` in a child of each start method that gets only the
@@ -1644,7 +1650,7 @@ fn named_cells_are_opened_and_unlinked_from_another_process() {
         )
         .unwrap();
         let seg = Segment::create_named(&n[3], Fingerprint::of::<u64>(), 8).unwrap();
-        let shm = SharedMemory::create(&n[4], 16).unwrap();
+        let shm = SharedMemory::create_named(&n[4], 16).unwrap();
         let mut child = shmproc::Process::new(open_by_name, n.clone())
             .start_method(m)
             .daemon(true)

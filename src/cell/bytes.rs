@@ -4,8 +4,9 @@ use crate::shm::{Fingerprint, Segment};
 /// A block of raw bytes shared between processes; mirrors Python's
 /// `multiprocessing.shared_memory.SharedMemory(name=None, create=False, size=0)`.
 ///
-/// [`SharedMemory::new`] makes an anonymous block (nothing to clean up), [`create`] a named
-/// one in `/dev/shm` that unrelated processes [`open`] by name; the creator unlinks the name
+/// [`SharedMemory::new`] makes an anonymous block (nothing to clean up),
+/// [`create_named`](Self::create_named) a named one in `/dev/shm` that unrelated processes
+/// [`open_named`](Self::open_named) by name (the spelling every named shmproc type uses); the creator unlinks the name
 /// when its handle drops, unless [`keep`](Self::keep) was called ([`unlink`](Self::unlink)
 /// removes it at once, as in Python).
 ///
@@ -18,9 +19,6 @@ use crate::shm::{Fingerprint, Segment};
 /// promises that nobody writes them (in any process) while a shared slice lives, and that
 /// nobody else reads or writes them while the mutable one lives — typically by holding a
 /// lock, or by a protocol such as "the child writes, then exits, then the parent reads".
-///
-/// [`create`]: Self::create
-/// [`open`]: Self::open
 ///
 /// ```
 /// let shm = shmproc::SharedMemory::new(16)?;
@@ -61,7 +59,7 @@ impl SharedMemory {
 
     /// A new named block (`"/name"`), created exclusively with mode `0600`; `size` at
     /// least 1 ([`SegmentError::InvalidSize`] otherwise, and nothing is created).
-    pub fn create(name: &str, size: usize) -> Result<Self, SegmentError> {
+    pub fn create_named(name: &str, size: usize) -> Result<Self, SegmentError> {
         check_size(size)?;
         Ok(Self {
             seg: Segment::create_named(name, Fingerprint::bytes(), size)?,
@@ -69,7 +67,7 @@ impl SharedMemory {
     }
 
     /// Attaches to an existing named block.
-    pub fn open(name: &str) -> Result<Self, SegmentError> {
+    pub fn open_named(name: &str) -> Result<Self, SegmentError> {
         Self::wrap(Segment::open_named(name, Some(&Fingerprint::bytes()))?)
     }
 

@@ -47,11 +47,11 @@ impl fmt::Display for LayoutInfo {
 ///
 /// ```
 /// use shmproc::{SegmentError, SharedMemory};
-/// match SharedMemory::open("/shmproc-doc-no-such-segment") {
+/// match SharedMemory::open_named("/shmproc-doc-no-such-segment") {
 ///     Err(SegmentError::NotFound(name)) => assert_eq!(name, "/shmproc-doc-no-such-segment"),
 ///     other => panic!("{other:?}"),
 /// }
-/// assert!(matches!(SharedMemory::open("no-slash"), Err(SegmentError::InvalidName(_))));
+/// assert!(matches!(SharedMemory::open_named("no-slash"), Err(SegmentError::InvalidName(_))));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -200,7 +200,8 @@ pub enum ProcessError {
     /// The child was killed by a signal (`exitcode()` is `-signal`).
     #[error("child was killed by signal {0}")]
     Killed(i32),
-    /// `join_timeout` ran out; the child is still running and can be joined again.
+    /// `join_timeout` (or a [`Sentinel`](crate::Sentinel)'s `wait_timeout`) ran out; the
+    /// child is still running and can be joined again.
     #[error("timed out waiting for the child")]
     Timeout,
     /// The result was already taken by an earlier `join`.
@@ -492,7 +493,7 @@ fn signal_name(sig: i32) -> &'static str {
 /// ```
 /// use shmproc::{Manager, ManagerError};
 /// let ns = Manager::new().namespace()?;
-/// ns.set("x", &1.5f64)?;
+/// ns.set("x", 1.5f64)?;
 /// assert!(matches!(ns.get::<String>("x"), Err(ManagerError::Codec(_))));
 /// # Ok::<(), ManagerError>(())
 /// ```

@@ -1,5 +1,6 @@
 //! `Dict<K, V>`: a hash map in shared memory.
 
+use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -27,15 +28,36 @@ use crate::sync::deadline_after;
 /// ```
 /// use shmproc::Dict;
 /// let d = Dict::<String, u32>::new()?;
-/// d.insert(&"a".into(), &1)?;
+/// assert_eq!(d.insert("a".to_string(), 1)?, None);
+/// assert_eq!(d.insert("a".to_string(), 5)?, Some(1)); // the old value, as HashMap
 /// d.update([("b".to_string(), 2), ("c".to_string(), 3)])?;
-/// assert_eq!(d.get(&"b".into())?, Some(2));
-/// assert_eq!(d.remove(&"a".into())?, Some(1));
-/// assert_eq!(d.update_with(&"c".into(), |v| v.unwrap_or(0) * 10)?, 30);
-/// assert_eq!(d.setdefault(&"c".into(), &0)?, 30); // present: unchanged
+/// assert_eq!(d.get("b")?, Some(2)); // a &str finds a String key
+/// assert!(d.contains_key("c")? && !d.contains_key("z")?);
+/// assert_eq!(d.remove("a")?, Some(5));
+/// assert_eq!(d.update_with("c", |v| v.unwrap_or(0) * 10)?, 30);
+/// assert_eq!(d.setdefault("c".to_string(), 0)?, 30); // present: unchanged
 /// let mut items = d.items()?;
 /// items.sort();
 /// assert_eq!(items, [("b".to_string(), 2), ("c".to_string(), 30)]);
+/// # Ok::<(), shmproc::ManagerError>(())
+/// ```
+///
+/// # Borrowed keys
+///
+/// Like `HashMap`, the lookups ([`get`](Self::get), [`contains_key`](Self::contains_key),
+/// [`remove`](Self::remove), [`discard`](Self::discard), [`update_with`](Self::update_with))
+/// take any `&Q` where `K: Borrow<Q>`. Where `HashMap` requires `Q`'s `Hash` and `Eq` to
+/// agree with `K`'s, the dict hashes and compares the key's **serde encoding**, so it
+/// requires that **`Q` serializes exactly as the owned `K`**. This holds for the usual
+/// pairs: `String`/`str`, `Vec<T>`/`[T]`, `Box<T>`/`T`, `Cow<'_, T>`/`T` and `K`/`K`. A `Q`
+/// whose encoding differs (a hand-written `Borrow` to a type with another serde form) finds
+/// nothing, and `update_with` would store an entry `keys()` cannot decode.
+///
+/// ```
+/// let d = shmproc::Dict::<Vec<u8>, u32>::new()?;
+/// d.insert(vec![1, 2], 12)?;
+/// assert_eq!(d.get(&[1u8, 2][..])?, Some(12)); // a [u8] finds a Vec<u8> key
+/// assert_eq!(d.get(&[3u8][..])?, None);
 /// # Ok::<(), shmproc::ManagerError>(())
 /// ```
 pub struct Dict<K, V> {
@@ -77,9 +99,10 @@ where
         Self::with_limit(DEFAULT_LIMIT)
     }
 
-    /// A new, empty dict whose segment is `limit` bytes (at least 4096); it holds up to
-    /// about half of that in table and entries (exactly: see
-    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A new, empty dict whose segment is `limit` bytes; it holds up to about half of that
+    /// in table and entries (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A limit below 4096 is refused with
+    /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::Dict, fingerprint::<K, V>(), limit, None)?)
     }
@@ -138,32 +161,54 @@ where
     }
 
     /// The value for `key` (a copy), or `None` (Python's `d.get(k)`).
-    pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
+    ///
+    /// As with `HashMap`, `key` may be any borrowed form of `K` (`&str` for a `String` key);
+    /// see [borrowed keys](Self#borrowed-keys) for what the borrowed form must satisfy.
+    pub fn get<Q>(&self, key: &Q) -> Result<Option<V>, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         let k = encode(key)?; // outside the lock: a shorter critical section
         self.lock()?.get_enc(&k)
     }
 
-    /// Sets `key` to `value` (Python's `d[k] = v`).
-    pub fn insert(&self, key: &K, value: &V) -> Result<(), ManagerError> {
-        let (k, v) = (encode(key)?, encode(value)?);
+    /// Sets `key` to `value` (Python's `d[k] = v`) and returns the value it replaces, as
+    /// `HashMap::insert` does. If the replaced value does not decode as `V` (it was stored
+    /// as another type), nothing changes and the error says why; [`discard`](Self::discard)
+    /// removes such an entry without decoding it.
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>, ManagerError> {
+        let (k, v) = (encode(&key)?, encode(&value)?);
         self.lock()?.insert_enc(&k, &v)
     }
 
     /// Removes `key`, returning its value (Python's `d.pop(k, None)`). If the stored value
     /// does not decode as `V`, nothing is removed and the error says why.
-    pub fn remove(&self, key: &K) -> Result<Option<V>, ManagerError> {
+    pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         let k = encode(key)?;
         self.lock()?.remove_enc(&k)
     }
 
     /// Removes `key` without decoding its value; whether it was there (Python's `del d[k]`).
-    pub fn discard(&self, key: &K) -> Result<bool, ManagerError> {
+    pub fn discard<Q>(&self, key: &Q) -> Result<bool, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         let k = encode(key)?;
         self.lock()?.discard_enc(&k)
     }
 
     /// Whether `key` is present (Python's `k in d`).
-    pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
+    pub fn contains_key<Q>(&self, key: &Q) -> Result<bool, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         let k = encode(key)?;
         Ok(self.lock()?.l.locate(&k)?.is_found())
     }
@@ -206,16 +251,23 @@ where
     /// The value of `key`, after inserting `default` if it was absent, as one atomic step
     /// (Python's `d.setdefault(k, default)`): of several processes racing to initialise a
     /// key, exactly one inserts and all see its value.
-    pub fn setdefault(&self, key: &K, default: &V) -> Result<V, ManagerError> {
-        let (k, v) = (encode(key)?, encode(default)?);
+    pub fn setdefault(&self, key: K, default: V) -> Result<V, ManagerError> {
+        let (k, v) = (encode(&key)?, encode(&default)?);
         self.lock()?.setdefault_enc(&k, &v)
     }
 
     /// Atomically replaces the value of `key` by `f(old)` (`None` when absent) and returns the
-    /// new value: `d.update_with(&k, |v| v.unwrap_or(0) + 1)` is a `d[k] += 1` that loses no
-    /// update between processes. `f` runs under the dict's lock: it must not use this dict
+    /// new value: `d.update_with("hits", |v| v.unwrap_or(0) + 1)` is a `d[k] += 1` that loses
+    /// no update between processes. `f` runs under the dict's lock: it must not use this dict
     /// (that gives [`ManagerError::WouldDeadlock`]). If `f` panics, nothing changes.
-    pub fn update_with(&self, key: &K, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError> {
+    ///
+    /// `key` may be a borrowed form of `K`; when absent, the entry is stored under its
+    /// encoding, which is the owned key's (see [borrowed keys](Self#borrowed-keys)).
+    pub fn update_with<Q>(&self, key: &Q, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         let k = encode(key)?;
         self.lock()?.update_with_enc(&k, f)
     }
@@ -246,7 +298,7 @@ where
 /// {
 ///     let mut g = d.lock_timeout(Duration::from_secs(1))?;
 ///     let v = g.get(&1)?.unwrap_or(0);
-///     g.insert(&1, &(v + 1))?; // no other process sees the dict in between
+///     g.insert(1, v + 1)?; // no other process sees the dict in between
 ///     assert!(matches!(d.try_lock(), Err(shmproc::ManagerError::WouldBlock)));
 ///     assert!(matches!(d.get(&1), Err(shmproc::ManagerError::WouldDeadlock)));
 /// }
@@ -272,7 +324,11 @@ where
     V: Serialize + DeserializeOwned,
 {
     /// See [`Dict::get`].
-    pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
+    pub fn get<Q>(&self, key: &Q) -> Result<Option<V>, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.get_enc(&encode(key)?)
     }
 
@@ -285,17 +341,26 @@ where
     }
 
     /// See [`Dict::insert`].
-    pub fn insert(&mut self, key: &K, value: &V) -> Result<(), ManagerError> {
-        self.insert_enc(&encode(key)?, &encode(value)?)
+    pub fn insert(&mut self, key: K, value: V) -> Result<Option<V>, ManagerError> {
+        self.insert_enc(&encode(&key)?, &encode(&value)?)
     }
 
-    fn insert_enc(&mut self, k: &[u8], v: &[u8]) -> Result<(), ManagerError> {
+    fn insert_enc(&mut self, k: &[u8], v: &[u8]) -> Result<Option<V>, ManagerError> {
         let loc = self.l.locate(k)?;
-        self.l.put(loc, k, v)
+        let old = match loc.is_found() {
+            true => Some(self.l.value_with(&loc, decode)??),
+            false => None,
+        };
+        self.l.put(loc, k, v)?;
+        Ok(old)
     }
 
     /// See [`Dict::remove`].
-    pub fn remove(&mut self, key: &K) -> Result<Option<V>, ManagerError> {
+    pub fn remove<Q>(&mut self, key: &Q) -> Result<Option<V>, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.remove_enc(&encode(key)?)
     }
 
@@ -310,7 +375,11 @@ where
     }
 
     /// See [`Dict::discard`].
-    pub fn discard(&mut self, key: &K) -> Result<bool, ManagerError> {
+    pub fn discard<Q>(&mut self, key: &Q) -> Result<bool, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.discard_enc(&encode(key)?)
     }
 
@@ -321,7 +390,11 @@ where
     }
 
     /// See [`Dict::contains_key`].
-    pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
+    pub fn contains_key<Q>(&self, key: &Q) -> Result<bool, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         Ok(self.l.locate(&encode(key)?)?.is_found())
     }
 
@@ -369,7 +442,9 @@ where
     /// stay inserted.
     pub fn update(&mut self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<(), ManagerError> {
         for (k, v) in pairs {
-            self.insert(&k, &v)?;
+            let (k, v) = (encode(&k)?, encode(&v)?);
+            let loc = self.l.locate(&k)?;
+            self.l.put(loc, &k, &v)?;
         }
         Ok(())
     }
@@ -380,8 +455,8 @@ where
     }
 
     /// See [`Dict::setdefault`].
-    pub fn setdefault(&mut self, key: &K, default: &V) -> Result<V, ManagerError> {
-        self.setdefault_enc(&encode(key)?, &encode(default)?)
+    pub fn setdefault(&mut self, key: K, default: V) -> Result<V, ManagerError> {
+        self.setdefault_enc(&encode(&key)?, &encode(&default)?)
     }
 
     fn setdefault_enc(&mut self, k: &[u8], default: &[u8]) -> Result<V, ManagerError> {
@@ -395,7 +470,11 @@ where
     }
 
     /// See [`Dict::update_with`].
-    pub fn update_with(&mut self, key: &K, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError> {
+    pub fn update_with<Q>(&mut self, key: &Q, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError>
+    where
+        K: Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.update_with_enc(&encode(key)?, f)
     }
 

@@ -23,13 +23,13 @@ use crate::sync::deadline_after;
 ///
 /// ```
 /// let l = shmproc::List::<String>::new()?;
-/// l.push(&"a".into())?;
+/// l.push("a".to_string())?;
 /// l.extend(["b".to_string(), "c".to_string()])?;
-/// l.set(0, &"A".into())?;
+/// l.set(0, "A".to_string())?;
 /// assert_eq!(l.get(2)?, Some("c".to_string()));
 /// assert_eq!(l.pop()?, Some("c".to_string()));
 /// assert_eq!(l.snapshot()?, ["A", "b"]);
-/// assert!(matches!(l.set(5, &"x".into()), Err(shmproc::ManagerError::Index { index: 5, len: 2 })));
+/// assert!(matches!(l.set(5, "x".into()), Err(shmproc::ManagerError::Index { index: 5, len: 2 })));
 /// # Ok::<(), shmproc::ManagerError>(())
 /// ```
 pub struct List<T> {
@@ -63,9 +63,10 @@ impl<T: Serialize + DeserializeOwned> List<T> {
         Self::with_limit(DEFAULT_LIMIT)
     }
 
-    /// A new, empty list whose segment is `limit` bytes (at least 4096); it holds up to
-    /// about half of that in index and elements (exactly: see
-    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A new, empty list whose segment is `limit` bytes; it holds up to about half of that
+    /// in index and elements (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A limit below 4096 is refused with
+    /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::List, fingerprint::<T>(), limit, None)?)
     }
@@ -119,8 +120,8 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     }
 
     /// Appends `value` (Python's `l.append(v)`).
-    pub fn push(&self, value: &T) -> Result<(), ManagerError> {
-        let v = encode(value)?; // outside the lock: a shorter critical section
+    pub fn push(&self, value: T) -> Result<(), ManagerError> {
+        let v = encode(&value)?; // outside the lock: a shorter critical section
         self.lock()?.l.list_extend(&[&v])
     }
 
@@ -135,8 +136,8 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     }
 
     /// Replaces element `index` (Python's `l[i] = v`); [`ManagerError::Index`] past the end.
-    pub fn set(&self, index: usize, value: &T) -> Result<(), ManagerError> {
-        let v = encode(value)?;
+    pub fn set(&self, index: usize, value: T) -> Result<(), ManagerError> {
+        let v = encode(&value)?;
         self.lock()?.l.list_set(index, &v)
     }
 
@@ -196,7 +197,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 /// l.extend([1, 2, 3])?;
 /// let mut g = l.try_lock()?;
 /// let last = g.pop()?.unwrap();
-/// g.push(&(last * 10))?;
+/// g.push(last * 10)?;
 /// assert_eq!(g.snapshot()?, [1, 2, 30]);
 /// # Ok::<(), shmproc::ManagerError>(())
 /// ```
@@ -215,8 +216,8 @@ impl<T> std::fmt::Debug for ListGuard<'_, T> {
 
 impl<T: Serialize + DeserializeOwned> ListGuard<'_, T> {
     /// See [`List::push`].
-    pub fn push(&mut self, value: &T) -> Result<(), ManagerError> {
-        let v = encode(value)?;
+    pub fn push(&mut self, value: T) -> Result<(), ManagerError> {
+        let v = encode(&value)?;
         self.l.list_extend(&[&v])
     }
 
@@ -235,8 +236,8 @@ impl<T: Serialize + DeserializeOwned> ListGuard<'_, T> {
     }
 
     /// See [`List::set`].
-    pub fn set(&mut self, index: usize, value: &T) -> Result<(), ManagerError> {
-        let v = encode(value)?;
+    pub fn set(&mut self, index: usize, value: T) -> Result<(), ManagerError> {
+        let v = encode(&value)?;
         self.l.list_set(index, &v)
     }
 

@@ -36,7 +36,10 @@
 //! - **Keys and values** are serde types encoded with postcard. Two keys are the same key
 //!   when their encodings are equal (as for `Hash`/`Eq` types with canonical serde forms:
 //!   integers, strings, tuples, `Vec`s, `BTreeMap`s; not `HashMap`s, whose order varies).
-//!   The hash is deterministic, so all processes agree on where a key lives.
+//!   The hash is deterministic, so all processes agree on where a key lives. As with
+//!   `HashMap`, lookups take a borrowed form of the key (`d.get("k")` on a
+//!   `Dict<String, _>`), which must serialize exactly as the owned key does (see
+//!   [`Dict`'s borrowed keys](Dict#borrowed-keys)).
 //! - **Handles** travel like every other shmproc handle: moved into a `Fork` child, passed
 //!   as an argument of a spawned child or of a pool initializer, or duplicated with
 //!   `clone`. The memory is freed when the last handle in any process is dropped.
@@ -86,9 +89,9 @@
 //! use shmproc::{Dict, ManagerError, SegmentError};
 //! let name = format!("/shmproc-doc-dict-{}", std::process::id());
 //! let server = Dict::<String, u32>::create_named(&name, 1 << 20)?;
-//! server.insert(&"port".into(), &8080)?;
+//! server.insert("port".into(), 8080)?;
 //! let client = Dict::<String, u32>::open_named(&name)?; // e.g. in another program
-//! assert_eq!(client.get(&"port".into())?, Some(8080));
+//! assert_eq!(client.get("port")?, Some(8080));
 //! assert!(matches!(
 //!     Dict::<String, String>::open_named(&name),
 //!     Err(ManagerError::Segment(SegmentError::LayoutMismatch { .. }))
@@ -107,16 +110,16 @@
 //!
 //! ```
 //! let d = shmproc::Manager::new().dict::<String, Vec<u32>>()?;
-//! d.insert(&"k".into(), &vec![])?;
-//! let mut copy = d.get(&"k".into())?.unwrap();
+//! d.insert("k".into(), vec![])?;
+//! let mut copy = d.get("k")?.unwrap();
 //! copy.push(1); // changes only the local copy
-//! assert_eq!(d.get(&"k".into())?, Some(vec![]));
-//! d.update_with(&"k".into(), |v| {
+//! assert_eq!(d.get("k")?, Some(vec![]));
+//! d.update_with("k", |v| {
 //!     let mut v = v.unwrap_or_default();
 //!     v.push(1);
 //!     v
 //! })?; // read, change and write back under the dict's lock
-//! assert_eq!(d.get(&"k".into())?, Some(vec![1]));
+//! assert_eq!(d.get("k")?, Some(vec![1]));
 //! # Ok::<(), shmproc::ManagerError>(())
 //! ```
 //!
@@ -165,15 +168,15 @@ pub const DEFAULT_LIMIT: usize = 256 << 20;
 /// let c = counts.clone();
 /// let mut child = Process::fork(move || {
 ///     for _ in 0..1000 {
-///         c.update_with(&"hits".into(), |n| n.unwrap_or(0) + 1).expect("update");
+///         c.update_with("hits", |n| n.unwrap_or(0) + 1).expect("update");
 ///     }
 /// })
 /// .start()?;
 /// for _ in 0..1000 {
-///     counts.update_with(&"hits".into(), |n| n.unwrap_or(0) + 1)?;
+///     counts.update_with("hits", |n| n.unwrap_or(0) + 1)?;
 /// }
 /// child.join()?;
-/// assert_eq!(counts.get(&"hits".into())?, Some(2000)); // no update lost
+/// assert_eq!(counts.get("hits")?, Some(2000)); // no update lost
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug)]
@@ -193,11 +196,18 @@ impl Manager {
         Self { limit: DEFAULT_LIMIT }
     }
 
-    /// A manager whose containers get `bytes` of memory limit each (at least 4096).
+    /// A manager whose containers get `bytes` of memory limit each. A limit below 4096 is
+    /// refused, not rounded up: making a container then fails with
+    /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize) (inside
+    /// [`ManagerError::Segment`]).
+    ///
+    /// ```
+    /// use shmproc::{Manager, ManagerError, SegmentError};
+    /// let m = Manager::with_limit(100);
+    /// assert!(matches!(m.dict::<u8, u8>(), Err(ManagerError::Segment(SegmentError::InvalidSize(_)))));
+    /// ```
     pub fn with_limit(bytes: usize) -> Self {
-        Self {
-            limit: bytes.max(store::MIN_LIMIT),
-        }
+        Self { limit: bytes }
     }
 
     /// The memory limit each new container gets.

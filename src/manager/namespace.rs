@@ -14,7 +14,7 @@ use crate::sync::deadline_after;
 
 /// Named fields shared between processes; mirrors Python's `Manager().Namespace()`.
 ///
-/// Where Python writes `ns.x = 1` and `ns.x`, Rust writes `ns.set("x", &1)` and
+/// Where Python writes `ns.x = 1` and `ns.x`, Rust writes `ns.set("x", 1)` and
 /// `ns.get::<i32>("x")`. Each field keeps the type it was set with; reading it as a type
 /// its bytes do not decode as gives [`ManagerError::Codec`]. The encoding cannot tell every
 /// pair of types apart: a `u32` read as a `u64` decodes (postcard integers are
@@ -23,8 +23,8 @@ use crate::sync::deadline_after;
 ///
 /// ```
 /// let ns = shmproc::Namespace::new()?;
-/// ns.set("name", &"run-7".to_string())?;
-/// ns.set("progress", &0.25f64)?;
+/// ns.set("name", "run-7")?; // a &str reads back as a String
+/// ns.set("progress", 0.25f64)?;
 /// assert_eq!(ns.get::<String>("name")?.as_deref(), Some("run-7"));
 /// assert_eq!(ns.update_with("progress", |p: Option<f64>| p.unwrap_or(0.0) + 0.5)?, 0.75);
 /// assert!(ns.get::<u8>("missing")?.is_none());
@@ -54,9 +54,10 @@ impl Namespace {
         Self::with_limit(DEFAULT_LIMIT)
     }
 
-    /// A new, empty namespace whose segment is `limit` bytes (at least 4096); it holds up to
-    /// about half of that in table and fields (exactly: see
-    /// [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A new, empty namespace whose segment is `limit` bytes; it holds up to about half of that
+    /// in table and fields (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// A limit below 4096 is refused with
+    /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
         Self::from_store(Store::create(Kind::Dict, fingerprint(), limit, None)?)
     }
@@ -106,8 +107,11 @@ impl Namespace {
     }
 
     /// Sets field `name` (Python's `ns.name = value`).
-    pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<(), ManagerError> {
-        let v = encode(value)?; // outside the lock: a shorter critical section
+    ///
+    /// `value` is taken by value, as `HashMap::insert` takes it; a `&str` is stored as a
+    /// `String` would be (a field is read back with the type whose encoding matches).
+    pub fn set<T: Serialize>(&self, name: &str, value: T) -> Result<(), ManagerError> {
+        let v = encode(&value)?; // outside the lock: a shorter critical section
         let mut g = self.lock()?;
         let loc = g.l.locate(name.as_bytes())?;
         g.l.put(loc, name.as_bytes(), &v)
@@ -158,8 +162,8 @@ impl Namespace {
 /// ```
 /// let ns = shmproc::Namespace::new()?;
 /// let mut g = ns.lock()?;
-/// g.set("a", &1u8)?;
-/// g.set("b", &2u8)?; // others see both fields or neither
+/// g.set("a", 1u8)?;
+/// g.set("b", 2u8)?; // others see both fields or neither
 /// assert_eq!(g.get::<u8>("b")?, Some(2));
 /// # Ok::<(), shmproc::ManagerError>(())
 /// ```
@@ -177,8 +181,8 @@ impl std::fmt::Debug for NamespaceGuard<'_> {
 
 impl NamespaceGuard<'_> {
     /// See [`Namespace::set`].
-    pub fn set<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<(), ManagerError> {
-        let v = encode(value)?;
+    pub fn set<T: Serialize>(&mut self, name: &str, value: T) -> Result<(), ManagerError> {
+        let v = encode(&value)?;
         let loc = self.l.locate(name.as_bytes())?;
         self.l.put(loc, name.as_bytes(), &v)
     }

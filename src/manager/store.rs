@@ -50,11 +50,12 @@
 //! checked against the half before use, and bytes are copied out before they are compared
 //! or decoded. A check that fails gives `ManagerError::Corrupt`; probing is bounded by `cap`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::loom::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::INLINE;
 use crate::error::ManagerError;
+use crate::error::SegmentError;
 use crate::shm::{Fingerprint, Segment};
 use crate::sync::raw_lock::{Acquired, LockFail, RawLock};
 
@@ -177,7 +178,11 @@ impl Store {
         limit: usize,
         name: Option<&str>,
     ) -> Result<Self, ManagerError> {
-        let limit = limit.max(MIN_LIMIT);
+        if limit < MIN_LIMIT {
+            return Err(
+                SegmentError::InvalidSize("a container's memory limit must be at least 4096 bytes").into(),
+            );
+        }
         let seg = match name {
             None => Segment::anonymous(fp, limit)?,
             Some(name) => Segment::create_named(name, fp, limit)?,
@@ -970,9 +975,10 @@ impl Locked<'_> {
         let page = 4096;
         let (a, b) = (start.next_multiple_of(page), end & !(page - 1));
         if b > a + 16 * page {
-            // SAFETY: `[a, b)` lies inside the inactive half of our own shared mapping, which
-            // no reader looks at; MADV_REMOVE only frees its pages (they read back as zero).
-            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_REMOVE) };
+            // SAFETY: `[a, b)` (page-aligned) lies inside the inactive half of our own shared
+            // mapping, which no reader looks at; its pages may read back as zero. Failing to
+            // free them only costs memory, so the error is ignored.
+            let _ = unsafe { crate::sys::mem::remove_pages(a as *mut u8, b - a) };
         }
     }
 }

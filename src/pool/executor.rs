@@ -29,7 +29,7 @@ use crate::error::PoolError;
 /// let mut got: Vec<i64> = as_completed(futures).map(|f| f.result().unwrap()).collect();
 /// got.sort();
 /// assert_eq!(got, [1, 8, 27, 64, 125]);
-/// let in_order: Vec<i64> = ex.map(cube, [2, 3], None).map(Result::unwrap).collect();
+/// let in_order: Vec<i64> = ex.map(cube, [2, 3]).map(Result::unwrap).collect();
 /// assert_eq!(in_order, [8, 27]);
 /// ex.shutdown(true);
 /// # Ok::<(), shmproc::PoolError>(())
@@ -68,20 +68,27 @@ impl Executor {
     }
 
     /// Results of `f` over `iterable`, in order, computed ahead in a bounded window (Python's
-    /// `Executor.map`; `chunksize` defaults to 1 as there).
-    pub fn map<F, A, R, I>(
-        &self,
-        f: F,
-        iterable: I,
-        chunksize: impl Into<Option<usize>>,
-    ) -> IMap<'_, I::IntoIter, R>
+    /// `Executor.map`; one item per chunk, as there).
+    pub fn map<F, A, R, I>(&self, f: F, iterable: I) -> IMap<'_, I::IntoIter, R>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.pool.imap(f, iterable, chunksize)
+        self.pool.imap(f, iterable)
+    }
+
+    /// [`map`](Self::map) with `chunksize` items per chunk (Python's
+    /// `Executor.map(f, it, chunksize=n)`; 0 yields one [`PoolError::Invalid`]).
+    pub fn map_chunked<F, A, R, I>(&self, f: F, iterable: I, chunksize: usize) -> IMap<'_, I::IntoIter, R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.pool.imap_chunked(f, iterable, chunksize)
     }
 
     /// Takes no new work; with `wait`, returns once every pending future is done and the
@@ -244,7 +251,10 @@ impl<R> AsCompleted<R> {
         }
         match self.rx.recv_timeout(timeout) {
             Ok(i) => Ok(self.yield_index(i)),
-            Err(_) => Err(PoolError::Timeout),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(PoolError::Timeout),
+            // Every pending future's callback is gone without firing: none will complete
+            // (as `next` ends). Not a timeout.
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
         }
     }
 

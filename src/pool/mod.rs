@@ -242,7 +242,7 @@ impl PoolBuilder {
 /// ```compile_fail
 /// let pool = shmproc::Pool::new(1).unwrap();
 /// let k = 3u64;
-/// let _ = pool.map(move |x: u64| x + k, 0..10u64, None); // captures `k`
+/// let _ = pool.map(move |x: u64| x + k, 0..10u64); // captures `k`
 /// ```
 ///
 /// `close()` then `join()` finishes the queued work and stops the workers; `terminate()`
@@ -255,10 +255,10 @@ impl PoolBuilder {
 ///
 /// shmproc::init(); // the first line of main() in a real program
 /// let pool = Pool::new(2)?;
-/// assert_eq!(pool.map(square, 0..10u64, None)?, (0..10u64).map(square).collect::<Vec<_>>());
-/// let total: u64 = pool.imap_unordered(square, 0..100u64, 8).map(|r| r.unwrap()).sum();
+/// assert_eq!(pool.map(square, 0..10u64)?, (0..10u64).map(square).collect::<Vec<_>>());
+/// let total: u64 = pool.imap_unordered_chunked(square, 0..100u64, 8).map(|r| r.unwrap()).sum();
 /// assert_eq!(total, (0..100u64).map(square).sum());
-/// assert_eq!(pool.starmap(|a: u64, b: u64| a.pow(b as u32), [(2, 10), (3, 3)], None)?, [1024, 27]);
+/// assert_eq!(pool.starmap(|a: u64, b: u64| a.pow(b as u32), [(2, 10), (3, 3)])?, [1024, 27]);
 /// let r = pool.apply_async(square, 12)?;
 /// assert_eq!(r.get()?, 144);
 /// pool.close();
@@ -309,30 +309,60 @@ impl Pool {
     }
 
     /// Applies `f` to every item and returns the results in order (Python's `map`). Items
-    /// travel in chunks of `chunksize` (`None`: [`default_chunksize`], as Python). Returns
-    /// the first error to arrive; later items still run.
-    pub fn map<F, A, R, I>(
-        &self,
-        f: F,
-        iterable: I,
-        chunksize: impl Into<Option<usize>>,
-    ) -> Result<Vec<R>, PoolError>
+    /// travel in chunks of [`default_chunksize`] items, as in Python; choose the size with
+    /// [`map_chunked`](Self::map_chunked). Returns the first error to arrive; later items
+    /// still run.
+    pub fn map<F, A, R, I>(&self, f: F, iterable: I) -> Result<Vec<R>, PoolError>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
     {
-        self.map_async(f, iterable, chunksize)?.get()
+        self.map_async(f, iterable)?.get()
+    }
+
+    /// [`map`](Self::map) with items sent in chunks of `chunksize` (Python's
+    /// `map(f, it, chunksize)`); a `chunksize` of 0 is refused with [`PoolError::Invalid`].
+    ///
+    /// ```
+    /// use shmproc::Pool;
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// shmproc::init();
+    /// let pool = Pool::new(2)?;
+    /// assert_eq!(pool.map_chunked(square, 0..100u64, 7)?, pool.map(square, 0..100u64)?);
+    /// assert!(matches!(pool.map_chunked(square, 0..1u64, 0), Err(shmproc::PoolError::Invalid(_))));
+    /// # Ok::<(), shmproc::PoolError>(())
+    /// ```
+    pub fn map_chunked<F, A, R, I>(&self, f: F, iterable: I, chunksize: usize) -> Result<Vec<R>, PoolError>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_chunked(f, iterable, chunksize)?.get()
     }
 
     /// Like [`map`](Self::map) for functions of several arguments, each item a tuple
     /// (Python's `starmap`).
-    pub fn starmap<F, Args, R, I>(
+    pub fn starmap<F, Args, R, I>(&self, f: F, iterable: I) -> Result<Vec<R>, PoolError>
+    where
+        F: StarFn<Args, R>,
+        Args: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = Args>,
+    {
+        self.starmap_async(f, iterable)?.get()
+    }
+
+    /// [`starmap`](Self::starmap) with an explicit chunk size (0 is refused).
+    pub fn starmap_chunked<F, Args, R, I>(
         &self,
         f: F,
         iterable: I,
-        chunksize: impl Into<Option<usize>>,
+        chunksize: usize,
     ) -> Result<Vec<R>, PoolError>
     where
         F: StarFn<Args, R>,
@@ -340,7 +370,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = Args>,
     {
-        self.starmap_async(f, iterable, chunksize)?.get()
+        self.starmap_async_chunked(f, iterable, chunksize)?.get()
     }
 
     /// Like [`map`](Self::map), but returns at once with an [`AsyncResult`] for the whole
@@ -352,16 +382,42 @@ impl Pool {
     ///
     /// shmproc::init();
     /// let pool = Pool::new(2)?;
-    /// let pending = pool.map_async(double, 1..=3, None)?;
+    /// let pending = pool.map_async(double, 1..=3)?;
     /// // ... other work meanwhile ...
     /// assert_eq!(pending.get()?, [2, 4, 6]);
     /// # Ok::<(), shmproc::PoolError>(())
     /// ```
-    pub fn map_async<F, A, R, I>(
+    pub fn map_async<F, A, R, I>(&self, f: F, iterable: I) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_inner(f, iterable, None)
+    }
+
+    /// [`map_async`](Self::map_async) with an explicit chunk size (0 is refused).
+    pub fn map_async_chunked<F, A, R, I>(
         &self,
         f: F,
         iterable: I,
-        chunksize: impl Into<Option<usize>>,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_inner(f, iterable, Some(chunksize))
+    }
+
+    fn map_async_inner<F, A, R, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>, PoolError>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
@@ -372,15 +428,41 @@ impl Pool {
         const { assert_no_captures::<F>() };
         let _ = f; // only its type travels
         let items: Vec<A> = iterable.into_iter().collect();
-        self.run_map::<One<F>, A, R>(&items, chunksize.into())
+        self.run_map::<One<F>, A, R>(&items, chunksize)
     }
 
     /// Like [`starmap`](Self::starmap), returning at once (Python's `starmap_async`).
-    pub fn starmap_async<F, Args, R, I>(
+    pub fn starmap_async<F, Args, R, I>(&self, f: F, iterable: I) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: StarFn<Args, R>,
+        Args: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = Args>,
+    {
+        self.starmap_async_inner(f, iterable, None)
+    }
+
+    /// [`starmap_async`](Self::starmap_async) with an explicit chunk size (0 is refused).
+    pub fn starmap_async_chunked<F, Args, R, I>(
         &self,
         f: F,
         iterable: I,
-        chunksize: impl Into<Option<usize>>,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        F: StarFn<Args, R>,
+        Args: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = Args>,
+    {
+        self.starmap_async_inner(f, iterable, Some(chunksize))
+    }
+
+    fn starmap_async_inner<F, Args, R, I>(
+        &self,
+        f: F,
+        iterable: I,
+        chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>, PoolError>
     where
         F: StarFn<Args, R>,
@@ -391,7 +473,7 @@ impl Pool {
         const { assert_no_captures::<F>() };
         let _ = f; // only its type travels
         let items: Vec<Args> = iterable.into_iter().collect();
-        self.run_map::<Star<F>, Args, R>(&items, chunksize.into())
+        self.run_map::<Star<F>, Args, R>(&items, chunksize)
     }
 
     fn run_map<Rn, A, R>(
@@ -479,13 +561,20 @@ impl Pool {
 
     /// Like [`map`](Self::map), but lazy: results come in order as they are ready, and
     /// the input is read only as far as a bounded window ahead of the results, so it may be
-    /// endless (Python's `imap`; `chunksize` defaults to 1 as there).
-    pub fn imap<F, A, R, I>(
-        &self,
-        f: F,
-        iterable: I,
-        chunksize: impl Into<Option<usize>>,
-    ) -> IMap<'_, I::IntoIter, R>
+    /// endless (Python's `imap`; one item per chunk, as there).
+    pub fn imap<F, A, R, I>(&self, f: F, iterable: I) -> IMap<'_, I::IntoIter, R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.imap_chunked(f, iterable, 1)
+    }
+
+    /// [`imap`](Self::imap) with `chunksize` items per chunk; a `chunksize` of 0 makes the
+    /// iterator yield one [`PoolError::Invalid`] and end.
+    pub fn imap_chunked<F, A, R, I>(&self, f: F, iterable: I, chunksize: usize) -> IMap<'_, I::IntoIter, R>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + 'static,
@@ -493,7 +582,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         IMap {
-            feed: Feed::of(self, f, iterable.into_iter(), chunksize.into()),
+            feed: Feed::of(self, f, iterable.into_iter(), chunksize),
             window: VecDeque::new(),
             ready: Vec::new().into_iter(),
         }
@@ -501,11 +590,23 @@ impl Pool {
 
     /// Like [`imap`](Self::imap), but results come in the order they finish (Python's
     /// `imap_unordered`).
-    pub fn imap_unordered<F, A, R, I>(
+    pub fn imap_unordered<F, A, R, I>(&self, f: F, iterable: I) -> IMapUnordered<'_, I::IntoIter, R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.imap_unordered_chunked(f, iterable, 1)
+    }
+
+    /// [`imap_unordered`](Self::imap_unordered) with `chunksize` items per chunk (0: one
+    /// [`PoolError::Invalid`], then the end).
+    pub fn imap_unordered_chunked<F, A, R, I>(
         &self,
         f: F,
         iterable: I,
-        chunksize: impl Into<Option<usize>>,
+        chunksize: usize,
     ) -> IMapUnordered<'_, I::IntoIter, R>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
@@ -514,7 +615,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         IMapUnordered {
-            feed: Feed::of(self, f, iterable.into_iter(), chunksize.into()),
+            feed: Feed::of(self, f, iterable.into_iter(), chunksize),
             out: Arc::new((Mutex::new(VecDeque::new()), Condvar::new())),
             pending: 0,
         }
@@ -599,6 +700,7 @@ where
 /// assert!(!r.ready());
 /// assert_eq!(r.successful(), Err(PoolError::NotReady));
 /// assert_eq!(r.get_timeout(Duration::from_millis(10)), Err(PoolError::Timeout));
+/// assert_eq!(r.wait_timeout(Duration::from_millis(10)), Err(PoolError::Timeout));
 /// r.wait();
 /// assert_eq!(r.successful(), Ok(true));
 /// assert_eq!(r.get()?, 300);
@@ -634,9 +736,14 @@ impl<R> AsyncResult<R> {
         self.cell.wait(None);
     }
 
-    /// Waits at most `timeout`; whether the result is ready.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.cell.wait(Instant::now().checked_add(timeout))
+    /// Waits at most `timeout` for the result to be ready: `Ok(())` once it is,
+    /// [`PoolError::Timeout`] if `timeout` passes first (the crate's timeout rule; the
+    /// result stays retrievable).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
+        match self.cell.wait(Instant::now().checked_add(timeout)) {
+            true => Ok(()),
+            false => Err(PoolError::Timeout),
+        }
     }
 
     /// Whether the task has finished (Python's `ready()`).
@@ -726,7 +833,7 @@ where
     I::Item: Serialize,
 {
     /// A feed of `f` over `input` (`f` captures nothing: only its type travels).
-    fn of<F, R>(pool: &'p Pool, f: F, input: I, chunksize: Option<usize>) -> Self
+    fn of<F, R>(pool: &'p Pool, f: F, input: I, chunksize: usize) -> Self
     where
         F: Fn(I::Item) -> R + Copy + Send + Sync + 'static,
         I::Item: DeserializeOwned + 'static,
@@ -735,7 +842,6 @@ where
         const { assert_no_captures::<F>() };
         let _ = f;
         let offset = offset_of::<One<F>, I::Item, R>();
-        let chunksize = chunksize.unwrap_or(1);
         let error = (chunksize == 0).then_some(PoolError::Invalid("chunksize must be at least 1"));
         let chunksize = chunksize.max(1);
         Self {
@@ -790,7 +896,7 @@ type ChunkCell<R> = Arc<Cell<Vec<Result<R, PoolError>>>>;
 ///
 /// shmproc::init();
 /// let pool = Pool::new(2)?;
-/// let mut it = pool.imap(inverse, [50, 0, 25], None);
+/// let mut it = pool.imap(inverse, [50, 0, 25]);
 /// assert_eq!(it.next(), Some(Ok(2)));
 /// assert!(matches!(it.next(), Some(Err(PoolError::Panicked(_)))));
 /// assert_eq!(it.next(), Some(Ok(4)));
@@ -857,7 +963,7 @@ type Outbox<R> = Arc<(Mutex<VecDeque<Result<R, PoolError>>>, Condvar)>;
 ///
 /// shmproc::init();
 /// let pool = Pool::new(2)?;
-/// let order: Vec<u64> = pool.imap_unordered(nap, [300, 1], None).map(Result::unwrap).collect();
+/// let order: Vec<u64> = pool.imap_unordered(nap, [300, 1]).map(Result::unwrap).collect();
 /// assert_eq!(order, [1, 300]);
 /// # Ok::<(), shmproc::PoolError>(())
 /// ```

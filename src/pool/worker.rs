@@ -29,7 +29,6 @@
 //! With the thread backend the pump runs the jobs itself, one at a time.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,8 +40,8 @@ use super::task::{self, Reply, TaskMsg, DONE, STOP, TASK_HEADER};
 use crate::channel::connection::Connection;
 use crate::channel::queue::Bytes;
 use crate::error::{ConnError, PoolError, ProcessError};
-use crate::loom::AtomicU32;
-use crate::process::{Process, StartMethod};
+use crate::loom::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::process::{Killer, Process, StartMethod};
 
 type Pipe = Connection<Vec<u8>, Bytes>;
 
@@ -51,6 +50,13 @@ pub(crate) const RING: u64 = 64;
 
 /// A worker's start slots, shared by the worker and the pool's process.
 type Starts = crate::cell::Shared<[AtomicU64; RING as usize]>;
+
+// SAFETY: only under `--cfg loom`, where the shim's `AtomicU64` is loom's model type: the
+// crate must compile, but the pool (real processes, real shared memory) never runs under
+// loom, so no such value is ever placed in a segment. Outside loom the shim's `AtomicU64`
+// is `core`'s, which `ShmSafe` covers already.
+#[cfg(loom)]
+unsafe impl crate::ShmSafe for AtomicU64 {}
 
 /// New start slots: slot `i` says that job `i` (which never existed) is decided, so the
 /// first job is `RING`.
@@ -174,9 +180,9 @@ pub(crate) struct State {
     pub(crate) broken: Option<PoolError>,
     /// Pumps asleep waiting for jobs.
     idle: usize,
-    /// Worker pids by pump, for `terminate` (cleared before the pump reaps the worker, so a
-    /// pid here always names our live or zombie child).
-    pids: Vec<Option<u32>>,
+    /// Each pump's worker, for `terminate` to kill through its pidfd (cleared before the
+    /// pump reaps the worker).
+    workers: Vec<Option<Killer>>,
 }
 
 impl State {
@@ -271,7 +277,7 @@ impl Shared {
                 terminated: false,
                 broken: None,
                 idle: 0,
-                pids: vec![None; cfg.workers],
+                workers: (0..cfg.workers).map(|_| None).collect(),
             }),
             cv: Condvar::new(),
             lanes: (0..cfg.workers)
@@ -334,12 +340,9 @@ impl Shared {
             st.closed = true;
             st.terminated = true;
             self.stopping.store(true, Ordering::Release);
-            for pid in st.pids.iter().flatten() {
-                // The pid names our own child, alive or a zombie (see `State::pids`).
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(*pid as i32),
-                    nix::sys::signal::SIGKILL,
-                );
+            for w in st.workers.iter().flatten() {
+                // Through the worker's pidfd: never another process, even once it is reaped.
+                let _ = w.kill();
             }
             self.queued.store(0, Ordering::Release);
             self.cv.notify_all();
@@ -528,8 +531,8 @@ impl Shared {
         }
     }
 
-    fn set_pid(&self, slot: usize, pid: Option<u32>) {
-        self.lock().pids[slot] = pid;
+    fn set_worker(&self, slot: usize, worker: Option<Killer>) {
+        self.lock().workers[slot] = worker;
     }
 
     fn terminated(&self) -> bool {
@@ -711,7 +714,9 @@ impl Pump {
     }
 
     fn start_worker(&mut self) -> Result<(), PoolError> {
-        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        // Process-local and const-initialised: the loom shim's atomics are not const.
+        #[allow(clippy::disallowed_types)]
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         let (mine, theirs) = Pipe::pair(true, crate::channel::connection::PIPE_CAPACITY)
             .map_err(|e| PoolError::Start(e.to_string()))?;
         let starts = new_starts()?;
@@ -734,7 +739,7 @@ impl Pump {
             .start_method(cfg.method)
             .start()
             .map_err(|e| PoolError::Start(e.to_string()))?;
-        self.sh.set_pid(self.slot, Some(process.pid()));
+        self.sh.set_worker(self.slot, Some(process.killer()));
         self.cell().lock().starts = Some(ours);
         self.worker = Some(Worker {
             process,
@@ -863,7 +868,7 @@ impl Pump {
     /// Kills (if needed) and reaps the worker: (pid, signal, exit code).
     fn reap(&mut self, mut w: Worker) -> (u32, Option<i32>, Option<i32>) {
         let pid = w.process.pid();
-        self.sh.set_pid(self.slot, None);
+        self.sh.set_worker(self.slot, None);
         drop(w.conn);
         let r = match w.process.join_timeout(Duration::from_secs(1)) {
             Err(ProcessError::Timeout) => {

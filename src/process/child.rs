@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
+#[allow(clippy::disallowed_types)] // a process-local const static (see IDENTITY)
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Once;
 
@@ -25,6 +26,8 @@ pub(crate) struct Identity {
 }
 
 /// Set once per process image; replaced (never freed: it is tiny) in each new child.
+// Process-local and const-initialised: the loom shim has no `AtomicPtr` and no const `new`.
+#[allow(clippy::disallowed_types)]
 static IDENTITY: AtomicPtr<Identity> = AtomicPtr::new(std::ptr::null_mut());
 
 pub(crate) fn identity() -> &'static Identity {

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+#[allow(clippy::disallowed_types)] // process-local const statics (see DEFAULT_METHOD)
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -51,6 +52,8 @@ pub enum StartMethod {
     Spawn,
 }
 
+// Process-local and const-initialised: the loom shim's atomics are not const.
+#[allow(clippy::disallowed_types)]
 static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(1);
 
 /// Sets the start method used when a builder does not choose one (Python's
@@ -119,7 +122,7 @@ impl ProcessInfo {
     /// use std::time::Duration;
     /// let me = shmproc::current_process().sentinel()?;
     /// assert!(!me.is_ready()); // this process has not exited
-    /// assert!(!me.wait_timeout(Duration::from_millis(1)));
+    /// assert!(matches!(me.wait_timeout(Duration::from_millis(1)), Err(shmproc::ProcessError::Timeout)));
     /// # Ok(()) }
     /// ```
     pub fn sentinel(&self) -> Result<Sentinel, ProcessError> {
@@ -154,9 +157,13 @@ impl Sentinel {
         self.wait_deadline(None);
     }
 
-    /// Blocks until the process has exited or `timeout` passes; returns whether it exited.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_deadline(crate::sync::deadline_after(timeout))
+    /// Blocks until the process has exited (`Ok(())`) or `timeout` passes
+    /// ([`ProcessError::Timeout`], the crate's timeout rule).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), ProcessError> {
+        match self.wait_deadline(crate::sync::deadline_after(timeout)) {
+            true => Ok(()),
+            false => Err(ProcessError::Timeout),
+        }
     }
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
@@ -323,6 +330,8 @@ impl<R: Serialize + DeserializeOwned + 'static> ProcessBuilder<R> {
     pub fn start(self) -> Result<Process<R>, ProcessError> {
         let method = self.method.unwrap_or_else(get_start_method);
         let name = self.name.unwrap_or_else(|| {
+            // Process-local and const-initialised: the loom shim's atomics are not const.
+            #[allow(clippy::disallowed_types)]
             static COUNTER: AtomicUsize = AtomicUsize::new(1);
             format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
         });
@@ -481,6 +490,17 @@ impl Inner {
             }
         }
     }
+
+    /// Sends `sig` through the pidfd, unless the child has been reaped.
+    fn signal(&self, sig: i32) -> Result<(), ProcessError> {
+        let exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if exit.is_some() {
+            return Ok(());
+        }
+        // Under the lock the child cannot be reaped meanwhile, and the pidfd never names
+        // another process anyway.
+        Ok(proc::send_signal(&self.pidfd, sig)?)
+    }
 }
 
 impl Drop for Inner {
@@ -601,7 +621,8 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         let pidfd = match proc::pidfd_open(pid) {
             Ok(p) => p,
             Err(e) => {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                // No pidfd to signal through: kill by pid, which still names our unreaped child.
+                let _ = proc::kill_unreaped_child(pid);
                 let _ = proc::reap_blocking(pid);
                 return Err(e.into());
             }
@@ -699,21 +720,31 @@ impl<R> Process<R> {
 
     /// Sends `SIGTERM` (Python's `terminate()`). Does nothing if the child already ended.
     pub fn terminate(&self) -> Result<(), ProcessError> {
-        self.signal(libc::SIGTERM)
+        self.signal(proc::SIGTERM)
     }
 
     /// Sends `SIGKILL` (Python's `kill()`). Does nothing if the child already ended.
     pub fn kill(&self) -> Result<(), ProcessError> {
-        self.signal(libc::SIGKILL)
+        self.signal(proc::SIGKILL)
     }
 
     fn signal(&self, sig: i32) -> Result<(), ProcessError> {
-        let exit = self.inner.exit.lock().unwrap_or_else(|p| p.into_inner());
-        if exit.is_some() {
-            return Ok(());
-        }
-        // Under the lock the child cannot be reaped meanwhile, and the pidfd never names
-        // another process anyway.
-        Ok(proc::send_signal(&self.inner.pidfd, sig)?)
+        self.inner.signal(sig)
+    }
+
+    /// A handle that can only kill this child, through its pidfd (for the pool's
+    /// `terminate`, which does not own the `Process`).
+    pub(crate) fn killer(&self) -> Killer {
+        Killer(self.inner.clone())
+    }
+}
+
+/// Kills one child through its pidfd; see [`Process::killer`].
+pub(crate) struct Killer(Arc<Inner>);
+
+impl Killer {
+    /// Sends `SIGKILL`; does nothing if the child has ended.
+    pub(crate) fn kill(&self) -> Result<(), ProcessError> {
+        self.0.signal(proc::SIGKILL)
     }
 }

@@ -5,4 +5,5 @@
 
 pub(crate) mod fd;
 pub mod futex;
+pub(crate) mod mem;
 pub(crate) mod proc;

@@ -131,6 +131,21 @@ pub(crate) fn reap_blocking(pid: i32) -> io::Result<i32> {
     }
 }
 
+/// `SIGTERM`, for [`send_signal`].
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+/// `SIGKILL`, for [`send_signal`].
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+/// `SIGKILL`s our child `pid` by pid, for the one moment a child has no pidfd: opening it
+/// failed right after the start. Safe against pid reuse only because the caller has not
+/// reaped the child yet, so its pid cannot name another process.
+pub(crate) fn kill_unreaped_child(pid: i32) -> io::Result<()> {
+    match nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL) {
+        Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+        Err(e) => Err(nix_io(e)),
+    }
+}
+
 /// Sends `sig` through a pidfd (never hits a process that reused the pid).
 pub(crate) fn send_signal(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     let sig = rustix::process::Signal::from_named_raw(sig)
@@ -163,8 +178,12 @@ pub(crate) fn file_id(path: &str) -> io::Result<(u64, u64)> {
 /// This process's start time, read from `/proc` once per process (a forked child, whose
 /// pid differs, reads its own).
 pub(crate) fn own_start_time() -> Option<u64> {
+    #[allow(clippy::disallowed_types)] // process-local const statics (loom's are not const)
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    // Process-local and const-initialised: the loom shim's atomics are not const.
+    #[allow(clippy::disallowed_types)]
     static PID: AtomicU32 = AtomicU32::new(0);
+    #[allow(clippy::disallowed_types)]
     static START: AtomicU64 = AtomicU64::new(0);
     let pid = std::process::id();
     // Pairs with the release store below: a pid seen here comes with its start time.

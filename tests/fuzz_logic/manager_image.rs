@@ -248,7 +248,7 @@ impl Container for Dict<Bytes, Bytes> {
     fn fill(&self, n: usize, seed: u8) {
         for i in 0..n {
             let v = vec![i as u8; usize::from(seed).wrapping_mul(i + 3) % 97];
-            self.insert(&key(i as u8), &v).expect("room for a valid entry");
+            self.insert(key(i as u8), v).expect("room for a valid entry");
         }
     }
     fn lock(&self) -> Result<Self::Guard<'_>, ManagerError> {
@@ -282,7 +282,7 @@ impl Container for List<Bytes> {
     fn fill(&self, n: usize, seed: u8) {
         for i in 0..n {
             let v = vec![i as u8; usize::from(seed).wrapping_mul(i + 3) % 97];
-            self.push(&v).expect("room for a valid element");
+            self.push(v).expect("room for a valid element");
         }
     }
     fn lock(&self) -> Result<Self::Guard<'_>, ManagerError> {
@@ -316,7 +316,7 @@ impl Container for Namespace {
     fn fill(&self, n: usize, seed: u8) {
         for i in 0..n {
             let v = vec![i as u8; usize::from(seed).wrapping_mul(i + 3) % 97];
-            self.set(&name(i as u8), &v).expect("room for a valid field");
+            self.set(&name(i as u8), v).expect("room for a valid field");
         }
     }
     fn lock(&self) -> Result<Self::Guard<'_>, ManagerError> {
@@ -477,7 +477,7 @@ fn dict_op(g: &mut DictGuard<'_, Bytes, Bytes>, op: u8, inp: &mut Input<'_>) {
                 any_key(inp)
             };
             let v = val(inp.byte(), inp.byte());
-            let r = g.insert(&k, &v);
+            let r = g.insert(k.clone(), v.clone());
             check("insert", &r, false);
             if r.is_ok() {
                 let got = g.get(&k);
@@ -603,7 +603,7 @@ fn list_op(g: &mut ListGuard<'_, Bytes>, op: u8, inp: &mut Input<'_>) {
         0 | 15 => {
             let v = val(inp.byte(), inp.byte());
             let before = len(g);
-            let r = g.push(&v);
+            let r = g.push(v.clone());
             check("push", &r, false);
             if r.is_ok() {
                 let n = len(g).expect("len right after a successful push");
@@ -640,7 +640,7 @@ fn list_op(g: &mut ListGuard<'_, Bytes>, op: u8, inp: &mut Input<'_>) {
             let i = index(inp);
             let v = val(inp.byte(), inp.byte());
             let r = if op == 3 {
-                g.set(i, &v).map(|()| v)
+                g.set(i, v.clone()).map(|()| v)
             } else {
                 g.update_with(i, |mut old| {
                     if old.len() > 900 {
@@ -702,7 +702,7 @@ fn list_op(g: &mut ListGuard<'_, Bytes>, op: u8, inp: &mut Input<'_>) {
         }
         11 => {
             if let Ok(Some(v)) = g.pop() {
-                check("push back", &g.push(&v), false);
+                check("push back", &g.push(v), false);
             }
         }
         _ => unreachable!("driver op {op}"),
@@ -733,7 +733,7 @@ fn ns_op(g: &mut NamespaceGuard<'_>, op: u8, inp: &mut Input<'_>) {
         1 | 15 => {
             let n = any_name(inp);
             let v = val(inp.byte(), inp.byte());
-            let r = g.set(&n, &v);
+            let r = g.set(&n, v.clone());
             check("set", &r, false);
             if r.is_ok() {
                 if let Ok(got) = g.get::<Bytes>(&n) {
@@ -783,7 +783,7 @@ fn ns_op(g: &mut NamespaceGuard<'_>, op: u8, inp: &mut Input<'_>) {
         7 => {
             let n = any_name(inp);
             let v = u64::from(inp.byte()) << (inp.byte() % 64);
-            let r = g.set(&n, &v);
+            let r = g.set(&n, v);
             check("set u64", &r, false);
             if r.is_ok() {
                 if let Ok(got) = g.get::<u64>(&n) {

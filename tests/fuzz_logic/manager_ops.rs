@@ -297,9 +297,9 @@ fn dict_ops(limit: usize, inp: &mut Input<'_>) {
             1 => {
                 let k = key(inp.byte());
                 let v = val(inp.byte(), inp.byte());
-                match call!(d, g, insert(&k, &v)) {
-                    Ok(()) => {
-                        m.insert(k, v);
+                match call!(d, g, insert(k.clone(), v.clone())) {
+                    Ok(old) => {
+                        assert_eq!(old, m.insert(k, v), "insert's old value");
                     }
                     Err(e) => {
                         let len_after = m.len() + usize::from(!m.contains_key(&k));
@@ -489,7 +489,7 @@ fn list_ops(limit: usize, inp: &mut Input<'_>) {
         match op {
             0 | 11 => {
                 let v = val(inp.byte(), inp.byte());
-                match call!(l, g, push(&v)) {
+                match call!(l, g, push(v.clone())) {
                     Ok(()) => m.push(v),
                     Err(e) => {
                         let added = rec(0, enc_len(v.len()));
@@ -522,7 +522,7 @@ fn list_ops(limit: usize, inp: &mut Input<'_>) {
                     updated(m.get(i).cloned(), b, c)
                 };
                 let r = if op == 3 {
-                    call!(l, g, set(i, &want)).map(|()| want.clone())
+                    call!(l, g, set(i, want.clone())).map(|()| want.clone())
                 } else {
                     call!(l, g, update_with(i, |o| updated(Some(o), b, c)))
                 };

@@ -81,7 +81,10 @@ pub fn pool_ops_input(data: &[u8]) {
                 let n = u64::from(arg % 40);
                 let chunk = (arg / 40) as usize; // 0 → Python's default
                 let items: Vec<u64> = (0..n).collect();
-                let got = ex.pool().map(square, items.clone(), (chunk > 0).then_some(chunk));
+                let got = match chunk {
+                    0 => ex.pool().map(square, items.clone()),
+                    _ => ex.pool().map_chunked(square, items.clone(), chunk),
+                };
                 assert_eq!(got, Ok(items.iter().map(|&x| square(x)).collect::<Vec<_>>()));
             }
             4 => {
@@ -89,7 +92,7 @@ pub fn pool_ops_input(data: &[u8]) {
                 let chunk = 1 + (arg / 30) as usize;
                 let mut got: Vec<u64> = ex
                     .pool()
-                    .imap_unordered(square, 0..n, chunk)
+                    .imap_unordered_chunked(square, 0..n, chunk)
                     .map(|r| r.expect("imap_unordered item"))
                     .collect();
                 got.sort_unstable();
