@@ -39,7 +39,8 @@ pub use process::{
     Process, ProcessBuilder, ProcessInfo, Run, Sentinel, StartMethod,
 };
 pub use shm::{
-    check_image, cleanup_stale, DataRange, Fingerprint, Segment, HEADER_LEN, MAGIC, MAX_ALIGN, VERSION,
+    check_image, cleanup_stale, DataRange, Fingerprint, Segment, ARENA_MAX_OBJECT, HEADER_LEN, MAGIC,
+    MAX_ALIGN, VERSION,
 };
 pub use sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value};
 

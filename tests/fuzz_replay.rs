@@ -8,6 +8,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[path = "fuzz_logic/arena_slot.rs"]
+mod arena_slot;
 #[path = "fuzz_logic/channel_garbage.rs"]
 mod channel_garbage;
 #[path = "fuzz_logic/channel_ops.rs"]
@@ -43,6 +45,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("pool_wire", pool_wire::pool_wire_input),
     ("manager_ops", manager_ops::manager_ops_input),
     ("manager_image", manager_image::manager_image_input),
+    ("arena_slot", arena_slot::arena_slot_input),
 ];
 
 fn corpus_root() -> PathBuf {

@@ -462,8 +462,10 @@ fn raw_value_get_set_and_clone() {
     // SAFETY: as_ptr points to a live, aligned u64.
     unsafe { v.as_ptr().write_volatile(12) };
     assert_eq!(w.get(), 12);
-    assert_eq!(v.segment().len(), 8);
-    assert_eq!(v.segment().layout(), &Fingerprint::of::<u64>());
+    // Arena representation: a 64-byte-aligned slot of a shared "shmproc arena" chunk.
+    assert_eq!(v.segment().layout().name, "shmproc arena");
+    assert_eq!(v.offset() % 64, 0);
+    assert!(v.offset() + 8 <= v.segment().len());
 
     drop(v);
     assert_eq!(w.get(), 12, "the clone outlives the original");
@@ -483,7 +485,8 @@ fn raw_value_various_types() {
     let d = RawValue::new(u128::MAX / 3).unwrap();
     assert_eq!(d.get(), u128::MAX / 3);
     assert_eq!(d.as_ptr() as usize % std::mem::align_of::<u128>(), 0);
-    assert_eq!(d.segment().len(), 16);
+    assert_eq!(d.segment().layout().name, "shmproc arena");
+    assert!(d.offset() + 16 <= d.segment().len());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -505,7 +508,8 @@ fn raw_array_basics() {
     a.copy_from_slice(&[4.0, 5.0, 6.0]).unwrap();
     // SAFETY: no writer while the slice lives.
     assert_eq!(unsafe { a.as_slice() }, &[4.0, 5.0, 6.0]);
-    assert_eq!(a.segment().len(), 24);
+    assert_eq!(a.segment().layout().name, "shmproc arena");
+    assert!(a.offset() + 24 <= a.segment().len());
 
     let b = a.clone();
     assert_eq!(b.len(), 3);
@@ -640,7 +644,8 @@ fn shared_struct_atomics_and_clone() {
     assert_eq!(s.hits.load(Ordering::Relaxed), 5);
     assert_eq!(s.limit, 100);
     assert_eq!(s.flags[1].load(Ordering::Relaxed), 2);
-    assert_eq!(s.segment().len(), std::mem::size_of::<Stats>());
+    assert_eq!(s.segment().layout().name, "shmproc arena");
+    assert!(s.offset() + std::mem::size_of::<Stats>() <= s.segment().len());
     assert_eq!(&*s as *const Stats as usize % std::mem::align_of::<Stats>(), 0);
 
     let t = s.clone();
@@ -1072,10 +1077,7 @@ fn named_clone_shares_memory() {
     let seg = shm.segment().clone();
     assert_eq!(seg.name(), shm.name());
     drop(shm);
-    assert!(
-        exists(&seg.name().unwrap().to_owned()),
-        "the name lives while a clone does"
-    );
+    assert!(exists(seg.name().unwrap()), "the name lives while a clone does");
     drop(v);
     drop(seg);
     names.assert_clean();

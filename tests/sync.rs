@@ -49,11 +49,11 @@ fn report_detection(what: &str, m: StartMethod, took: Duration) {
 /// Word `i` (32-bit) of a primitive living in a `Shared`, through the segment's pointer.
 fn word<T: ShmSafe>(s: &Shared<T>, i: usize) -> &AtomicU32 {
     assert!((i + 1) * 4 <= std::mem::size_of::<T>() && std::mem::align_of::<T>() >= 4);
-    assert_eq!(s.segment().len(), std::mem::size_of::<T>());
-    // SAFETY: in bounds and 4-aligned (checked above; the data region is aligned for `T`);
+    assert!(s.offset() + std::mem::size_of::<T>() <= s.segment().len());
+    // SAFETY: in bounds and 4-aligned (checked above; the value is aligned for `T`);
     // the raw primitives are `#[repr(C)]` structs of `AtomicU32`/`AtomicU64` fields, and the
     // tests only address words that are whole `AtomicU32` fields, accessed atomically.
-    unsafe { &*s.segment().as_ptr().cast::<AtomicU32>().add(i) }
+    unsafe { &*s.segment().as_ptr().add(s.offset()).cast::<AtomicU32>().add(i) }
 }
 
 /// Word `i` (32-bit) of a primitive reached through a handle's `raw()`.

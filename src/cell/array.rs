@@ -1,9 +1,11 @@
-use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
 
 use bytemuck::Pod;
 
 use super::segment_serde;
 use crate::error::{IndexError, SegmentError};
+use crate::shm::arena;
 use crate::shm::{Fingerprint, Segment};
 
 /// A fixed-length array of `Pod` values in shared memory, without a lock; mirrors Python's
@@ -13,6 +15,10 @@ use crate::shm::{Fingerprint, Segment};
 /// write of the same element may tear for multi-word `T` (as in Python). Slices are
 /// available under the `unsafe` contract described on [`SharedMemory`](crate::SharedMemory).
 ///
+/// An array of up to [`ARENA_MAX_OBJECT`](crate::ARENA_MAX_OBJECT) bytes lives in a slot of
+/// a shared arena chunk (no fd or mapping of its own; slots are never reused while their
+/// chunk lives); bigger and named arrays get a segment of their own.
+///
 /// ```
 /// let a = shmproc::RawArray::from_slice(&[1.0f64, 2.0, 3.0])?;
 /// a.set(1, 20.0)?;
@@ -21,11 +27,29 @@ use crate::shm::{Fingerprint, Segment};
 /// assert_eq!(a.to_vec(), vec![1.0, 20.0, 3.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
 pub struct RawArray<T: Pod> {
     pub(crate) seg: Segment,
     len: usize,
-    _t: PhantomData<T>,
+    /// The first element, inside `seg`'s mapping.
+    ptr: NonNull<T>,
+}
+
+// SAFETY: the handle owns a mapping (through `seg`) and points into it; it only copies `T`
+// values in and out (slices need `unsafe` promises), so it moves between threads when `T`
+// does.
+unsafe impl<T: Pod + Send> Send for RawArray<T> {}
+// SAFETY: shared use copies `T` values through raw pointers only.
+unsafe impl<T: Pod + Sync> Sync for RawArray<T> {}
+
+/// Another handle to the same array: an in-process reference count, no new fd or mapping.
+impl<T: Pod> Clone for RawArray<T> {
+    fn clone(&self) -> Self {
+        Self {
+            seg: self.seg.clone(),
+            len: self.len,
+            ptr: self.ptr,
+        }
+    }
 }
 
 impl<T: Pod> std::fmt::Debug for RawArray<T> {
@@ -33,6 +57,7 @@ impl<T: Pod> std::fmt::Debug for RawArray<T> {
         f.debug_struct("RawArray")
             .field("len", &self.len)
             .field("segment", &self.seg)
+            .field("offset", &self.offset())
             .finish()
     }
 }
@@ -48,9 +73,11 @@ fn byte_len<T>(len: usize) -> Result<usize, SegmentError> {
 }
 
 impl<T: Pod> RawArray<T> {
-    /// A new anonymous array of `len` zeroed elements.
+    /// A new anonymous array of `len` zeroed elements (an arena slot when small).
     pub fn new(len: usize) -> Result<Self, SegmentError> {
-        Self::wrap(Segment::anonymous(Fingerprint::of::<T>(), byte_len::<T>(len)?)?)
+        let bytes = byte_len::<T>(len)?;
+        let (seg, offset) = arena::place(bytes, std::mem::align_of::<T>(), &Fingerprint::of::<T>())?;
+        Self::wrap_at(seg, offset, bytes)
     }
 
     /// A new anonymous array holding a copy of `values`.
@@ -74,21 +101,45 @@ impl<T: Pod> RawArray<T> {
         Self::wrap(Segment::open_named(name, Some(&Fingerprint::of::<T>()))?)
     }
 
+    /// Opens an arena slot as a token would name it (see `Shared::open_slot`).
+    #[doc(hidden)]
+    pub fn open_slot(fd: OwnedFd, offset: u64, len: u64, layout: &Fingerprint) -> Result<Self, SegmentError> {
+        let (seg, off, len) = arena::open_slot(fd, offset, len, layout, &Fingerprint::of::<T>())?;
+        Self::wrap_at(seg, off, len)
+    }
+
     pub(crate) fn wrap(seg: Segment) -> Result<Self, SegmentError> {
+        let len = seg.len();
+        Self::wrap_at(seg, 0, len)
+    }
+
+    /// The array of `bytes` bytes at `offset` of `seg`'s data.
+    pub(crate) fn wrap_at(seg: Segment, offset: usize, bytes: usize) -> Result<Self, SegmentError> {
         let size = std::mem::size_of::<T>();
         if size == 0 {
             return Err(SegmentError::Unsupported("zero-sized element types"));
         }
-        if seg.len() % size != 0 {
+        if bytes % size != 0 {
             return Err(SegmentError::Corrupt(
                 "array length is not a whole number of elements",
             ));
         }
+        let ptr = super::typed_ptr::<T>(&seg, offset, bytes)?;
         Ok(Self {
-            len: seg.len() / size,
+            len: bytes / size,
             seg,
-            _t: PhantomData,
+            ptr,
         })
+    }
+
+    fn place(&self) -> (&Segment, usize, usize) {
+        (&self.seg, self.offset(), self.len * std::mem::size_of::<T>())
+    }
+
+    /// Where the first element lies in [`segment`](Self::segment)'s data (0 unless in an
+    /// arena).
+    pub fn offset(&self) -> usize {
+        self.ptr.as_ptr() as usize - self.seg.as_ptr() as usize
     }
 
     /// Number of elements.
@@ -102,7 +153,7 @@ impl<T: Pod> RawArray<T> {
     }
 
     fn ptr(&self) -> *mut T {
-        self.seg.as_ptr().cast()
+        self.ptr.as_ptr()
     }
 
     /// Element `index`, or `None` past the end.
@@ -177,10 +228,11 @@ impl<T: Pod> RawArray<T> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len) }
     }
 
-    /// The underlying segment.
+    /// The segment holding the array: the arena chunk (shared with other objects; the
+    /// elements start at [`offset`](Self::offset)) or the array's own segment.
     pub fn segment(&self) -> &Segment {
         &self.seg
     }
 }
 
-segment_serde!(RawArray<T: Pod>, Fingerprint::of::<T>(), RawArray::<T>::wrap);
+segment_serde!(RawArray<T: Pod>, Fingerprint::of::<T>(), |seg, off, len| RawArray::<T>::wrap_at(seg, off, len));

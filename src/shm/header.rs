@@ -95,7 +95,7 @@ impl Fingerprint {
         Self::new(1, 1, "bytes")
     }
 
-    fn same_layout(&self, other: &Self) -> bool {
+    pub(crate) fn same_layout(&self, other: &Self) -> bool {
         self.size == other.size && self.align == other.align && self.hash == other.hash
     }
 }

@@ -2,15 +2,24 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
 
 use super::header::{self, DataRange, Fingerprint, Header, HEADER_LEN};
 use super::publish;
 use crate::error::SegmentError;
+use crate::loom::{AtomicBool, Ordering};
 use crate::sys::fd;
+
+/// Header words inside a mapping are reached as `core` atomics: the loom shim's types
+/// cannot overlay mapped memory (the loom suite checks the publish protocol itself through
+/// `publish`'s generic word).
+#[allow(clippy::disallowed_types)]
+type MappedU64 = core::sync::atomic::AtomicU64;
+/// See [`MappedU64`].
+#[allow(clippy::disallowed_types)]
+type MappedU32 = core::sync::atomic::AtomicU32;
 
 /// A shared-memory region with a validated header, mapped `MAP_SHARED` into this process.
 ///
@@ -90,8 +99,18 @@ pub(crate) fn check_name(name: &str) -> Result<(), SegmentError> {
 impl Segment {
     /// Creates an anonymous (memfd) segment holding `data_len` zeroed bytes of `layout`.
     pub fn anonymous(layout: Fingerprint, data_len: usize) -> Result<Self, SegmentError> {
+        Self::anonymous_labelled("shmproc", layout, data_len)
+    }
+
+    /// [`anonymous`](Self::anonymous) with the memfd named `label` (what `/proc/<pid>/maps`
+    /// and `/proc/<pid>/fd` show; arena chunks say "shmproc arena").
+    pub(crate) fn anonymous_labelled(
+        label: &str,
+        layout: Fingerprint,
+        data_len: usize,
+    ) -> Result<Self, SegmentError> {
         let (total, range) = header::plan(&layout, data_len)?;
-        let fd = fd::memfd_sealed("shmproc", total)?;
+        let fd = fd::memfd_sealed(label, total)?;
         Self::init_new(fd, None, total, range, layout)
     }
 
@@ -128,7 +147,7 @@ impl Segment {
         //   header fits and `base` is aligned for `Header` and for the `AtomicU64` magic;
         // - the body is written with magic 0 and the magic published last (see `publish`).
         unsafe {
-            let word = &*base.cast::<AtomicU64>();
+            let word = &*base.cast::<MappedU64>();
             publish::publish(word, h.magic, || {
                 let mut unpublished = h;
                 unpublished.magic = 0;
@@ -194,15 +213,11 @@ impl Segment {
         }
         // An anonymous segment must be a memfd sealed against shrinking. Named shm objects
         // cannot be sealed at all (see the type's documentation).
-        if name.is_none() {
-            let sealed =
-                rustix::fs::fcntl_get_seals(&fd).is_ok_and(|s| s.contains(rustix::fs::SealFlags::SHRINK));
-            if !sealed {
-                return Err(SegmentError::PermissionDenied {
-                    name: String::new(),
-                    reason: "anonymous segment fd is not a memfd sealed against shrinking".to_owned(),
-                });
-            }
+        if name.is_none() && !fd::sealed_against_shrinking(fd.as_fd()) {
+            return Err(SegmentError::PermissionDenied {
+                name: String::new(),
+                reason: "anonymous segment fd is not a memfd sealed against shrinking".to_owned(),
+            });
         }
         Self::open_checked(fd, name, info.len, expected)
     }
@@ -240,6 +255,12 @@ impl Segment {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// A reference that does not keep the mapping alive (the arena allocator's view of its
+    /// current chunk: the chunk goes away with the last handle to any of its slots).
+    pub(crate) fn downgrade(&self) -> WeakSegment {
+        WeakSegment(Arc::downgrade(&self.inner))
     }
 
     /// Pointer to the first data byte (aligned for the stored type). Valid while `self` lives.
@@ -293,7 +314,7 @@ impl Segment {
                     .map
                     .as_mut_ptr()
                     .add(std::mem::offset_of!(Header, flags));
-                (*flags.cast::<AtomicU32>()).fetch_or(header::FLAG_KEEP, Ordering::Relaxed);
+                (*flags.cast::<MappedU32>()).fetch_or(header::FLAG_KEEP, Ordering::Relaxed);
             }
         }
     }
@@ -312,6 +333,23 @@ impl Segment {
     /// The descriptor behind the mapping (kept open so the segment can reach spawned children).
     pub fn as_raw_fd(&self) -> RawFd {
         self.inner.fd.as_raw_fd()
+    }
+}
+
+/// A [`Segment`] that may already be gone (see [`Segment::downgrade`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WeakSegment(Weak<Inner>);
+
+impl WeakSegment {
+    /// The segment, if some handle in this process still holds it.
+    pub(crate) fn upgrade(&self) -> Option<Segment> {
+        self.0.upgrade().map(|inner| Segment { inner })
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("fd", &self.fd.as_raw_fd()).finish()
     }
 }
 
@@ -339,7 +377,7 @@ impl Drop for Inner {
 
 fn map_fd(fd: &OwnedFd, len: u64) -> Result<MmapRaw, SegmentError> {
     let len = usize::try_from(len).map_err(|_| SegmentError::TooLarge(len.into()))?;
-    Ok(MmapOptions::new().len(len).map_raw(fd.as_raw_fd())?)
+    Ok(fd::map_shared(fd.as_fd(), len)?)
 }
 
 /// Copies the header out of shared memory once: the magic with an acquire load, the rest
@@ -351,7 +389,7 @@ fn read_header(map: &MmapRaw) -> Header {
     //   bounds and aligned;
     // - `Header` is Pod: any bytes a peer wrote form a valid value.
     unsafe {
-        let word = &*base.cast::<AtomicU64>();
+        let word = &*base.cast::<MappedU64>();
         let (magic, mut h) = publish::observe(word, || std::ptr::read_volatile(base.cast::<Header>()));
         h.magic = magic;
         h

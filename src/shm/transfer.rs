@@ -1,7 +1,9 @@
 //! How segment handles travel to spawned children inside serde arguments.
 //!
-//! A handle serializes to a small token: the number of its fd plus the name for named
-//! segments. That only means something while the spawn helper is encoding a child's
+//! A handle serializes to a small token: the number of its fd, the name for named
+//! segments, and for an object in an arena chunk its slot (offset, length, layout). Every
+//! chunk's fd is collected once however many of its slots travel, and the child maps it
+//! once: decoding keeps a cache fd → `Segment` for the duration of one decode. That only means something while the spawn helper is encoding a child's
 //! arguments: it collects the fds (and keeps them open across `exec`), and in the child it
 //! lists the fds that were passed, so a token naming any other fd is refused. Outside those
 //! two moments (e.g. writing a handle to a file) (de)serializing a handle is an error.
@@ -12,6 +14,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::arena::{self, SlotToken};
 use super::header::Fingerprint;
 use super::segment::Segment;
 use crate::sys::fd;
@@ -22,6 +25,9 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
     static ON_STARTED: RefCell<Option<Vec<OnStarted>>> = const { RefCell::new(None) };
     static CLAIMED: RefCell<Vec<RawFd>> = const { RefCell::new(Vec::new()) };
+    /// Segments opened during the current decode, by the inherited fd they came from, so
+    /// 100 000 handles into one arena chunk dup and map it once.
+    static DECODED: RefCell<Option<Vec<(RawFd, Segment)>>> = const { RefCell::new(None) };
 }
 
 /// Adds `fd` to the fds the spawn helper is collecting for a child (for a value that
@@ -106,8 +112,11 @@ pub(crate) fn collect_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>, Vec<OnSta
 /// Runs `f` (which deserializes arguments) while the inherited `fds` may be claimed.
 pub(crate) fn with_inherited<R>(fds: &[RawFd], f: impl FnOnce() -> R) -> R {
     let prev = INCOMING.with(|i| i.replace(Some(fds.to_vec())));
+    let prev_decoded = DECODED.with(|c| c.replace(Some(Vec::new())));
     let r = f();
     INCOMING.with(|i| i.replace(prev));
+    // Drop the cache's clones: the handles decoded keep what they use.
+    drop(DECODED.with(|c| c.replace(prev_decoded)));
     r
 }
 
@@ -115,40 +124,108 @@ pub(crate) fn with_inherited<R>(fds: &[RawFd], f: impl FnOnce() -> R) -> R {
 struct Token {
     fd: i32,
     name: Option<String>,
+    /// `None`: the whole segment (its own segment, offset 0). `Some`: a slot of an arena.
+    slot: Option<SlotToken>,
 }
 
 impl Serialize for Segment {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fd = self.as_raw_fd();
-        let ok = OUTGOING.with(|o| match o.borrow_mut().as_mut() {
-            Some(v) => {
-                if !v.contains(&fd) {
-                    v.push(fd);
-                }
-                true
-            }
-            None => false,
-        });
-        if !ok {
-            return Err(S::Error::custom(
-                "a shmproc segment handle can only be serialized as an argument of a spawned child",
-            ));
-        }
-        Token {
-            fd,
-            name: self.name().map(str::to_owned),
-        }
-        .serialize(s)
+        serialize_token(self, None, s)
     }
 }
 
+/// Serializes a handle to the object at `offset` (`len` bytes of elements `fp`) in `seg`:
+/// a slot token for an arena chunk, a whole-segment token otherwise.
+pub(crate) fn serialize_slot<S: Serializer>(
+    seg: &Segment,
+    offset: usize,
+    len: usize,
+    fp: &Fingerprint,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let slot = arena::is_arena(seg).then_some(SlotToken {
+        offset: offset as u64,
+        len: len as u64,
+        size: fp.size,
+        align: fp.align,
+        hash: fp.hash,
+    });
+    serialize_token(seg, slot, s)
+}
+
+fn serialize_token<S: Serializer>(seg: &Segment, slot: Option<SlotToken>, s: S) -> Result<S::Ok, S::Error> {
+    let fd = seg.as_raw_fd();
+    if !pass_fd(fd) {
+        return Err(S::Error::custom(
+            "a shmproc segment handle can only be serialized as an argument of a spawned child",
+        ));
+    }
+    Token {
+        fd,
+        name: seg.name().map(str::to_owned),
+        slot,
+    }
+    .serialize(s)
+}
+
 /// Rebuilds a segment from a token inside a spawned child, checking `expected` if given.
+/// A slot token (an object in an arena) is refused: the whole chunk is not the object.
 pub(crate) fn deserialize_segment<'de, D: Deserializer<'de>>(
     d: D,
     expected: Option<&Fingerprint>,
 ) -> Result<Segment, D::Error> {
     let t = Token::deserialize(d)?;
-    let allowed = INCOMING.with(|i| i.borrow().as_ref().map(|v| v.contains(&t.fd)));
+    if t.slot.is_some() {
+        return Err(fail("token names an arena slot, not a whole segment".to_owned()));
+    }
+    let seg = open_token(t.fd, t.name)?;
+    check_layout(&seg, expected).map_err(|e| fail(e.to_string()))?;
+    Ok(seg)
+}
+
+/// Rebuilds the place of an object of elements `expected` from a token inside a spawned
+/// child: `(segment, offset, len)` in its data. A whole-segment token gives offset 0 and
+/// the segment's length; a slot token is checked against its chunk ([`arena::check_slot`]).
+pub(crate) fn deserialize_slot<'de, D: Deserializer<'de>>(
+    d: D,
+    expected: &Fingerprint,
+) -> Result<(Segment, usize, usize), D::Error> {
+    let t = Token::deserialize(d)?;
+    let seg = open_token(t.fd, t.name)?;
+    match t.slot {
+        None => {
+            check_layout(&seg, Some(expected)).map_err(|e| fail(e.to_string()))?;
+            let len = seg.len();
+            Ok((seg, 0, len))
+        }
+        Some(slot) => {
+            let (off, len) = arena::check_slot(&seg, &slot, expected).map_err(|e| fail(e.to_string()))?;
+            Ok((seg, off, len))
+        }
+    }
+}
+
+fn check_layout(seg: &Segment, expected: Option<&Fingerprint>) -> Result<(), crate::error::SegmentError> {
+    match expected {
+        Some(exp) if !exp.same_layout(seg.layout()) => Err(crate::error::SegmentError::LayoutMismatch {
+            expected: exp.clone(),
+            found: seg.layout().clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The segment behind an inherited fd, validated for integrity; opened once per decode.
+fn open_token<E: serde::de::Error>(raw: i32, name: Option<String>) -> Result<Segment, E> {
+    let cached = DECODED.with(|c| {
+        c.borrow()
+            .as_ref()
+            .and_then(|v| v.iter().find(|(fd, _)| *fd == raw).map(|(_, s)| s.clone()))
+    });
+    if let Some(seg) = cached {
+        return Ok(seg);
+    }
+    let allowed = INCOMING.with(|i| i.borrow().as_ref().map(|v| v.contains(&raw)));
     match allowed {
         None => {
             return Err(fail(
@@ -160,9 +237,15 @@ pub(crate) fn deserialize_segment<'de, D: Deserializer<'de>>(
     }
     // SAFETY: the fd number is in the list of fds the spawn helper kept open for this child,
     // and the helper closes those originals only after deserialization finishes.
-    let borrowed = unsafe { fd::borrow_raw(t.fd) };
+    let borrowed = unsafe { fd::borrow_raw(raw) };
     let own: OwnedFd = fd::dup_cloexec(borrowed).map_err(|e| fail(e.to_string()))?;
-    Segment::from_fd_named(own, t.name, expected).map_err(|e| fail(e.to_string()))
+    let seg = Segment::from_fd_named(own, name, None).map_err(|e| fail(e.to_string()))?;
+    DECODED.with(|c| {
+        if let Some(v) = c.borrow_mut().as_mut() {
+            v.push((raw, seg.clone()));
+        }
+    });
+    Ok(seg)
 }
 
 impl<'de> Deserialize<'de> for Segment {

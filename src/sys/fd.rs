@@ -23,6 +23,18 @@ pub(crate) fn memfd_sealed(name: &str, len: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Whether `fd` carries the seal against shrinking (`F_GET_SEALS`; `false` when it cannot
+/// be sealed at all, e.g. not a memfd).
+pub(crate) fn sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
+    fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(SealFlags::SHRINK))
+}
+
+/// Maps `len` bytes of `fd` from offset 0, shared and read-write (`mmap(MAP_SHARED)`).
+pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<memmap2::MmapRaw> {
+    use std::os::fd::AsRawFd;
+    memmap2::MmapOptions::new().len(len).map_raw(fd.as_raw_fd())
+}
+
 /// Creates an unsealed, growable memfd (close-on-exec) for private parent↔child records.
 pub(crate) fn memfd_plain(name: &str) -> io::Result<OwnedFd> {
     fs::memfd_create(name, MemfdFlags::CLOEXEC).map_err(to_io)
