@@ -176,8 +176,13 @@ guard_error! {
     /// Why a blocking `lock()` (or Python-style `acquire()`) failed.
     ///
     /// `G` is what success returns (a guard, or `()` for `acquire`). Only
-    /// [`OwnerDied`](Self::OwnerDied) holds the lock; see the [module docs](self) for the two
-    /// idioms (`recover`, `without_guard`).
+    /// [`OwnerDied`](Self::OwnerDied) holds the lock: it carries the guard, as std's
+    /// `PoisonError` does. Two idioms need no `.map_err(|e| e.to_string())`:
+    /// `.or_else(LockError::recover)?` takes the lock anyway after a dead holder, and
+    /// `.map_err(LockError::without_guard)?` turns the error into a guard-free
+    /// `LockError<()>` (`Send + Sync + 'static`, dropping the guard releases the lock). The
+    /// same methods exist on every guard-carrying error ([`TryLockError`],
+    /// [`LockTimeoutError`], [`CondWaitError`], [`CondWaitTimeoutError`]).
     ///
     /// ```
     /// use shmproc::{Lock, LockError};
