@@ -1,5 +1,5 @@
 //! How long after a `SIGKILL` the survivors find out: the detection latencies the README
-//! promises (`LockError::OwnerDied`, `RecvTimeoutError::Disconnected`), measured over real kills of
+//! promises (`LockTimeoutError::OwnerDied`, `RecvTimeoutError::Disconnected`), measured over real kills of
 //! children started by the crate's own `Process`.
 //!
 //! Plain timing, not criterion: each sample is one kill of one child, and what matters is the
@@ -12,7 +12,7 @@
 //!   sleeps a random 2–22 ms (so the kill lands at a random phase of the waiter's 20 ms
 //!   liveness slice, as an unrelated death would) and then calls `p.kill()`. Latency: from
 //!   the moment `kill()` returns (the signal is queued; the child's exit is still to come) to
-//!   the moment `lock_timeout` returns `Err(LockError::OwnerDied(_))`.
+//!   the moment `lock_timeout` returns `Err(LockTimeoutError::OwnerDied(_))`.
 //! - `lock: arrives after the death`: the same child; the parent kills it and reaps it
 //!   (`join_timeout` → `Err(ProcessError::Killed(9))`) before it calls `lock_timeout(60 s)`.
 //!   Latency: from just before that call to its `Err(OwnerDied)`.
@@ -47,7 +47,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod common;
 
 use common::{cpu_snap, foreign, loadavg, wait_quiet};
-use shmproc::{Connection, Event, Lock, LockError, Process, ProcessError, RecvTimeoutError, StartMethod};
+use shmproc::{
+    Connection, Event, Lock, LockTimeoutError, Process, ProcessError, RecvTimeoutError, StartMethod,
+};
 
 /// Longest a parent waits for a detection before the bench calls it a hang.
 const LONG: Duration = Duration::from_secs(60);
@@ -205,9 +207,9 @@ struct LockRig {
     ready: Event,
 }
 
-fn check_owner_died<G>(r: Result<G, LockError<G>>, child: u32, what: &str) {
+fn check_owner_died<G>(r: Result<G, LockTimeoutError<G>>, child: u32, what: &str) {
     match r {
-        Err(LockError::OwnerDied(d)) => {
+        Err(LockTimeoutError::OwnerDied(d)) => {
             assert_eq!(
                 d.dead_owner_tid(),
                 child,
@@ -238,7 +240,7 @@ fn lock_kill(rig: &LockRig, method: StartMethod, after: bool, rng: &mut Rng) -> 
         .start()
         .expect("start the lock holder");
     let child = p.pid();
-    await_ready(&mut p, || rig.ready.wait_timeout(READY), what);
+    await_ready(&mut p, || rig.ready.wait_timeout(READY).is_ok(), what);
     assert!(
         rig.lock.is_locked(),
         "{what}: the child reported ready but the lock is free"

@@ -1,7 +1,9 @@
 //! Locks and events beside their peers, every peer in the same run (this VM's cross-core
 //! latency moves every few minutes, so only figures taken side by side compare).
 //!
-//! Three groups:
+//! Four groups:
+//! - "semaphore acquire+release uncontended": shmproc `Semaphore` and `RawSemaphore` fast
+//!   paths (a unit always free). Unit: time per acquire+release.
 //! - "lock+unlock uncontended": one thread increments a u64 under a lock. shmproc `Lock`
 //!   (guard form) and `RawLock` (raw `lock(None)`/`unlock()`, placed in a `Shared` struct
 //!   with the u64), `Value<u64>` (guard form, reentrant lock; extra), `std::sync::Mutex`,
@@ -41,9 +43,9 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 mod common;
 
 use common::{await_change, bump};
-use shmproc::sync::RawLock;
+use shmproc::sync::{RawLock, RawSemaphore};
 use shmproc::sys::futex;
-use shmproc::{Event, Lock, Process, ProcessError, Shared, ShmSafe, Value};
+use shmproc::{Event, Lock, Process, ProcessError, Semaphore, Shared, ShmSafe, Value};
 
 // ----------------------------------------------------------------------------- helpers
 
@@ -850,10 +852,52 @@ fn pingpong(c: &mut Criterion) {
     group.finish();
 }
 
+// ------------------------------------------------------- 1b: uncontended semaphore acquire+release
+
+/// The semaphore fast paths (a unit is always free): one CAS down, one CAS up, no futex call.
+fn semaphore_uncontended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("semaphore acquire+release uncontended");
+    group.sample_size(50);
+    group.warm_up_time(Duration::from_millis(700));
+    group.measurement_time(Duration::from_secs(3));
+
+    let sem = Semaphore::new(1).expect("Semaphore");
+    group.bench_function("shmproc_Semaphore", |b| {
+        b.iter_custom(|iters| {
+            let s = black_box(&sem);
+            let t = Instant::now();
+            for _ in 0..iters {
+                s.acquire().expect("Semaphore::acquire");
+                s.release().expect("Semaphore::release");
+            }
+            let e = t.elapsed();
+            assert_eq!(s.value(), 1);
+            e
+        })
+    });
+
+    let raw = Shared::new(RawSemaphore::new(1, false)).expect("RawSemaphore");
+    group.bench_function("shmproc_RawSemaphore", |b| {
+        b.iter_custom(|iters| {
+            let s = black_box(&*raw);
+            let t = Instant::now();
+            for _ in 0..iters {
+                s.acquire(None).expect("RawSemaphore::acquire");
+                s.release().expect("RawSemaphore::release");
+            }
+            let e = t.elapsed();
+            assert_eq!(s.value(), 1);
+            e
+        })
+    });
+    group.finish();
+}
+
 fn main() {
     shmproc::init();
     let mut criterion = Criterion::default().configure_from_args();
     uncontended(&mut criterion);
+    semaphore_uncontended(&mut criterion);
     contended(&mut criterion);
     pingpong(&mut criterion);
     criterion.final_summary();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use shmproc::{
     as_completed, current_process, parent_process, Barrier, Bytes, Connection, Dict, Event, Executor, Lock,
-    LockError, PodCodec, Pool, Process, ProcessError, Queue, RawArray, Run, SegmentError, Semaphore, Shared,
-    SharedMemory, ShmSafe, StartMethod, Value, PIPE_CAPACITY,
+    LockError, LockTimeoutError, PodCodec, Pool, Process, ProcessError, Queue, RawArray, Run, SegmentError,
+    Semaphore, Shared, SharedMemory, ShmSafe, StartMethod, Value, PIPE_CAPACITY,
 };
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -123,11 +123,11 @@ fn now_ns() -> u64 {
 }
 
 /// Counts under a barrier, round by round.
-fn rounds((b, v): (Barrier, Value<u64>)) -> Vec<u32> {
+fn rounds((b, v): (Barrier, Value<u64>)) -> Vec<usize> {
     (0..3)
         .map(|_| {
             v.update(|x| x + 1).expect("update");
-            b.wait().expect("barrier")
+            b.wait_timeout(Duration::from_secs(10)).expect("barrier")
         })
         .collect()
 }
@@ -426,7 +426,7 @@ fn main() -> Res<()> {
     }
 
     step(8, "a Value counted by children meeting at a Barrier each round");
-    let barrier = Barrier::with_timeout(3, Some(Duration::from_secs(10)))?;
+    let barrier = Barrier::new(3)?;
     let total = Value::new(0u64)?;
     let mut kids = Vec::new();
     for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::Fork] {
@@ -442,7 +442,8 @@ fn main() -> Res<()> {
     }
     println!(
         "    value: {} (3 children × 3 rounds)",
-        total.get().map_err(|e| e.to_string())?
+        // `recover`: take the value even if a child died holding the lock.
+        total.get().or_else(LockError::recover)?
     );
 
     step(
@@ -459,7 +460,7 @@ fn main() -> Res<()> {
         let _ = holder.join();
         let t = Instant::now();
         match lock.lock_timeout(Duration::from_secs(5)) {
-            Err(LockError::OwnerDied(died)) => {
+            Err(LockTimeoutError::OwnerDied(died)) => {
                 let tid = died.dead_owner_tid();
                 drop(died.into_guard());
                 println!(
@@ -470,6 +471,19 @@ fn main() -> Res<()> {
             Ok(_) => println!("    {m:?}: lock was free (unexpected)"),
             Err(e) => println!("    {m:?}: {e}"),
         };
+        // The two idioms for code that only wants the lock, with `?`: take it anyway after
+        // a dead holder (`recover`), or fail with a guard-free, 'static error (`without_guard`).
+        let mut holder = Process::new(hold_forever, lock.clone()).start_method(m).start()?;
+        while !lock.is_locked() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        holder.kill()?;
+        let _ = holder.join();
+        let g = lock.lock().or_else(LockError::recover)?;
+        println!("    {m:?}: lock().or_else(LockError::recover)? took it over");
+        drop(g);
+        let g = lock.lock().map_err(LockError::without_guard)?;
+        drop(g);
     }
 
     step(10, "a producer process streams through Queues to this process");

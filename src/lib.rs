@@ -24,9 +24,11 @@ pub use channel::codec::{Bytes, Codec, PodCodec, Postcard};
 pub use channel::connection::{pipe, pipe_simplex, Connection, PIPE_CAPACITY};
 pub use channel::queue::{JoinState, JoinableQueue, Queue, SimpleQueue, DEFAULT_CAPACITY};
 pub use error::{
-    BarrierError, IndexError, JoinTimeoutError, LockError, ManagerError, OwnerDied, PanicInfo, PoolError,
-    ProcessError, RecvError, RecvTimeoutError, ReleaseError, SegmentError, SendError, SendTimeoutError,
-    TaskDoneError, TryRecvError, TrySendError,
+    AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError,
+    CondWaitTimeoutError, IndexError, JoinTimeoutError, LayoutInfo, LockError, LockTimeoutError,
+    ManagerError, NotifyError, OwnerDied, PanicInfo, PoolError, ProcessError, RecvError, RecvTimeoutError,
+    ReleaseError, SegmentError, SendError, SendTimeoutError, TaskDoneError, TryAcquireError, TryLockError,
+    TryRecvError, TrySendError, WaitTimeoutError,
 };
 pub use manager::{Dict, DictGuard, List, ListGuard, Manager, Namespace, NamespaceGuard};
 pub use pool::{

@@ -524,7 +524,7 @@ fn barrier_two_parties() {
         both.sort_unstable();
         assert_eq!(both, [0, 1]);
         assert_eq!(b.n_waiting(), 0);
-        assert!(!b.broken());
+        assert!(!b.is_broken());
     });
 }
 
@@ -541,7 +541,7 @@ fn barrier_abort_breaks_waiter() {
         thread::yield_now();
         b.abort().unwrap();
         assert_eq!(t.join().unwrap(), Err(BarrierFail::Broken));
-        assert!(b.broken());
+        assert!(b.is_broken());
         assert_eq!(b.wait(None), Err(BarrierFail::Broken));
     });
 }
@@ -1263,5 +1263,30 @@ fn pool_done_callback_runs_once() {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(cell.take(), Ok(1));
         assert_eq!(cell.take(), Err(PoolError::AlreadyTaken));
+    });
+}
+
+/// `EventCount::wait_until` (the protocol run by the crate's one wait loop) never misses a
+/// producer's notify, and withdraws every registration: a lost wake-up is a loom deadlock.
+#[test]
+fn eventcount_wait_until_no_lost_wakeup() {
+    use loom::sync::atomic::AtomicU32;
+    use shmproc::ring::EventCount;
+    model_bounded(3, || {
+        let s = Arc::new((EventCount::new(), AtomicU32::new(0)));
+        let producer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                for v in 1..=2 {
+                    s.1.store(v, Ordering::Release);
+                    s.0.notify();
+                }
+            })
+        };
+        let got =
+            s.0.wait_until(None, || Some(s.1.load(Ordering::Acquire)).filter(|&v| v >= 2));
+        assert_eq!(got, Some(2));
+        producer.join().unwrap();
+        assert!(!s.0.has_waiters(), "every registration was withdrawn");
     });
 }

@@ -62,7 +62,7 @@ fn seed(what: &str) -> u64 {
 /// Waits for a child's readiness event (bounded).
 fn await_ready<R: Serialize + DeserializeOwned + 'static>(ev: &Event, p: &Process<R>, what: &str) {
     assert!(
-        ev.wait_timeout(LONG),
+        ev.wait_timeout(LONG).is_ok(),
         "{what}: child {} never got ready (alive: {})",
         p.pid(),
         p.is_alive()
@@ -105,7 +105,7 @@ const ROUNDS: u64 = 300;
 type WriterArgs = (Dict<String, u64>, List<(u64, u64)>, Namespace, Event, u64);
 
 fn mixed_writer((d, l, ns, go, id): WriterArgs) -> String {
-    assert!(go.wait_timeout(LONG), "writer {id}: no go");
+    assert!(go.wait_timeout(LONG).is_ok(), "writer {id}: no go");
     ns.set(&format!("name{id}"), format!("writer {id}")).unwrap();
     ns.set(&format!("pid{id}"), std::process::id()).unwrap();
     for i in 0..ROUNDS {
@@ -1092,7 +1092,7 @@ fn hold_all_until((d, l, ns, ready, release): HoldArgs) -> u32 {
     let gn = ns.lock().unwrap();
     gd.insert(1, 10).unwrap();
     ready.set();
-    assert!(release.wait_timeout(LONG), "never released");
+    assert!(release.wait_timeout(LONG).is_ok(), "never released");
     drop((gd, gl, gn));
     7
 }
@@ -2776,7 +2776,7 @@ fn using_a_container_inside_its_own_critical_section_is_would_deadlock() {
 // ------------------------------------------------------------------------------------------
 
 fn append_to_nested((d, go, id): (Dict<String, Vec<u32>>, Event, u32)) -> Vec<u32> {
-    assert!(go.wait_timeout(LONG));
+    assert!(go.wait_timeout(LONG).is_ok());
     let k = "k".to_string();
     // The pitfall: changing a copy changes nothing.
     let mut copy = d.get(&k).unwrap().unwrap_or_default();
@@ -3131,7 +3131,7 @@ fn named_containers_are_shared_by_name_and_unlinked_by_their_creator() {
 
 /// Waits for the start signal, then claims 50 keys with its own id; returns what it saw.
 fn claim_keys((d, go, id): (Dict<u64, u32>, Event, u32)) -> Vec<u32> {
-    assert!(go.wait_timeout(LONG), "no start signal");
+    assert!(go.wait_timeout(LONG).is_ok(), "no start signal");
     (0..50)
         .map(|k| d.setdefault(k, id).expect("setdefault"))
         .collect()

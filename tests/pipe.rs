@@ -473,7 +473,7 @@ fn recv_then_send_at_once((conn, ready): (Conn<Record>, Flag)) -> String {
 /// Closes its end when told.
 fn close_on_go((conn, go): (Conn<Record>, Event)) {
     pin_to_cpu0();
-    assert!(go.wait_timeout(LONG), "no go");
+    assert!(go.wait_timeout(LONG).is_ok(), "no go");
     conn.close();
 }
 
@@ -874,7 +874,7 @@ fn an_end_handed_down_from_a_forked_child_to_a_forked_grandchild_stays_connected
 
 /// Holds its end until `go`, then sends one item and drains; returns how many it received.
 fn hold_then_drain((conn, go): (Conn<u64>, Event)) -> u64 {
-    assert!(go.wait_timeout(LONG), "no go");
+    assert!(go.wait_timeout(LONG).is_ok(), "no go");
     conn.send_timeout(&u64::MAX, LONG).expect("send");
     drain(&conn).len() as u64
 }
@@ -960,7 +960,7 @@ fn timeouts_and_try_forms_with_a_live_peer() {
 
 /// Holds its end without reading until `go`, then drains; returns the sizes it received.
 fn hold_then_drain_bytes((conn, go): (Conn<()>, Event)) -> Vec<usize> {
-    assert!(go.wait_timeout(LONG), "no go");
+    assert!(go.wait_timeout(LONG).is_ok(), "no go");
     let mut sizes = Vec::new();
     loop {
         match conn.recv_bytes_timeout(LONG) {
@@ -1161,7 +1161,7 @@ fn close_mine((conn, go): (Conn<Record>, Event)) -> Vec<String> {
     conn.close();
     conn.close(); // twice is harmless
     let calls = every_call(&conn, &record(2));
-    assert!(go.wait_timeout(LONG), "no go");
+    assert!(go.wait_timeout(LONG).is_ok(), "no go");
     calls
 }
 
@@ -1248,7 +1248,7 @@ fn a_forked_child_that_closes_its_end_before_the_parent_drops_the_closure_discon
         std::mem::forget(slow);
         b.send_timeout(&record(1), LONG).expect("send");
         b.close();
-        assert!(g.wait_timeout(LONG), "no go");
+        assert!(g.wait_timeout(LONG).is_ok(), "no go");
     })
     .daemon(true)
     .start()

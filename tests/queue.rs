@@ -914,7 +914,7 @@ fn put_stream((q, id, n): (Queue<Msg>, u32, u32)) {
 
 /// Waits for `go`, then gets `n` messages; returns `(producer, seq, intact)` of each.
 fn get_n((q, go, n): (Queue<Msg>, Event, u32)) -> Vec<(u32, u32, bool)> {
-    assert!(go.wait_timeout(LONG), "never told to go");
+    assert!(go.wait_timeout(LONG).is_ok(), "never told to go");
     (0..n)
         .map(|_| {
             let m = q.get_timeout(LONG).expect("get");
@@ -1205,7 +1205,7 @@ fn trial_len(seq: u32) -> usize {
 
 fn trial_producer((q, t, go, id): (Queue<Msg>, Shared<TrialLog>, Event, u32)) {
     t.ready.fetch_add(1, SeqCst);
-    assert!(go.wait_timeout(LONG), "never told to go");
+    assert!(go.wait_timeout(LONG).is_ok(), "never told to go");
     for seq in 0..TRIAL_MSGS {
         q.put_timeout(make(id, seq, trial_len(seq)), LONG).expect("put");
         t.acked[id as usize].store(u64::from(seq) + 1, SeqCst);
@@ -1214,7 +1214,7 @@ fn trial_producer((q, t, go, id): (Queue<Msg>, Shared<TrialLog>, Event, u32)) {
 
 fn trial_consumer((q, t, go, id): (Queue<Msg>, Shared<TrialLog>, Event, u32)) {
     t.ready.fetch_add(1, SeqCst);
-    assert!(go.wait_timeout(LONG), "never told to go");
+    assert!(go.wait_timeout(LONG).is_ok(), "never told to go");
     let id = id as usize;
     loop {
         // Longer than the 20 ms liveness slice, so that a dead reader's lock is taken over.

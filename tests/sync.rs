@@ -21,8 +21,10 @@ use shmproc::sync::{
     SemFail, SEM_VALUE_MAX,
 };
 use shmproc::{
-    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockError, Process, RLock,
-    RawValue, ReleaseError, Semaphore, Shared, ShmSafe, StartMethod, Value,
+    AcquireError, AcquireTimeoutError, Array, Barrier, BarrierTimeoutError, BoundedSemaphore,
+    CondWaitTimeoutError, Condition, Event, Lock, LockError, LockTimeoutError, Process, RLock, RawValue,
+    ReleaseError, Semaphore, Shared, ShmSafe, StartMethod, TryAcquireError, TryLockError, Value,
+    WaitTimeoutError,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ const N: usize = 4;
 const M: u64 = 2_000;
 
 fn count_under_lock((lock, counter, go): (Lock, RawValue<u64>, Event)) {
-    assert!(go.wait_timeout(LONG), "never told to go");
+    assert!(go.wait_timeout(LONG).is_ok(), "never told to go");
     for _ in 0..M {
         let _g = lock.lock_timeout(LONG).expect("lock");
         let x = counter.get();
@@ -106,7 +108,7 @@ fn count_under_lock((lock, counter, go): (Lock, RawValue<u64>, Event)) {
 /// Enters the `RLock` twice per increment (guard + guard, or guard + Python-style acquire);
 /// returns the deepest level seen.
 fn count_under_rlock((lock, counter, go): (RLock, RawValue<u64>, Event)) -> u32 {
-    assert!(go.wait_timeout(LONG), "never told to go");
+    assert!(go.wait_timeout(LONG).is_ok(), "never told to go");
     let mut deepest = 0;
     for i in 0..M {
         let _outer = lock.lock_timeout(LONG).expect("outer level");
@@ -201,7 +203,7 @@ fn rlock_entered_twice_excludes_processes_on_a_plain_counter() {
 /// Increments a `Value` M times: 0 = `update`, 1 = `get_lock()` + `get`/`set` (Python's
 /// `with v.get_lock(): v.value += 1`, which re-enters the held lock), 2 = the data guard.
 fn count_value((v, go, mode): (Value<u64>, Event, u8)) {
-    assert!(go.wait_timeout(LONG), "never told to go");
+    assert!(go.wait_timeout(LONG).is_ok(), "never told to go");
     for _ in 0..M {
         match mode {
             0 => {
@@ -269,11 +271,14 @@ fn lock_release(lock: Lock) -> String {
 }
 
 fn lock_try_acquire(lock: Lock) -> bool {
-    let got = lock.try_acquire().expect("try_acquire");
-    if got {
-        lock.release().expect("release");
+    match lock.try_acquire() {
+        Ok(()) => {
+            lock.release().expect("release");
+            true
+        }
+        Err(TryLockError::WouldBlock) => false,
+        Err(e) => panic!("try_acquire: {e:?}"),
     }
-    got
 }
 
 #[test]
@@ -283,9 +288,9 @@ fn lock_is_a_binary_semaphore_across_processes() {
         let lock = Lock::new().unwrap();
         lock.acquire().unwrap();
         // Not reentrant: the holding thread itself is refused.
-        assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
-        assert!(!lock.try_acquire().unwrap());
-        assert!(!lock.acquire_timeout(ms(15)).unwrap());
+        assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+        assert_eq!(format!("{:?}", lock.try_acquire()), "Err(WouldBlock)");
+        assert_eq!(format!("{:?}", lock.acquire_timeout(ms(15))), "Err(Timeout)");
         // Another process sees it held...
         assert!(!join(&mut start(m, lock_try_acquire, lock.clone())));
         // ...and may release it (Python's Lock).
@@ -295,7 +300,7 @@ fn lock_is_a_binary_semaphore_across_processes() {
         // Releasing a free lock is refused, here and there.
         assert_eq!(lock.release(), Err(ReleaseError::NotLocked));
         assert_eq!(join(&mut start(m, lock_release, lock.clone())), "Err(NotLocked)");
-        assert!(lock.try_acquire().unwrap());
+        lock.try_acquire().unwrap();
         lock.release().unwrap();
     }
 }
@@ -335,16 +340,16 @@ fn rlock_reentrancy_and_ownership_across_processes() {
         let lock = RLock::new().unwrap();
         let outer = lock.lock_timeout(LONG).unwrap();
         let inner = lock.lock_timeout(LONG).unwrap();
-        assert!(lock.acquire_timeout(ms(1)).unwrap());
-        assert!(lock.try_acquire().unwrap());
+        lock.acquire_timeout(ms(1)).unwrap();
+        lock.try_acquire().unwrap();
         assert_eq!(lock.depth(), 4);
         let seen = join(&mut start(m, rlock_stranger, lock.clone()));
         assert_eq!(
             seen,
             [
                 "Err(NotOwner)",
-                "Ok(false)",
-                "Ok(false)",
+                "Err(WouldBlock)",
+                "Err(Timeout)",
                 "Err(WouldBlock)",
                 "0",
                 "true"
@@ -395,11 +400,14 @@ macro_rules! is_send {
 }
 
 fn rlock_try(lock: RLock) -> bool {
-    let got = lock.try_acquire().expect("try_acquire");
-    if got {
-        lock.release().expect("release");
+    match lock.try_acquire() {
+        Ok(()) => {
+            lock.release().expect("release");
+            true
+        }
+        Err(TryLockError::WouldBlock) => false,
+        Err(e) => panic!("try_acquire: {e:?}"),
     }
-    got
 }
 
 #[test]
@@ -460,13 +468,17 @@ macro_rules! units {
                 self.clone()
             }
             fn units_acquire(&self, timeout: Duration) -> bool {
-                self.acquire_timeout(timeout).expect("acquire")
+                match self.acquire_timeout(timeout) {
+                    Ok(()) => true,
+                    Err(AcquireTimeoutError::Timeout) => false,
+                    Err(e) => panic!("acquire: {e:?}"),
+                }
             }
             fn units_release(&self) -> Result<(), ReleaseError> {
                 self.release()
             }
             fn units_value(&self) -> u32 {
-                self.get_value()
+                self.value()
             }
         }
     };
@@ -478,7 +490,7 @@ units!(BoundedSemaphore);
 /// d, entries.
 fn crowd<S: Units>((sem, gauge, go): (S, Shared<Counters>, Event)) {
     gauge.a.fetch_add(1, SeqCst);
-    assert!(go.wait_timeout(LONG), "never told to go");
+    assert!(go.wait_timeout(LONG).is_ok(), "never told to go");
     for _ in 0..4 {
         assert!(sem.units_acquire(LONG), "acquire timed out");
         let now = gauge.b.fetch_add(1, SeqCst) + 1;
@@ -533,22 +545,22 @@ fn bounded_semaphore_refuses_over_release_from_another_process() {
         let b = BoundedSemaphore::new(2).unwrap();
         b.acquire().unwrap();
         b.acquire().unwrap();
-        assert_eq!(b.get_value(), 0);
+        assert_eq!(b.value(), 0);
         let seen = join(&mut start(
             m,
             release_n::<BoundedSemaphore>,
             (b.units_handle(), 3),
         ));
         assert_eq!(seen, ["Ok(())", "Ok(())", "Err(TooManyReleases)"], "{m:?}");
-        assert_eq!(b.get_value(), 2);
+        assert_eq!(b.value(), 2);
         assert_eq!(b.release(), Err(ReleaseError::TooManyReleases));
-        assert_eq!(b.get_value(), 2);
+        assert_eq!(b.value(), 2);
 
         // An unbounded semaphore accepts the same releases.
         let s = Semaphore::new(2).unwrap();
         let seen = join(&mut start(m, release_n::<Semaphore>, (s.units_handle(), 3)));
         assert_eq!(seen, ["Ok(())", "Ok(())", "Ok(())"]);
-        assert_eq!(s.get_value(), 5);
+        assert_eq!(s.value(), 5);
     }
 }
 
@@ -557,11 +569,15 @@ fn bounded_semaphore_of_zero_refuses_any_release() {
     let _g = common::shared();
     let b = BoundedSemaphore::new(0).unwrap();
     assert_eq!(b.release(), Err(ReleaseError::TooManyReleases));
-    assert_eq!(b.get_value(), 0);
+    assert_eq!(b.value(), 0);
 }
 
 fn sem_acquire((sem, wait_ms): (Semaphore, u64)) -> bool {
-    sem.acquire_timeout(ms(wait_ms)).expect("acquire")
+    match sem.acquire_timeout(ms(wait_ms)) {
+        Ok(()) => true,
+        Err(AcquireTimeoutError::Timeout) => false,
+        Err(e) => panic!("acquire: {e:?}"),
+    }
 }
 
 fn sem_release_after((sem, delay_ms): (Semaphore, u64)) {
@@ -574,19 +590,19 @@ fn semaphore_try_acquire_timeouts_and_wakeups_across_processes() {
     let _g = common::shared();
     for m in METHODS {
         let s = Semaphore::new(1).unwrap();
-        assert!(s.try_acquire().unwrap());
-        assert!(!s.try_acquire().unwrap());
+        s.try_acquire().unwrap();
+        assert_eq!(format!("{:?}", s.try_acquire()), "Err(WouldBlock)");
         let t0 = Instant::now();
-        assert!(!s.acquire_timeout(ms(40)).unwrap());
+        assert_eq!(format!("{:?}", s.acquire_timeout(ms(40))), "Err(Timeout)");
         assert!(t0.elapsed() >= ms(40));
         // A child's timed acquire fails the same way.
         assert!(!join(&mut start(m, sem_acquire, (s.clone(), 30))));
 
         // A release from another process wakes a waiter here.
         let mut giver = start(m, sem_release_after, (s.clone(), 50));
-        assert!(s.acquire_timeout(LONG).unwrap(), "{m:?}: never woken");
+        s.acquire_timeout(LONG).unwrap();
         join(&mut giver);
-        assert_eq!(s.get_value(), 0);
+        assert_eq!(s.value(), 0);
 
         // And releases here wake waiters in other processes, one unit each.
         let mut waiters: Vec<_> = (0..3)
@@ -596,7 +612,7 @@ fn semaphore_try_acquire_timeouts_and_wakeups_across_processes() {
             s.release().unwrap();
         }
         assert!(join_all(&mut waiters).into_iter().all(|got| got));
-        assert_eq!(s.get_value(), 0);
+        assert_eq!(s.value(), 0);
     }
 }
 
@@ -607,15 +623,16 @@ fn semaphore_try_acquire_timeouts_and_wakeups_across_processes() {
 fn event_waiter((ev, arrived, forever): (Event, Shared<AtomicU32>, bool)) -> bool {
     arrived.fetch_add(1, SeqCst);
     if forever {
-        ev.wait()
+        ev.wait();
+        true
     } else {
-        ev.wait_timeout(LONG)
+        ev.wait_timeout(LONG).is_ok()
     }
 }
 
 fn event_timed_wait((ev, wait_ms): (Event, u64)) -> (bool, u64) {
     let t0 = Instant::now();
-    let set = ev.wait_timeout(ms(wait_ms));
+    let set = ev.wait_timeout(ms(wait_ms)).is_ok();
     (set, t0.elapsed().as_micros() as u64)
 }
 
@@ -648,12 +665,12 @@ fn event_set_releases_every_waiting_process() {
 }
 
 #[test]
-fn event_wait_timeout_on_unset_event_returns_false() {
+fn event_wait_timeout_on_unset_event_is_timeout() {
     let _g = common::shared();
     for m in METHODS {
         let ev = Event::new().unwrap();
         let t0 = Instant::now();
-        assert!(!ev.wait_timeout(ms(30)));
+        assert_eq!(ev.wait_timeout(ms(30)), Err(WaitTimeoutError::Timeout));
         assert!(t0.elapsed() >= ms(30));
         let (set, micros) = join(&mut start(m, event_timed_wait, (ev.clone(), 40)));
         assert!(!set);
@@ -710,15 +727,16 @@ fn producer((c, stock, items): (Condition, Shared<Counters>, u32)) {
 fn consumer((c, stock, producers): (Condition, Shared<Counters>, u32)) -> u32 {
     let mut got = 0;
     loop {
-        let mut g = c.lock_timeout(LONG).expect("lock");
-        let ready = c
-            .wait_for(
-                &mut g,
-                || stock.a.load(SeqCst) > 0 || stock.b.load(SeqCst) == producers,
-                Some(LONG),
-            )
-            .expect("wait_for");
-        assert!(ready, "wait_for timed out: a lost wake-up?");
+        let g = c.lock_timeout(LONG).expect("lock");
+        let _g = match c.wait_for_timeout(
+            g,
+            || stock.a.load(SeqCst) > 0 || stock.b.load(SeqCst) == producers,
+            LONG,
+        ) {
+            Ok(g) => g,
+            Err(CondWaitTimeoutError::Timeout(_)) => panic!("wait_for timed out: a lost wake-up?"),
+            Err(e) => panic!("wait_for: {e:?}"),
+        };
         let x = stock.a.load(SeqCst);
         if x == 0 {
             return got;
@@ -750,28 +768,39 @@ fn condition_producers_and_consumers_across_processes() {
 
 /// Waiting or notifying with the guard of another condition.
 fn condition_wrong_guard((c1, c2): (Condition, Condition)) -> Vec<String> {
-    let mut g2 = c2.lock_timeout(LONG).expect("lock c2");
-    vec![
-        format!("{:?}", c1.wait(&mut g2)),
-        format!("{:?}", c1.wait_timeout(&mut g2, ms(10))),
-        format!("{:?}", c1.wait_for(&mut g2, || false, Some(ms(10)))),
-        format!("{:?}", c1.wait_while(&mut g2, || true, None)),
-        format!("{:?}", c1.notify(&g2, 1)),
-        format!("{:?}", c1.notify_all(&g2)),
-        // The guard still works for its own condition.
-        format!("{:?}", c2.wait_timeout(&mut g2, ms(10))),
-        format!("{:?}", c2.notify_all(&g2)),
-    ]
+    let g2 = c2.lock_timeout(LONG).expect("lock c2");
+    let mut out = Vec::new();
+    // Each refused wait hands the guard back.
+    let e = c1.wait(g2).unwrap_err();
+    out.push(format!("{e:?}"));
+    let g2 = e.into_guard().expect("guard handed back");
+    let e = c1.wait_timeout(g2, ms(10)).unwrap_err();
+    out.push(format!("{e:?}"));
+    let g2 = e.into_guard().expect("guard handed back");
+    let e = c1.wait_for_timeout(g2, || false, ms(10)).unwrap_err();
+    out.push(format!("{e:?}"));
+    let g2 = e.into_guard().expect("guard handed back");
+    let e = c1.wait_while(g2, || true).unwrap_err();
+    out.push(format!("{e:?}"));
+    let g2 = e.into_guard().expect("guard handed back");
+    out.push(format!("{:?}", c1.notify(&g2, 1)));
+    out.push(format!("{:?}", c1.notify_all(&g2)));
+    // The guard still works for its own condition.
+    let e = c2.wait_timeout(g2, ms(10)).unwrap_err();
+    out.push(format!("{e:?}"));
+    let g2 = e.into_guard().expect("guard handed back");
+    out.push(format!("{:?}", c2.notify_all(&g2)));
+    out
 }
 
 const WRONG_GUARD: [&str; 8] = [
+    "NotOwner(..)",
+    "NotOwner(..)",
+    "NotOwner(..)",
+    "NotOwner(..)",
     "Err(NotOwner)",
     "Err(NotOwner)",
-    "Err(NotOwner)",
-    "Err(NotOwner)",
-    "Err(NotOwner)",
-    "Err(NotOwner)",
-    "Ok(false)",
+    "Timeout(..)",
     "Ok(())",
 ];
 
@@ -811,39 +840,35 @@ fn condition_accepts_a_guard_from_another_handle_to_the_same_condition() {
     let _g = common::shared();
     let c = Condition::new().unwrap();
     let same = c.clone();
-    let mut g = same.lock_timeout(LONG).unwrap();
-    assert_eq!(
-        c.wait_timeout(&mut g, ms(5)).map_err(|e| e.to_string()),
-        Ok(false)
-    );
-    assert_eq!(c.notify_all(&g).map_err(|e| e.to_string()), Ok(()));
+    let g = same.lock_timeout(LONG).unwrap();
+    let e = c.wait_timeout(g, ms(5)).unwrap_err();
+    assert!(matches!(e, CondWaitTimeoutError::Timeout(_)), "{e:?}");
+    let g = e.into_guard().unwrap();
+    assert_eq!(c.notify_all(&g), Ok(()));
 }
 
 fn cond_timed_wait((c, wait_ms): (Condition, u64)) -> (String, u64) {
-    let mut g = c.lock_timeout(LONG).expect("lock");
+    let g = c.lock_timeout(LONG).expect("lock");
     let t0 = Instant::now();
-    let r = c.wait_timeout(&mut g, ms(wait_ms));
+    let r = c.wait_timeout(g, ms(wait_ms));
     (format!("{r:?}"), t0.elapsed().as_micros() as u64)
 }
 
 #[test]
-fn condition_wait_timeout_returns_false_and_holds_the_lock_again() {
+fn condition_wait_timeout_is_timeout_and_holds_the_lock_again() {
     let _g = common::shared();
     for m in METHODS {
         let c = Condition::new().unwrap();
-        let mut g = c.lock_timeout(LONG).unwrap();
+        let g = c.lock_timeout(LONG).unwrap();
         let t0 = Instant::now();
-        assert_eq!(
-            c.wait_timeout(&mut g, ms(30)).map_err(|e| e.to_string()),
-            Ok(false)
-        );
+        let e = c.wait_timeout(g, ms(30)).unwrap_err();
+        assert!(matches!(e, CondWaitTimeoutError::Timeout(_)), "{e:?}");
+        let g = e.into_guard().unwrap();
         assert!(t0.elapsed() >= ms(30));
         let t0 = Instant::now();
-        assert_eq!(
-            c.wait_for(&mut g, || false, Some(ms(25)))
-                .map_err(|e| e.to_string()),
-            Ok(false)
-        );
+        let e = c.wait_for_timeout(g, || false, ms(25)).unwrap_err();
+        assert!(matches!(e, CondWaitTimeoutError::Timeout(_)), "{e:?}");
+        let g = e.into_guard().unwrap();
         assert!(t0.elapsed() >= ms(25));
         // The lock is held again after the timed-out wait.
         assert_eq!(
@@ -852,7 +877,7 @@ fn condition_wait_timeout_returns_false_and_holds_the_lock_again() {
         );
         drop(g);
         let (r, micros) = join(&mut start(m, cond_timed_wait, (c.clone(), 35)));
-        assert_eq!(r, "Ok(false)", "{m:?}");
+        assert_eq!(r, "Err(Timeout(..))", "{m:?}");
         assert!(micros >= 35_000, "{m:?}: returned after {micros} µs");
     }
 }
@@ -870,11 +895,11 @@ fn condition_wait_releases_every_level_and_restores_them() {
         let c = Condition::new().unwrap();
         let flag = Shared::new(AtomicU32::new(0)).unwrap();
         let g1 = c.lock_timeout(LONG).unwrap();
-        let mut g2 = c.lock_timeout(LONG).unwrap(); // re-entered: two levels
+        let g2 = c.lock_timeout(LONG).unwrap(); // re-entered: two levels
         let mut setter = start(m, cond_set_flag, (c.clone(), flag.clone()));
         // The setter can only get in if `wait` gives up both levels.
-        let ok = c.wait_for(&mut g2, || flag.load(SeqCst) == 1, Some(LONG));
-        assert_eq!(ok.map_err(|e| e.to_string()), Ok(true), "{m:?}");
+        let g2 = c.wait_for_timeout(g2, || flag.load(SeqCst) == 1, LONG);
+        let g2 = g2.unwrap_or_else(|e| panic!("{m:?}: {e:?}"));
         join(&mut setter);
         drop(g2);
         // One level is still held.
@@ -891,7 +916,7 @@ fn condition_wait_releases_every_level_and_restores_them() {
 // Barrier
 // ------------------------------------------------------------------------------------------
 
-fn barrier_rounds((b, rounds): (Barrier, u32)) -> Vec<u32> {
+fn barrier_rounds((b, rounds): (Barrier, u32)) -> Vec<usize> {
     (0..rounds)
         .map(|_| b.wait_timeout(LONG).expect("barrier round"))
         .collect()
@@ -901,26 +926,22 @@ fn barrier_wait_once((b, wait_ms): (Barrier, u64)) -> String {
     format!("{:?}", b.wait_timeout(ms(wait_ms)))
 }
 
-fn barrier_wait_default(b: Barrier) -> String {
-    format!("{:?}", b.wait())
-}
-
 /// Parent + `kids` children meet `rounds` times; each round's indices are 0..parties.
 fn barrier_full_rounds(m: StartMethod, b: &Barrier, kids: u32, rounds: u32) {
     let mut children: Vec<_> = (0..kids)
         .map(|_| start(m, barrier_rounds, (b.clone(), rounds)))
         .collect();
-    let mine: Vec<u32> = (0..rounds)
+    let mine: Vec<usize> = (0..rounds)
         .map(|_| b.wait_timeout(LONG).expect("parent's round"))
         .collect();
     let theirs = join_all(&mut children);
     for r in 0..rounds as usize {
-        let mut idx: Vec<u32> = theirs.iter().map(|v| v[r]).chain([mine[r]]).collect();
+        let mut idx: Vec<usize> = theirs.iter().map(|v| v[r]).chain([mine[r]]).collect();
         idx.sort_unstable();
-        assert_eq!(idx, (0..=kids).collect::<Vec<_>>(), "{m:?}: round {r}");
+        assert_eq!(idx, (0..=kids as usize).collect::<Vec<_>>(), "{m:?}: round {r}");
     }
     assert_eq!(b.n_waiting(), 0);
-    assert!(!b.broken());
+    assert!(!b.is_broken());
 }
 
 #[test]
@@ -947,17 +968,21 @@ fn barrier_timeout_breaks_it_for_everyone_until_reset() {
         assert!(eventually(LONG, || b.n_waiting() == 2));
         // The fourth party never comes.
         let t0 = Instant::now();
-        assert_eq!(b.wait_timeout(ms(150)), Err(BarrierError::Timeout), "{m:?}");
+        assert_eq!(
+            b.wait_timeout(ms(150)),
+            Err(BarrierTimeoutError::Timeout),
+            "{m:?}"
+        );
         assert!(t0.elapsed() >= ms(150));
         assert_eq!(join_all(&mut kids), ["Err(Broken)", "Err(Broken)"], "{m:?}");
-        assert!(b.broken());
-        assert_eq!(b.wait_timeout(LONG), Err(BarrierError::Broken));
+        assert!(b.is_broken());
+        assert_eq!(b.wait_timeout(LONG), Err(BarrierTimeoutError::Broken));
         assert_eq!(
             join(&mut start(m, barrier_wait_once, (b.clone(), 10_000))),
             "Err(Broken)"
         );
         b.reset().unwrap();
-        assert!(!b.broken());
+        assert!(!b.is_broken());
         barrier_full_rounds(m, &b, 3, 2);
     }
 }
@@ -973,8 +998,8 @@ fn barrier_abort_breaks_waiters_and_reset_repairs() {
         assert!(eventually(LONG, || b.n_waiting() == 2));
         b.abort().unwrap();
         assert_eq!(join_all(&mut kids), ["Err(Broken)", "Err(Broken)"], "{m:?}");
-        assert!(b.broken());
-        assert_eq!(b.wait_timeout(LONG), Err(BarrierError::Broken));
+        assert!(b.is_broken());
+        assert_eq!(b.wait_timeout(LONG), Err(BarrierTimeoutError::Broken));
         b.reset().unwrap();
         barrier_full_rounds(m, &b, 2, 2);
     }
@@ -992,22 +1017,9 @@ fn barrier_reset_while_waiting_breaks_those_waiters_only() {
         b.reset().unwrap();
         assert_eq!(join_all(&mut kids), ["Err(Broken)", "Err(Broken)"], "{m:?}");
         // Reset leaves it usable at once.
-        assert!(!b.broken());
+        assert!(!b.is_broken());
         assert_eq!(b.n_waiting(), 0);
         barrier_full_rounds(m, &b, 2, 3);
-    }
-}
-
-#[test]
-fn barrier_default_timeout_travels_to_the_child() {
-    let _g = common::shared();
-    for m in METHODS {
-        let b = Barrier::with_timeout(2, Some(ms(60))).unwrap();
-        let t0 = Instant::now();
-        let r = join(&mut start(m, barrier_wait_default, b.clone()));
-        assert_eq!(r, "Err(Timeout)", "{m:?}");
-        assert!(t0.elapsed() >= ms(60));
-        assert!(b.broken());
     }
 }
 
@@ -1077,7 +1089,7 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
             signal(peer.pid(), Signal::SIGCONT);
             std::thread::sleep(Duration::from_micros(50 + (tries % 7) * 30));
         }
-        assert!(!b.broken());
+        assert!(!b.is_broken());
         let pid = peer.pid();
         let r = timed_wait_returns(&b, ms(100), ms(10_000), || signal(pid, Signal::SIGCONT));
         assert_eq!(
@@ -1129,7 +1141,7 @@ fn barrier_wait_timeout_honours_its_deadline_on_the_internal_lock() {
         assert!(!common::is_dead(holder.pid()));
         // Once the "holder" is gone, the next locker takes over and the barrier is broken.
         kill_and_reap(&mut holder);
-        assert_eq!(b.wait_timeout(LONG), Err(BarrierError::Broken), "{m:?}");
+        assert_eq!(b.wait_timeout(LONG), Err(BarrierTimeoutError::Broken), "{m:?}");
         b.reset().unwrap();
         barrier_full_rounds(m, &b, 1, 1);
     }
@@ -1240,14 +1252,14 @@ const ARRAY_RULES: [&str; 13] = [
     "Ok(None)",
     "Ok(None)",
     "Ok(false)",
-    "Err(WouldBlock)",
-    "Err(WouldBlock)",
-    "Err(WouldBlock)",
-    "Err(WouldBlock)",
+    "Err(WouldDeadlock)",
+    "Err(WouldDeadlock)",
+    "Err(WouldDeadlock)",
+    "Err(WouldDeadlock)",
     "7",
     "Ok(Some(7))",
     "Ok(true)",
-    "Err(WouldBlock)",
+    "Err(WouldDeadlock)",
     "Ok(Some(8))",
     "Err(NotLocked)",
 ];
@@ -1320,10 +1332,10 @@ fn value_rules(v: Value<u64>) -> Vec<String> {
 }
 
 const VALUE_RULES: [&str; 9] = [
-    "Err(WouldBlock)",
-    "Err(WouldBlock)",
-    "Err(WouldBlock)",
-    "Err(WouldBlock)",
+    "Err(WouldDeadlock)",
+    "Err(WouldDeadlock)",
+    "Err(WouldDeadlock)",
+    "Err(WouldDeadlock)",
     "5",
     "Ok(5)",
     "Ok(())",
@@ -1374,7 +1386,10 @@ where
 {
     let held = Event::new().unwrap();
     let mut p = start(m, holder, (a, held.clone()));
-    assert!(held.wait_timeout(LONG), "{m:?}: the holder never signalled");
+    assert!(
+        held.wait_timeout(LONG).is_ok(),
+        "{m:?}: the holder never signalled"
+    );
     kill_and_reap(&mut p);
     p.pid()
 }
@@ -1408,7 +1423,7 @@ fn killed_lock_holder_gives_owner_died_then_normal() {
         let r = lock.lock_timeout(TAKEOVER);
         let took = t0.elapsed();
         let guard = match r {
-            Err(LockError::OwnerDied(d)) => {
+            Err(LockTimeoutError::OwnerDied(d)) => {
                 assert_eq!(d.dead_owner_tid(), pid);
                 d.into_guard()
             }
@@ -1426,25 +1441,25 @@ fn killed_lock_holder_gives_owner_died_then_normal() {
         let r = lock.acquire_timeout(TAKEOVER);
         let took = t0.elapsed();
         match r {
-            Err(LockError::OwnerDied(d)) => assert_eq!(d.dead_owner_tid(), pid),
+            Err(LockTimeoutError::OwnerDied(d)) => assert_eq!(d.dead_owner_tid(), pid),
             other => panic!("{m:?}: expected OwnerDied, got {other:?}"),
         }
         report_detection("Lock, acquire_timeout", m, took);
         assert!(lock.is_locked());
         lock.release().unwrap();
-        assert!(lock.try_acquire().unwrap(), "no second OwnerDied");
+        lock.try_acquire().expect("no second OwnerDied");
         lock.release().unwrap();
         assert_eq!(join(&mut start(m, lock_cycles, (lock.clone(), 50))), 50);
 
         // A survivor already blocked when the holder dies: time from kill() to takeover.
         let held = Event::new().unwrap();
         let mut holder = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait_timeout(LONG));
+        assert!(held.wait_timeout(LONG).is_ok());
         let l2 = lock.clone();
         let (tx, rx) = mpsc::channel();
         let survivor = std::thread::spawn(move || {
             tx.send(()).unwrap();
-            let died = matches!(l2.lock_timeout(TAKEOVER), Err(LockError::OwnerDied(_)));
+            let died = matches!(l2.lock_timeout(TAKEOVER), Err(LockTimeoutError::OwnerDied(_)));
             (died, Instant::now())
         });
         rx.recv_timeout(LONG).unwrap();
@@ -1466,7 +1481,7 @@ fn contend_after_death((lock, waiting): (Lock, Shared<AtomicU32>)) -> String {
             std::thread::sleep(ms(5));
             "normal".to_owned()
         }
-        Err(LockError::OwnerDied(d)) => {
+        Err(LockTimeoutError::OwnerDied(d)) => {
             let _g = d.into_guard();
             std::thread::sleep(ms(5));
             "died".to_owned()
@@ -1482,7 +1497,7 @@ fn only_one_of_several_waiters_takes_a_dead_holders_lock_over() {
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
         let mut holder = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait_timeout(LONG));
+        assert!(held.wait_timeout(LONG).is_ok());
         let waiting = Shared::new(AtomicU32::new(0)).unwrap();
         let mut waiters: Vec<_> = (0..3)
             .map(|_| {
@@ -1514,12 +1529,12 @@ fn lock_abandoned_by_a_child_that_exits_normally() {
         join(&mut start(m, acquire_and_return, lock.clone()));
         assert!(lock.is_locked());
         lock.release().unwrap();
-        assert!(lock.try_acquire().unwrap());
+        lock.try_acquire().unwrap();
         lock.release().unwrap();
         // Or the next acquirer takes it over.
         let pid = join(&mut start(m, acquire_and_return, lock.clone()));
         match lock.lock_timeout(TAKEOVER) {
-            Err(LockError::OwnerDied(d)) => assert_eq!(d.dead_owner_tid(), pid),
+            Err(LockTimeoutError::OwnerDied(d)) => assert_eq!(d.dead_owner_tid(), pid),
             other => panic!("{m:?}: expected OwnerDied, got {:?}", other.map(drop)),
         }
         assert!(!lock.is_locked());
@@ -1534,7 +1549,7 @@ fn lock_abandoned_by_a_child_that_exits_normally() {
     join(&mut p);
     let r = lock.lock_timeout(TAKEOVER).map(drop);
     assert!(
-        matches!(r, Err(LockError::OwnerDied(ref d)) if d.dead_owner_tid() == p.pid()),
+        matches!(r, Err(LockTimeoutError::OwnerDied(ref d)) if d.dead_owner_tid() == p.pid()),
         "{r:?}"
     );
 }
@@ -1567,7 +1582,7 @@ fn killed_rlock_holder_entered_twice_gives_owner_died_then_normal() {
         let r = lock.lock_timeout(TAKEOVER);
         let took = t0.elapsed();
         let guard = match r {
-            Err(LockError::OwnerDied(d)) => {
+            Err(LockTimeoutError::OwnerDied(d)) => {
                 assert_eq!(d.dead_owner_tid(), pid);
                 d.into_guard()
             }
@@ -1588,7 +1603,7 @@ fn killed_rlock_holder_entered_twice_gives_owner_died_then_normal() {
         kill_while_holding(m, hold_rlock_twice, lock.clone());
         assert!(matches!(
             lock.acquire_timeout(TAKEOVER),
-            Err(LockError::OwnerDied(_))
+            Err(LockTimeoutError::OwnerDied(_))
         ));
         assert_eq!(lock.depth(), 1);
         lock.release().unwrap();
@@ -1611,8 +1626,8 @@ fn killed_condition_lock_holder_gives_owner_died_then_normal() {
         let t0 = Instant::now();
         let r = c.lock_timeout(TAKEOVER);
         let took = t0.elapsed();
-        let mut g = match r {
-            Err(LockError::OwnerDied(d)) => {
+        let g = match r {
+            Err(LockTimeoutError::OwnerDied(d)) => {
                 assert_eq!(d.dead_owner_tid(), pid);
                 d.into_guard()
             }
@@ -1620,15 +1635,14 @@ fn killed_condition_lock_holder_gives_owner_died_then_normal() {
         };
         report_detection("Condition lock", m, took);
         // The taken-over guard is a full guard: wait and notify work with it.
-        assert_eq!(c.notify_all(&g).map_err(|e| e.to_string()), Ok(()));
-        assert_eq!(
-            c.wait_timeout(&mut g, ms(5)).map_err(|e| e.to_string()),
-            Ok(false)
-        );
+        assert_eq!(c.notify_all(&g), Ok(()));
+        let e = c.wait_timeout(g, ms(5)).unwrap_err();
+        assert!(matches!(e, CondWaitTimeoutError::Timeout(_)), "{e:?}");
+        let g = e.into_guard().unwrap();
         let flag = Shared::new(AtomicU32::new(0)).unwrap();
         let mut setter = start(m, cond_set_flag, (c.clone(), flag.clone()));
-        let ok = c.wait_for(&mut g, || flag.load(SeqCst) == 1, Some(LONG));
-        assert_eq!(ok.map_err(|e| e.to_string()), Ok(true), "{m:?}");
+        let g = c.wait_for_timeout(g, || flag.load(SeqCst) == 1, LONG);
+        let g = g.unwrap_or_else(|e| panic!("{m:?}: {e:?}"));
         drop(g);
         join(&mut setter);
         assert_eq!(join(&mut start(m, cond_try_lock, (c.clone(), 10_000))), "Ok(())");
@@ -1647,11 +1661,11 @@ fn killed_condition_lock_holder_gives_owner_died_then_normal() {
 
 /// Waits on the condition; reports how the wait ended (the lock is held again after it).
 fn cond_waiter((c, waiting): (Condition, Shared<AtomicU32>)) -> String {
-    let mut g = c.lock_timeout(LONG).expect("lock");
+    let g = c.lock_timeout(LONG).expect("lock");
     waiting.store(1, SeqCst);
-    match c.wait_timeout(&mut g, LONG) {
-        Err(LockError::OwnerDied(d)) => format!("OwnerDied({})", d.dead_owner_tid()),
-        other => format!("{other:?}"),
+    match c.wait_timeout(g, LONG) {
+        Err(CondWaitTimeoutError::OwnerDied(d)) => format!("OwnerDied({})", d.dead_owner_tid()),
+        other => format!("{:?}", other.map(drop)),
     }
 }
 
@@ -1674,7 +1688,7 @@ fn condition_waiter_takes_the_lock_back_from_a_killed_notifier() {
         // the lock the waiter needs back.
         let held = Event::new().unwrap();
         let mut notifier = start(m, notify_and_hold, (c.clone(), held.clone()));
-        assert!(held.wait_timeout(LONG));
+        assert!(held.wait_timeout(LONG).is_ok());
         std::thread::sleep(ms(30));
         kill_and_reap(&mut notifier);
         assert_eq!(
@@ -1882,10 +1896,19 @@ fn corrupted_lock_handle_is_reported() {
     for bad in BAD_LOCK_WORDS {
         let lock = Lock::new().unwrap();
         word_in(lock.raw(), 0).store(bad, SeqCst);
-        assert!(matches!(lock.try_lock(), Err(LockError::Corrupted)), "{bad:#x}");
-        assert!(matches!(lock.lock_timeout(LONG), Err(LockError::Corrupted)));
-        assert!(matches!(lock.try_acquire(), Err(LockError::Corrupted)));
-        assert!(matches!(lock.acquire_timeout(LONG), Err(LockError::Corrupted)));
+        assert!(
+            matches!(lock.try_lock(), Err(TryLockError::Corrupted)),
+            "{bad:#x}"
+        );
+        assert!(matches!(
+            lock.lock_timeout(LONG),
+            Err(LockTimeoutError::Corrupted)
+        ));
+        assert!(matches!(lock.try_acquire(), Err(TryLockError::Corrupted)));
+        assert!(matches!(
+            lock.acquire_timeout(LONG),
+            Err(LockTimeoutError::Corrupted)
+        ));
         let l2 = lock.clone();
         assert!(bounded("Lock::acquire", move || matches!(
             l2.acquire(),
@@ -1913,7 +1936,7 @@ fn lock_corrupted_while_a_process_waits_is_reported_to_it() {
         word_in(lock.raw(), 0).store(1 << 30, SeqCst);
         assert_eq!(join(&mut waiter), "Err(Corrupted)", "{m:?}");
         word_in(lock.raw(), 0).store(0, SeqCst);
-        assert!(lock.try_acquire().unwrap());
+        lock.try_acquire().unwrap();
         lock.release().unwrap();
     }
 }
@@ -1942,10 +1965,10 @@ fn corrupted_rlock_count_is_reported() {
     let g = rl.lock_timeout(LONG).unwrap();
     word_in(rl.raw(), 4).store(0, SeqCst);
     assert_eq!(rl.release(), Err(ReleaseError::Corrupted));
-    assert!(matches!(rl.lock_timeout(LONG), Err(LockError::Corrupted)));
-    assert!(matches!(rl.try_acquire(), Err(LockError::Corrupted)));
+    assert!(matches!(rl.lock_timeout(LONG), Err(LockTimeoutError::Corrupted)));
+    assert!(matches!(rl.try_acquire(), Err(TryLockError::Corrupted)));
     word_in(rl.raw(), 4).store(u32::MAX, SeqCst);
-    assert!(matches!(rl.try_lock(), Err(LockError::RecursionLimit)));
+    assert!(matches!(rl.try_lock(), Err(TryLockError::RecursionLimit)));
     word_in(rl.raw(), 4).store(1, SeqCst);
     drop(g);
     assert!(!rl.is_locked());
@@ -1982,17 +2005,14 @@ fn corrupted_semaphore_value_is_reported() {
     // Through the handles.
     let b = BoundedSemaphore::new(2).unwrap();
     word_in(b.raw(), 0).store(5, SeqCst);
-    assert!(matches!(b.try_acquire(), Err(LockError::Corrupted)));
-    assert!(matches!(b.acquire_timeout(LONG), Err(LockError::Corrupted)));
+    assert_eq!(b.try_acquire(), Err(TryAcquireError::Corrupted));
+    assert_eq!(b.acquire_timeout(LONG), Err(AcquireTimeoutError::Corrupted));
     let b2 = b.clone();
-    assert!(bounded("acquire", move || matches!(
-        b2.acquire(),
-        Err(LockError::Corrupted)
-    )));
+    assert!(bounded("acquire", move || b2.acquire() == Err(AcquireError::Corrupted)));
     assert_eq!(b.release(), Err(ReleaseError::Corrupted));
     let s = Semaphore::new(1).unwrap();
     word_in(s.raw(), 0).store(u32::MAX, SeqCst);
-    assert!(matches!(s.try_acquire(), Err(LockError::Corrupted)));
+    assert_eq!(s.try_acquire(), Err(TryAcquireError::Corrupted));
     assert_eq!(s.release(), Err(ReleaseError::Corrupted));
 }
 
@@ -2019,7 +2039,7 @@ fn corrupted_barrier_is_reported() {
         let r = bounded("RawBarrier::wait", move || s2.wait(Some(Instant::now() + LONG)));
         assert_eq!(r, Err(BarrierFail::Corrupted), "{what}");
         // It is now broken; a reset repairs the count (not a zeroed party number).
-        assert!(s.broken());
+        assert!(s.is_broken());
         assert_eq!(s.wait(Some(Instant::now() + LONG)), Err(BarrierFail::Broken));
         assert_eq!(s.reset(), Ok(()));
         if idx == 5 {
@@ -2068,7 +2088,7 @@ fn hold_until_told((lock, rlock, cond, held, done): (Lock, RLock, Condition, Eve
     let _b = rlock.lock_timeout(LONG).expect("rlock");
     let _c = cond.lock_timeout(LONG).expect("condition");
     held.set();
-    assert!(done.wait_timeout(JOIN), "never told to let go");
+    assert!(done.wait_timeout(JOIN).is_ok(), "never told to let go");
 }
 
 fn at_least(what: &str, t: Duration, f: impl FnOnce() -> bool) {
@@ -2097,55 +2117,70 @@ fn timeouts_are_honoured() {
             done.clone(),
         );
         let mut holder = start(m, hold_until_told, args);
-        assert!(held.wait_timeout(LONG));
+        assert!(held.wait_timeout(LONG).is_ok());
         let sem = Semaphore::new(0).unwrap();
         let bsem = BoundedSemaphore::new(1).unwrap();
-        assert!(bsem.try_acquire().unwrap());
+        bsem.try_acquire().unwrap();
         let ev = Event::new().unwrap();
         let own = Condition::new().unwrap();
         let bar = Barrier::new(2).unwrap();
         // Around the 20 ms liveness slice of the lock waiters, and either side of it.
         for t in [0, 1, 7, 19, 20, 21, 45].map(ms) {
             at_least("Lock::lock_timeout", t, || {
-                matches!(lock.lock_timeout(t), Err(LockError::Timeout))
+                matches!(lock.lock_timeout(t), Err(LockTimeoutError::Timeout))
             });
-            at_least("Lock::acquire_timeout", t, || !lock.acquire_timeout(t).unwrap());
+            at_least("Lock::acquire_timeout", t, || {
+                format!("{:?}", lock.acquire_timeout(t)) == "Err(Timeout)"
+            });
             at_least("RLock::lock_timeout", t, || {
-                matches!(rlock.lock_timeout(t), Err(LockError::Timeout))
+                matches!(rlock.lock_timeout(t), Err(LockTimeoutError::Timeout))
             });
-            at_least("RLock::acquire_timeout", t, || !rlock.acquire_timeout(t).unwrap());
+            at_least("RLock::acquire_timeout", t, || {
+                format!("{:?}", rlock.acquire_timeout(t)) == "Err(Timeout)"
+            });
             at_least("Condition::lock_timeout", t, || {
-                matches!(cond.lock_timeout(t), Err(LockError::Timeout))
+                matches!(cond.lock_timeout(t), Err(LockTimeoutError::Timeout))
             });
             at_least("Semaphore::acquire_timeout", t, || {
-                !sem.acquire_timeout(t).unwrap()
+                format!("{:?}", sem.acquire_timeout(t)) == "Err(Timeout)"
             });
             at_least("BoundedSemaphore::acquire_timeout", t, || {
-                !bsem.acquire_timeout(t).unwrap()
+                format!("{:?}", bsem.acquire_timeout(t)) == "Err(Timeout)"
             });
-            at_least("Event::wait_timeout", t, || !ev.wait_timeout(t));
-            let mut g = own.lock_timeout(LONG).unwrap();
+            at_least("Event::wait_timeout", t, || {
+                ev.wait_timeout(t) == Err(WaitTimeoutError::Timeout)
+            });
+            let mut g = Some(own.lock_timeout(LONG).unwrap());
+            // A timed-out wait hands the guard back.
             at_least("Condition::wait_timeout", t, || {
-                !own.wait_timeout(&mut g, t).unwrap()
+                match own.wait_timeout(g.take().unwrap(), t) {
+                    Err(CondWaitTimeoutError::Timeout(back)) => g = Some(back),
+                    _ => return false,
+                }
+                true
             });
-            at_least("Condition::wait_for", t, || {
-                !own.wait_for(&mut g, || false, Some(t)).unwrap()
+            at_least("Condition::wait_for_timeout", t, || {
+                match own.wait_for_timeout(g.take().unwrap(), || false, t) {
+                    Err(CondWaitTimeoutError::Timeout(back)) => g = Some(back),
+                    _ => return false,
+                }
+                true
             });
             drop(g);
             at_least("Barrier::wait_timeout", t, || {
-                bar.wait_timeout(t) == Err(BarrierError::Timeout)
+                bar.wait_timeout(t) == Err(BarrierTimeoutError::Timeout)
             });
             bar.reset().unwrap();
         }
         // A timeout too large for a deadline means no deadline.
         let free = Lock::new().unwrap();
-        assert!(free.acquire_timeout(Duration::MAX).unwrap());
+        free.acquire_timeout(Duration::MAX).unwrap();
         free.release().unwrap();
         assert!(free.lock_timeout(Duration::MAX).is_ok());
         ev.set();
-        assert!(ev.wait_timeout(Duration::MAX));
+        assert!(ev.wait_timeout(Duration::MAX).is_ok());
         sem.release().unwrap();
-        assert!(sem.acquire_timeout(Duration::MAX).unwrap());
+        sem.acquire_timeout(Duration::MAX).unwrap();
         assert_eq!(Barrier::new(1).unwrap().wait_timeout(Duration::MAX), Ok(0));
         assert!(
             lock.is_locked() && rlock.is_locked(),
@@ -2202,7 +2237,7 @@ fn clone_set(s: &SyncSet) -> SyncSet {
 fn use_sync_set((l, r, s, e, c, b, v, a): SyncSet) {
     drop(l.lock_timeout(LONG).expect("lock"));
     drop(r.lock_timeout(LONG).expect("rlock"));
-    assert!(s.acquire_timeout(LONG).expect("acquire"));
+    s.acquire_timeout(LONG).expect("acquire");
     s.release().expect("release");
     e.set();
     drop(c.lock_timeout(LONG).expect("condition lock"));
@@ -2229,11 +2264,14 @@ fn sync_leak_scenario(m: StartMethod) {
     // A lock holder killed: the next locker gets OwnerDied.
     let ready = Event::new().unwrap();
     let mut c = start(m, hold_until_killed, (set.0.clone(), ready.clone()));
-    assert!(ready.wait_timeout(LONG));
+    assert!(ready.wait_timeout(LONG).is_ok());
     kill_and_reap(&mut c);
     // (The guard inside the error releases the lock as it drops.)
-    assert!(matches!(set.0.lock_timeout(LONG), Err(LockError::OwnerDied(_))));
-    assert!(set.0.try_acquire().unwrap());
+    assert!(matches!(
+        set.0.lock_timeout(LONG),
+        Err(LockTimeoutError::OwnerDied(_))
+    ));
+    set.0.try_acquire().unwrap();
     set.0.release().unwrap();
     // A waiter killed in Event::wait, its handle dropped (the reaper takes it).
     let gate = Event::new().unwrap();
@@ -2271,13 +2309,13 @@ fn condition_waiter((c, v, target, ready): (Condition, Value<u64>, u64, Event)) 
     ready.set();
     // Plain `wait`: Python's `while not pred: cond.wait()`.
     while v.get().expect("get") < target / 2 {
-        c.wait(&mut g).expect("wait");
+        g = c.wait(g).expect("wait");
     }
     let mid = v.get().expect("get");
-    let done = c
-        .wait_while(&mut g, || v.get().expect("get") < target, None)
+    let _g = c
+        .wait_while(g, || v.get().expect("get") < target)
         .expect("wait_while");
-    (mid, done)
+    (mid, true)
 }
 
 /// Children of each start method wait on a `Condition` with `wait` and `wait_while` (no
@@ -2295,7 +2333,7 @@ fn condition_wait_and_wait_while_succeed_across_processes() {
             .map(|_| {
                 ready.clear();
                 let k = start(m, condition_waiter, (c.clone(), v.clone(), target, ready.clone()));
-                assert!(ready.wait_timeout(LONG));
+                assert!(ready.wait_timeout(LONG).is_ok());
                 k
             })
             .collect();
@@ -2313,7 +2351,7 @@ fn condition_wait_and_wait_while_succeed_across_processes() {
     }
 }
 
-fn barrier_no_timeout((b, rounds): (Barrier, u32)) -> Vec<u32> {
+fn barrier_no_timeout((b, rounds): (Barrier, u32)) -> Vec<usize> {
     (0..rounds).map(|_| b.wait().expect("barrier wait")).collect()
 }
 
@@ -2328,9 +2366,9 @@ fn barrier_wait_without_timeout_across_processes() {
             .collect();
         let b2 = b.clone();
         let mine = bounded("Barrier::wait", move || {
-            (0..4).map(|_| b2.wait().unwrap()).collect::<Vec<u32>>()
+            (0..4).map(|_| b2.wait().unwrap()).collect::<Vec<usize>>()
         });
-        let theirs: Vec<Vec<u32>> = kids.iter_mut().map(join).collect();
+        let theirs: Vec<Vec<usize>> = kids.iter_mut().map(join).collect();
         for r in 0..4 {
             let mut idx = vec![mine[r], theirs[0][r], theirs[1][r]];
             idx.sort_unstable();
@@ -2399,4 +2437,129 @@ fn raw_primitives_in_a_users_shared_struct_work_across_processes() {
         assert_eq!(b.items.value(), 0);
         assert!(!b.lock.is_locked());
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Error types: the crate-wide rule
+// ------------------------------------------------------------------------------------------
+
+/// Every error without a guard is `Error + Send + Sync + 'static` (so `?` into
+/// `Box<dyn Error + Send + Sync>` or `anyhow` works); checked at compile time.
+#[test]
+fn errors_without_a_guard_are_send_sync_static() {
+    fn check<E: std::error::Error + Send + Sync + 'static>() {}
+    check::<LockError<()>>();
+    check::<TryLockError<()>>();
+    check::<LockTimeoutError<()>>();
+    check::<shmproc::CondWaitError<()>>();
+    check::<CondWaitTimeoutError<()>>();
+    check::<shmproc::NotifyError>();
+    check::<AcquireError>();
+    check::<AcquireTimeoutError>();
+    check::<TryAcquireError>();
+    check::<WaitTimeoutError>();
+    check::<ReleaseError>();
+    check::<shmproc::BarrierError>();
+    check::<BarrierTimeoutError>();
+    // The other families of error/mod.rs.
+    check::<shmproc::SegmentError>();
+    check::<shmproc::ProcessError>();
+    check::<shmproc::PoolError>();
+    check::<shmproc::ManagerError>();
+    check::<shmproc::IndexError>();
+}
+
+/// The guard idioms: `recover` takes the lock anyway, `without_guard` makes a `'static`
+/// error, and the blocking form's error converts into its twins with `?`.
+#[test]
+fn guard_errors_recover_or_drop_their_guard() {
+    let _g = common::shared();
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let lock = Lock::new().unwrap();
+    // `?` straight into a boxed error, with both idioms.
+    let take = |lock: &Lock| -> Result<(), BoxError> {
+        let g = lock.lock().or_else(LockError::recover)?;
+        drop(g);
+        let g = lock.lock_timeout(LONG).map_err(LockTimeoutError::without_guard)?;
+        drop(g);
+        lock.try_acquire()?;
+        lock.release()?;
+        Ok(())
+    };
+    take(&lock).unwrap();
+    // A blocking form's error moves into its twins with `?` / `From`.
+    let t: TryLockError<()> = LockError::<()>::Corrupted.into();
+    assert_eq!(t, TryLockError::Corrupted);
+    let t: LockTimeoutError<()> = LockError::<()>::RecursionLimit.into();
+    assert_eq!(t, LockTimeoutError::RecursionLimit);
+    assert_eq!(
+        AcquireTimeoutError::from(AcquireError::Corrupted),
+        AcquireTimeoutError::Corrupted
+    );
+    assert_eq!(
+        BarrierTimeoutError::from(shmproc::BarrierError::Broken),
+        BarrierTimeoutError::Broken
+    );
+    // Debug never prints the guard; Display is short and lowercase.
+    let held = lock.lock().unwrap();
+    let e = lock.try_lock().map(drop).unwrap_err();
+    assert_eq!(format!("{e:?}"), "WouldBlock");
+    assert_eq!(e.to_string(), "the lock is held by someone else");
+    drop(held);
+    // Refused, not clamped.
+    assert!(matches!(
+        Semaphore::new(SEM_VALUE_MAX + 1),
+        Err(shmproc::SegmentError::InvalidSize(_))
+    ));
+    assert!(matches!(
+        BoundedSemaphore::new(u32::MAX),
+        Err(shmproc::SegmentError::InvalidSize(_))
+    ));
+    assert_eq!(Semaphore::new(SEM_VALUE_MAX).unwrap().value(), SEM_VALUE_MAX);
+}
+
+/// The three forms of `Value`/`Array`/`LockRef` locking: the same thread is refused with
+/// `WouldDeadlock` while its data guard lives, another thread gets `WouldBlock` /
+/// `Timeout`.
+#[test]
+fn value_and_array_lock_forms() {
+    let _g = common::shared();
+    let v = Value::new(1u32).unwrap();
+    let a = Array::<u8>::new(3).unwrap();
+    {
+        let g = v.lock_timeout(LONG).unwrap();
+        assert!(matches!(v.try_lock(), Err(TryLockError::WouldDeadlock)));
+        assert!(matches!(
+            v.lock_timeout(ms(5)),
+            Err(LockTimeoutError::WouldDeadlock)
+        ));
+        let (v2, a2) = (v.clone(), a.clone());
+        let ga = a.try_lock().unwrap();
+        let seen = std::thread::spawn(move || {
+            vec![
+                format!("{:?}", v2.try_lock().map(drop)),
+                format!("{:?}", v2.lock_timeout(ms(5)).map(drop)),
+                format!("{:?}", a2.try_lock().map(drop)),
+                format!("{:?}", a2.lock_timeout(ms(5)).map(drop)),
+                format!("{:?}", a2.get_lock().try_lock().map(drop)),
+                format!("{:?}", a2.get_lock().lock_timeout(ms(5)).map(drop)),
+            ]
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                "Err(WouldBlock)",
+                "Err(Timeout)",
+                "Err(WouldBlock)",
+                "Err(Timeout)",
+                "Err(WouldBlock)",
+                "Err(Timeout)"
+            ]
+        );
+        drop((g, ga));
+    }
+    assert_eq!(*v.try_lock().unwrap(), 1);
+    assert_eq!(a.get_lock().try_lock().map(drop), Ok(()));
 }

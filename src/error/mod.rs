@@ -1,9 +1,44 @@
 //! Error types, one enum per module, with short lowercase messages.
+//!
+//! This module imports nothing from the rest of the crate (the other modules import it), so
+//! the module graph has no cycle through it: what an error needs to say is stored in the
+//! error itself (e.g. [`LayoutInfo`] rather than the segment layer's `Fingerprint`).
 
 use std::fmt;
 use std::io;
 
-use crate::shm::Fingerprint;
+mod sync;
+
+pub use sync::{
+    AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError,
+    CondWaitTimeoutError, LockError, LockTimeoutError, NotifyError, OwnerDied, ReleaseError, TryAcquireError,
+    TryLockError, WaitTimeoutError,
+};
+
+/// The layout a segment stores, as recorded in its header or asked for by an open; carried
+/// by [`SegmentError::LayoutMismatch`]. Compares equal to the
+/// [`Fingerprint`](crate::Fingerprint) it was made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutInfo {
+    /// `size_of` the element type.
+    pub size: u64,
+    /// `align_of` the element type.
+    pub align: u64,
+    /// FNV-1a hash of the full type name.
+    pub hash: u64,
+    /// The type name (possibly truncated to 48 bytes when read back from a header).
+    pub name: String,
+}
+
+impl fmt::Display for LayoutInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` (size {}, align {}, hash {:#x})",
+            self.name, self.size, self.align, self.hash
+        )
+    }
+}
 
 mod channel;
 pub use channel::{
@@ -77,9 +112,9 @@ pub enum SegmentError {
     #[error("segment layout mismatch: expected {expected}, found {found}")]
     LayoutMismatch {
         /// The layout asked for.
-        expected: Fingerprint,
+        expected: LayoutInfo,
         /// The layout recorded in the header.
-        found: Fingerprint,
+        found: LayoutInfo,
     },
     /// Header fields contradict each other or the file (a corrupted or hostile segment).
     #[error("corrupt segment header: {0}")]
@@ -223,155 +258,6 @@ impl IndexError {
             _ => Err(Self { index, count, len }),
         }
     }
-}
-
-/// Why a lock, semaphore or condition could not be acquired or waited on.
-///
-/// `G` is what a successful call returns (a guard, or `()` for the Python-style
-/// `acquire`). [`OwnerDied`](LockError::OwnerDied) is the one error that **still holds the
-/// lock**: it carries the guard, as std's `PoisonError` does.
-///
-/// ```
-/// use shmproc::{Lock, LockError};
-/// let lock = Lock::new()?;
-/// let _held = lock.lock().map_err(|_| "poisoned")?;
-/// assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[non_exhaustive]
-pub enum LockError<G> {
-    /// Held by someone else (try forms).
-    WouldBlock,
-    /// The timeout passed.
-    Timeout,
-    /// The previous holder died while holding it; the lock is now held by the caller.
-    OwnerDied(OwnerDied<G>),
-    /// The caller must hold the lock for this call (e.g. `Condition::wait`) but does not.
-    NotOwner,
-    /// An `RLock` was re-entered more than `u32::MAX - 1` times.
-    RecursionLimit,
-    /// The primitive's memory holds values no correct process writes (a buggy or hostile
-    /// peer): reported, never undefined behaviour.
-    Corrupted,
-}
-
-/// A lock taken over from a holder that died: the guard, and who died.
-pub struct OwnerDied<G> {
-    pub(crate) guard: G,
-    pub(crate) tid: u32,
-}
-
-impl<G> OwnerDied<G> {
-    /// The guard: the caller holds the lock. Check or repair the protected data first.
-    pub fn into_guard(self) -> G {
-        self.guard
-    }
-
-    /// The thread id of the holder that died.
-    pub fn dead_owner_tid(&self) -> u32 {
-        self.tid
-    }
-}
-
-impl<G> LockError<G> {
-    /// The same error with another success type (`OwnerDied`'s guard mapped by `f`).
-    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
-        match self {
-            Self::WouldBlock => LockError::WouldBlock,
-            Self::Timeout => LockError::Timeout,
-            Self::OwnerDied(d) => LockError::OwnerDied(OwnerDied {
-                guard: f(d.guard),
-                tid: d.tid,
-            }),
-            Self::NotOwner => LockError::NotOwner,
-            Self::RecursionLimit => LockError::RecursionLimit,
-            Self::Corrupted => LockError::Corrupted,
-        }
-    }
-
-    /// The guard, if this is `OwnerDied` (the lock is held); `None` otherwise.
-    pub fn into_owner_died_guard(self) -> Option<G> {
-        match self {
-            Self::OwnerDied(d) => Some(d.guard),
-            _ => None,
-        }
-    }
-}
-
-impl<G> fmt::Debug for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::WouldBlock => f.write_str("WouldBlock"),
-            Self::Timeout => f.write_str("Timeout"),
-            Self::OwnerDied(d) => write!(f, "OwnerDied {{ tid: {}, .. }}", d.tid),
-            Self::NotOwner => f.write_str("NotOwner"),
-            Self::RecursionLimit => f.write_str("RecursionLimit"),
-            Self::Corrupted => f.write_str("Corrupted"),
-        }
-    }
-}
-
-impl<G> fmt::Display for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::WouldBlock => f.write_str("the lock is held by someone else"),
-            Self::Timeout => f.write_str("timed out"),
-            Self::OwnerDied(d) => write!(f, "the previous holder (thread {}) died holding the lock", d.tid),
-            Self::NotOwner => f.write_str("the calling thread does not hold the lock"),
-            Self::RecursionLimit => f.write_str("reentrant lock recursion limit reached"),
-            Self::Corrupted => f.write_str("the primitive's shared memory is corrupted"),
-        }
-    }
-}
-
-impl<G> std::error::Error for LockError<G> {}
-
-/// Why a release was refused.
-///
-/// ```
-/// use shmproc::{BoundedSemaphore, ReleaseError};
-/// let s = BoundedSemaphore::new(1)?;
-/// assert_eq!(s.release(), Err(ReleaseError::TooManyReleases));
-/// # Ok::<(), shmproc::SegmentError>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReleaseError {
-    /// The lock was not held (Python's `RuntimeError: release unlocked lock`).
-    #[error("release of an unlocked lock")]
-    NotLocked,
-    /// An `RLock` held by another thread or process.
-    #[error("release by a thread that does not own the lock")]
-    NotOwner,
-    /// A `BoundedSemaphore` released past its initial value (Python's `ValueError`).
-    #[error("semaphore released too many times")]
-    TooManyReleases,
-    /// The primitive's shared memory holds values no correct process writes.
-    #[error("the primitive's shared memory is corrupted")]
-    Corrupted,
-}
-
-/// Why a barrier wait failed (Python's `BrokenBarrierError`).
-///
-/// ```
-/// let b = shmproc::Barrier::new(2)?;
-/// b.abort()?;
-/// assert_eq!(b.wait(), Err(shmproc::BarrierError::Broken));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BarrierError {
-    /// Aborted, reset while waiting, another party timed out, or a party died inside the
-    /// barrier's own bookkeeping.
-    #[error("the barrier is broken")]
-    Broken,
-    /// This wait timed out; the barrier is now broken for every party.
-    #[error("timed out waiting at the barrier (the barrier is now broken)")]
-    Timeout,
-    /// The barrier's shared memory holds values no correct process writes.
-    #[error("the barrier's shared memory is corrupted")]
-    Corrupted,
 }
 
 /// Why a [`Pool`](crate::Pool) or [`Executor`](crate::Executor) task, or the pool itself,

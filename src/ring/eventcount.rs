@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use crate::loom::{fence, AtomicU32, Ordering};
 use crate::sync::park;
+use crate::sync::wait::{self, Poll, Sleep, Wait};
 
 /// Low bit of `seq`: a waiter took the current value as its key.
 const SLEEPERS: u32 = 1;
@@ -54,9 +55,40 @@ impl EventCount {
     /// Sleeps until notified after `key` was taken, or until `deadline`. Returns `false` on
     /// timeout. Always ends the registration made by `prepare_wait`.
     pub fn wait(&self, key: u32, deadline: Option<Instant>) -> bool {
-        let r = self.seq.load(Ordering::SeqCst) != key || park::wait(&self.seq, key, deadline);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        let r = self.seq.load(Ordering::SeqCst) != key || wait::sleep_on(self.sleep(key), deadline);
+        self.cancel_wait();
         r
+    }
+
+    /// What a waiter holding `key` sleeps on (the [`wait`](crate::sync::wait) seam).
+    pub(crate) fn sleep(&self, key: u32) -> Sleep<'_> {
+        Sleep::on(&self.seq, key)
+    }
+
+    /// Waits until `ready()` gives a value, or until `deadline` passes (`None` then; `ready`
+    /// is asked once more at the deadline). Runs the whole protocol — register, re-check,
+    /// sleep, withdraw — in the crate's one wait loop, so a caller cannot get it wrong.
+    /// `ready` must read the state the notifier changes before its [`notify`](Self::notify).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::time::{Duration, Instant};
+    /// use shmproc::ring::EventCount;
+    ///
+    /// let (ec, flag) = (EventCount::new(), AtomicU32::new(0));
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         flag.store(7, Ordering::Release);
+    ///         ec.notify();
+    ///     });
+    ///     let got = ec.wait_until(None, || Some(flag.load(Ordering::Acquire)).filter(|&v| v != 0));
+    ///     assert_eq!(got, Some(7));
+    /// });
+    /// let soon = Instant::now() + Duration::from_millis(5);
+    /// assert_eq!(ec.wait_until(Some(soon), || None::<()>), None); // timed out
+    /// ```
+    pub fn wait_until<T>(&self, deadline: Option<Instant>, ready: impl FnMut() -> Option<T>) -> Option<T> {
+        wait::block(&mut EcWait { ec: self, ready }, deadline)
     }
 
     /// Wakes every waiter, if there is any. Call after making the condition true.
@@ -90,5 +122,33 @@ impl EventCount {
     /// Whether someone is (or was, before dying) registered as a waiter.
     pub fn has_waiters(&self) -> bool {
         self.waiters.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// A wait on an [`EventCount`] for a condition `ready` checks: registration is
+/// `prepare_wait`, the re-check is `ready`, the sleep is on the key.
+struct EcWait<'a, F> {
+    ec: &'a EventCount,
+    ready: F,
+}
+
+impl<T, F: FnMut() -> Option<T>> Wait for EcWait<'_, F> {
+    type Output = Option<T>;
+
+    fn poll(&mut self) -> Poll<'_, Option<T>> {
+        let key = self.ec.prepare_wait();
+        if let Some(v) = (self.ready)() {
+            self.ec.cancel_wait();
+            return Poll::Ready(Some(v));
+        }
+        Poll::Sleep(self.ec.sleep(key))
+    }
+
+    fn after_sleep(&mut self) {
+        self.ec.cancel_wait();
+    }
+
+    fn timed_out(&mut self) -> Option<T> {
+        (self.ready)()
     }
 }

@@ -92,8 +92,8 @@ pub(crate) fn check_slot(
     };
     if !expected.same_layout(&found) {
         return Err(SegmentError::LayoutMismatch {
-            expected: expected.clone(),
-            found,
+            expected: expected.clone().into(),
+            found: found.into(),
         });
     }
     let align = (slot.align.max(SLOT as u64)).min(MAX_ALIGN);

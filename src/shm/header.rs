@@ -272,8 +272,8 @@ pub(crate) fn validate(
     if let Some(exp) = expected {
         if !exp.same_layout(&found) {
             return Err(SegmentError::LayoutMismatch {
-                expected: exp.clone(),
-                found,
+                expected: exp.clone().into(),
+                found: found.into(),
             });
         }
     }
@@ -301,4 +301,21 @@ pub fn check_image(bytes: &[u8], expected: Option<&Fingerprint>) -> Result<DataR
     }
     let h: Header = bytemuck::pod_read_unaligned(&bytes[..HEADER_LEN]);
     validate(&h, bytes.len() as u64, expected).map(|(r, _)| r)
+}
+
+impl From<Fingerprint> for crate::error::LayoutInfo {
+    fn from(f: Fingerprint) -> Self {
+        Self {
+            size: f.size,
+            align: f.align,
+            hash: f.hash,
+            name: f.name,
+        }
+    }
+}
+
+impl PartialEq<Fingerprint> for crate::error::LayoutInfo {
+    fn eq(&self, f: &Fingerprint) -> bool {
+        (self.size, self.align, self.hash, self.name.as_str()) == (f.size, f.align, f.hash, f.name.as_str())
+    }
 }

@@ -208,8 +208,8 @@ pub(crate) fn deserialize_slot<'de, D: Deserializer<'de>>(
 fn check_layout(seg: &Segment, expected: Option<&Fingerprint>) -> Result<(), crate::error::SegmentError> {
     match expected {
         Some(exp) if !exp.same_layout(seg.layout()) => Err(crate::error::SegmentError::LayoutMismatch {
-            expected: exp.clone(),
-            found: seg.layout().clone(),
+            expected: exp.clone().into(),
+            found: seg.layout().clone().into(),
         }),
         _ => Ok(()),
     }

@@ -6,24 +6,47 @@ use serde::{Deserialize, Serialize};
 
 use super::lock::deadline_after;
 use super::raw_barrier::{BarrierFail, RawBarrier};
-use crate::error::{BarrierError, SegmentError};
+use crate::error::{BarrierError, BarrierTimeoutError, SegmentError};
 use crate::Shared;
 
-fn barrier_result<T>(r: Result<T, BarrierFail>) -> Result<T, BarrierError> {
-    r.map_err(|e| match e {
-        BarrierFail::Broken => BarrierError::Broken,
-        BarrierFail::Timeout => BarrierError::Timeout,
-        BarrierFail::Corrupted => BarrierError::Corrupted,
-    })
+/// A public barrier error that a raw [`BarrierFail`] can become: the one place where they are
+/// mapped (`Timeout` only comes from timed waits).
+trait FromBarrierFail: Sized {
+    fn fail(e: BarrierFail) -> Self;
+}
+
+impl FromBarrierFail for BarrierError {
+    fn fail(e: BarrierFail) -> Self {
+        match e {
+            BarrierFail::Broken => Self::Broken,
+            // A wait without deadline never times out; the rest is corruption.
+            BarrierFail::Timeout | BarrierFail::Corrupted => Self::Corrupted,
+        }
+    }
+}
+
+impl FromBarrierFail for BarrierTimeoutError {
+    fn fail(e: BarrierFail) -> Self {
+        match e {
+            BarrierFail::Broken => Self::Broken,
+            BarrierFail::Timeout => Self::Timeout,
+            BarrierFail::Corrupted => Self::Corrupted,
+        }
+    }
+}
+
+fn barrier_result<T, E: FromBarrierFail>(r: Result<T, BarrierFail>) -> Result<T, E> {
+    r.map_err(E::fail)
 }
 
 /// A cyclic barrier for a fixed number of parties across processes; mirrors Python's
-/// `multiprocessing.Barrier(parties, timeout=None)`.
+/// `multiprocessing.Barrier(parties)` (Python's `timeout` argument is
+/// [`wait_timeout`](Self::wait_timeout)).
 ///
 /// [`wait`](Self::wait) returns the party's arrival index (`0..parties`). A wait that times
 /// out, [`abort`](Self::abort), or [`reset`](Self::reset) while parties wait, breaks the
-/// barrier: waiting parties get [`BarrierError::Broken`] (the timed-out one `Timeout`), and so
-/// do later waits until `reset`.
+/// barrier: waiting parties get [`BarrierError::Broken`] (the timed-out one
+/// [`BarrierTimeoutError::Timeout`]), and so do later waits until `reset`.
 ///
 /// ```
 /// use shmproc::{Barrier, Process};
@@ -33,36 +56,33 @@ fn barrier_result<T>(r: Result<T, BarrierFail>) -> Result<T, BarrierError> {
 /// let mine = b.wait()?;
 /// let theirs = child.join()?;
 /// assert_eq!(mine + theirs, 1); // indices 0 and 1
+/// assert!(Barrier::new(0).is_err()); // refused, as Python's ValueError
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Barrier {
     cell: Shared<RawBarrier>,
-    timeout: Option<Duration>,
 }
 
 impl Barrier {
-    /// A barrier for `parties` with no default timeout. `parties` must be at least 1
+    /// A barrier for `parties`. `parties` must be between 1 and `u32::MAX`
     /// ([`SegmentError::InvalidSize`] otherwise, as Python's `Barrier(0)` is a
     /// `ValueError`).
-    pub fn new(parties: u32) -> Result<Self, SegmentError> {
-        Self::with_timeout(parties, None)
-    }
-
-    /// A barrier whose `wait` uses `timeout` by default (Python's `timeout` argument).
-    pub fn with_timeout(parties: u32, timeout: Option<Duration>) -> Result<Self, SegmentError> {
+    pub fn new(parties: usize) -> Result<Self, SegmentError> {
         if parties == 0 {
             return Err(SegmentError::InvalidSize("a barrier needs at least one party"));
         }
+        let parties = u32::try_from(parties)
+            .map_err(|_| SegmentError::InvalidSize("a barrier has at most u32::MAX parties"))?;
         Ok(Self {
             cell: Shared::new(RawBarrier::new(parties))?,
-            timeout,
         })
     }
 
-    /// Waits for all parties (with the default timeout, if any).
-    pub fn wait(&self) -> Result<u32, BarrierError> {
-        barrier_result(self.cell.wait(self.timeout.and_then(deadline_after)))
+    /// Waits for all parties; returns this party's arrival index (`0..parties`).
+    pub fn wait(&self) -> Result<usize, BarrierError> {
+        barrier_result(self.cell.wait(None)).map(|i| i as usize)
     }
 
     /// Waits for all parties, at most `timeout`, the barrier's internal lock included: a
@@ -70,8 +90,8 @@ impl Barrier {
     /// thread) cannot hold this call past its deadline. A timed-out wait breaks the barrier
     /// for everyone, as in Python (if the internal lock was held at the deadline, the break
     /// happens when its holder releases it).
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BarrierError> {
-        barrier_result(self.cell.wait(deadline_after(timeout)))
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, BarrierTimeoutError> {
+        barrier_result(self.cell.wait(deadline_after(timeout))).map(|i| i as usize)
     }
 
     /// Breaks the barrier (Python's `abort()`).
@@ -85,22 +105,22 @@ impl Barrier {
     }
 
     /// The number of parties.
-    pub fn parties(&self) -> u32 {
-        self.cell.parties()
+    pub fn parties(&self) -> usize {
+        self.cell.parties() as usize
     }
 
-    /// Parties waiting now.
-    pub fn n_waiting(&self) -> u32 {
-        self.cell.n_waiting()
+    /// Parties waiting now (Python's `n_waiting`).
+    pub fn n_waiting(&self) -> usize {
+        self.cell.n_waiting() as usize
+    }
+
+    /// Whether the barrier is broken (Python's `broken`).
+    pub fn is_broken(&self) -> bool {
+        self.cell.is_broken()
     }
 
     /// The raw barrier.
     pub fn raw(&self) -> &RawBarrier {
         &self.cell
-    }
-
-    /// Whether the barrier is broken.
-    pub fn broken(&self) -> bool {
-        self.cell.broken()
     }
 }

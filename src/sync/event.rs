@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lock::deadline_after;
 use super::raw_event::RawEvent;
-use crate::error::SegmentError;
+use crate::error::{SegmentError, WaitTimeoutError};
 use crate::Shared;
 
 /// A flag that processes wait for; mirrors Python's `multiprocessing.Event`.
@@ -18,9 +18,9 @@ use crate::Shared;
 /// use shmproc::{Event, Process};
 /// let ev = Event::new()?;
 /// let e = ev.clone();
-/// let mut child = Process::fork(move || e.wait_timeout(std::time::Duration::from_secs(10))).start()?;
+/// let mut child = Process::fork(move || e.wait_timeout(std::time::Duration::from_secs(10)).is_ok()).start()?;
 /// ev.set();
-/// assert!(child.join()?);
+/// assert!(child.join()?); // the child's wait returned Ok: the event was set
 /// assert!(ev.is_set());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -53,14 +53,20 @@ impl Event {
         self.cell.is_set()
     }
 
-    /// Blocks until the event is set (Python's `wait()`; returns `true`).
-    pub fn wait(&self) -> bool {
-        self.cell.wait(None)
+    /// Blocks until the event is set (Python's `wait()`). Cannot fail: every value of the
+    /// event's word is a valid state.
+    pub fn wait(&self) {
+        self.cell.wait(None);
     }
 
-    /// Waits at most `timeout`; returns whether the event was set (Python's `wait(t)`).
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.cell.wait(deadline_after(timeout))
+    /// Waits at most `timeout` for the event to be set: `Err(Timeout)` if it was not
+    /// (Python's `wait(t)` returning `False`).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<(), WaitTimeoutError> {
+        if self.cell.wait(deadline_after(timeout)) {
+            Ok(())
+        } else {
+            Err(WaitTimeoutError::Timeout)
+        }
     }
 
     /// The raw event.

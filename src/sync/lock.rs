@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::raw_lock::{Acquired, LockFail, RawLock, RawRLock, ReleaseFail};
-use crate::error::{LockError, OwnerDied, ReleaseError, SegmentError};
+use crate::error::{LockError, LockTimeoutError, OwnerDied, ReleaseError, SegmentError, TryLockError};
 use crate::Shared;
 
 /// The deadline `d` from now; `None` (no deadline) if that is past what `Instant` holds.
@@ -14,33 +14,55 @@ pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
     Instant::now().checked_add(d)
 }
 
-/// The typed error for a failed raw acquisition.
-pub(crate) fn fail<G>(e: LockFail) -> LockError<G> {
-    match e {
-        LockFail::WouldBlock => LockError::WouldBlock,
-        LockFail::Timeout => LockError::Timeout,
-        LockFail::Corrupted => LockError::Corrupted,
-        LockFail::RecursionLimit => LockError::RecursionLimit,
-    }
+/// A public lock error that a raw acquisition result can become: the one place where
+/// [`LockFail`] and [`Acquired::OwnerDied`] turn into [`LockError`], [`TryLockError`] or
+/// [`LockTimeoutError`] (each form gets its own error type straight from the raw result).
+pub(crate) trait FromRawLock<G>: Sized {
+    /// The lock was taken over from a dead holder: the caller holds it.
+    fn owner_died(d: OwnerDied<G>) -> Self;
+    /// The raw lock refused (`WouldBlock` only from try forms, `Timeout` only from timed ones).
+    fn fail(e: LockFail) -> Self;
+    /// The calling thread holds the lock in a way that forbids taking it again.
+    fn would_deadlock() -> Self;
 }
 
-/// Turns a raw acquisition result into a guard or a typed error.
-pub(crate) fn to_result<G>(
+macro_rules! from_raw_lock {
+    ($err:ident, $would_block:expr, $timeout:expr) => {
+        impl<G> FromRawLock<G> for $err<G> {
+            fn owner_died(d: OwnerDied<G>) -> Self {
+                Self::OwnerDied(d)
+            }
+            fn fail(e: LockFail) -> Self {
+                match e {
+                    LockFail::WouldBlock => $would_block,
+                    LockFail::Timeout => $timeout,
+                    LockFail::RecursionLimit => Self::RecursionLimit,
+                    LockFail::Corrupted => Self::Corrupted,
+                }
+            }
+            fn would_deadlock() -> Self {
+                Self::WouldDeadlock
+            }
+        }
+    };
+}
+
+// A blocking raw `lock(None)` neither times out nor reports `WouldBlock`, and a try form
+// never times out: those arms cannot be reached (`Corrupted` rather than a panic if a
+// corrupted word ever made them reachable).
+from_raw_lock!(LockError, Self::Corrupted, Self::Corrupted);
+from_raw_lock!(TryLockError, Self::WouldBlock, Self::Corrupted);
+from_raw_lock!(LockTimeoutError, Self::Corrupted, Self::Timeout);
+
+/// Turns a raw acquisition result into a guard or the public error `E` of the operation.
+pub(crate) fn settle<G, E: FromRawLock<G>>(
     r: Result<Acquired, LockFail>,
     guard: impl FnOnce() -> G,
-) -> Result<G, LockError<G>> {
-    match r.map_err(fail)? {
-        Acquired::Normal => Ok(guard()),
-        Acquired::OwnerDied(tid) => Err(LockError::OwnerDied(OwnerDied { guard: guard(), tid })),
-    }
-}
-
-/// Python's `acquire(timeout)` convention: `Ok(false)` on timeout or when held (try form).
-pub(crate) fn to_bool(r: Result<Acquired, LockFail>) -> Result<bool, LockError<()>> {
-    match to_result(r, || ()) {
-        Ok(()) => Ok(true),
-        Err(LockError::Timeout | LockError::WouldBlock) => Ok(false),
-        Err(e) => Err(e),
+) -> Result<G, E> {
+    match r {
+        Ok(Acquired::Normal) => Ok(guard()),
+        Ok(Acquired::OwnerDied(tid)) => Err(E::owner_died(OwnerDied { guard: guard(), tid })),
+        Err(e) => Err(E::fail(e)),
     }
 }
 
@@ -63,43 +85,48 @@ macro_rules! lock_handle {
             }
 
             /// Blocks until the lock is held; the guard releases it.
+            ///
+            /// `Err(OwnerDied)` holds the lock too (see [`LockError::recover`]).
             pub fn lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
-                to_result(self.cell.lock(None), || $guard {
-                    raw: &self.cell,
-                    _thread: PhantomData,
-                })
+                settle(self.cell.lock(None), || self.guard())
             }
 
             /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
-            pub fn lock_timeout(&self, timeout: Duration) -> Result<$guard<'_>, LockError<$guard<'_>>> {
-                to_result(self.cell.lock(deadline_after(timeout)), || $guard {
-                    raw: &self.cell,
-                    _thread: PhantomData,
-                })
+            pub fn lock_timeout(
+                &self,
+                timeout: Duration,
+            ) -> Result<$guard<'_>, LockTimeoutError<$guard<'_>>> {
+                settle(self.cell.lock(deadline_after(timeout)), || self.guard())
             }
 
             /// Takes the lock only if that needs no waiting (`WouldBlock` otherwise).
-            pub fn try_lock(&self) -> Result<$guard<'_>, LockError<$guard<'_>>> {
-                to_result(self.cell.try_lock(), || $guard {
+            pub fn try_lock(&self) -> Result<$guard<'_>, TryLockError<$guard<'_>>> {
+                settle(self.cell.try_lock(), || self.guard())
+            }
+
+            fn guard(&self) -> $guard<'_> {
+                $guard {
                     raw: &self.cell,
                     _thread: PhantomData,
-                })
+                }
             }
 
-            /// Python's `acquire()`: blocks until held. On `Err(OwnerDied)` the lock **is**
-            /// held (release it when done).
+            /// Python's `acquire()`: [`lock`](Self::lock) without a guard; release with
+            /// `release()`. On `Err(OwnerDied)` the lock **is** held.
             pub fn acquire(&self) -> Result<(), LockError<()>> {
-                to_result(self.cell.lock(None), || ())
+                settle(self.cell.lock(None), || ())
             }
 
-            /// Python's `acquire(timeout=t)`: `Ok(false)` if it timed out.
-            pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, LockError<()>> {
-                to_bool(self.cell.lock(deadline_after(timeout)))
+            /// Python's `acquire(timeout=t)`: [`lock_timeout`](Self::lock_timeout) without a
+            /// guard; a timeout is `Err(Timeout)` (Python's `False`).
+            pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), LockTimeoutError<()>> {
+                settle(self.cell.lock(deadline_after(timeout)), || ())
             }
 
-            /// Python's `acquire(block=False)`: `Ok(false)` if held by someone else.
-            pub fn try_acquire(&self) -> Result<bool, LockError<()>> {
-                to_bool(self.cell.try_lock())
+            /// Python's `acquire(block=False)`: [`try_lock`](Self::try_lock) without a guard;
+            /// held elsewhere is `Err(WouldBlock)` (Python's `False`).
+            pub fn try_acquire(&self) -> Result<(), TryLockError<()>> {
+                settle(self.cell.try_lock(), || ())
             }
 
             /// Whether anyone holds the lock.
@@ -145,7 +172,7 @@ macro_rules! lock_handle {
 /// A lock whose holding *thread* exited counts as abandoned the same way.
 ///
 /// ```
-/// use shmproc::{Lock, Process, Shared};
+/// use shmproc::{Lock, LockError, Process, Shared};
 /// use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// let lock = Lock::new()?;
@@ -157,12 +184,45 @@ macro_rules! lock_handle {
 /// })
 /// .start()?;
 /// {
-///     let _g = lock.lock().map_err(|e| e.to_string())?;
+///     // A guard borrows the lock, so an error carrying it is not `'static`:
+///     // `without_guard` (or `recover`, below) makes it one for `?`.
+///     let _g = lock.lock().map_err(LockError::without_guard)?;
 ///     total.fetch_add(1, Ordering::Relaxed);
 /// }
 /// child.join()?;
 /// assert_eq!(total.load(Ordering::Relaxed), 2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors, and a holder that died
+///
+/// [`lock`](Self::lock) fails with [`LockError`], [`lock_timeout`](Self::lock_timeout) with
+/// [`LockTimeoutError`] (adds `Timeout`), [`try_lock`](Self::try_lock) with [`TryLockError`]
+/// (adds `WouldBlock`). `OwnerDied` is the one error that **holds the lock**: it carries the
+/// guard. Pick one of two idioms, both usable with `?` into
+/// `Box<dyn Error + Send + Sync>` (or `anyhow`):
+///
+/// ```
+/// use shmproc::{Lock, LockError, LockTimeoutError};
+/// use std::time::Duration;
+/// let lock = Lock::new()?;
+/// // 1. Take the lock anyway (the protected data is checked or repaired here):
+/// let g = lock.lock().or_else(LockError::recover)?;
+/// drop(g);
+/// // 2. Treat a dead holder as a failure: the error without its guard (which releases the
+/// //    lock) is `Send + Sync + 'static`.
+/// let g = lock.lock_timeout(Duration::from_secs(1)).map_err(LockTimeoutError::without_guard)?;
+/// drop(g);
+/// // Or look at the dead holder yourself:
+/// match lock.lock() {
+///     Ok(_g) => {}
+///     Err(LockError::OwnerDied(d)) => {
+///         println!("thread {} died holding the lock", d.dead_owner_tid());
+///         let _g = d.into_guard();
+///     }
+///     Err(e) => return Err(e.without_guard().into()), // the other variants carry no guard
+/// }
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -186,9 +246,10 @@ impl Lock {
 /// owner may release it (`NotOwner`). A dead owner is detected as with [`Lock`].
 ///
 /// ```
-/// let r = shmproc::RLock::new()?;
-/// let outer = r.lock().map_err(|e| e.to_string())?;
-/// let inner = r.lock().map_err(|e| e.to_string())?; // same thread: no deadlock
+/// use shmproc::{LockError, RLock};
+/// let r = RLock::new()?;
+/// let outer = r.lock().map_err(LockError::without_guard)?;
+/// let inner = r.lock().or_else(LockError::recover)?; // same thread: no deadlock
 /// assert_eq!(r.depth(), 2);
 /// drop(inner);
 /// drop(outer);

@@ -5,6 +5,14 @@
 //! inside a user's [`Shared`](crate::Shared) struct — and owning handles (`Lock`, `RLock`,
 //! `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array`) that
 //! create their own small segment, can be cloned, and travel to children.
+//!
+//! Every blocking operation has three forms with errors named after it (`lock()` →
+//! [`LockError`](crate::LockError), `lock_timeout(d)` → [`LockTimeoutError`](crate::LockTimeoutError),
+//! `try_lock()` → [`TryLockError`](crate::TryLockError); `acquire`, `wait`… likewise); a
+//! timeout is always `Err(Timeout)`. Bad arguments to the handles are refused with an error
+//! (`Barrier::new(0)`, a semaphore above [`SEM_VALUE_MAX`]); the raw constructors panic on
+//! them instead (documented under *Panics*). All of them block through one wait loop
+//! (`sync/wait.rs`), the seam for waiting on many objects and for async.
 
 mod barrier;
 mod condition;
@@ -17,7 +25,9 @@ pub(crate) mod raw_event;
 pub(crate) mod raw_lock;
 pub(crate) mod raw_sem;
 mod semaphore;
+mod unlock;
 mod value;
+pub(crate) mod wait;
 
 pub use barrier::Barrier;
 pub use condition::{Condition, RawConditionCell};

@@ -20,6 +20,8 @@ use std::time::Instant;
 use super::park;
 use super::raw_lock::Acquired;
 use super::raw_lock::{LockFail, RawLock};
+use super::unlock::UnlockOnDrop;
+use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{fence, AtomicU32, Ordering};
 
 /// `pending` holds `PENDING | (g & !PENDING)`: break round `g` (0: nothing pending).
@@ -35,6 +37,31 @@ pub enum BarrierFail {
     Timeout,
     /// The barrier's fields hold values no correct process writes.
     Corrupted,
+}
+
+/// A registered party waiting for round `g` to end (no registration: `end_round` always
+/// wakes every sleeper of `generation`).
+struct BarrierWait<'a> {
+    barrier: &'a RawBarrier,
+    g: u32,
+    index: u32,
+    deadline: Option<Instant>,
+}
+
+impl Wait for BarrierWait<'_> {
+    type Output = Result<u32, BarrierFail>;
+
+    fn poll(&mut self) -> Poll<'_, Self::Output> {
+        // SYNC POINT (barrier round): acquire pairs with the store in `end_round`.
+        if self.barrier.generation.load(Ordering::SeqCst) != self.g {
+            return Poll::Ready(self.barrier.outcome(self.g, self.index));
+        }
+        Poll::Sleep(Sleep::on(&self.barrier.generation, self.g))
+    }
+
+    fn timed_out(&mut self) -> Self::Output {
+        self.barrier.time_out(self.g, self.index, self.deadline)
+    }
 }
 
 /// A cyclic barrier; `#[repr(C)]`.
@@ -53,19 +80,19 @@ pub struct RawBarrier {
 }
 
 /// The guard of the internal lock; a dead previous holder breaks the barrier.
-struct Inner<'a>(&'a RawBarrier);
-
-impl Drop for Inner<'_> {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
+type Inner<'a> = UnlockOnDrop<'a, RawBarrier>;
 
 impl RawBarrier {
-    /// A barrier for `parties` (at least 1).
+    /// A barrier for `parties`.
+    ///
+    /// # Panics
+    ///
+    /// If `parties` is 0 (a programming error; the handle `Barrier::new` refuses it with an
+    /// error instead).
     pub fn new(parties: u32) -> Self {
+        assert!(parties >= 1, "a barrier needs at least one party");
         let b = Self::default();
-        b.parties.store(parties.max(1), Ordering::Relaxed);
+        b.parties.store(parties, Ordering::Relaxed);
         b
     }
 
@@ -74,7 +101,7 @@ impl RawBarrier {
         match self.lock.lock(deadline) {
             Ok(how) => {
                 self.entered(how);
-                Ok(Inner(self))
+                Ok(UnlockOnDrop(self))
             }
             Err(LockFail::Timeout | LockFail::WouldBlock) => Err(BarrierFail::Timeout),
             Err(_) => Err(BarrierFail::Corrupted),
@@ -105,7 +132,7 @@ impl RawBarrier {
 
     /// Releases the internal lock, then makes sure no break request posted meanwhile is
     /// left behind (see the module docs).
-    fn release(&self) {
+    pub(super) fn release(&self) {
         self.settle();
         let _ = self.lock.unlock();
         // SYNC POINT (break request): pairs with the fence in `request_break`.
@@ -179,7 +206,7 @@ impl RawBarrier {
         let g = self.generation.load(Ordering::SeqCst);
         match self.lock.try_lock() {
             Ok(how) => {
-                let _inner = Inner(self);
+                let _inner = UnlockOnDrop(self);
                 self.entered(how);
                 if self.generation.load(Ordering::Relaxed) == g {
                     self.break_round();
@@ -231,33 +258,42 @@ impl RawBarrier {
             self.count.store(index + 1, Ordering::Relaxed);
             (g, index)
         };
-        loop {
-            if self.generation.load(Ordering::SeqCst) != g {
-                return self.outcome(g, index);
-            }
-            if !park::wait(&self.generation, g, deadline) && self.generation.load(Ordering::SeqCst) == g {
-                let _inner = match self.enter(deadline) {
-                    Err(BarrierFail::Timeout) => {
-                        self.request_break(g);
-                        // The lock's holder may have been ending this very round (the last
-                        // party arriving): a round that completed counts, as in Python.
-                        if self.generation.load(Ordering::SeqCst) != g {
-                            if let Ok(i) = self.outcome(g, index) {
-                                return Ok(i);
-                            }
-                        }
-                        return Err(BarrierFail::Timeout);
+        wait::block(
+            &mut BarrierWait {
+                barrier: self,
+                g,
+                index,
+                deadline,
+            },
+            deadline,
+        )
+    }
+
+    /// The deadline of a registered party passed with round `g` still open.
+    fn time_out(&self, g: u32, index: u32, deadline: Option<Instant>) -> Result<u32, BarrierFail> {
+        if self.generation.load(Ordering::SeqCst) != g {
+            return self.outcome(g, index);
+        }
+        let _inner = match self.enter(deadline) {
+            Err(BarrierFail::Timeout) => {
+                self.request_break(g);
+                // The lock's holder may have been ending this very round (the last
+                // party arriving): a round that completed counts, as in Python.
+                if self.generation.load(Ordering::SeqCst) != g {
+                    if let Ok(i) = self.outcome(g, index) {
+                        return Ok(i);
                     }
-                    r => r?,
-                };
-                if self.generation.load(Ordering::Relaxed) != g {
-                    // Released (or broken) just as we timed out: report what happened.
-                    return self.outcome(g, index);
                 }
-                self.break_round();
                 return Err(BarrierFail::Timeout);
             }
+            r => r?,
+        };
+        if self.generation.load(Ordering::Relaxed) != g {
+            // Released (or broken) just as we timed out: report what happened.
+            return self.outcome(g, index);
         }
+        self.break_round();
+        Err(BarrierFail::Timeout)
     }
 
     /// Breaks the barrier: current and future waits fail until [`reset`](Self::reset).
@@ -288,7 +324,7 @@ impl RawBarrier {
     }
 
     /// Whether the barrier is broken.
-    pub fn broken(&self) -> bool {
+    pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed) != 0
     }
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::park;
 use super::raw_lock::{Acquired, LockFail, RawRLock, ReleaseFail};
+use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{AtomicU32, Ordering};
 
 /// Why a condition wait failed.
@@ -20,6 +21,29 @@ pub enum CondFail {
     NotOwner,
     /// The lock's state is invalid.
     Corrupted,
+}
+
+/// A blocked `wait`: released when `seq` moves past the value read under the lock. The
+/// registration (`waiters`) is made by `RawCondition::wait` before it releases the lock, so
+/// `poll` only re-checks.
+struct CondWait<'a> {
+    cond: &'a RawCondition,
+    seq: u32,
+}
+
+impl Wait for CondWait<'_> {
+    type Output = bool;
+
+    fn poll(&mut self) -> Poll<'_, bool> {
+        if self.cond.seq.load(Ordering::SeqCst) != self.seq {
+            return Poll::Ready(true);
+        }
+        Poll::Sleep(Sleep::on(&self.cond.seq, self.seq))
+    }
+
+    fn timed_out(&mut self) -> bool {
+        self.cond.seq.load(Ordering::SeqCst) != self.seq
+    }
 }
 
 /// A condition variable's wait queue; `#[repr(C)]`.
@@ -51,15 +75,9 @@ impl RawCondition {
                 });
             }
         };
-        let mut notified = true;
-        while self.seq.load(Ordering::SeqCst) == s {
-            if !park::wait(&self.seq, s, deadline) {
-                notified = self.seq.load(Ordering::SeqCst) != s;
-                break;
-            }
-            // A wake-up with `seq` unchanged is spurious (a shared futex may be hashed with
-            // others); sleep again.
-        }
+        // Registered above (before releasing the lock); a wake-up with `seq` unchanged is
+        // spurious (a shared futex may be hashed with others) and the loop sleeps again.
+        let notified = wait::block(&mut CondWait { cond: self, seq: s }, deadline);
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         match lock.relock(levels, None) {
             Ok(how) => Ok((notified, how)),

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use super::park;
+use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{AtomicU32, Ordering};
 
 /// An event flag and a generation counter in ONE word (bit 0: flag; bits 1..: generation),
@@ -67,21 +68,52 @@ impl RawEvent {
         if v0 & 1 != 0 {
             return true;
         }
-        let moved = |v: u32| v & 1 != 0 || (v & !1) != v0;
-        if park::spin_while(|| !moved(self.state.load(Ordering::SeqCst))) {
-            return true;
+        wait::block(&mut EventWait { ev: self, v0 }, deadline)
+    }
+}
+
+/// A blocked `wait`: released by the flag or by a generation move past `v0`.
+struct EventWait<'a> {
+    ev: &'a RawEvent,
+    /// The state when the wait began (flag clear).
+    v0: u32,
+}
+
+impl EventWait<'_> {
+    fn moved(&self, v: u32) -> bool {
+        v & 1 != 0 || (v & !1) != self.v0
+    }
+}
+
+impl Wait for EventWait<'_> {
+    type Output = bool;
+    const SPIN: bool = true;
+
+    fn busy(&self) -> bool {
+        !self.moved(self.ev.state.load(Ordering::SeqCst))
+    }
+
+    fn try_complete(&mut self) -> Option<bool> {
+        // The spin saw the event move: nothing to register for.
+        Some(true)
+    }
+
+    fn poll(&mut self) -> Poll<'_, bool> {
+        // Register, then re-read (the SeqCst handshake with `set`).
+        self.ev.waiters.fetch_add(1, Ordering::SeqCst);
+        let v = self.ev.state.load(Ordering::SeqCst);
+        if self.moved(v) {
+            self.ev.waiters.fetch_sub(1, Ordering::SeqCst);
+            return Poll::Ready(true);
         }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let result = loop {
-            let v = self.state.load(Ordering::SeqCst);
-            if moved(v) {
-                break true;
-            }
-            if !park::wait(&self.state, v, deadline) {
-                break moved(self.state.load(Ordering::SeqCst));
-            }
-        };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        result
+        Poll::Sleep(Sleep::on(&self.ev.state, v))
+    }
+
+    fn after_sleep(&mut self) {
+        self.ev.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn timed_out(&mut self) -> bool {
+        self.moved(self.ev.state.load(Ordering::SeqCst))
     }
 }

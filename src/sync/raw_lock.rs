@@ -19,6 +19,7 @@
 use std::time::Instant;
 
 use super::park::{self, TID_MASK};
+use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 
 const WAITERS: u32 = 1 << 31;
@@ -127,52 +128,16 @@ impl RawLock {
     #[cold]
     fn lock_slow(&self, deadline: Option<Instant>) -> Result<Acquired, LockFail> {
         let (me, info) = park::me();
-        park::spin_while(|| self.word.load(Ordering::Relaxed) != 0);
-        // Until we have slept, no one can be asleep that our unlock would owe a wake-up to
-        // (a sleeper sets WAITERS again itself before sleeping), so a lock taken while
-        // spinning leaves WAITERS clear and its unlock makes no system call, as std's
-        // futex mutex does. Once we have slept, others may sleep too: keep WAITERS set.
-        let mut slept = false;
-        loop {
-            let v = self.word.load(Ordering::Relaxed);
-            if v & RESERVED != 0 || (v != 0 && v & TID_MASK == 0) {
-                return Err(LockFail::Corrupted);
-            }
-            if v == 0 {
-                let mine = if slept { me | WAITERS } else { me };
-                // SYNC POINT (lock hand-over): acquire pairs with the release in `unlock`.
-                if self
-                    .word
-                    .compare_exchange(0, mine, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.owner.store(info, Ordering::Relaxed);
-                    return Ok(Acquired::Normal);
-                }
-                continue;
-            }
-            if v & WAITERS == 0
-                && self
-                    .word
-                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            let (until, is_final) = park::slice_deadline(deadline);
-            slept = true;
-            if park::wait(&self.word, v | WAITERS, Some(until)) || Instant::now() < until {
-                continue;
-            }
-            // Check the holder before giving up too: a short timeout must still take over
-            // from a dead holder rather than fail forever.
-            if let Some(r) = self.take_over_if_dead(v | WAITERS, me, info) {
-                return Ok(r);
-            }
-            if is_final {
-                return Err(LockFail::Timeout);
-            }
-        }
+        wait::block(
+            &mut LockWait {
+                lock: self,
+                me,
+                info,
+                slept: false,
+                seen: 0,
+            },
+            deadline,
+        )
     }
 
     /// If the word still holds `seen` and its owner thread is gone, takes the lock over.
@@ -238,6 +203,71 @@ impl RawLock {
         }
         let tid = v & TID_MASK;
         v & RESERVED != 0 || tid == 0 || !park::alive(tid, self.owner.load(Ordering::Relaxed))
+    }
+}
+
+/// A blocked `lock`: what it waits on, for [`wait::block`].
+struct LockWait<'a> {
+    lock: &'a RawLock,
+    me: u32,
+    info: u64,
+    /// Until we have slept, no one can be asleep that our unlock would owe a wake-up to (a
+    /// sleeper sets WAITERS again itself before sleeping), so a lock taken while spinning
+    /// leaves WAITERS clear and its unlock makes no system call, as std's futex mutex does.
+    /// Once we have slept, others may sleep too: keep WAITERS set.
+    slept: bool,
+    /// The word we last slept on (owner tid | WAITERS).
+    seen: u32,
+}
+
+impl Wait for LockWait<'_> {
+    type Output = Result<Acquired, LockFail>;
+    const SPIN: bool = true;
+    const LIVENESS: bool = true;
+
+    fn busy(&self) -> bool {
+        self.lock.word.load(Ordering::Relaxed) != 0
+    }
+
+    fn poll(&mut self) -> Poll<'_, Self::Output> {
+        let word = &self.lock.word;
+        let v = word.load(Ordering::Relaxed);
+        if v & RESERVED != 0 || (v != 0 && v & TID_MASK == 0) {
+            return Poll::Ready(Err(LockFail::Corrupted));
+        }
+        if v == 0 {
+            let mine = if self.slept { self.me | WAITERS } else { self.me };
+            // SYNC POINT (lock hand-over): acquire pairs with the release in `unlock`.
+            if word
+                .compare_exchange(0, mine, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.lock.owner.store(self.info, Ordering::Relaxed);
+                return Poll::Ready(Ok(Acquired::Normal));
+            }
+            return Poll::Retry;
+        }
+        // Register: WAITERS tells the holder's unlock to wake the word.
+        if v & WAITERS == 0
+            && word
+                .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Poll::Retry;
+        }
+        self.slept = true;
+        self.seen = v | WAITERS;
+        Poll::Sleep(Sleep::on(word, v | WAITERS))
+    }
+
+    /// Checks the holder before giving up too: a short timeout must still take over from a
+    /// dead holder rather than fail forever.
+    fn check_owner(&mut self) -> Option<Self::Output> {
+        self.lock.take_over_if_dead(self.seen, self.me, self.info).map(Ok)
+    }
+
+    fn timed_out(&mut self) -> Self::Output {
+        Err(LockFail::Timeout)
     }
 }
 

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use super::park;
+use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{AtomicU32, Ordering};
 
 /// Why a semaphore operation failed.
@@ -23,6 +24,44 @@ pub enum SemFail {
     TooManyReleases,
     /// `value` exceeds the bound: written by a buggy or hostile peer.
     Corrupted,
+}
+
+/// A blocked `acquire`: what it waits on, for [`wait::block`].
+struct SemWait<'a>(&'a RawSemaphore);
+
+impl Wait for SemWait<'_> {
+    type Output = Result<(), SemFail>;
+    const SPIN: bool = true;
+
+    fn busy(&self) -> bool {
+        self.0.value.load(Ordering::Relaxed) == 0
+    }
+
+    fn poll(&mut self) -> Poll<'_, Self::Output> {
+        let sem = self.0;
+        match sem.try_acquire() {
+            Err(SemFail::WouldBlock) => {}
+            r => return Poll::Ready(r),
+        }
+        // Register, then re-read (the SeqCst handshake of the module docs).
+        sem.waiters.fetch_add(1, Ordering::SeqCst);
+        if sem.value.load(Ordering::SeqCst) != 0 {
+            sem.waiters.fetch_sub(1, Ordering::SeqCst);
+            return Poll::Retry;
+        }
+        Poll::Sleep(Sleep::on(&sem.value, 0))
+    }
+
+    fn after_sleep(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn timed_out(&mut self) -> Self::Output {
+        self.0.try_acquire().map_err(|e| match e {
+            SemFail::WouldBlock => SemFail::Timeout,
+            e => e,
+        })
+    }
 }
 
 /// A counting semaphore; `#[repr(C)]`.
@@ -41,7 +80,16 @@ pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 
 impl RawSemaphore {
     /// A semaphore holding `value` units; `bounded` makes `value` also the maximum.
+    ///
+    /// # Panics
+    ///
+    /// If `value` exceeds [`SEM_VALUE_MAX`] (a programming error; the handles
+    /// `Semaphore::new`/`BoundedSemaphore::new` refuse it with an error instead).
     pub fn new(value: u32, bounded: bool) -> Self {
+        assert!(
+            value <= SEM_VALUE_MAX,
+            "semaphore value {value} exceeds SEM_VALUE_MAX"
+        );
         Self {
             value: AtomicU32::new(value),
             waiters: AtomicU32::new(0),
@@ -80,27 +128,17 @@ impl RawSemaphore {
     }
 
     /// Takes one unit, waiting until `deadline` (`None`: forever).
+    #[inline]
     pub fn acquire(&self, deadline: Option<Instant>) -> Result<(), SemFail> {
         match self.try_acquire() {
-            Err(SemFail::WouldBlock) => {}
-            r => return r,
+            Err(SemFail::WouldBlock) => self.acquire_slow(deadline),
+            r => r,
         }
-        park::spin_while(|| self.value.load(Ordering::Relaxed) == 0);
-        loop {
-            match self.try_acquire() {
-                Err(SemFail::WouldBlock) => {}
-                r => return r,
-            }
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            let woke = self.value.load(Ordering::SeqCst) != 0 || park::wait(&self.value, 0, deadline);
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
-            if !woke {
-                return self.try_acquire().map_err(|e| match e {
-                    SemFail::WouldBlock => SemFail::Timeout,
-                    e => e,
-                });
-            }
-        }
+    }
+
+    #[cold]
+    fn acquire_slow(&self, deadline: Option<Instant>) -> Result<(), SemFail> {
+        wait::block(&mut SemWait(self), deadline)
     }
 
     /// Returns one unit, waking a waiter if any.

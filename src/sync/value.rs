@@ -5,22 +5,24 @@
 //!   re-enter the lock, so they also work while the same thread holds
 //!   [`get_lock`](Value::get_lock) — Python's `with v.get_lock(): v.value += 1`;
 //! - a guard that derefs to `&mut T` / `&mut [T]` ([`Value::lock`], [`Array::lock`]). To keep
-//!   that reference unique, a guard is refused (`WouldBlock`) while the same thread already
-//!   has one, and copies are refused while a guard lives.
+//!   that reference unique, a guard is refused (`WouldDeadlock`) while the same thread
+//!   already has one, and copies are refused while a guard lives.
 //!
 //! A holder that died leaves the data as it was at that moment (any bytes are a valid `T`);
 //! the next access reports [`LockError::OwnerDied`] carrying its result.
 
-use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
 use bytemuck::Pod;
 use serde::{Deserialize, Serialize};
 
-use super::lock::{fail, release_result, to_result, RLockGuard};
+use std::time::{Duration, Instant};
+
+use super::lock::{deadline_after, release_result, settle, FromRawLock, RLockGuard};
 use super::raw_lock::{Acquired, LockFail, RawRLock};
-use crate::error::{LockError, OwnerDied, ReleaseError, SegmentError};
+use super::unlock::UnlockOnDrop;
+use crate::error::{LockError, LockTimeoutError, OwnerDied, ReleaseError, SegmentError, TryLockError};
 use crate::loom::{AtomicU32, Ordering};
 use crate::shm::Fingerprint;
 use crate::{Segment, ShmSafe};
@@ -45,15 +47,31 @@ pub struct LockRef<'a> {
 }
 
 impl<'a> LockRef<'a> {
+    fn guard(&self) -> RLockGuard<'a> {
+        RLockGuard::new(&self.head.lock)
+    }
+
     /// Takes the lock (reentrant) until the guard drops.
     pub fn lock(&self) -> Result<RLockGuard<'a>, LockError<RLockGuard<'a>>> {
-        let r = self.head.enter(None);
-        to_result(r, || RLockGuard::new(&self.head.lock))
+        settle(self.head.enter(Take::Block), || self.guard())
+    }
+
+    /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<RLockGuard<'a>, LockTimeoutError<RLockGuard<'a>>> {
+        settle(self.head.enter(Take::until(timeout)), || self.guard())
+    }
+
+    /// Takes the lock only if that needs no waiting (`WouldBlock` otherwise).
+    pub fn try_lock(&self) -> Result<RLockGuard<'a>, TryLockError<RLockGuard<'a>>> {
+        settle(self.head.enter(Take::Try), || self.guard())
     }
 
     /// Python-style `acquire()`; release with [`release`](Self::release).
     pub fn acquire(&self) -> Result<(), LockError<()>> {
-        to_result(self.head.enter(None), || ())
+        settle(self.head.enter(Take::Block), || ())
     }
 
     /// Python-style `release()`.
@@ -62,10 +80,41 @@ impl<'a> LockRef<'a> {
     }
 }
 
+/// How to take the lock: the three forms of every blocking operation.
+#[derive(Clone, Copy)]
+enum Take {
+    Block,
+    Until(Option<Instant>),
+    Try,
+}
+
+impl Take {
+    fn until(timeout: Duration) -> Self {
+        Self::Until(deadline_after(timeout))
+    }
+}
+
+/// A data guard's lock attempt: the raw refusal, or `None` when this thread already has a
+/// data guard (taking another would alias `&mut`).
+type Borrowed = Result<Acquired, Option<LockFail>>;
+
+/// The guard or the public error `E` for a data-guard attempt.
+fn borrowed<G, E: FromRawLock<G>>(r: Borrowed, guard: impl FnOnce() -> G) -> Result<G, E> {
+    match r {
+        Err(None) => Err(E::would_deadlock()),
+        Err(Some(e)) => settle(Err(e), guard),
+        Ok(how) => settle(Ok(how), guard),
+    }
+}
+
 impl LockedHead {
     /// Takes the lock; after a dead holder the borrow flag it may have left is cleared.
-    fn enter(&self, deadline: Option<std::time::Instant>) -> Result<Acquired, LockFail> {
-        let r = self.lock.lock(deadline);
+    fn enter(&self, take: Take) -> Result<Acquired, LockFail> {
+        let r = match take {
+            Take::Block => self.lock.lock(None),
+            Take::Until(deadline) => self.lock.lock(deadline),
+            Take::Try => self.lock.try_lock(),
+        };
         if let Ok(Acquired::OwnerDied(_)) = r {
             self.borrowed.store(0, Ordering::Relaxed);
         }
@@ -74,11 +123,13 @@ impl LockedHead {
 
     /// Runs `f` under the lock unless a data guard of this thread is alive.
     fn with<R>(&self, f: impl FnOnce() -> R) -> Result<R, LockError<R>> {
-        let how = self.enter(None).map_err(fail)?;
+        let how = self
+            .enter(Take::Block)
+            .map_err(<LockError<R> as FromRawLock<R>>::fail)?;
         // Released on every path, unwinding from a panicking `f` included.
-        let _unlock = Unlock(&self.lock);
+        let _unlock = UnlockOnDrop(&self.lock);
         if self.borrowed.load(Ordering::Relaxed) != 0 {
-            return Err(LockError::WouldBlock);
+            return Err(LockError::WouldDeadlock);
         }
         let r = f();
         match how {
@@ -88,11 +139,11 @@ impl LockedHead {
     }
 
     /// Takes the lock for a data guard (refused while this thread has one).
-    fn borrow(&self) -> Result<Acquired, LockError<Infallible>> {
-        let how = self.enter(None).map_err(fail)?;
+    fn borrow(&self, take: Take) -> Borrowed {
+        let how = self.enter(take).map_err(Some)?;
         if self.borrowed.swap(1, Ordering::Relaxed) != 0 {
             let _ = self.lock.unlock();
-            return Err(LockError::WouldBlock);
+            return Err(None);
         }
         Ok(how)
     }
@@ -100,15 +151,6 @@ impl LockedHead {
     fn unborrow(&self) {
         self.borrowed.store(0, Ordering::Relaxed);
         let _ = self.lock.unlock();
-    }
-}
-
-/// Releases one level of the lock when dropped.
-struct Unlock<'a>(&'a RawRLock);
-
-impl Drop for Unlock<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
     }
 }
 
@@ -129,7 +171,7 @@ unsafe impl<T: Pod> ShmSafe for ValueCell<T> {}
 /// `multiprocessing.Value(typecode, value, lock=True)`. `RawValue` is the lock-free form.
 ///
 /// ```
-/// use shmproc::{Process, Value};
+/// use shmproc::{LockError, Process, Value};
 /// let v = Value::new(0u64)?;
 /// let mut kids = Vec::new();
 /// for _ in 0..2 {
@@ -139,7 +181,7 @@ unsafe impl<T: Pod> ShmSafe for ValueCell<T> {}
 ///     }).start()?);
 /// }
 /// for k in &mut kids { k.join()?; }
-/// assert_eq!(v.get().map_err(|e| e.to_string())?, 2000);
+/// assert_eq!(v.get().map_err(LockError::without_guard)?, 2000);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
@@ -207,17 +249,30 @@ impl<T: Pod> Value<T> {
         }
     }
 
-    /// Locks and returns a guard that derefs to the value.
-    pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        let how = self.cell.head.borrow().map_err(|e| e.map(|n| match n {}))?;
-        let g = ValueGuard {
+    fn guard(&self) -> ValueGuard<'_, T> {
+        ValueGuard {
             v: self,
             _thread: PhantomData,
-        };
-        match how {
-            Acquired::Normal => Ok(g),
-            Acquired::OwnerDied(tid) => Err(LockError::OwnerDied(OwnerDied { guard: g, tid })),
         }
+    }
+
+    /// Locks and returns a guard that derefs to the value (`WouldDeadlock` if this thread
+    /// already has one).
+    pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+        borrowed(self.cell.head.borrow(Take::Block), || self.guard())
+    }
+
+    /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ValueGuard<'_, T>, LockTimeoutError<ValueGuard<'_, T>>> {
+        borrowed(self.cell.head.borrow(Take::until(timeout)), || self.guard())
+    }
+
+    /// Locks only if that needs no waiting (`WouldBlock` otherwise).
+    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, TryLockError<ValueGuard<'_, T>>> {
+        borrowed(self.cell.head.borrow(Take::Try), || self.guard())
     }
 }
 
@@ -253,14 +308,16 @@ impl<T: Pod> Drop for ValueGuard<'_, T> {
 /// `multiprocessing.Array(typecode, n, lock=True)`. `RawArray` is the lock-free form.
 ///
 /// ```
-/// let a = shmproc::Array::from_slice(&[1.0f64, 2.0, 3.0])?;
+/// use shmproc::{Array, LockError};
+/// let a = Array::from_slice(&[1.0f64, 2.0, 3.0])?;
 /// {
-///     let mut g = a.lock().map_err(|e| e.to_string())?;
+///     let mut g = a.lock().map_err(LockError::without_guard)?;
 ///     g[0] = 10.0;
 ///     g.reverse();
 /// }
-/// assert_eq!(a.to_vec().map_err(|e| e.to_string())?, vec![3.0, 2.0, 10.0]);
-/// assert_eq!(a.get(5).map_err(|e| e.to_string())?, None);
+/// // A copy's error carries the copy, not a guard; take it even after a dead holder:
+/// assert_eq!(a.to_vec().or_else(LockError::recover)?, vec![3.0, 2.0, 10.0]);
+/// assert_eq!(a.get(5).map_err(LockError::without_guard)?, None);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -393,17 +450,30 @@ impl<T: Pod> Array<T> {
         LockRef { head: self.head() }
     }
 
-    /// Locks and returns a guard that derefs to the elements as a slice.
-    pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        let how = self.head().borrow().map_err(|e| e.map(|n| match n {}))?;
-        let g = ArrayGuard {
+    fn guard(&self) -> ArrayGuard<'_, T> {
+        ArrayGuard {
             a: self,
             _thread: PhantomData,
-        };
-        match how {
-            Acquired::Normal => Ok(g),
-            Acquired::OwnerDied(tid) => Err(LockError::OwnerDied(OwnerDied { guard: g, tid })),
         }
+    }
+
+    /// Locks and returns a guard that derefs to the elements as a slice (`WouldDeadlock`
+    /// if this thread already has one).
+    pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+        borrowed(self.head().borrow(Take::Block), || self.guard())
+    }
+
+    /// Like [`lock`](Self::lock), giving up after `timeout` with `Timeout`.
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ArrayGuard<'_, T>, LockTimeoutError<ArrayGuard<'_, T>>> {
+        borrowed(self.head().borrow(Take::until(timeout)), || self.guard())
+    }
+
+    /// Locks only if that needs no waiting (`WouldBlock` otherwise).
+    pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>, TryLockError<ArrayGuard<'_, T>>> {
+        borrowed(self.head().borrow(Take::Try), || self.guard())
     }
 
     /// The underlying segment.
