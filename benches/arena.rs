@@ -15,6 +15,8 @@
 //!   added, arena bytes mapped per object and slot bytes per object.
 //!
 //! Run: `cargo bench --bench arena`.
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -41,6 +41,8 @@
 //! first liveness check (≈ 20 ms). A receiver that arrives after the death checks at once
 //! only if its handle has not checked in the last 20 ms (the throttle on `check_peer`);
 //! here it had, on the ready message, so it too usually waits one slice.
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -34,6 +34,8 @@
 //! processes' CPU time plus steal exceed `ROUND_FOREIGN_MAX` is dropped and redone (at most
 //! `MAX_DROPPED` times, and while the pass is within `PASS_BUDGET`), and each kept round's
 //! figure is printed.
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -71,6 +71,8 @@
 //! second, up to 8 times per pass); the same for the whole group,
 //! with the load average. Spinning candidates need both vCPUs: when a third process runs,
 //! they crawl.
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 use std::cell::UnsafeCell;
 use std::fs::File;

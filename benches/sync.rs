@@ -30,6 +30,8 @@
 //! Children are forked once per benchmark, before any timing, and served every warm-up and
 //! sample of it; they are told to stop and joined when it ends (killed after 10 s if they do
 //! not stop, and marked daemon so that they die with this process in any case).
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 use std::cell::UnsafeCell;
 use std::fs::File;

@@ -250,8 +250,157 @@ impl Shadow {
 #[cfg(not(loom))]
 pub(crate) use core::{
     hint::spin_loop,
-    sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{fence, Ordering},
 };
+
+#[cfg(not(loom))]
+pub(crate) use plain::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+
+/// Outside loom: `core`'s atomics behind types of the shim's own, `#[repr(transparent)]`
+/// and `#[inline]`, so they cost nothing and have `core`'s layout (they are placed in shared
+/// memory and cast from raw pointers exactly as `core`'s are). Being distinct types is what
+/// lets `clippy.toml` forbid `core`'s atomics everywhere else: an algorithm that bypassed
+/// the shim would not be checked by the loom suite.
+#[cfg(not(loom))]
+#[allow(clippy::disallowed_types)]
+mod plain {
+    use core::sync::atomic::{self as core_atomic, Ordering};
+
+    macro_rules! common {
+        ($name:ident, $t:ty) => {
+            #[derive(Debug, Default)]
+            #[repr(transparent)]
+            pub(crate) struct $name(core_atomic::$name);
+
+            impl $name {
+                #[inline]
+                pub(crate) const fn new(value: $t) -> Self {
+                    Self(core_atomic::$name::new(value))
+                }
+
+                /// The `core` atomic itself, for the kernel interface (`sys::futex`).
+                #[inline]
+                pub(crate) fn as_core(&self) -> &core_atomic::$name {
+                    &self.0
+                }
+
+                #[inline]
+                pub(crate) fn load(&self, order: Ordering) -> $t {
+                    self.0.load(order)
+                }
+
+                #[inline]
+                pub(crate) fn store(&self, value: $t, order: Ordering) {
+                    self.0.store(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn swap(&self, value: $t, order: Ordering) -> $t {
+                    self.0.swap(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn compare_exchange(
+                    &self,
+                    current: $t,
+                    new: $t,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$t, $t> {
+                    self.0.compare_exchange(current, new, success, failure)
+                }
+
+                #[inline]
+                pub(crate) fn compare_exchange_weak(
+                    &self,
+                    current: $t,
+                    new: $t,
+                    success: Ordering,
+                    failure: Ordering,
+                ) -> Result<$t, $t> {
+                    self.0.compare_exchange_weak(current, new, success, failure)
+                }
+
+                #[inline]
+                pub(crate) fn fetch_update(
+                    &self,
+                    set_order: Ordering,
+                    fetch_order: Ordering,
+                    f: impl FnMut($t) -> Option<$t>,
+                ) -> Result<$t, $t> {
+                    self.0.fetch_update(set_order, fetch_order, f)
+                }
+
+                #[inline]
+                pub(crate) fn fetch_and(&self, value: $t, order: Ordering) -> $t {
+                    self.0.fetch_and(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn fetch_nand(&self, value: $t, order: Ordering) -> $t {
+                    self.0.fetch_nand(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn fetch_or(&self, value: $t, order: Ordering) -> $t {
+                    self.0.fetch_or(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn fetch_xor(&self, value: $t, order: Ordering) -> $t {
+                    self.0.fetch_xor(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn into_inner(self) -> $t {
+                    self.0.into_inner()
+                }
+            }
+        };
+    }
+
+    macro_rules! int {
+        ($($name:ident($t:ty)),*) => { $(
+            common!($name, $t);
+
+            impl $name {
+                #[inline]
+                pub(crate) fn fetch_add(&self, value: $t, order: Ordering) -> $t {
+                    self.0.fetch_add(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn fetch_sub(&self, value: $t, order: Ordering) -> $t {
+                    self.0.fetch_sub(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn fetch_max(&self, value: $t, order: Ordering) -> $t {
+                    self.0.fetch_max(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn fetch_min(&self, value: $t, order: Ordering) -> $t {
+                    self.0.fetch_min(value, order)
+                }
+
+                #[inline]
+                pub(crate) fn with_mut<R>(&mut self, f: impl FnOnce(&mut $t) -> R) -> R {
+                    f(self.0.get_mut())
+                }
+            }
+        )* };
+    }
+
+    common!(AtomicBool, bool);
+    int!(AtomicU32(u32), AtomicU64(u64), AtomicUsize(usize));
+
+    // SAFETY: `#[repr(transparent)]` over `core`'s integer atomics, which are `ShmSafe`:
+    // any bit pattern is a valid value, no pointers, no `Drop`.
+    unsafe impl crate::ShmSafe for AtomicU32 {}
+    // SAFETY: as for `AtomicU32`.
+    unsafe impl crate::ShmSafe for AtomicU64 {}
+}
 
 /// Yield to the scheduler (a loom preemption point under `cfg(loom)`).
 #[cfg(not(loom))]

@@ -10,6 +10,8 @@
 //! (`common::bounded`) — so a bug fails a test instead of hanging the suite. Children are
 //! daemons: one left behind by a failing test dies with the test's thread. The only timing
 //! assertions are generous "does not hang" bounds and "a timeout does not end early".
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -6,6 +6,8 @@
 //!
 //! Every blocking call is bounded (a deadline, `join_timeout`, or the `bounded` watchdog),
 //! so a bug fails a test instead of hanging the suite.
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

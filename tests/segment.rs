@@ -6,6 +6,8 @@
 //! `shmproc-test-<pid>-<seq>-<tag>-`; a guard removes whatever is left under that prefix
 //! when the test ends, even when it fails, and each test finishes by asserting that nothing
 //! remains (so the library's own cleanup is what gets checked).
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::Write;

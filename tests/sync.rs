@@ -5,6 +5,8 @@
 //! Every blocking call is bounded — a timeout, `join_timeout`, or a watchdog thread for the
 //! calls that have no timeout form — so a bug fails a test instead of hanging the suite.
 //! Children are daemons: one left behind by a failing test dies with the test's thread.
+// std atomics here are user code (e.g. inside a `Shared<T>`); the shim rule is for the library.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

@@ -54,7 +54,7 @@ type Starts = crate::cell::Shared<[AtomicU64; RING as usize]>;
 // SAFETY: only under `--cfg loom`, where the shim's `AtomicU64` is loom's model type: the
 // crate must compile, but the pool (real processes, real shared memory) never runs under
 // loom, so no such value is ever placed in a segment. Outside loom the shim's `AtomicU64`
-// is `core`'s, which `ShmSafe` covers already.
+// is a transparent `core` atomic, `ShmSafe` in `crate::loom`.
 #[cfg(loom)]
 unsafe impl crate::ShmSafe for AtomicU64 {}
 

@@ -19,24 +19,29 @@ pub(crate) const LIVENESS_SLICE: std::time::Duration = std::time::Duration::from
 #[cfg(not(loom))]
 mod imp {
     use std::cell::Cell;
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Once;
     use std::time::Instant;
 
+    use crate::loom::{AtomicU32, Ordering};
+
+    #[inline]
     pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> bool {
-        crate::sys::futex::wait(word, expected, deadline)
+        crate::sys::futex::wait(word.as_core(), expected, deadline)
     }
 
+    #[inline]
     pub(crate) fn wake_one(word: &AtomicU32) {
-        crate::sys::futex::wake_one(word);
+        crate::sys::futex::wake_one(word.as_core());
     }
 
+    #[inline]
     pub(crate) fn wake_all(word: &AtomicU32) {
-        crate::sys::futex::wake_all(word);
+        crate::sys::futex::wake_all(word.as_core());
     }
 
+    #[inline]
     pub(crate) fn wake_n(word: &AtomicU32, n: u32) {
-        crate::sys::futex::wake_n(word, n);
+        crate::sys::futex::wake_n(word.as_core(), n);
     }
 
     /// Bumped in every child right after `fork()`, so thread identities cached before the

@@ -6,6 +6,9 @@
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) mod clock;
 pub(crate) mod fd;
+// The futex calls take `core`'s `AtomicU32`: the kernel interface users' own words use too
+// (the crate's words reach it through `crate::loom`'s `as_core`).
+#[allow(clippy::disallowed_types)]
 pub mod futex;
 pub(crate) mod mem;
 pub(crate) mod proc;
