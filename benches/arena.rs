@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion};
-use shmproc::sync::RawLock;
+use shmproc::raw::RawLock;
 use shmproc::{Lock, RawValue, Shared, Value};
 
 /// Objects alive at once in the criterion group.

@@ -59,7 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
-use shmproc::sys::futex;
+use shmproc::raw::futex;
 use shmproc::{Dict, List, Manager, Process, ProcessError, Shared, ShmSafe};
 
 mod common;

@@ -38,7 +38,7 @@
 //!   others reuse one buffer.
 //! - "roundtrip": the parent sends a u64, the child answers with it, the parent checks it.
 //!   Raw atomic spin ping-pong on one word (the floor), raw futex WAIT/WAKE ping-pong that
-//!   never spins (non-private futex on one u32 through `shmproc::sys::futex`, wake always
+//!   never spins (non-private futex on one u32 through `shmproc::raw::futex`, wake always
 //!   issued; the blocking floor),
 //!   shmproc `SpscRing` pair spinning (`try_pop` loops) and blocking (`pop(None)`, which
 //!   spins for up to 20 µs before it sleeps), shmproc `Queue<u64, PodCodec>` pair
@@ -86,11 +86,11 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use criterion::{Criterion, SamplingMode, Throughput};
 use serde_bytes::ByteBuf;
-use shmproc::ring::{Consumer, MpmcRing, Producer, SpscRing};
+use shmproc::raw::{Consumer, MpmcRing, Producer, SpscRing};
 mod common;
 
 use common::{await_change, bump, cpu_snap, fmt_ns, foreign, loadavg, median, pct, wait_quiet};
-use shmproc::sys::futex;
+use shmproc::raw::futex;
 use shmproc::{
     Bytes, Codec, Connection, PodCodec, Postcard, Process, ProcessError, Queue, Shared, ShmSafe,
     TryRecvError, TrySendError, PIPE_CAPACITY,

@@ -18,7 +18,7 @@
 //! - "event ping-pong round trip, 2 processes": the parent sends, the child answers, per
 //!   round trip. shmproc `Event` pair (set, the other waits and clears, sets back), a raw
 //!   futex ping-pong that never spins (two u32 words in a `Shared` struct,
-//!   `shmproc::sys::futex::wait`/`wake_one`, wake always issued), and a pipe pair carrying
+//!   `shmproc::raw::futex::wait`/`wake_one`, wake always issued), and a pipe pair carrying
 //!   an 8-byte message. The `*_busy100us` variants make each side work 100 µs (busy) before
 //!   it answers, longer than `Event`'s spin phase, so every wait ends asleep: they compare
 //!   the blocking paths (subtract the 200 µs of work per round trip). `spin_floor_reference`
@@ -45,8 +45,8 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 mod common;
 
 use common::{await_change, bump};
-use shmproc::sync::{RawLock, RawSemaphore};
-use shmproc::sys::futex;
+use shmproc::raw::futex;
+use shmproc::raw::{RawLock, RawSemaphore};
 use shmproc::{Event, Lock, Process, ProcessError, Semaphore, Shared, ShmSafe, Value};
 
 // ----------------------------------------------------------------------------- helpers

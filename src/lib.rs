@@ -5,19 +5,19 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmproc supports Linux only for now (futex, memfd, pidfd)");
 
+// Every module is private; the public API is the flat list of re-exports below (crossbeam's
+// shape), plus `raw` for the primitives that live in place inside a user's `Shared<T>`.
 mod cell;
 mod channel;
 mod error;
 mod loom;
-pub mod manager;
-pub mod pool;
+mod manager;
+mod pool;
 mod process;
-/// Pipes: [`Connection`] and its constructors (kept as a path for 0.1 code).
-pub use channel::connection;
-pub mod ring;
+mod ring;
 mod shm;
-pub mod sync;
-pub mod sys;
+mod sync;
+mod sys;
 
 pub use cell::{RawArray, RawValue, Shared, SharedMemory, ShmSafe};
 pub use channel::codec::{Bytes, Codec, PodCodec, Postcard};
@@ -30,9 +30,10 @@ pub use error::{
     ReleaseError, SegmentError, SendError, SendTimeoutError, TaskDoneError, TryAcquireError, TryLockError,
     TryRecvError, TrySendError, WaitTimeoutError,
 };
-pub use manager::{Dict, DictGuard, List, ListGuard, Manager, Namespace, NamespaceGuard};
+pub use manager::{Dict, DictGuard, List, ListGuard, Manager, Namespace, NamespaceGuard, DEFAULT_LIMIT};
 pub use pool::{
-    as_completed, AsCompleted, AsyncResult, Executor, Future, IMap, IMapUnordered, Pool, PoolBuilder, StarFn,
+    as_completed, default_chunksize, AsCompleted, AsyncResult, Executor, Future, IMap, IMapUnordered, Pool,
+    PoolBuilder, StarFn,
 };
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
@@ -42,7 +43,47 @@ pub use shm::{
     check_image, cleanup_stale, DataRange, Fingerprint, Segment, ARENA_MAX_OBJECT, HEADER_LEN, MAGIC,
     MAX_ALIGN, VERSION,
 };
-pub use sync::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value};
+pub use sync::{
+    Array, ArrayGuard, Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, LockRef, RLock,
+    RLockGuard, Semaphore, Value, ValueGuard,
+};
+
+/// The raw layer: `#[repr(C)]` primitives that live in place (for instance inside a user's
+/// [`Shared`] struct), the lock-free rings the queues and pipes are built on, and the futex
+/// calls they sleep with. The handles at the crate root are built from these; reach for them
+/// when you lay out shared memory yourself.
+///
+/// ```
+/// use shmproc::raw::RawLock;
+/// use shmproc::{Shared, ShmSafe};
+///
+/// #[repr(C)]
+/// struct Account { lock: RawLock, balance: std::sync::atomic::AtomicU64 }
+/// // SAFETY: repr(C) of a raw lock and an atomic: any bits are valid, no pointers, no Drop.
+/// unsafe impl ShmSafe for Account {}
+///
+/// let acct = Shared::new(Account { lock: RawLock::new(), balance: 0.into() })?;
+/// acct.lock.lock(None)?;
+/// acct.balance.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+/// acct.lock.unlock()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod raw {
+    pub use crate::ring::{
+        ByteRing, ByteRingIndices, CachePadded, Channel, ChannelCtl, ChannelHeader, Consumer, Corrupt,
+        EventCount, FrameInfo, HeaderField, MpmcRing, Producer, SlotRing, SlotRingHeader, SpscHeader,
+        SpscRing, ABORT, FIRST, LAST, MAX_CAPACITY, MAX_SLOT_SIZE,
+    };
+    pub use crate::sync::{
+        Acquired, BarrierFail, CondFail, LockFail, LockedHead, RawBarrier, RawCondition, RawConditionCell,
+        RawEvent, RawLock, RawRLock, RawSemaphore, ReleaseFail, SemFail, ValueCell, SEM_VALUE_MAX,
+    };
+    pub use crate::sys::futex;
+}
+
+/// The pool's wire format, for the fuzz targets.
+#[doc(hidden)]
+pub use pool::wire;
 
 /// The lock-free protocols, exposed only to the loom suite (`--cfg loom`).
 #[cfg(loom)]

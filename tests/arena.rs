@@ -13,7 +13,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use common::{eventually, exclusive, join, kill_and_reap, ms, shared, start, LONG, METHODS};
-use shmproc::sync::{RawBarrier, RawConditionCell, RawEvent, RawLock, RawRLock, RawSemaphore, ValueCell};
+use shmproc::raw::{RawBarrier, RawConditionCell, RawEvent, RawLock, RawRLock, RawSemaphore, ValueCell};
 use shmproc::{
     Fingerprint, Lock, Process, RawArray, RawValue, SegmentError, Shared, StartMethod, Value,
     ARENA_MAX_OBJECT,

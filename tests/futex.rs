@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use common::{eventually, ms, METHODS};
-use shmproc::sys::futex;
+use shmproc::raw::futex;
 use shmproc::{Process, Shared};
 
 #[repr(C)]

@@ -63,7 +63,7 @@ fn relaxed_publish_is_caught() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The sync algorithms (`shmproc::sync::Raw*`), run against the futex model of `sync/park.rs`
+// The sync algorithms (`shmproc::raw::Raw*`), run against the futex model of `sync/park.rs`
 // (a sleeper returns only when a wake of its word picks it; no spinning, no spurious
 // wake-ups) and the atomics of `src/loom.rs` (loom's, with a `SeqCst` fence after every
 // `SeqCst` write): a lost wake-up shows up as a loom deadlock, a failed exclusion as a
@@ -80,7 +80,7 @@ use std::collections::BTreeSet;
 
 use loom::cell::UnsafeCell;
 use shmproc::loom_api::Shadow;
-use shmproc::sync::{
+use shmproc::raw::{
     Acquired, BarrierFail, LockFail, RawBarrier, RawCondition, RawEvent, RawLock, RawRLock, RawSemaphore,
     ReleaseFail, SemFail,
 };
@@ -650,7 +650,7 @@ fn relaxed_lock_race_is_caught() {
 #[test]
 fn eventcount_no_lost_wakeup() {
     use loom::sync::atomic::AtomicU32;
-    use shmproc::ring::EventCount;
+    use shmproc::raw::EventCount;
     model_bounded(3, || {
         let s = Arc::new((EventCount::new(), AtomicU32::new(0)));
         let producer = {
@@ -683,7 +683,7 @@ fn eventcount_no_lost_wakeup() {
 #[test]
 fn eventcount_sleepers_bit_across_two_notifies() {
     use loom::sync::atomic::AtomicU32;
-    use shmproc::ring::EventCount;
+    use shmproc::raw::EventCount;
     fn wait_until(s: &(EventCount, AtomicU32), target: u32) {
         loop {
             if s.1.load(Ordering::Acquire) >= target {
@@ -728,7 +728,7 @@ unsafe impl Sync for Buf {}
 
 /// The indices, the buffer and the buffer's loom stand-in (one unit per 8 bytes), so loom
 /// checks that every payload read is ordered after the write it copies.
-type RingParts = (shmproc::ring::ByteRingIndices, Buf, Shadow);
+type RingParts = (shmproc::raw::ByteRingIndices, Buf, Shadow);
 
 fn ring_parts() -> Arc<RingParts> {
     Arc::new((
@@ -739,10 +739,10 @@ fn ring_parts() -> Arc<RingParts> {
 }
 
 /// A ring over the parts.
-fn byte_ring(p: &RingParts) -> shmproc::ring::ByteRing<'_> {
+fn byte_ring(p: &RingParts) -> shmproc::raw::ByteRing<'_> {
     // SAFETY: 256 bytes, 8-aligned enough for the ring (byte copies only), alive as long
     // as `p`, used only through rings over these indices.
-    unsafe { shmproc::ring::ByteRing::new(&p.0, p.1 .0.get().cast(), 256) }.with_shadow(&p.2)
+    unsafe { shmproc::raw::ByteRing::new(&p.0, p.1 .0.get().cast(), 256) }.with_shadow(&p.2)
 }
 
 /// The writer sends a one-frame message and a three-frame one; the reader, polling, gets
@@ -750,7 +750,7 @@ fn byte_ring(p: &RingParts) -> shmproc::ring::ByteRing<'_> {
 /// payload byte read was published to the reader (the buffer's stand-in checks it).
 #[test]
 fn byte_ring_frames_arrive_whole_and_in_order() {
-    use shmproc::ring::{FIRST, LAST};
+    use shmproc::raw::{FIRST, LAST};
     model_bounded(2, || {
         let shared = ring_parts();
         let writer = {
@@ -793,7 +793,7 @@ fn byte_ring_frames_arrive_whole_and_in_order() {
 #[test]
 #[should_panic(expected = "Causality violation")]
 fn byte_ring_two_unserialized_writers_are_caught() {
-    use shmproc::ring::{FIRST, LAST};
+    use shmproc::raw::{FIRST, LAST};
     model_bounded(2, || {
         let shared = ring_parts();
         let other = {
@@ -815,7 +815,7 @@ fn byte_ring_two_unserialized_writers_are_caught() {
 // and the futex model ignores deadlines: a lost wake-up is a deadlock.
 // ------------------------------------------------------------------------------------------
 
-use shmproc::ring::{MpmcRing, SpscRing};
+use shmproc::raw::{MpmcRing, SpscRing};
 use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 /// One producer pushes two items into a ring of one slot (the second push must wait for
@@ -1029,7 +1029,7 @@ fn spsc_sleeping_consumer_woken_by_push() {
 #[test]
 #[should_panic(expected = "deadlock")]
 fn publish_without_sc_rmw_loses_wakeup() {
-    use shmproc::ring::EventCount;
+    use shmproc::raw::EventCount;
     model_bounded(2, || {
         let s = Arc::new((EventCount::new(), AtomicU64::new(0)));
         let publisher = {
@@ -1067,7 +1067,7 @@ fn publish_without_sc_rmw_loses_wakeup() {
 /// and nobody sleeps through a wake-up (that would be a deadlock).
 #[test]
 fn channel_messages_stream_through_cached_indices() {
-    use shmproc::ring::Channel;
+    use shmproc::raw::Channel;
     model_bounded(2, || {
         let chan = Arc::new(Channel::new(256).unwrap());
         let long: Vec<u8> = (0..100u8).collect();
@@ -1093,7 +1093,7 @@ fn channel_messages_stream_through_cached_indices() {
 /// head going stale and being refreshed).
 #[test]
 fn channel_writer_waits_for_room_and_is_woken() {
-    use shmproc::ring::Channel;
+    use shmproc::raw::Channel;
     model_bounded(2, || {
         let chan = Arc::new(Channel::new(256).unwrap());
         let writer = {
@@ -1273,7 +1273,7 @@ fn pool_done_callback_runs_once() {
 #[test]
 fn eventcount_wait_until_no_lost_wakeup() {
     use loom::sync::atomic::AtomicU32;
-    use shmproc::ring::EventCount;
+    use shmproc::raw::EventCount;
     model_bounded(3, || {
         let s = Arc::new((EventCount::new(), AtomicU32::new(0)));
         let producer = {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{bounded, eventually, join, kill_and_reap, ms, proc_state, start, LONG, METHODS};
-use shmproc::ring::{MpmcRing, SlotRing, SlotRingHeader};
+use shmproc::raw::{MpmcRing, SlotRing, SlotRingHeader};
 use shmproc::{RawArray, RawValue, SegmentError};
 use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
@@ -745,7 +745,7 @@ fn rejected_geometries() {
         Err(SegmentError::InvalidSize(_))
     ));
     assert!(matches!(
-        SlotRing::new(shmproc::ring::MAX_CAPACITY + 1, 8),
+        SlotRing::new(shmproc::raw::MAX_CAPACITY + 1, 8),
         Err(SegmentError::TooLarge(_))
     ));
     assert!(matches!(

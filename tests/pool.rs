@@ -976,9 +976,9 @@ fn invalid_parameters_are_errors() {
             "{m:?}"
         );
     }
-    assert_eq!(shmproc::pool::default_chunksize(0, 4), 1);
-    assert_eq!(shmproc::pool::default_chunksize(100, 4), 7);
-    assert_eq!(shmproc::pool::default_chunksize(10_007, 2), 1251);
+    assert_eq!(shmproc::default_chunksize(0, 4), 1);
+    assert_eq!(shmproc::default_chunksize(100, 4), 7);
+    assert_eq!(shmproc::default_chunksize(10_007, 2), 1251);
 }
 
 // ------------------------------------------------------------------------------------------

@@ -391,9 +391,9 @@ fn zero_sizes(name: String) -> Vec<String> {
         kind(shmproc::Queue::<u32>::with_capacity(0, 0).map(drop)),
         kind(shmproc::Queue::<u64, shmproc::PodCodec>::with_capacity(0, 0).map(drop)),
         kind(shmproc::Connection::<u32>::pair(true, 0).map(drop)),
-        kind(shmproc::ring::Channel::new(0).map(drop)),
-        kind(shmproc::ring::SpscRing::<u64>::new(0).map(drop)),
-        kind(shmproc::ring::MpmcRing::<u64>::new(0).map(drop)),
+        kind(shmproc::raw::Channel::new(0).map(drop)),
+        kind(shmproc::raw::SpscRing::<u64>::new(0).map(drop)),
+        kind(shmproc::raw::MpmcRing::<u64>::new(0).map(drop)),
         kind(shmproc::Barrier::new(0).map(drop)),
     ]
 }

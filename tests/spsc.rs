@@ -10,7 +10,7 @@ mod common;
 use std::time::Instant;
 
 use common::{eventually, join, kill_and_reap, ms, proc_state, start, LONG, METHODS};
-use shmproc::ring::SpscRing;
+use shmproc::raw::SpscRing;
 use shmproc::RawValue;
 use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::{bounded, eventually, join, kill_and_reap, ms, sleep_forever, start, JOIN, LONG, METHODS};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use shmproc::sync::{
+use shmproc::raw::{
     Acquired, BarrierFail, LockFail, RawBarrier, RawEvent, RawLock, RawRLock, RawSemaphore, ReleaseFail,
     SemFail, SEM_VALUE_MAX,
 };
@@ -416,7 +416,7 @@ fn rlock_try(lock: RLock) -> bool {
 fn lock_guard_may_be_released_from_another_thread() {
     let _g = common::shared();
     // A Lock is a binary semaphore: its guard may travel, and dropping it anywhere releases.
-    assert!(is_send!(shmproc::sync::LockGuard<'static>));
+    assert!(is_send!(shmproc::LockGuard<'static>));
     assert!(
         !is_send!(std::sync::MutexGuard<'static, u8>),
         "the probe tells both ways"
@@ -437,18 +437,9 @@ fn lock_guard_may_be_released_from_another_thread() {
 #[test]
 fn reentrant_guards_cannot_leave_their_thread() {
     let _g = common::shared();
-    assert!(
-        !is_send!(shmproc::sync::RLockGuard<'static>),
-        "RLockGuard is Send"
-    );
-    assert!(
-        !is_send!(shmproc::sync::ValueGuard<'static, u64>),
-        "ValueGuard is Send"
-    );
-    assert!(
-        !is_send!(shmproc::sync::ArrayGuard<'static, u64>),
-        "ArrayGuard is Send"
-    );
+    assert!(!is_send!(shmproc::RLockGuard<'static>), "RLockGuard is Send");
+    assert!(!is_send!(shmproc::ValueGuard<'static, u64>), "ValueGuard is Send");
+    assert!(!is_send!(shmproc::ArrayGuard<'static, u64>), "ArrayGuard is Send");
 }
 
 // ------------------------------------------------------------------------------------------

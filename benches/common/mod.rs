@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use shmproc::sys::futex;
+use shmproc::raw::futex;
 
 /// Spins for up to 200 µs while `word` holds `old`, then sleeps on it (counted in
 /// `sleepers`, so that `bump` can skip the wake syscall when nobody sleeps).

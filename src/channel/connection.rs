@@ -1,37 +1,4 @@
-//! `pipe()`, `pipe_simplex()` and [`Connection`]: Python's `multiprocessing.Pipe` on
-//! shared-memory message channels.
-//!
-//! Each direction of a pipe is a [`ring::Channel`](crate::ring::Channel) (whole messages,
-//! any size, robust against a writer or reader killed mid-message). Items go through a
-//! [`Codec`] like a [`Queue`](crate::Queue)'s; `send_bytes` / `recv_bytes` move raw bytes.
-//!
-//! # Who is on the other end
-//!
-//! Python learns that the other end is gone from the kernel (the pipe's last fd closed, so
-//! `recv` raises `EOFError`). Here each end keeps a small table in shared memory of the
-//! processes holding it: the creator, a spawned child that received it in its arguments,
-//! a forked child whose closure captured it (the parent records the child when it drops
-//! its copy of the closure), each identified by pid + start time. An end is *disconnected*
-//! when no live process holds it, which covers a clean `close`/drop and SIGKILL alike.
-//!
-//! Unlike fd-based pipes, a forked child does **not** hold the ends it merely inherited
-//! with the parent's memory: only what its closure owns. So the classic Python hang — a
-//! child that keeps the parent's end open by accident and never sees `EOFError` — does not
-//! happen. (An end reached only through an `Arc` shared with the child is not recorded for
-//! it: move the `Connection` itself into the child.)
-//!
-//! A timeout (or the try form) of a send bounds the whole message: a message larger than
-//! the room left that cannot finish in time is withdrawn (`Timeout` / `Full`), and the
-//! receiver never sees a part of it. A blocking send of a message larger than the buffer
-//! streams as long as the receiving end is held; if it goes, the send stops with
-//! `Disconnected`.
-//!
-//! Detection time: a clean close wakes the peer at once; a killed holder is noticed by a
-//! waiting `recv`/`poll`/blocked `send` within ≈ 20 ms (one liveness slice), and by a
-//! non-blocking `send` within 20 ms of its first call after the death (sends check the
-//! table at most every 20 ms, so the fast path pays one coarse clock read). A message sent
-//! before the peer died is still delivered: `recv` returns `Disconnected` only once nothing
-//! is left to read. Up to 64 processes can hold one end at a time.
+//! Pipes: see the docs of `Connection` (moved there so users can read them).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -76,7 +43,7 @@ struct End {
 /// end has closed it or died, `recv` returns [`RecvError::Disconnected`] (Python's
 /// `EOFError`) once it drained what was sent, and `send` returns
 /// [`SendError::Disconnected`] (Python's `BrokenPipeError`); see the
-/// [module docs](crate::connection) for how the end's holders are tracked.
+/// [module docs](crate::Connection#how-the-ends-are-tracked) for how the end's holders are tracked.
 ///
 /// A `Connection` is used by one thread at a time (`Send`, not `Sync`), like Python's.
 ///
@@ -99,6 +66,43 @@ struct End {
 /// p.join()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # How the ends are tracked
+///
+/// `pipe()`, `pipe_simplex()` and [`Connection`]: Python's `multiprocessing.Pipe` on
+/// shared-memory message channels.
+///
+/// Each direction of a pipe is a [`ring::Channel`](crate::ring::Channel) (whole messages,
+/// any size, robust against a writer or reader killed mid-message). Items go through a
+/// [`Codec`] like a [`Queue`](crate::Queue)'s; `send_bytes` / `recv_bytes` move raw bytes.
+///
+/// # Who is on the other end
+///
+/// Python learns that the other end is gone from the kernel (the pipe's last fd closed, so
+/// `recv` raises `EOFError`). Here each end keeps a small table in shared memory of the
+/// processes holding it: the creator, a spawned child that received it in its arguments,
+/// a forked child whose closure captured it (the parent records the child when it drops
+/// its copy of the closure), each identified by pid + start time. An end is *disconnected*
+/// when no live process holds it, which covers a clean `close`/drop and SIGKILL alike.
+///
+/// Unlike fd-based pipes, a forked child does **not** hold the ends it merely inherited
+/// with the parent's memory: only what its closure owns. So the classic Python hang — a
+/// child that keeps the parent's end open by accident and never sees `EOFError` — does not
+/// happen. (An end reached only through an `Arc` shared with the child is not recorded for
+/// it: move the `Connection` itself into the child.)
+///
+/// A timeout (or the try form) of a send bounds the whole message: a message larger than
+/// the room left that cannot finish in time is withdrawn (`Timeout` / `Full`), and the
+/// receiver never sees a part of it. A blocking send of a message larger than the buffer
+/// streams as long as the receiving end is held; if it goes, the send stops with
+/// `Disconnected`.
+///
+/// Detection time: a clean close wakes the peer at once; a killed holder is noticed by a
+/// waiting `recv`/`poll`/blocked `send` within ≈ 20 ms (one liveness slice), and by a
+/// non-blocking `send` within 20 ms of its first call after the death (sends check the
+/// table at most every 20 ms, so the fast path pays one coarse clock read). A message sent
+/// before the peer died is still delivered: `recv` returns `Disconnected` only once nothing
+/// is left to read. Up to 64 processes can hold one end at a time.
 pub struct Connection<T, C: Codec<T> = Postcard> {
     tx: Option<Channel>,
     rx: Option<Channel>,

@@ -1,7 +1,7 @@
 //! The holder table of a pipe: which processes hold each end.
 //!
 //! Each end keeps a small table in shared memory of the processes holding it (see the
-//! [`connection`](crate::connection) module docs): the creator, a spawned child that received it in
+//! [`connection`](crate::Connection#how-the-ends-are-tracked) module docs): the creator, a spawned child that received it in
 //! its arguments, a forked child whose closure captured it; each identified by pid + start
 //! time. An end is *disconnected* when no live process holds it.
 

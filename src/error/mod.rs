@@ -390,7 +390,7 @@ pub enum ManagerError {
     /// change — one padded record per entry plus the smallest table the rule allows for their
     /// number — exceed one half of the segment. Replaced records, removed entries and spare
     /// table words never count. The rule, with an example, is in the
-    /// [manager docs](crate::manager#the-memory-limit-exactly).
+    /// [manager docs](crate::Manager#the-memory-limit-exactly).
     #[error("the container would outgrow its memory limit: {needed} bytes needed, {limit} available")]
     LimitExceeded {
         /// Bytes the live contents after the change need: the smallest table for their

@@ -16,7 +16,7 @@ use crate::sync::deadline_after;
 /// A hash map shared between processes; mirrors Python's `Manager().dict()`.
 ///
 /// Keys and values are serde types, stored encoded (postcard) in the dict's own segment; see
-/// the [module docs](crate::manager) for the design, the memory limit and what happens when
+/// the [module docs](crate::Manager#how-the-containers-work) for the design, the memory limit and what happens when
 /// a process dies mid-operation. Every method takes the dict's lock for one operation; for
 /// several operations as one atomic step, or for the timeout and non-blocking forms, take a
 /// [`DictGuard`] with [`lock`](Self::lock), [`lock_timeout`](Self::lock_timeout) or
@@ -100,7 +100,7 @@ where
     }
 
     /// A new, empty dict whose segment is `limit` bytes; it holds up to about half of that
-    /// in table and entries (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// in table and entries (exactly: see [the memory limit](crate::Manager#the-memory-limit-exactly)).
     /// A limit below 4096 is refused with
     /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {
@@ -278,7 +278,7 @@ where
     }
 
     /// How many times a process took this dict's lock over from a holder that had died, and
-    /// repaired the dict (see the [module docs](crate::manager)).
+    /// repaired the dict (see the [module docs](crate::Manager#how-the-containers-work)).
     pub fn recoveries(&self) -> u64 {
         self.store.recoveries()
     }

@@ -15,7 +15,7 @@ use crate::sync::deadline_after;
 /// A list shared between processes; mirrors Python's `Manager().list()`.
 ///
 /// Elements are serde values stored encoded in the list's own segment (see the
-/// [module docs](crate::manager)). Each method takes the list's lock for one operation; a
+/// [module docs](crate::Manager#how-the-containers-work)). Each method takes the list's lock for one operation; a
 /// [`ListGuard`] (from [`lock`](Self::lock), [`lock_timeout`](Self::lock_timeout) or
 /// [`try_lock`](Self::try_lock)) makes several one atomic step and gives the timeout and
 /// non-blocking forms. [`extend`](Self::extend) publishes all its elements at once: another
@@ -64,7 +64,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     }
 
     /// A new, empty list whose segment is `limit` bytes; it holds up to about half of that
-    /// in index and elements (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// in index and elements (exactly: see [the memory limit](crate::Manager#the-memory-limit-exactly)).
     /// A limit below 4096 is refused with
     /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {

@@ -55,7 +55,7 @@ impl Namespace {
     }
 
     /// A new, empty namespace whose segment is `limit` bytes; it holds up to about half of that
-    /// in table and fields (exactly: see [the memory limit](crate::manager#the-memory-limit-exactly)).
+    /// in table and fields (exactly: see [the memory limit](crate::Manager#the-memory-limit-exactly)).
     /// A limit below 4096 is refused with
     /// [`SegmentError::InvalidSize`](crate::SegmentError::InvalidSize), not rounded up.
     pub fn with_limit(limit: usize) -> Result<Self, ManagerError> {

@@ -104,8 +104,8 @@ pub mod wire {
 /// worker, i.e. `ceil(len / (4 × workers))` (and 1 for an empty input).
 ///
 /// ```
-/// assert_eq!(shmproc::pool::default_chunksize(100_000, 2), 12_500);
-/// assert_eq!(shmproc::pool::default_chunksize(10, 4), 1);
+/// assert_eq!(shmproc::default_chunksize(100_000, 2), 12_500);
+/// assert_eq!(shmproc::default_chunksize(10, 4), 1);
 /// ```
 pub fn default_chunksize(len: usize, workers: usize) -> usize {
     let per = workers.max(1) * 4;

@@ -73,7 +73,7 @@ impl EventCount {
     /// ```
     /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use std::time::{Duration, Instant};
-    /// use shmproc::ring::EventCount;
+    /// use shmproc::raw::EventCount;
     ///
     /// let (ec, flag) = (EventCount::new(), AtomicU32::new(0));
     /// std::thread::scope(|s| {

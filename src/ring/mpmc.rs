@@ -220,7 +220,7 @@ fn slot_fingerprint() -> Fingerprint {
 /// the handle (or send it to a child) for other processes. See the module docs.
 ///
 /// ```
-/// use shmproc::ring::SlotRing;
+/// use shmproc::raw::SlotRing;
 /// use shmproc::TryRecvError;
 /// let ring = SlotRing::new(3, 5)?; // slot size rounded up to 8
 /// assert_eq!((ring.capacity(), ring.slot_size()), (3, 8));
@@ -1066,7 +1066,7 @@ impl<'de> serde::Deserialize<'de> for SlotRing {
 /// when one of them dies mid-call.
 ///
 /// ```
-/// use shmproc::ring::MpmcRing;
+/// use shmproc::raw::MpmcRing;
 /// use shmproc::{TryRecvError, TrySendError};
 /// use shmproc::Process;
 ///

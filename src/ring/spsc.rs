@@ -57,7 +57,7 @@ struct Control {
 /// A bounded SPSC ring of `T` in its own segment; clone the handle for the other process.
 ///
 /// ```
-/// let ring = shmproc::ring::SpscRing::<u64>::new(1024)?;
+/// let ring = shmproc::raw::SpscRing::<u64>::new(1024)?;
 /// let mut tx = ring.producer()?;
 /// let mut rx = ring.consumer()?;
 /// tx.try_push(7).unwrap();

@@ -28,14 +28,17 @@ use crate::loom::{fence, AtomicU32, Ordering};
 const PENDING: u32 = 1 << 31;
 
 /// Why a barrier wait failed (Python's `BrokenBarrierError`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BarrierFail {
     /// The barrier is (or became) broken: aborted, reset while waiting, another party timed
     /// out, or a party died inside the barrier's own lock.
+    #[error("the barrier is broken")]
     Broken,
     /// This wait timed out; the barrier is now broken for everyone.
+    #[error("timed out waiting at the barrier (the barrier is now broken)")]
     Timeout,
     /// The barrier's fields hold values no correct process writes.
+    #[error("the barrier's shared memory is corrupted")]
     Corrupted,
 }
 

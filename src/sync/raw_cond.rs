@@ -15,11 +15,13 @@ use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{AtomicU32, Ordering};
 
 /// Why a condition wait failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CondFail {
     /// The caller does not hold the lock (Python's `RuntimeError`).
+    #[error("the calling thread does not hold the lock")]
     NotOwner,
     /// The lock's state is invalid.
+    #[error("the condition's shared memory is corrupted")]
     Corrupted,
 }
 

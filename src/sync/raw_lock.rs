@@ -36,26 +36,33 @@ pub enum Acquired {
 }
 
 /// Why a lock was not obtained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LockFail {
     /// It is held (try form).
+    #[error("the lock is held")]
     WouldBlock,
     /// The deadline passed.
+    #[error("timed out")]
     Timeout,
     /// The lock word holds a value no correct process writes.
+    #[error("the lock's shared memory is corrupted")]
     Corrupted,
     /// Re-entered too deeply (`RawRLock` only, past `u32::MAX - 1` levels).
+    #[error("reentrant lock recursion limit reached")]
     RecursionLimit,
 }
 
 /// Why a release was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReleaseFail {
     /// The lock was not held.
+    #[error("release of an unlocked lock")]
     NotLocked,
     /// Held by another thread (`RawRLock` only).
+    #[error("release by a thread that does not own the lock")]
     NotOwner,
     /// The lock word or count holds a value no correct process writes.
+    #[error("the lock's shared memory is corrupted")]
     Corrupted,
 }
 

@@ -13,16 +13,20 @@ use super::wait::{self, Poll, Sleep, Wait};
 use crate::loom::{AtomicU32, Ordering};
 
 /// Why a semaphore operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SemFail {
     /// No unit available (try form).
+    #[error("no unit is available")]
     WouldBlock,
     /// The deadline passed.
+    #[error("timed out")]
     Timeout,
     /// A bounded semaphore would exceed its initial value (Python's `ValueError`), or an
     /// unbounded one would overflow.
+    #[error("semaphore released too many times")]
     TooManyReleases,
     /// `value` exceeds the bound: written by a buggy or hostile peer.
+    #[error("the semaphore's shared memory is corrupted")]
     Corrupted,
 }
 

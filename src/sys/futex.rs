@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU32, Ordering};
-//! use shmproc::{sys::futex, Process, Shared};
+//! use shmproc::{raw::futex, Process, Shared};
 //!
 //! let flag = Shared::new(AtomicU32::new(0))?;
 //! let child_flag = flag.clone();

@@ -230,8 +230,8 @@ pub fn stop_when(pid: u32, tries: u32, mut caught: impl FnMut() -> bool) -> bool
 }
 
 /// The 32-bit header field `name` of a channel (`ChannelHeader::fields()`).
-pub fn chan_word<'a>(chan: &'a shmproc::ring::Channel, name: &str) -> &'a std::sync::atomic::AtomicU32 {
-    let (_, off, size) = shmproc::ring::ChannelHeader::fields()
+pub fn chan_word<'a>(chan: &'a shmproc::raw::Channel, name: &str) -> &'a std::sync::atomic::AtomicU32 {
+    let (_, off, size) = shmproc::raw::ChannelHeader::fields()
         .into_iter()
         .find(|f| f.0 == name)
         .unwrap_or_else(|| panic!("no channel header field {name}"));
@@ -249,17 +249,17 @@ pub fn chan_word<'a>(chan: &'a shmproc::ring::Channel, name: &str) -> &'a std::s
 
 /// Whether thread `tid` holds the channel's `lock` (its word's field name) in the middle of
 /// a message (it has moved part of one: the `mid` field set).
-fn mid_message(chan: &shmproc::ring::Channel, tid: u32, lock: &str, mid: &str) -> bool {
+fn mid_message(chan: &shmproc::raw::Channel, tid: u32, lock: &str, mid: &str) -> bool {
     use std::sync::atomic::Ordering::SeqCst;
     chan_word(chan, lock).load(SeqCst) & ((1 << 30) - 1) == tid && chan_word(chan, mid).load(SeqCst) != 0
 }
 
 /// Whether thread `tid` holds the channel's write lock in the middle of a message.
-pub fn writing_mid_message(chan: &shmproc::ring::Channel, tid: u32) -> bool {
+pub fn writing_mid_message(chan: &shmproc::raw::Channel, tid: u32) -> bool {
     mid_message(chan, tid, "write_lock.word", "writer_mid")
 }
 
 /// Whether thread `tid` holds the channel's read lock in the middle of a message.
-pub fn reading_mid_message(chan: &shmproc::ring::Channel, tid: u32) -> bool {
+pub fn reading_mid_message(chan: &shmproc::raw::Channel, tid: u32) -> bool {
     mid_message(chan, tid, "read_lock.word", "reader_mid")
 }

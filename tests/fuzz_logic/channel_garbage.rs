@@ -39,8 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use shmproc::ring::{Channel, ChannelHeader, HeaderField};
-use shmproc::sync::RawLock;
+use shmproc::raw::RawLock;
+use shmproc::raw::{Channel, ChannelHeader, HeaderField};
 use shmproc::SendTimeoutError;
 
 /// How long a call may run past its deadline before it counts as a hang.

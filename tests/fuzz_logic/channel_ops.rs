@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shmproc::ring::Channel;
+use shmproc::raw::Channel;
 use shmproc::{RecvTimeoutError, SendTimeoutError};
 
 /// Bound on receives that must succeed (a hang guard, not a speed check).

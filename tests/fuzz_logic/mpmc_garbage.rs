@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use shmproc::ring::{SlotRing, SlotRingHeader};
+use shmproc::raw::{SlotRing, SlotRingHeader};
 use shmproc::{RecvTimeoutError, SendTimeoutError, TrySendError};
 
 /// How long a call may run past its deadline before it counts as a hang (generous: a

@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use shmproc::ring::SlotRing;
+use shmproc::raw::SlotRing;
 use shmproc::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 const WAIT: Duration = Duration::from_micros(200);

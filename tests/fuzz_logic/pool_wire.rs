@@ -12,9 +12,7 @@
 //!   `DONE` or `INIT` payload must decode, for several result types and item counts, to
 //!   exactly the number of items asked for or to `Codec` — never panic.
 
-use shmproc::pool::wire::{
-    decode_outcomes, parse_reply, parse_task, run_payload, task_message, Reply, TaskMsg,
-};
+use shmproc::wire::{decode_outcomes, parse_reply, parse_task, run_payload, task_message, Reply, TaskMsg};
 use shmproc::PoolError;
 
 fn square(x: u64) -> u64 {
