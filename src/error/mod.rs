@@ -138,19 +138,20 @@ pub enum SegmentError {
 impl SegmentError {
     /// Maps an OS error from opening/creating `name` to the typed variant.
     pub(crate) fn from_open(e: io::Error, name: &str) -> Self {
-        match e.raw_os_error() {
-            Some(libc::ENOENT) => Self::NotFound(name.to_owned()),
-            Some(libc::EEXIST) => Self::AlreadyExists(name.to_owned()),
-            Some(libc::EACCES) | Some(libc::EPERM) => Self::PermissionDenied {
+        use crate::sys::fd::OpenFailure;
+        match crate::sys::fd::classify_open(&e) {
+            OpenFailure::NotFound => Self::NotFound(name.to_owned()),
+            OpenFailure::Exists => Self::AlreadyExists(name.to_owned()),
+            OpenFailure::Denied => Self::PermissionDenied {
                 name: name.to_owned(),
                 reason: e.to_string(),
             },
-            Some(libc::EINVAL) | Some(libc::ENAMETOOLONG) => Self::InvalidName(name.to_owned()),
-            Some(libc::ELOOP) => Self::PermissionDenied {
+            OpenFailure::BadName => Self::InvalidName(name.to_owned()),
+            OpenFailure::SymLink => Self::PermissionDenied {
                 name: name.to_owned(),
                 reason: "is a symbolic link".to_owned(),
             },
-            _ => Self::Io(e),
+            OpenFailure::Other => Self::Io(e),
         }
     }
 }
@@ -334,25 +335,10 @@ fn worker_died(pid: u32, signal: Option<i32>, code: Option<i32>) -> String {
     match (signal, code) {
         (Some(s), _) => format!(
             "worker {pid} died from signal {s} ({}) while running the task",
-            signal_name(s)
+            crate::sys::proc::signal_name(s)
         ),
         (None, Some(c)) => format!("worker {pid} exited with code {c} while running the task"),
         (None, None) => format!("worker {pid} died while running the task"),
-    }
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGPIPE => "SIGPIPE",
-        _ => "signal",
     }
 }
 

@@ -208,3 +208,31 @@ pub(crate) fn close_all_except(keep: &[i32]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// What an `shm_open`/`open` failure means for the caller (see `SegmentError::from_open`).
+pub(crate) enum OpenFailure {
+    /// `ENOENT`.
+    NotFound,
+    /// `EEXIST`.
+    Exists,
+    /// `EACCES`, `EPERM`.
+    Denied,
+    /// `EINVAL`, `ENAMETOOLONG`.
+    BadName,
+    /// `ELOOP`: the name is a symbolic link (opened with `O_NOFOLLOW`).
+    SymLink,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies an error from opening or creating a named object.
+pub(crate) fn classify_open(e: &io::Error) -> OpenFailure {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => OpenFailure::NotFound,
+        Some(libc::EEXIST) => OpenFailure::Exists,
+        Some(libc::EACCES) | Some(libc::EPERM) => OpenFailure::Denied,
+        Some(libc::EINVAL) | Some(libc::ENAMETOOLONG) => OpenFailure::BadName,
+        Some(libc::ELOOP) => OpenFailure::SymLink,
+        _ => OpenFailure::Other,
+    }
+}

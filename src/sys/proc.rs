@@ -270,3 +270,19 @@ pub(crate) fn on_fork_in_child(handler: extern "C" fn()) -> impl FnOnce() {
         }
     }
 }
+
+/// The usual name of a signal number, for messages (`"signal"` for the others).
+pub(crate) fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "signal",
+    }
+}
