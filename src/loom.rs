@@ -18,6 +18,138 @@ pub(crate) use loom::{
 #[cfg(loom)]
 pub(crate) use sc::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
+/// The shim's atomic types: a newtype over `$m`'s atomics (loom's or `core`'s) whose writes
+/// go through the enclosing module's `write`/`write_if_ok` (loom: a trailing `SeqCst` fence,
+/// see `sc`; outside loom: nothing). `$attr` goes on every method (`#[track_caller]` for
+/// loom's diagnostics, `#[inline]` outside), `$c` makes `new` a `const fn` where it can be.
+macro_rules! atomics {
+    ($m:path, #[$attr:meta] $(, $c:tt)?) => {
+        use $m as imp;
+
+        macro_rules! common {
+            ($name:ident, $t:ty) => {
+                #[derive(Debug, Default)]
+                #[repr(transparent)]
+                pub(crate) struct $name(imp::$name);
+
+                impl $name {
+                    #[$attr]
+                    pub(crate) $($c)? fn new(value: $t) -> Self {
+                        Self(imp::$name::new(value))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn load(&self, order: Ordering) -> $t {
+                        self.0.load(order)
+                    }
+
+                    #[$attr]
+                    pub(crate) fn store(&self, value: $t, order: Ordering) {
+                        write(order, || self.0.store(value, order))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn swap(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.swap(value, order))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn compare_exchange(
+                        &self,
+                        current: $t,
+                        new: $t,
+                        success: Ordering,
+                        failure: Ordering,
+                    ) -> Result<$t, $t> {
+                        write_if_ok(success, || self.0.compare_exchange(current, new, success, failure))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn compare_exchange_weak(
+                        &self,
+                        current: $t,
+                        new: $t,
+                        success: Ordering,
+                        failure: Ordering,
+                    ) -> Result<$t, $t> {
+                        write_if_ok(success, || {
+                            self.0.compare_exchange_weak(current, new, success, failure)
+                        })
+                    }
+
+                    #[$attr]
+                    pub(crate) fn fetch_update(
+                        &self,
+                        set_order: Ordering,
+                        fetch_order: Ordering,
+                        f: impl FnMut($t) -> Option<$t>,
+                    ) -> Result<$t, $t> {
+                        write_if_ok(set_order, || self.0.fetch_update(set_order, fetch_order, f))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn fetch_and(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.fetch_and(value, order))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn fetch_nand(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.fetch_nand(value, order))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn fetch_or(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.fetch_or(value, order))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn fetch_xor(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.fetch_xor(value, order))
+                    }
+
+                    pub(crate) fn into_inner(self) -> $t {
+                        self.0.into_inner()
+                    }
+                }
+            };
+        }
+
+        macro_rules! int {
+            ($name:ident, $t:ty) => {
+                common!($name, $t);
+
+                impl $name {
+                    #[$attr]
+                    pub(crate) fn fetch_add(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.fetch_add(value, order))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn fetch_sub(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.fetch_sub(value, order))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn fetch_max(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.fetch_max(value, order))
+                    }
+
+                    #[$attr]
+                    pub(crate) fn fetch_min(&self, value: $t, order: Ordering) -> $t {
+                        write(order, || self.0.fetch_min(value, order))
+                    }
+                }
+            };
+        }
+
+        common!(AtomicBool, bool);
+        int!(AtomicU32, u32);
+        int!(AtomicU64, u64);
+        int!(AtomicUsize, usize);
+    };
+}
+pub(crate) use atomics;
+
 /// loom's atomics, with every `SeqCst` write (store or read-modify-write) followed by
 /// `fence(SeqCst)`: the usual x86 mapping of a sequentially consistent store (`xchg`, or
 /// `mov` + `mfence`).
@@ -66,129 +198,18 @@ mod sc {
         r
     }
 
-    macro_rules! common {
-        ($name:ident, $t:ty) => {
-            #[derive(Debug, Default)]
-            pub(crate) struct $name(loom::sync::atomic::$name);
+    crate::loom::atomics!(loom::sync::atomic, #[track_caller]);
 
-            impl $name {
-                #[track_caller]
-                pub(crate) fn new(value: $t) -> Self {
-                    Self(loom::sync::atomic::$name::new(value))
-                }
-
-                #[track_caller]
-                pub(crate) fn load(&self, order: Ordering) -> $t {
-                    self.0.load(order)
-                }
-
-                #[track_caller]
-                pub(crate) fn store(&self, value: $t, order: Ordering) {
-                    write(order, || self.0.store(value, order))
-                }
-
-                #[track_caller]
-                pub(crate) fn swap(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.swap(value, order))
-                }
-
-                #[track_caller]
-                pub(crate) fn compare_exchange(
-                    &self,
-                    current: $t,
-                    new: $t,
-                    success: Ordering,
-                    failure: Ordering,
-                ) -> Result<$t, $t> {
-                    write_if_ok(success, || {
-                        self.0.compare_exchange(current, new, success, failure)
-                    })
-                }
-
-                #[track_caller]
-                pub(crate) fn compare_exchange_weak(
-                    &self,
-                    current: $t,
-                    new: $t,
-                    success: Ordering,
-                    failure: Ordering,
-                ) -> Result<$t, $t> {
-                    write_if_ok(success, || {
-                        self.0.compare_exchange_weak(current, new, success, failure)
-                    })
-                }
-
-                #[track_caller]
-                pub(crate) fn fetch_update(
-                    &self,
-                    set_order: Ordering,
-                    fetch_order: Ordering,
-                    f: impl FnMut($t) -> Option<$t>,
-                ) -> Result<$t, $t> {
-                    write_if_ok(set_order, || self.0.fetch_update(set_order, fetch_order, f))
-                }
-
-                #[track_caller]
-                pub(crate) fn fetch_and(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.fetch_and(value, order))
-                }
-
-                #[track_caller]
-                pub(crate) fn fetch_nand(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.fetch_nand(value, order))
-                }
-
-                #[track_caller]
-                pub(crate) fn fetch_or(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.fetch_or(value, order))
-                }
-
-                #[track_caller]
-                pub(crate) fn fetch_xor(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.fetch_xor(value, order))
-                }
-
-                pub(crate) fn into_inner(self) -> $t {
-                    self.0.into_inner()
-                }
-            }
-        };
-    }
-
-    macro_rules! int {
+    macro_rules! with_mut {
         ($($name:ident($t:ty)),*) => { $(
-            common!($name, $t);
-
             impl $name {
-                #[track_caller]
-                pub(crate) fn fetch_add(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.fetch_add(value, order))
-                }
-
-                #[track_caller]
-                pub(crate) fn fetch_sub(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.fetch_sub(value, order))
-                }
-
-                #[track_caller]
-                pub(crate) fn fetch_max(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.fetch_max(value, order))
-                }
-
-                #[track_caller]
-                pub(crate) fn fetch_min(&self, value: $t, order: Ordering) -> $t {
-                    write(order, || self.0.fetch_min(value, order))
-                }
-
                 pub(crate) fn with_mut<R>(&mut self, f: impl FnOnce(&mut $t) -> R) -> R {
                     self.0.with_mut(f)
                 }
             }
         )* };
     }
-
-    common!(AtomicBool, bool);
-    int!(AtomicU32(u32), AtomicU64(u64), AtomicUsize(usize));
+    with_mut!(AtomicU32(u32), AtomicU64(u64), AtomicUsize(usize));
 }
 /// Under loom: a stand-in for a buffer of raw shared memory (a byte ring's bytes, a ring's
 /// slots) that loom cannot see, one `loom::cell::UnsafeCell<()>` per unit (an 8-byte word,
@@ -264,124 +285,29 @@ pub(crate) use plain::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(loom))]
 #[allow(clippy::disallowed_types)]
 mod plain {
-    use core::sync::atomic::{self as core_atomic, Ordering};
+    use core::sync::atomic::Ordering;
 
-    macro_rules! common {
-        ($name:ident, $t:ty) => {
-            #[derive(Debug, Default)]
-            #[repr(transparent)]
-            pub(crate) struct $name(core_atomic::$name);
-
-            impl $name {
-                #[inline]
-                pub(crate) const fn new(value: $t) -> Self {
-                    Self(core_atomic::$name::new(value))
-                }
-
-                /// The `core` atomic itself, for the kernel interface (`sys::futex`).
-                #[inline]
-                pub(crate) fn as_core(&self) -> &core_atomic::$name {
-                    &self.0
-                }
-
-                #[inline]
-                pub(crate) fn load(&self, order: Ordering) -> $t {
-                    self.0.load(order)
-                }
-
-                #[inline]
-                pub(crate) fn store(&self, value: $t, order: Ordering) {
-                    self.0.store(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn swap(&self, value: $t, order: Ordering) -> $t {
-                    self.0.swap(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn compare_exchange(
-                    &self,
-                    current: $t,
-                    new: $t,
-                    success: Ordering,
-                    failure: Ordering,
-                ) -> Result<$t, $t> {
-                    self.0.compare_exchange(current, new, success, failure)
-                }
-
-                #[inline]
-                pub(crate) fn compare_exchange_weak(
-                    &self,
-                    current: $t,
-                    new: $t,
-                    success: Ordering,
-                    failure: Ordering,
-                ) -> Result<$t, $t> {
-                    self.0.compare_exchange_weak(current, new, success, failure)
-                }
-
-                #[inline]
-                pub(crate) fn fetch_update(
-                    &self,
-                    set_order: Ordering,
-                    fetch_order: Ordering,
-                    f: impl FnMut($t) -> Option<$t>,
-                ) -> Result<$t, $t> {
-                    self.0.fetch_update(set_order, fetch_order, f)
-                }
-
-                #[inline]
-                pub(crate) fn fetch_and(&self, value: $t, order: Ordering) -> $t {
-                    self.0.fetch_and(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn fetch_nand(&self, value: $t, order: Ordering) -> $t {
-                    self.0.fetch_nand(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn fetch_or(&self, value: $t, order: Ordering) -> $t {
-                    self.0.fetch_or(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn fetch_xor(&self, value: $t, order: Ordering) -> $t {
-                    self.0.fetch_xor(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn into_inner(self) -> $t {
-                    self.0.into_inner()
-                }
-            }
-        };
+    /// A write needs nothing around it outside loom.
+    #[inline(always)]
+    fn write<R>(_order: Ordering, op: impl FnOnce() -> R) -> R {
+        op()
     }
 
-    macro_rules! int {
+    /// As `write`.
+    #[inline(always)]
+    fn write_if_ok<T>(_order: Ordering, op: impl FnOnce() -> Result<T, T>) -> Result<T, T> {
+        op()
+    }
+
+    crate::loom::atomics!(core::sync::atomic, #[inline], const);
+
+    macro_rules! extras {
         ($($name:ident($t:ty)),*) => { $(
-            common!($name, $t);
-
             impl $name {
+                /// The `core` atomic itself, for the kernel interface (`sys::futex`).
                 #[inline]
-                pub(crate) fn fetch_add(&self, value: $t, order: Ordering) -> $t {
-                    self.0.fetch_add(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn fetch_sub(&self, value: $t, order: Ordering) -> $t {
-                    self.0.fetch_sub(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn fetch_max(&self, value: $t, order: Ordering) -> $t {
-                    self.0.fetch_max(value, order)
-                }
-
-                #[inline]
-                pub(crate) fn fetch_min(&self, value: $t, order: Ordering) -> $t {
-                    self.0.fetch_min(value, order)
+                pub(crate) fn as_core(&self) -> &core::sync::atomic::$name {
+                    &self.0
                 }
 
                 #[inline]
@@ -391,9 +317,7 @@ mod plain {
             }
         )* };
     }
-
-    common!(AtomicBool, bool);
-    int!(AtomicU32(u32), AtomicU64(u64), AtomicUsize(usize));
+    extras!(AtomicU32(u32), AtomicU64(u64), AtomicUsize(usize));
 
     // SAFETY: `#[repr(transparent)]` over `core`'s integer atomics, which are `ShmSafe`:
     // any bit pattern is a valid value, no pointers, no `Drop`.
