@@ -1,4 +1,5 @@
-//! `Value<T>` and `Array<T>`: Pod data with its own reentrant lock, in one segment.
+//! `Value<T>` and `Array<T>`: Pod data with its own reentrant lock, together in one shared
+//! arena slot (a big `Array` in a segment of its own).
 //!
 //! Two ways in, as in Python:
 //! - copies under the lock: `get`/`set`/`update` (and `Array::get`/`set`/`to_vec`). They
@@ -175,6 +176,11 @@ unsafe impl<T: Pod> ShmSafe for ValueCell<T> {}
 /// A `Pod` value with its own lock, shared between processes; mirrors Python's
 /// `multiprocessing.Value(typecode, value, lock=True)`. `RawValue` is the lock-free form.
 ///
+/// The value and its lock live together in a slot of a shared arena chunk (no fd or mapping
+/// of their own) when they fit in [`ARENA_MAX_OBJECT`](crate::ARENA_MAX_OBJECT) bytes, else
+/// in a segment of their own (see [`Shared`](crate::Shared)). Nothing here panics: lock
+/// failures are [`LockError`]s.
+///
 /// ```
 /// use shmproc::{LockError, Process, Value};
 /// let v = Value::new(0u64)?;
@@ -204,7 +210,7 @@ impl<T: Pod> std::fmt::Debug for Value<T> {
 }
 
 impl<T: Pod> Value<T> {
-    /// A new value in its own segment.
+    /// A new value in a shared arena slot (no fd or mapping of its own).
     pub fn new(value: T) -> Result<Self, SegmentError> {
         Ok(Self {
             cell: crate::Shared::new(ValueCell {
