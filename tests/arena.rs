@@ -282,6 +282,39 @@ fn small_locked_arrays_travel_to_children() {
     }
 }
 
+/// An element type aligned above a slot (128 bytes).
+#[repr(C, align(128))]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Wide([u8; 128]);
+
+/// Child body: checks the elements' alignment and writes a mark into each one.
+fn mark_wide(a: Array<Wide>) -> bool {
+    let mut g = a.lock().unwrap();
+    let aligned = g.as_ptr() as usize % 128 == 0;
+    for (i, w) in g.iter_mut().enumerate() {
+        w.0[127] = i as u8 + 1;
+    }
+    aligned
+}
+
+#[test]
+fn locked_array_elements_keep_their_alignment_in_a_slot() {
+    let _g = shared();
+    for m in METHODS {
+        let _before = RawValue::new(0u64).unwrap();
+        let a = Array::<Wide>::new(3).unwrap();
+        assert_eq!(a.segment().layout().name, "shmproc arena");
+        assert_eq!(a.offset() % 128, 0);
+        assert_eq!(a.lock().unwrap().as_ptr() as usize % 128, 0);
+        assert!(
+            join(&mut start(m, mark_wide, a.clone())),
+            "{m:?}: misaligned in the child"
+        );
+        let marks: Vec<u8> = a.to_vec().unwrap().iter().map(|w| w.0[127]).collect();
+        assert_eq!(marks, [1, 2, 3], "{m:?}");
+    }
+}
+
 /// Writes `tag | i` into `n` new values, meets the other process at `met`, then counts how
 /// many still hold their tag.
 fn tag_after_meeting(met: &AtomicU32, tag: u64, n: usize) -> usize {
