@@ -24,7 +24,7 @@ pub use channel::codec::{Bytes, Codec, PodCodec, Postcard};
 pub use channel::connection::{pipe, pipe_simplex, Connection, PIPE_CAPACITY};
 pub use channel::queue::{JoinState, JoinableQueue, Queue, SimpleQueue, DEFAULT_CAPACITY};
 pub use error::{
-    AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError,
+    AcquireError, AcquireTimeoutError, ArraySetError, BarrierError, BarrierTimeoutError, CondWaitError,
     CondWaitTimeoutError, IndexError, JoinTimeoutError, LayoutInfo, LockError, LockTimeoutError,
     ManagerError, NotifyError, OwnerDied, PanicInfo, PoolError, ProcessError, RecvError, RecvTimeoutError,
     ReleaseError, SegmentError, SendError, SendTimeoutError, TaskDoneError, TryAcquireError, TryLockError,

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use common::{eventually, exclusive, join, kill_and_reap, ms, shared, start, LONG, METHODS};
 use shmproc::raw::{RawBarrier, RawConditionCell, RawEvent, RawLock, RawRLock, RawSemaphore, ValueCell};
 use shmproc::{
-    Fingerprint, Lock, Process, RawArray, RawValue, SegmentError, Shared, StartMethod, Value,
-    ARENA_MAX_OBJECT,
+    Array, ArraySetError, Fingerprint, IndexError, Lock, Process, RawArray, RawValue, SegmentError, Shared,
+    StartMethod, Value, ARENA_MAX_OBJECT,
 };
 
 const N: usize = 100_000;
@@ -185,6 +185,135 @@ fn arrays_structs_and_own_segments_travel_too() {
         assert_eq!(big.get(big.len() - 1), Some(9), "{m:?}");
         assert_eq!(counter.load(Ordering::SeqCst), 6, "{m:?}");
         assert_eq!(triple.get(), [7, 8, 9], "{m:?}");
+    }
+}
+
+#[test]
+fn many_small_locked_arrays_use_few_fds_and_mappings() {
+    let _g = exclusive();
+    const K: usize = 20_000;
+    let (fds, maps, chunks) = (fd_count(), map_count(), arena_maps());
+    let arrays: Vec<Array<u32>> = (0..K).map(|_| Array::new(4).unwrap()).collect();
+    let (fds2, maps2) = (fd_count(), map_count());
+    assert!(fds2 <= fds + 16, "{K} small arrays: {fds} -> {fds2} fds");
+    assert!(maps2 <= maps + 16, "{K} small arrays: {maps} -> {maps2} mappings");
+    // Each one is a slot of an arena chunk, lock and elements together in 64 bytes.
+    for w in arrays.windows(2) {
+        assert_eq!(w[0].segment().layout().name, "shmproc arena");
+        assert_eq!(w[0].offset() % 64, 0);
+        if w[0].segment().as_raw_fd() == w[1].segment().as_raw_fd() {
+            assert_eq!(w[1].offset(), w[0].offset() + 64, "a small Array is one slot");
+        }
+    }
+    for (i, a) in arrays.iter().enumerate() {
+        a.set(3, i as u32).unwrap();
+        a.lock().unwrap()[0] = 1;
+    }
+    for (i, a) in arrays.iter().enumerate() {
+        assert_eq!(a.to_vec().unwrap(), [1, 0, 0, i as u32], "array {i}");
+    }
+    // A big array keeps a segment of its own.
+    let big = Array::<u8>::new(ARENA_MAX_OBJECT).unwrap();
+    assert_eq!(big.offset(), 0);
+    assert_ne!(big.segment().layout().name, "shmproc arena");
+    drop((arrays, big));
+    assert!(
+        eventually(LONG, || fd_count() <= fds && arena_maps() <= chunks),
+        "chunks not freed: {} fds (was {fds}), {} arena mappings (was {chunks})",
+        fd_count(),
+        arena_maps()
+    );
+}
+
+type Locked = (Array<u64>, Array<u16>, Array<u8>);
+
+/// Child body: uses every form of a locked array's access, in a slot and in its own segment.
+fn write_locked((small, odd, big): Locked) -> Vec<String> {
+    for i in 0..small.len() {
+        small.set(i, small.get(i).unwrap().unwrap() * 10).unwrap();
+    }
+    small.lock().unwrap()[0] += 1;
+    odd.lock().unwrap().fill(3);
+    big.set(big.len() - 1, 9).unwrap();
+    vec![
+        format!("{:?}", small.get(small.len())),
+        format!("{:?}", small.set(small.len(), 0)),
+        format!("{:?}", odd.to_vec()),
+        format!("{}", big.len()),
+    ]
+}
+
+#[test]
+fn small_locked_arrays_travel_to_children() {
+    let _g = shared();
+    for m in METHODS {
+        // Allocated between other slots, so a wrong offset lands on a neighbour.
+        let _before = RawValue::new(0u64).unwrap();
+        let small = Array::from_slice(&[1u64, 2, 3, 4, 5]).unwrap();
+        let odd = Array::<u16>::new(3).unwrap();
+        let big = Array::<u8>::new(ARENA_MAX_OBJECT * 2).unwrap();
+        assert_eq!(small.segment().layout().name, "shmproc arena");
+        assert_eq!(odd.segment().layout().name, "shmproc arena");
+        assert_ne!(big.segment().layout().name, "shmproc arena");
+        let got = join(&mut start(
+            m,
+            write_locked,
+            (small.clone(), odd.clone(), big.clone()),
+        ));
+        assert_eq!(
+            got,
+            [
+                "Ok(None)".to_owned(),
+                format!(
+                    "{:?}",
+                    Err::<(), _>(ArraySetError::Index(IndexError {
+                        index: 5,
+                        count: 1,
+                        len: 5
+                    }))
+                ),
+                "Ok([3, 3, 3])".to_owned(),
+                (ARENA_MAX_OBJECT * 2).to_string(),
+            ],
+            "{m:?}"
+        );
+        assert_eq!(small.to_vec().unwrap(), [11, 20, 30, 40, 50], "{m:?}");
+        assert_eq!(odd.to_vec().unwrap(), [3, 3, 3], "{m:?}");
+        assert_eq!(big.get(big.len() - 1).unwrap(), Some(9), "{m:?}");
+        assert_eq!(big.get(0).unwrap(), Some(0), "{m:?}");
+    }
+}
+
+/// An element type aligned above a slot (128 bytes).
+#[repr(C, align(128))]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Wide([u8; 128]);
+
+/// Child body: checks the elements' alignment and writes a mark into each one.
+fn mark_wide(a: Array<Wide>) -> bool {
+    let mut g = a.lock().unwrap();
+    let aligned = g.as_ptr() as usize % 128 == 0;
+    for (i, w) in g.iter_mut().enumerate() {
+        w.0[127] = i as u8 + 1;
+    }
+    aligned
+}
+
+#[test]
+fn locked_array_elements_keep_their_alignment_in_a_slot() {
+    let _g = shared();
+    for m in METHODS {
+        let _before = RawValue::new(0u64).unwrap();
+        let a = Array::<Wide>::new(3).unwrap();
+        assert_eq!(a.segment().layout().name, "shmproc arena");
+        assert_eq!(a.offset() % 128, 0);
+        assert_eq!(a.lock().unwrap().as_ptr() as usize % 128, 0);
+        assert!(
+            join(&mut start(m, mark_wide, a.clone())),
+            "{m:?}: misaligned in the child"
+        );
+        let marks: Vec<u8> = a.to_vec().unwrap().iter().map(|w| w.0[127]).collect();
+        assert_eq!(marks, [1, 2, 3], "{m:?}");
     }
 }
 
@@ -373,6 +502,24 @@ fn malformed_slot_tokens_are_typed_errors() {
         Err(SegmentError::Corrupt(_)) => {}
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    // A locked array's slot: its lock, then a whole number of elements.
+    let afp = Array::<u32>::slot_layout();
+    let a = Array::<u32>::open_slot(fd(), 128, 64, &afp).unwrap();
+    assert!(!a.is_empty() && a.len() < 16);
+    for (token_len, why) in [(0, "shorter than the lock"), (63, "not whole elements")] {
+        match Array::<u32>::open_slot(fd(), 128, token_len, &afp) {
+            Err(SegmentError::Corrupt(_)) => {}
+            other => panic!("{why}: expected Corrupt, got {other:?}"),
+        }
+    }
+    match Array::<u32>::open_slot(fd(), 128, 64, &Array::<i32>::slot_layout()) {
+        Err(SegmentError::LayoutMismatch { .. }) => {}
+        other => panic!("expected LayoutMismatch, got {other:?}"),
+    }
+    match Array::<u32>::open_slot(fd(), 128, 40, &Fingerprint::of::<u32>()) {
+        Err(SegmentError::LayoutMismatch { .. }) => {}
+        other => panic!("a RawArray's layout opened a locked Array: {other:?}"),
+    }
     // A segment of its own is not an arena.
     let own = Shared::new_own_segment(AtomicU64::new(1)).unwrap();
     // SAFETY: `own` keeps its fd open during the borrow.
@@ -390,5 +537,6 @@ fn arena_objects_are_send_and_sync() {
     check::<RawValue<u64>>();
     check::<RawArray<u8>>();
     check::<Value<u64>>();
+    check::<Array<u64>>();
     check::<Lock>();
 }

@@ -23,7 +23,7 @@ use shmproc::raw::{
     SemFail, SEM_VALUE_MAX,
 };
 use shmproc::{
-    AcquireError, AcquireTimeoutError, Array, Barrier, BarrierTimeoutError, BoundedSemaphore,
+    AcquireError, AcquireTimeoutError, Array, ArraySetError, Barrier, BarrierTimeoutError, BoundedSemaphore,
     CondWaitTimeoutError, Condition, Event, Lock, LockError, LockTimeoutError, Process, RLock, RawValue,
     ReleaseError, Semaphore, Shared, ShmSafe, StartMethod, TryAcquireError, TryLockError, Value,
     WaitTimeoutError,
@@ -1186,7 +1186,7 @@ fn fill_part((a, part): (Array<u64>, usize)) {
         }
     }
     for i in base + PART / 2..base + PART {
-        assert!(a.set(i, (i * 10) as u64).expect("set"), "set({i}) out of range");
+        a.set(i, (i * 10) as u64).expect("set");
     }
 }
 
@@ -1244,14 +1244,14 @@ fn array_rules(a: Array<u32>) -> Vec<String> {
 const ARRAY_RULES: [&str; 13] = [
     "Ok(None)",
     "Ok(None)",
-    "Ok(false)",
+    "Err(Index(IndexError { index: 5, count: 1, len: 5 }))",
     "Err(WouldDeadlock)",
     "Err(WouldDeadlock)",
-    "Err(WouldDeadlock)",
+    "Err(Lock(WouldDeadlock))",
     "Err(WouldDeadlock)",
     "7",
     "Ok(Some(7))",
-    "Ok(true)",
+    "Ok(())",
     "Err(WouldDeadlock)",
     "Ok(Some(8))",
     "Err(NotLocked)",
@@ -1266,7 +1266,10 @@ fn array_bounds_and_same_thread_refusals() {
     let seen = bounded("empty array", move || {
         format!("{:?} {:?} {:?}", e2.get(0), e2.set(0, 1), e2.to_vec())
     });
-    assert_eq!(seen, "Ok(None) Ok(false) Ok([])");
+    assert_eq!(
+        seen,
+        "Ok(None) Err(Index(IndexError { index: 0, count: 1, len: 0 })) Ok([])"
+    );
     let a = Array::<u32>::new(5).unwrap();
     let a2 = a.clone();
     assert_eq!(bounded("array rules", move || array_rules(a2)), ARRAY_RULES);
@@ -1824,6 +1827,20 @@ fn killed_array_guard_holder_gives_owner_died_then_normal() {
         assert_eq!(data[N * PART / 2], (N * PART / 2 * 10) as u64);
         assert_eq!(after, "Ok(Some(9))");
         assert!(join(&mut start(m, array_guard_then_get, a.clone())));
+
+        // A third death; the survivor's first access is `set`: the element is written and
+        // the death reported inside `ArraySetError::Lock`, which `recover` accepts.
+        kill_while_holding(m, hold_array_guard, a.clone());
+        let a2 = a.clone();
+        let (died, recovered, got) = bounded("Array::set after a dead holder", move || {
+            let r = a2.set(1, 5);
+            let died = matches!(r, Err(ArraySetError::Lock(LockError::OwnerDied(_))));
+            let recovered = r.or_else(ArraySetError::recover);
+            (died, recovered, a2.get(1).expect("get after recovery"))
+        });
+        assert!(died, "{m:?}: set did not report the dead holder");
+        assert_eq!(recovered, Ok(()));
+        assert_eq!(got, Some(5));
     }
 }
 
@@ -2052,10 +2069,11 @@ fn corrupted_barrier_is_reported() {
 #[test]
 fn corrupted_array_lock_is_reported() {
     let _g = common::shared();
-    // An Array segment starts with its LockedHead { lock: RawRLock (6 words), borrowed, _pad }.
+    // An Array starts with its LockedHead { lock: RawRLock (6 words), borrowed, _pad }, at
+    // `offset()` of its segment (an arena chunk for a small array).
     let a = Array::<u32>::from_slice(&[1, 2, 3]).unwrap();
-    // SAFETY: the segment's data starts with the lock word (see above), 8-aligned.
-    let lock_word = unsafe { &*a.segment().as_ptr().cast::<AtomicU32>() };
+    // SAFETY: the array starts with the lock word (see above), 8-aligned, inside the mapping.
+    let lock_word = unsafe { &*a.segment().as_ptr().add(a.offset()).cast::<AtomicU32>() };
     lock_word.store(1 << 30, SeqCst);
     let a2 = a.clone();
     let seen = bounded("Array on a corrupted lock", move || {
@@ -2066,7 +2084,15 @@ fn corrupted_array_lock_is_reported() {
             format!("{:?}", a2.lock().map(drop)),
         ]
     });
-    assert_eq!(seen, ["Err(Corrupted)"; 4]);
+    assert_eq!(
+        seen,
+        [
+            "Err(Corrupted)",
+            "Err(Lock(Corrupted))",
+            "Err(Corrupted)",
+            "Err(Corrupted)"
+        ]
+    );
     lock_word.store(0, SeqCst);
     let a2 = a.clone();
     assert_eq!(bounded("Array::to_vec", move || a2.to_vec().unwrap()), [1, 2, 3]);
@@ -2460,6 +2486,7 @@ fn errors_without_a_guard_are_send_sync_static() {
     check::<shmproc::PoolError>();
     check::<shmproc::ManagerError>();
     check::<shmproc::IndexError>();
+    check::<shmproc::ArraySetError>();
 }
 
 /// The guard idioms: `recover` takes the lock anyway, `without_guard` makes a `'static`

@@ -7,7 +7,10 @@
 use std::fmt;
 use std::io;
 
+mod array;
 mod sync;
+
+pub use array::ArraySetError;
 
 pub use sync::{
     AcquireError, AcquireTimeoutError, BarrierError, BarrierTimeoutError, CondWaitError,

@@ -36,9 +36,10 @@ use super::header::{Fingerprint, MAX_ALIGN};
 use super::segment::{Segment, WeakSegment};
 use crate::error::SegmentError;
 
-/// The largest object (in bytes) [`Shared`](crate::Shared), [`RawValue`](crate::RawValue)
-/// and [`RawArray`](crate::RawArray) place in an arena slot; bigger ones get a segment of
-/// their own. "Some size we chose": one page.
+/// The largest object (in bytes) [`Shared`](crate::Shared), [`RawValue`](crate::RawValue),
+/// [`RawArray`](crate::RawArray) and [`Array`](crate::Array) (its lock and elements together)
+/// place in an arena slot; bigger ones get a segment of their own. "Some size we chose": one
+/// page.
 pub const ARENA_MAX_OBJECT: usize = 4096;
 /// Slot granularity and minimum alignment in bytes (one cache line).
 pub(crate) const SLOT: usize = 64;

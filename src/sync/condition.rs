@@ -1,4 +1,4 @@
-//! The `Condition` handle: an `RLock` and a wait queue in one segment.
+//! The `Condition` handle: an `RLock` and a wait queue in one shared arena slot.
 
 use std::time::{Duration, Instant};
 
@@ -70,7 +70,8 @@ pub struct Condition {
 }
 
 impl Condition {
-    /// A condition with its own `RLock`, in its own segment.
+    /// A condition with its own `RLock`, in a shared arena slot (no fd or mapping of its
+    /// own).
     pub fn new() -> Result<Self, SegmentError> {
         Ok(Self {
             cell: Shared::new(RawConditionCell::default())?,
@@ -111,7 +112,7 @@ impl Condition {
 
     /// The guard proves the caller holds *a* reentrant lock; what must hold is that the
     /// calling thread owns *this* condition's lock (a guard from another handle to the same
-    /// condition qualifies: each handle maps the segment at its own address).
+    /// condition qualifies: each process maps the arena chunk at its own address).
     fn owns(&self) -> bool {
         self.cell.lock.is_owned_by_me()
     }

@@ -31,7 +31,7 @@ pub struct Event {
 }
 
 impl Event {
-    /// A clear event in its own segment.
+    /// A clear event, in a shared arena slot (no fd or mapping of its own).
     pub fn new() -> Result<Self, SegmentError> {
         Ok(Self {
             cell: Shared::new(RawEvent::new())?,

@@ -1,4 +1,4 @@
-//! `Lock` and `RLock`: owning, cloneable handles to robust locks in their own segment.
+//! `Lock` and `RLock`: owning, cloneable handles to robust locks in shared arena slots.
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -77,7 +77,8 @@ pub(crate) fn release_result(r: Result<(), ReleaseFail>) -> Result<(), ReleaseEr
 macro_rules! lock_handle {
     ($name:ident, $raw:ident, $guard:ident, $thread:ty) => {
         impl $name {
-            /// A new, unlocked lock in its own anonymous segment.
+            /// A new, unlocked lock in a 64-byte slot of a shared arena chunk (no fd or
+            /// mapping of its own).
             pub fn new() -> Result<Self, SegmentError> {
                 Ok(Self {
                     cell: Shared::new($raw::new())?,

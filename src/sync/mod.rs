@@ -4,7 +4,10 @@
 //! `RawSemaphore`, `RawEvent`, `RawCondition`, `RawBarrier`) that live in place — for instance
 //! inside a user's [`Shared`](crate::Shared) struct — and owning handles (`Lock`, `RLock`,
 //! `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier`, `Value`, `Array`) that
-//! create their own small segment, can be cloned, and travel to children.
+//! can be cloned and travel to children. A handle's shared part lives in a slot of a shared
+//! arena chunk (no fd or mapping of its own, so a process can hold millions; see
+//! [`Shared`](crate::Shared) for the reuse rule); only an `Array` above
+//! [`ARENA_MAX_OBJECT`](crate::ARENA_MAX_OBJECT) bytes gets a segment of its own.
 //!
 //! Every blocking operation has three forms with errors named after it (`lock()` →
 //! [`LockError`](crate::LockError), `lock_timeout(d)` → [`LockTimeoutError`](crate::LockTimeoutError),

@@ -54,7 +54,7 @@ fn released(r: Result<(), SemFail>) -> Result<(), ReleaseError> {
 macro_rules! semaphore_handle {
     ($name:ident, $bounded:expr) => {
         impl $name {
-            /// A semaphore with `value` units, in its own segment. `value` above
+            /// A semaphore with `value` units, in a shared arena slot. `value` above
             /// [`SEM_VALUE_MAX`](crate::sync::SEM_VALUE_MAX) (`i32::MAX`, as POSIX
             /// semaphores) is refused with [`SegmentError::InvalidSize`], not clamped.
             pub fn new(value: u32) -> Result<Self, SegmentError> {

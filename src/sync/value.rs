@@ -1,4 +1,5 @@
-//! `Value<T>` and `Array<T>`: Pod data with its own reentrant lock, in one segment.
+//! `Value<T>` and `Array<T>`: Pod data with its own reentrant lock, together in one shared
+//! arena slot (a big `Array` in a segment of its own).
 //!
 //! Two ways in, as in Python:
 //! - copies under the lock: `get`/`set`/`update` (and `Array::get`/`set`/`to_vec`). They
@@ -13,6 +14,8 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
 
 use bytemuck::Pod;
 use serde::{Deserialize, Serialize};
@@ -22,9 +25,12 @@ use std::time::{Duration, Instant};
 use super::lock::{deadline_after, release_result, settle, FromRawLock, RLockGuard};
 use super::raw_lock::{Acquired, LockFail, RawRLock};
 use super::unlock::UnlockOnDrop;
-use crate::error::{LockError, LockTimeoutError, OwnerDied, ReleaseError, SegmentError, TryLockError};
+use crate::error::{
+    ArraySetError, IndexError, LockError, LockTimeoutError, OwnerDied, ReleaseError, SegmentError,
+    TryLockError,
+};
 use crate::loom::{AtomicU32, Ordering};
-use crate::shm::Fingerprint;
+use crate::shm::{arena, Fingerprint};
 use crate::{Segment, ShmSafe};
 
 /// Lock and borrow flag at the start of a `Value`/`Array` segment.
@@ -170,6 +176,11 @@ unsafe impl<T: Pod> ShmSafe for ValueCell<T> {}
 /// A `Pod` value with its own lock, shared between processes; mirrors Python's
 /// `multiprocessing.Value(typecode, value, lock=True)`. `RawValue` is the lock-free form.
 ///
+/// The value and its lock live together in a slot of a shared arena chunk (no fd or mapping
+/// of their own) when they fit in [`ARENA_MAX_OBJECT`](crate::ARENA_MAX_OBJECT) bytes, else
+/// in a segment of their own (see [`Shared`](crate::Shared)). Nothing here panics: lock
+/// failures are [`LockError`]s.
+///
 /// ```
 /// use shmproc::{LockError, Process, Value};
 /// let v = Value::new(0u64)?;
@@ -199,7 +210,7 @@ impl<T: Pod> std::fmt::Debug for Value<T> {
 }
 
 impl<T: Pod> Value<T> {
-    /// A new value in its own segment.
+    /// A new value in a shared arena slot (no fd or mapping of its own).
     pub fn new(value: T) -> Result<Self, SegmentError> {
         Ok(Self {
             cell: crate::Shared::new(ValueCell {
@@ -307,6 +318,18 @@ impl<T: Pod> Drop for ValueGuard<'_, T> {
 /// A fixed-length `Pod` array with its own lock, shared between processes; mirrors Python's
 /// `multiprocessing.Array(typecode, n, lock=True)`. `RawArray` is the lock-free form.
 ///
+/// An array whose lock and elements fit in [`ARENA_MAX_OBJECT`](crate::ARENA_MAX_OBJECT)
+/// bytes lives in a slot of a shared arena chunk, like every small primitive (no fd or
+/// mapping of its own; slots are never reused while their chunk lives); a bigger one gets a
+/// segment of its own.
+///
+/// # Panics and errors
+/// Nothing here panics. An index out of range is an error, not a panic: [`get`](Self::get)
+/// returns `Ok(None)` (like [`slice::get`]) and [`set`](Self::set) returns
+/// [`ArraySetError::Index`], both without taking the lock. Lock failures are
+/// [`LockError`]s; the guard ([`lock`](Self::lock)) derefs to a slice, whose indexing panics
+/// as any slice's does.
+///
 /// ```
 /// use shmproc::{Array, LockError};
 /// let a = Array::from_slice(&[1.0f64, 2.0, 3.0])?;
@@ -317,15 +340,40 @@ impl<T: Pod> Drop for ValueGuard<'_, T> {
 /// }
 /// // A copy's error carries the copy, not a guard; take it even after a dead holder:
 /// assert_eq!(a.to_vec().or_else(LockError::recover)?, vec![3.0, 2.0, 10.0]);
+/// a.set(1, 4.0)?;
+/// assert_eq!(a.get(1).map_err(LockError::without_guard)?, Some(4.0));
 /// assert_eq!(a.get(5).map_err(LockError::without_guard)?, None);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// assert!(a.set(5, 0.0).is_err()); // ArraySetError::Index
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
-#[derive(Clone)]
 pub struct Array<T: Pod> {
+    /// The arena chunk holding the array, or the array's own segment.
     seg: Segment,
+    /// The array's `LockedHead`, inside `seg`'s mapping; the elements follow at `elems`.
+    head: NonNull<LockedHead>,
     len: usize,
+    /// Byte offset of the first element from `head`.
     elems: usize,
     _t: PhantomData<T>,
+}
+
+// SAFETY: the handle owns a mapping (through `seg`) and points into it; elements are only
+// copied in and out under the lock, so the handle moves between threads when `T` does.
+unsafe impl<T: Pod + Send> Send for Array<T> {}
+// SAFETY: shared use copies `T` values through raw pointers under the lock only.
+unsafe impl<T: Pod + Sync> Sync for Array<T> {}
+
+/// Another handle to the same array: an in-process reference count, no new fd or mapping.
+impl<T: Pod> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Self {
+            seg: self.seg.clone(),
+            head: self.head,
+            len: self.len,
+            elems: self.elems,
+            _t: PhantomData,
+        }
+    }
 }
 
 impl<T: Pod> std::fmt::Debug for Array<T> {
@@ -333,10 +381,13 @@ impl<T: Pod> std::fmt::Debug for Array<T> {
         f.debug_struct("Array")
             .field("len", &self.len)
             .field("segment", &self.seg)
+            .field("offset", &self.offset())
             .finish()
     }
 }
 
+/// The fingerprint of an `Array<T>` (its own segment's header, or its slot token) and the
+/// byte offset of its elements after the `LockedHead`.
 fn array_layout<T>() -> (Fingerprint, usize) {
     let align = std::mem::align_of::<T>().max(std::mem::align_of::<LockedHead>());
     let name = format!("shmproc::Array<{}>", std::any::type_name::<T>());
@@ -345,7 +396,8 @@ fn array_layout<T>() -> (Fingerprint, usize) {
 }
 
 impl<T: Pod> Array<T> {
-    /// A new array of `len` zeroed elements in its own segment.
+    /// A new array of `len` zeroed elements: an arena slot when small, else a segment of
+    /// its own.
     pub fn new(len: usize) -> Result<Self, SegmentError> {
         if std::mem::size_of::<T>() == 0 {
             return Err(SegmentError::Unsupported("zero-sized element types"));
@@ -354,30 +406,49 @@ impl<T: Pod> Array<T> {
         let bytes = len
             .checked_mul(std::mem::size_of::<T>())
             .and_then(|b| b.checked_add(elems))
-            .ok_or(SegmentError::TooLarge(len as u128))?;
-        let seg = Segment::anonymous(fp, bytes)?;
-        // SAFETY: the new segment is zeroed, aligned for `LockedHead` and nobody else has it;
-        // an all-zero `LockedHead` is the unlocked state, which `write` makes explicit.
-        unsafe { std::ptr::write(seg.as_ptr().cast::<LockedHead>(), LockedHead::default()) };
-        Self::wrap(seg)
+            .ok_or(SegmentError::TooLarge(
+                len as u128 * std::mem::size_of::<T>() as u128 + elems as u128,
+            ))?;
+        let (seg, offset) = arena::place(bytes, fp.align as usize, &fp)?;
+        let a = Self::wrap_at(seg, offset, bytes)?;
+        // SAFETY: the place is new (zeroed, never handed out before), so nobody else uses it
+        // yet; it is aligned for `LockedHead` (checked in `wrap_at`). An all-zero
+        // `LockedHead` is the unlocked state, which `write` makes explicit.
+        unsafe { std::ptr::write(a.head.as_ptr(), LockedHead::default()) };
+        Ok(a)
     }
 
     /// A new array holding a copy of `values`.
     pub fn from_slice(values: &[T]) -> Result<Self, SegmentError> {
         let a = Self::new(values.len())?;
-        // SAFETY: nobody else has the new segment; the range is exactly the elements.
+        // SAFETY: nobody else has the new array; the range is exactly the elements.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), a.elems_ptr(), values.len()) };
         Ok(a)
     }
 
-    fn wrap(seg: Segment) -> Result<Self, SegmentError> {
+    /// Opens an arena slot as a token would name it (see `Shared::open_slot`): `fd` must be
+    /// an arena chunk, `offset`/`len`/`layout` as a sender would describe an `Array<T>`
+    /// ([`slot_layout`](Self::slot_layout)). Exposed for the fuzz target.
+    #[doc(hidden)]
+    pub fn open_slot(fd: OwnedFd, offset: u64, len: u64, layout: &Fingerprint) -> Result<Self, SegmentError> {
+        let (seg, off, len) = arena::open_slot(fd, offset, len, layout, &array_layout::<T>().0)?;
+        Self::wrap_at(seg, off, len)
+    }
+
+    /// The layout an `Array<T>`'s slot token names (for the fuzz target).
+    #[doc(hidden)]
+    pub fn slot_layout() -> Fingerprint {
+        array_layout::<T>().0
+    }
+
+    /// The array of `bytes` bytes (lock and elements) at `offset` of `seg`'s data.
+    fn wrap_at(seg: Segment, offset: usize, bytes: usize) -> Result<Self, SegmentError> {
         let (_, elems) = array_layout::<T>();
         let size = std::mem::size_of::<T>();
         if size == 0 {
             return Err(SegmentError::Unsupported("zero-sized element types"));
         }
-        let data = seg
-            .len()
+        let data = bytes
             .checked_sub(elems)
             .ok_or(SegmentError::Corrupt("array segment too short"))?;
         if data % size != 0 {
@@ -385,24 +456,38 @@ impl<T: Pod> Array<T> {
                 "array length is not a whole number of elements",
             ));
         }
+        let head = crate::cell::typed_ptr::<LockedHead>(&seg, offset, bytes)?;
+        // Checks the elements' own alignment too (`elems` is a multiple of `align_of::<T>`,
+        // but the place was only checked for `LockedHead`'s alignment above).
+        crate::cell::typed_ptr::<T>(&seg, offset + elems, data)?;
         Ok(Self {
             len: data / size,
             elems,
             seg,
+            head,
             _t: PhantomData,
         })
     }
 
+    fn place(&self) -> (&Segment, usize, usize) {
+        (
+            &self.seg,
+            self.offset(),
+            self.elems + self.len * std::mem::size_of::<T>(),
+        )
+    }
+
     fn head(&self) -> &LockedHead {
-        // SAFETY: the segment starts with a `LockedHead` (aligned: the data offset is a
-        // multiple of its alignment); it is ShmSafe, so any bytes are sound to reference.
-        unsafe { &*self.seg.as_ptr().cast::<LockedHead>() }
+        // SAFETY: `head` points at a `LockedHead` inside `seg`'s mapping, aligned (checked
+        // in `wrap_at`) and mapped while `self` lives; it is ShmSafe, so any bytes are
+        // sound to reference.
+        unsafe { self.head.as_ref() }
     }
 
     fn elems_ptr(&self) -> *mut T {
-        // SAFETY: `elems + len * size_of::<T>() == seg.len()` (checked in `wrap`), and
-        // `elems` is a multiple of `align_of::<T>()`.
-        unsafe { self.seg.as_ptr().add(self.elems).cast() }
+        // SAFETY: `elems + len * size_of::<T>()` bytes from `head` lie inside the mapping
+        // and the elements are aligned for `T` (both checked in `wrap_at`).
+        unsafe { self.head.as_ptr().cast::<u8>().add(self.elems).cast() }
     }
 
     /// Number of elements.
@@ -415,24 +500,25 @@ impl<T: Pod> Array<T> {
         self.len == 0
     }
 
-    /// Element `i` under the lock (`None` past the end).
+    /// Element `i` under the lock, or `Ok(None)` if `i` is past the end (like
+    /// [`slice::get`]; the lock is not taken then).
     pub fn get(&self, i: usize) -> Result<Option<T>, LockError<Option<T>>> {
-        // SAFETY: bounds checked; the lock is held and no data guard exists.
+        if i >= self.len {
+            return Ok(None);
+        }
+        // SAFETY: `i < len`; the lock is held and no data guard exists (checked by `with`).
         self.head()
-            .with(|| (i < self.len).then(|| unsafe { std::ptr::read_volatile(self.elems_ptr().add(i)) }))
+            .with(|| Some(unsafe { std::ptr::read_volatile(self.elems_ptr().add(i)) }))
     }
 
-    /// Sets element `i` under the lock; `Ok(false)` if `i` is past the end (Python's
-    /// `IndexError`).
-    pub fn set(&self, i: usize, value: T) -> Result<bool, LockError<bool>> {
-        self.head().with(|| {
-            if i >= self.len {
-                return false;
-            }
-            // SAFETY: bounds checked; the lock is held and no data guard exists.
-            unsafe { std::ptr::write_volatile(self.elems_ptr().add(i), value) };
-            true
-        })
+    /// Sets element `i` under the lock (Python's `a[i] = v`). An `i` past the end is
+    /// [`ArraySetError::Index`] (Python's `IndexError`), reported without taking the lock.
+    pub fn set(&self, i: usize, value: T) -> Result<(), ArraySetError> {
+        IndexError::check(i, 1, self.len)?;
+        // SAFETY: bounds checked; the lock is held and no data guard exists.
+        self.head()
+            .with(|| unsafe { std::ptr::write_volatile(self.elems_ptr().add(i), value) })?;
+        Ok(())
     }
 
     /// A copy of all elements, taken under the lock.
@@ -476,9 +562,16 @@ impl<T: Pod> Array<T> {
         borrowed(self.head().borrow(Take::Try), || self.guard())
     }
 
-    /// The underlying segment.
+    /// The segment holding the array: the arena chunk (shared with other objects; the
+    /// array starts at [`offset`](Self::offset) of its data) or the array's own segment.
     pub fn segment(&self) -> &Segment {
         &self.seg
+    }
+
+    /// Where the array (its lock, then its elements) starts in
+    /// [`segment`](Self::segment)'s data (0 for an array with a segment of its own).
+    pub fn offset(&self) -> usize {
+        self.head.as_ptr() as usize - self.seg.as_ptr() as usize
     }
 }
 
@@ -510,15 +603,4 @@ impl<T: Pod> Drop for ArrayGuard<'_, T> {
     }
 }
 
-impl<T: Pod> Serialize for Array<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.seg.serialize(s)
-    }
-}
-
-impl<'de, T: Pod> Deserialize<'de> for Array<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = crate::shm::transfer::deserialize_segment(d, Some(&array_layout::<T>().0))?;
-        Self::wrap(seg).map_err(|e| crate::shm::transfer::fail::<D::Error>(e.to_string()))
-    }
-}
+crate::cell::segment_serde!(Array<T: Pod>, array_layout::<T>().0, |seg, off, len| Array::<T>::wrap_at(seg, off, len));

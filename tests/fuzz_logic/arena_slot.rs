@@ -13,7 +13,10 @@
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use shmproc::{Fingerprint, RawArray, RawValue, Segment, SegmentError, Shared, HEADER_LEN, MAX_ALIGN};
+use shmproc::{
+    Array, Fingerprint, RawArray, RawValue, Segment, SegmentError, Shared, TryLockError, HEADER_LEN,
+    MAX_ALIGN,
+};
 
 /// Data bytes of the chunk the fuzzer writes into (a small chunk keeps runs fast).
 const DATA: usize = 16 * 1024;
@@ -69,7 +72,7 @@ pub fn arena_slot_input(data: &[u8]) {
             .try_clone_to_owned()
             .expect("dup")
     };
-    match ty % 5 {
+    match ty % 6 {
         0 => check(
             Shared::<AtomicU64>::open_slot(fd(), offset, len, &Fingerprint::of::<AtomicU64>()),
             |s| {
@@ -108,6 +111,32 @@ pub fn arena_slot_input(data: &[u8]) {
             |v| {
                 v.set([1, 2, 3]);
                 (v.segment().clone(), v.offset(), 3)
+            },
+        ),
+        // A locked array: its lock word is fuzzed too, so only the forms that never wait are
+        // used (a fuzzed "holder" may be any live thread of the system).
+        4 => check(
+            Array::<u32>::open_slot(fd(), offset, len, &Array::<u32>::slot_layout()),
+            |a| {
+                assert_eq!(a.get(a.len()).map_err(drop), Ok(None));
+                assert!(a.set(a.len(), 1).is_err(), "an index past the end was accepted");
+                let guard = match a.try_lock() {
+                    Ok(g) => Some(g),
+                    Err(e @ TryLockError::OwnerDied(_)) => e.into_guard(),
+                    Err(e) => {
+                        assert!(!e.to_string().is_empty());
+                        None
+                    }
+                };
+                if let Some(mut g) = guard {
+                    assert_eq!(g.len(), a.len());
+                    if let Some(last) = g.last_mut() {
+                        *last = 7;
+                        assert_eq!(*last, 7, "a private slot reads back what was written");
+                    }
+                }
+                // The token's byte length is the whole array (lock and elements).
+                (a.segment().clone(), a.offset(), len as usize)
             },
         ),
         // A token whose layout names another type than the receiver's: always refused.
