@@ -1,11 +1,9 @@
 use std::os::fd::OwnedFd;
-use std::ptr::NonNull;
 
 use bytemuck::Pod;
 
-use super::segment_serde;
+use super::{segment_serde, Place};
 use crate::error::{IndexError, SegmentError};
-use crate::shm::arena;
 use crate::shm::{Fingerprint, Segment};
 
 /// A fixed-length array of `Pod` values in shared memory, without a lock; mirrors Python's
@@ -28,15 +26,14 @@ use crate::shm::{Fingerprint, Segment};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RawArray<T: Pod> {
-    pub(crate) seg: Segment,
+    /// The elements: an arena slot, or a segment of their own.
+    place: Place<T>,
     len: usize,
-    /// The first element, inside `seg`'s mapping.
-    ptr: NonNull<T>,
 }
 
-// SAFETY: the handle owns a mapping (through `seg`) and points into it; it only copies `T`
-// values in and out (slices need `unsafe` promises), so it moves between threads when `T`
-// does.
+// SAFETY: the handle owns a mapping (through its place) and points into it; it only copies
+// `T` values in and out (slices need `unsafe` promises), so it moves between threads when
+// `T` does.
 unsafe impl<T: Pod + Send> Send for RawArray<T> {}
 // SAFETY: shared use copies `T` values through raw pointers only.
 unsafe impl<T: Pod + Sync> Sync for RawArray<T> {}
@@ -45,9 +42,8 @@ unsafe impl<T: Pod + Sync> Sync for RawArray<T> {}
 impl<T: Pod> Clone for RawArray<T> {
     fn clone(&self) -> Self {
         Self {
-            seg: self.seg.clone(),
+            place: self.place.clone(),
             len: self.len,
-            ptr: self.ptr,
         }
     }
 }
@@ -56,8 +52,7 @@ impl<T: Pod> std::fmt::Debug for RawArray<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawArray")
             .field("len", &self.len)
-            .field("segment", &self.seg)
-            .field("offset", &self.offset())
+            .field("place", &self.place)
             .finish()
     }
 }
@@ -76,8 +71,11 @@ impl<T: Pod> RawArray<T> {
     /// A new anonymous array of `len` zeroed elements (an arena slot when small).
     pub fn new(len: usize) -> Result<Self, SegmentError> {
         let bytes = byte_len::<T>(len)?;
-        let (seg, offset) = arena::place(bytes, std::mem::align_of::<T>(), &Fingerprint::of::<T>())?;
-        Self::wrap_at(seg, offset, bytes)
+        Self::from_place(Place::anonymous(
+            bytes,
+            std::mem::align_of::<T>(),
+            &Fingerprint::of::<T>(),
+        )?)
     }
 
     /// A new anonymous array holding a copy of `values`.
@@ -89,57 +87,55 @@ impl<T: Pod> RawArray<T> {
 
     /// A new named array (`"/name"`, exclusive, mode 0600) of `len` zeroed elements.
     pub fn create_named(name: &str, len: usize) -> Result<Self, SegmentError> {
-        Self::wrap(Segment::create_named(
+        Self::from_place(Place::create_named(
             name,
-            Fingerprint::of::<T>(),
             byte_len::<T>(len)?,
+            &Fingerprint::of::<T>(),
         )?)
     }
 
     /// Attaches to a named array, checking that its elements are `T`.
     pub fn open_named(name: &str) -> Result<Self, SegmentError> {
-        Self::wrap(Segment::open_named(name, Some(&Fingerprint::of::<T>()))?)
+        Self::from_place(Place::open_named(name, &Fingerprint::of::<T>())?)
     }
 
     /// Opens an arena slot as a token would name it (see `Shared::open_slot`).
     #[doc(hidden)]
     pub fn open_slot(fd: OwnedFd, offset: u64, len: u64, layout: &Fingerprint) -> Result<Self, SegmentError> {
-        let (seg, off, len) = arena::open_slot(fd, offset, len, layout, &Fingerprint::of::<T>())?;
-        Self::wrap_at(seg, off, len)
+        Self::from_place(Place::open_slot(
+            fd,
+            offset,
+            len,
+            layout,
+            &Fingerprint::of::<T>(),
+        )?)
     }
 
-    pub(crate) fn wrap(seg: Segment) -> Result<Self, SegmentError> {
-        let len = seg.len();
-        Self::wrap_at(seg, 0, len)
-    }
-
-    /// The array of `bytes` bytes at `offset` of `seg`'s data.
-    pub(crate) fn wrap_at(seg: Segment, offset: usize, bytes: usize) -> Result<Self, SegmentError> {
+    /// A handle on `place`, which must hold a whole number of elements.
+    pub(crate) fn from_place(place: Place<T>) -> Result<Self, SegmentError> {
         let size = std::mem::size_of::<T>();
         if size == 0 {
             return Err(SegmentError::Unsupported("zero-sized element types"));
         }
-        if bytes % size != 0 {
+        if place.bytes() % size != 0 {
             return Err(SegmentError::Corrupt(
                 "array length is not a whole number of elements",
             ));
         }
-        let ptr = super::typed_ptr::<T>(&seg, offset, bytes)?;
         Ok(Self {
-            len: bytes / size,
-            seg,
-            ptr,
+            len: place.bytes() / size,
+            place,
         })
     }
 
-    fn place(&self) -> (&Segment, usize, usize) {
-        (&self.seg, self.offset(), self.len * std::mem::size_of::<T>())
+    fn place(&self) -> &Place<T> {
+        &self.place
     }
 
     /// Where the first element lies in [`segment`](Self::segment)'s data (0 unless in an
     /// arena).
     pub fn offset(&self) -> usize {
-        self.ptr.as_ptr() as usize - self.seg.as_ptr() as usize
+        self.place.offset()
     }
 
     /// Number of elements.
@@ -153,7 +149,7 @@ impl<T: Pod> RawArray<T> {
     }
 
     fn ptr(&self) -> *mut T {
-        self.ptr.as_ptr()
+        self.place.ptr().as_ptr()
     }
 
     /// Element `index`, or `None` past the end.
@@ -231,8 +227,8 @@ impl<T: Pod> RawArray<T> {
     /// The segment holding the array: the arena chunk (shared with other objects; the
     /// elements start at [`offset`](Self::offset)) or the array's own segment.
     pub fn segment(&self) -> &Segment {
-        &self.seg
+        self.place.segment()
     }
 }
 
-segment_serde!(RawArray<T: Pod>, Fingerprint::of::<T>(), |seg, off, len| RawArray::<T>::wrap_at(seg, off, len));
+segment_serde!(RawArray<T: Pod>, Fingerprint::of::<T>(), RawArray::<T>::from_place);

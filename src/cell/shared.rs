@@ -1,11 +1,7 @@
-use std::ops::Deref;
-use std::os::fd::OwnedFd;
-use std::ptr::NonNull;
-
-use super::segment_serde;
+use super::{one_value_handle, segment_serde, Place};
 use crate::error::SegmentError;
-use crate::shm::arena;
 use crate::shm::{Fingerprint, Segment};
+use std::ops::Deref;
 
 /// Types that may be placed in shared memory and accessed through `&T` by several processes.
 ///
@@ -96,126 +92,25 @@ unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Shared<T: ShmSafe> {
-    /// The segment holding the value: an arena chunk, or the value's own segment.
-    pub(crate) seg: Segment,
-    /// The value, inside `seg`'s mapping (cached so `Deref` is one load).
-    ptr: NonNull<T>,
+    /// The value: an arena slot, or a segment of its own.
+    place: Place<T>,
 }
 
 // SAFETY: a `Shared<T>` is a shared reference to a `T: Sync` that lives as long as the
-// handle (the `Segment` clone keeps the mapping); it moves between threads like an
+// handle (the place's `Segment` clone keeps the mapping); it moves between threads like an
 // `Arc<T>`, which needs `T: Send + Sync`.
 unsafe impl<T: ShmSafe + Send> Send for Shared<T> {}
 // SAFETY: as above; sharing the handle only shares `&T`, and `T: Sync` (ShmSafe).
 unsafe impl<T: ShmSafe> Sync for Shared<T> {}
 
-impl<T: ShmSafe> std::fmt::Debug for Shared<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("segment", &self.seg)
-            .field("offset", &self.offset())
-            .finish()
-    }
-}
+one_value_handle!(Shared<T: ShmSafe>, "shared struct segment has the wrong data length");
 
 impl<T: ShmSafe> Shared<T> {
-    /// Moves `value` into shared memory: an arena slot when `size_of::<T>()` is at most
-    /// [`ARENA_MAX_OBJECT`](crate::ARENA_MAX_OBJECT), else an anonymous segment of its own.
-    pub fn new(value: T) -> Result<Self, SegmentError> {
-        let (seg, offset) = arena::place(
-            std::mem::size_of::<T>(),
-            std::mem::align_of::<T>(),
-            &Fingerprint::of::<T>(),
-        )?;
-        let s = Self::wrap_at(seg, offset, std::mem::size_of::<T>())?;
-        s.init(value);
-        Ok(s)
-    }
-
-    /// Moves `value` into an anonymous segment of its own, whatever its size (the layout
-    /// before arenas; kept for benchmarks and tests that compare both).
-    #[doc(hidden)]
-    pub fn new_own_segment(value: T) -> Result<Self, SegmentError> {
-        let s = Self::wrap(Segment::anonymous(
-            Fingerprint::of::<T>(),
-            std::mem::size_of::<T>(),
-        )?)?;
-        s.init(value);
-        Ok(s)
-    }
-
-    /// Moves `value` into a new named segment (`"/name"`, exclusive, mode 0600).
-    pub fn create_named(name: &str, value: T) -> Result<Self, SegmentError> {
-        let s = Self::wrap(Segment::create_named(
-            name,
-            Fingerprint::of::<T>(),
-            std::mem::size_of::<T>(),
-        )?)?;
-        s.init(value);
-        Ok(s)
-    }
-
-    /// Attaches to a named segment, checking that it stores a `T`.
-    pub fn open_named(name: &str) -> Result<Self, SegmentError> {
-        Self::wrap(Segment::open_named(name, Some(&Fingerprint::of::<T>()))?)
-    }
-
-    /// Opens the arena slot a token would name: `fd` must be an arena chunk (a sealed
-    /// memfd with a valid header), `offset`/`len`/`layout` as a sender would describe a
-    /// `T`. The open path of a spawned child's handles, exposed for the fuzz target.
-    #[doc(hidden)]
-    pub fn open_slot(fd: OwnedFd, offset: u64, len: u64, layout: &Fingerprint) -> Result<Self, SegmentError> {
-        let (seg, off, len) = arena::open_slot(fd, offset, len, layout, &Fingerprint::of::<T>())?;
-        Self::wrap_at(seg, off, len)
-    }
-
-    fn init(&self, value: T) {
-        // SAFETY: the slot is new (never handed out before), so no other process or handle
-        // uses it yet; it holds `size_of::<T>()` bytes aligned for `T`.
-        unsafe { std::ptr::write(self.ptr.as_ptr(), value) }
-    }
-
-    /// A whole segment holding exactly one `T` (its own segment).
-    pub(crate) fn wrap(seg: Segment) -> Result<Self, SegmentError> {
-        let len = seg.len();
-        Self::wrap_at(seg, 0, len)
-    }
-
-    /// The `T` at `offset` of `seg`'s data, `len` bytes long.
-    pub(crate) fn wrap_at(seg: Segment, offset: usize, len: usize) -> Result<Self, SegmentError> {
-        let ptr = super::typed_ptr::<T>(&seg, offset, len)?;
-        if len != std::mem::size_of::<T>() {
-            return Err(SegmentError::Corrupt(
-                "shared struct segment has the wrong data length",
-            ));
-        }
-        Ok(Self { seg, ptr })
-    }
-
-    /// The segment holding the value. For a value in an arena this is the whole arena
-    /// chunk, shared with other objects: the value starts at [`offset`](Self::offset) of
-    /// its data. For a value with a segment of its own the offset is 0.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn place(&self) -> (&Segment, usize, usize) {
-        (&self.seg, self.offset(), std::mem::size_of::<T>())
-    }
-
-    /// Where the value starts in [`segment`](Self::segment)'s data.
-    pub fn offset(&self) -> usize {
-        self.ptr.as_ptr() as usize - self.seg.as_ptr() as usize
-    }
-}
-
-/// Another handle to the same value: an in-process reference count, no new fd or mapping.
-impl<T: ShmSafe> Clone for Shared<T> {
-    fn clone(&self) -> Self {
-        Self {
-            seg: self.seg.clone(),
-            ptr: self.ptr,
-        }
+    /// Moves the first value into a new place.
+    fn write_new(&self, value: T) {
+        // SAFETY: the place is new (never handed out before), so no other process or handle
+        // uses it yet; it holds `size_of::<T>()` bytes aligned for `T` (checked).
+        unsafe { std::ptr::write(self.place.ptr().as_ptr(), value) }
     }
 }
 
@@ -223,12 +118,11 @@ impl<T: ShmSafe> Deref for Shared<T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: `ptr` points at `size_of::<T>()` bytes aligned for `T` inside `seg`'s
-        // mapping (checked in `wrap_at`), mapped as long as `self` lives; `T: ShmSafe` is
-        // valid for any bytes and `Sync`, and only mutated through interior mutability, so
-        // a shared reference is sound.
-        unsafe { self.ptr.as_ref() }
+        // SAFETY: the place holds `size_of::<T>()` bytes aligned for `T` (checked when it was
+        // made), mapped as long as `self` lives; `T: ShmSafe` is valid for any bytes and
+        // `Sync`, and only mutated through interior mutability, so a shared reference is sound.
+        unsafe { self.place.ptr().as_ref() }
     }
 }
 
-segment_serde!(Shared<T: ShmSafe>, Fingerprint::of::<T>(), |seg, off, len| Shared::<T>::wrap_at(seg, off, len));
+segment_serde!(Shared<T: ShmSafe>, Fingerprint::of::<T>(), Shared::<T>::from_place);

@@ -15,7 +15,6 @@
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::OwnedFd;
-use std::ptr::NonNull;
 
 use bytemuck::Pod;
 use serde::{Deserialize, Serialize};
@@ -25,12 +24,13 @@ use std::time::{Duration, Instant};
 use super::lock::{deadline_after, release_result, settle, FromRawLock, RLockGuard};
 use super::raw_lock::{Acquired, LockFail, RawRLock};
 use super::unlock::UnlockOnDrop;
+use crate::cell::Place;
 use crate::error::{
     ArraySetError, IndexError, LockError, LockTimeoutError, OwnerDied, ReleaseError, SegmentError,
     TryLockError,
 };
 use crate::loom::{AtomicU32, Ordering};
-use crate::shm::{arena, Fingerprint};
+use crate::shm::Fingerprint;
 use crate::{Segment, ShmSafe};
 
 /// Lock and borrow flag at the start of a `Value`/`Array` segment.
@@ -347,10 +347,9 @@ impl<T: Pod> Drop for ValueGuard<'_, T> {
 /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
 pub struct Array<T: Pod> {
-    /// The arena chunk holding the array, or the array's own segment.
-    seg: Segment,
-    /// The array's `LockedHead`, inside `seg`'s mapping; the elements follow at `elems`.
-    head: NonNull<LockedHead>,
+    /// The array's `LockedHead` (in an arena slot or a segment of its own); the elements
+    /// follow at `elems`.
+    place: Place<LockedHead>,
     len: usize,
     /// Byte offset of the first element from `head`.
     elems: usize,
@@ -367,8 +366,7 @@ unsafe impl<T: Pod + Sync> Sync for Array<T> {}
 impl<T: Pod> Clone for Array<T> {
     fn clone(&self) -> Self {
         Self {
-            seg: self.seg.clone(),
-            head: self.head,
+            place: self.place.clone(),
             len: self.len,
             elems: self.elems,
             _t: PhantomData,
@@ -380,8 +378,7 @@ impl<T: Pod> std::fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Array")
             .field("len", &self.len)
-            .field("segment", &self.seg)
-            .field("offset", &self.offset())
+            .field("place", &self.place)
             .finish()
     }
 }
@@ -409,12 +406,11 @@ impl<T: Pod> Array<T> {
             .ok_or(SegmentError::TooLarge(
                 len as u128 * std::mem::size_of::<T>() as u128 + elems as u128,
             ))?;
-        let (seg, offset) = arena::place(bytes, fp.align as usize, &fp)?;
-        let a = Self::wrap_at(seg, offset, bytes)?;
+        let a = Self::from_place(Place::anonymous(bytes, fp.align as usize, &fp)?)?;
         // SAFETY: the place is new (zeroed, never handed out before), so nobody else uses it
         // yet; it is aligned for `LockedHead` (checked in `wrap_at`). An all-zero
         // `LockedHead` is the unlocked state, which `write` makes explicit.
-        unsafe { std::ptr::write(a.head.as_ptr(), LockedHead::default()) };
+        unsafe { std::ptr::write(a.place.ptr().as_ptr(), LockedHead::default()) };
         Ok(a)
     }
 
@@ -431,8 +427,7 @@ impl<T: Pod> Array<T> {
     /// ([`slot_layout`](Self::slot_layout)). Exposed for the fuzz target.
     #[doc(hidden)]
     pub fn open_slot(fd: OwnedFd, offset: u64, len: u64, layout: &Fingerprint) -> Result<Self, SegmentError> {
-        let (seg, off, len) = arena::open_slot(fd, offset, len, layout, &array_layout::<T>().0)?;
-        Self::wrap_at(seg, off, len)
+        Self::from_place(Place::open_slot(fd, offset, len, layout, &array_layout::<T>().0)?)
     }
 
     /// The layout an `Array<T>`'s slot token names (for the fuzz target).
@@ -441,14 +436,16 @@ impl<T: Pod> Array<T> {
         array_layout::<T>().0
     }
 
-    /// The array of `bytes` bytes (lock and elements) at `offset` of `seg`'s data.
-    fn wrap_at(seg: Segment, offset: usize, bytes: usize) -> Result<Self, SegmentError> {
+    /// A handle on `place` (lock and elements), checking that it holds a `LockedHead`
+    /// and a whole number of elements aligned for `T`.
+    fn from_place(place: Place<LockedHead>) -> Result<Self, SegmentError> {
         let (_, elems) = array_layout::<T>();
         let size = std::mem::size_of::<T>();
         if size == 0 {
             return Err(SegmentError::Unsupported("zero-sized element types"));
         }
-        let data = bytes
+        let data = place
+            .bytes()
             .checked_sub(elems)
             .ok_or(SegmentError::Corrupt("array segment too short"))?;
         if data % size != 0 {
@@ -456,38 +453,33 @@ impl<T: Pod> Array<T> {
                 "array length is not a whole number of elements",
             ));
         }
-        let head = crate::cell::typed_ptr::<LockedHead>(&seg, offset, bytes)?;
-        // Checks the elements' own alignment too (`elems` is a multiple of `align_of::<T>`,
-        // but the place was only checked for `LockedHead`'s alignment above).
-        crate::cell::typed_ptr::<T>(&seg, offset + elems, data)?;
+        // The place was checked for `LockedHead`'s alignment; `elems` is a multiple of
+        // `align_of::<T>()`, but the elements' own alignment is checked here.
+        if (place.ptr().as_ptr() as usize + elems) % std::mem::align_of::<T>() != 0 {
+            return Err(SegmentError::Corrupt("object is misaligned for its type"));
+        }
         Ok(Self {
             len: data / size,
             elems,
-            seg,
-            head,
+            place,
             _t: PhantomData,
         })
     }
 
-    fn place(&self) -> (&Segment, usize, usize) {
-        (
-            &self.seg,
-            self.offset(),
-            self.elems + self.len * std::mem::size_of::<T>(),
-        )
+    fn place(&self) -> &Place<LockedHead> {
+        &self.place
     }
 
     fn head(&self) -> &LockedHead {
-        // SAFETY: `head` points at a `LockedHead` inside `seg`'s mapping, aligned (checked
-        // in `wrap_at`) and mapped while `self` lives; it is ShmSafe, so any bytes are
-        // sound to reference.
-        unsafe { self.head.as_ref() }
+        // SAFETY: the place starts with a `LockedHead`, aligned (checked in `from_place`) and
+        // mapped while `self` lives; it is ShmSafe, so any bytes are sound to reference.
+        unsafe { self.place.ptr().as_ref() }
     }
 
     fn elems_ptr(&self) -> *mut T {
         // SAFETY: `elems + len * size_of::<T>()` bytes from `head` lie inside the mapping
-        // and the elements are aligned for `T` (both checked in `wrap_at`).
-        unsafe { self.head.as_ptr().cast::<u8>().add(self.elems).cast() }
+        // and the elements are aligned for `T` (both checked in `from_place`).
+        unsafe { self.place.ptr().as_ptr().cast::<u8>().add(self.elems).cast() }
     }
 
     /// Number of elements.
@@ -565,13 +557,13 @@ impl<T: Pod> Array<T> {
     /// The segment holding the array: the arena chunk (shared with other objects; the
     /// array starts at [`offset`](Self::offset) of its data) or the array's own segment.
     pub fn segment(&self) -> &Segment {
-        &self.seg
+        self.place.segment()
     }
 
     /// Where the array (its lock, then its elements) starts in
     /// [`segment`](Self::segment)'s data (0 for an array with a segment of its own).
     pub fn offset(&self) -> usize {
-        self.head.as_ptr() as usize - self.seg.as_ptr() as usize
+        self.place.offset()
     }
 }
 
@@ -603,4 +595,4 @@ impl<T: Pod> Drop for ArrayGuard<'_, T> {
     }
 }
 
-crate::cell::segment_serde!(Array<T: Pod>, array_layout::<T>().0, |seg, off, len| Array::<T>::wrap_at(seg, off, len));
+crate::cell::segment_serde!(Array<T: Pod>, array_layout::<T>().0, Array::<T>::from_place);
