@@ -32,15 +32,14 @@
 //! receive once drained); after [`disconnect`](Channel::disconnect) (a pipe whose other end
 //! no process holds any more) they report `Disconnected`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::bytes::{ByteRing, ByteRingIndices, ABORT, FIRST, LAST};
-use super::eventcount::EventCount;
+use super::eventcount::{Ended, EventCount};
 use super::pad::CachePadded;
 use crate::error::{RecvTimeoutError, SegmentError, SendTimeoutError};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::Fingerprint;
-use crate::sync::park;
 use crate::sync::{Acquired, LockFail, RawLock};
 use crate::Segment;
 
@@ -233,10 +232,6 @@ pub struct Channel {
     shadow: std::sync::Arc<crate::loom::Shadow>,
 }
 
-/// How long a reader waiting for the rest of a message sleeps between checks that the
-/// writer still lives.
-const MID_MESSAGE_CHECK: Duration = Duration::from_millis(20);
-
 impl Channel {
     /// A channel with a buffer of `capacity` bytes (rounded up to a power of two ≥ 256;
     /// `0` is [`SegmentError::InvalidSize`]).
@@ -378,21 +373,11 @@ impl Channel {
         })
     }
 
-    /// Sleeps on `ec` until `ready()` or `deadline`; `false` on timeout.
-    fn wait_for(ec: &EventCount, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
-        loop {
-            if ready() || park::spin_while(|| !ready()) {
-                return true;
-            }
-            let key = ec.prepare_wait();
-            if ready() {
-                ec.cancel_wait();
-                return true;
-            }
-            if !ec.wait(key, deadline) && deadline.is_some_and(|d| Instant::now() >= d) {
-                return ready();
-            }
-        }
+    /// Spins, then sleeps on `ec` until `ready()` or `deadline` (the crate's one wait
+    /// loop); `false` on timeout.
+    #[inline]
+    fn wait_for(ec: &EventCount, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+        ec.spin_wait_until(deadline, || ready().then_some(())).is_some()
     }
 
     /// Sends one message. `item_limit` (if any) caps the number of queued messages. The
@@ -489,25 +474,22 @@ impl Channel {
                     return Err(self.send_closed());
                 }
             } else {
-                loop {
-                    let (slice, last) = park::slice_deadline(finish_by);
-                    if Self::wait_for(&c.wake.not_full, Some(slice), || {
-                        ring.fits(part.len()).unwrap_or(true)
-                    }) {
-                        break;
-                    }
+                // Mid-message: wait in liveness slices, asking `reader_alive` after each.
+                let fits = || ring.fits(part.len()).unwrap_or(true).then_some(());
+                if let Err(end) = c
+                    .wake
+                    .not_full
+                    .spin_wait_while_alive(finish_by, fits, &mut *reader_alive)
+                {
                     // Out of time or out of readers mid-message: give up. `writer_mid`
                     // stays set, so the next writer sends ABORT first, and a reader waiting
                     // for the rest sees the write lock free and drops the part, as for a
                     // dead writer.
-                    if last || !reader_alive() {
-                        c.wake.not_empty.notify();
-                        return Err(if last {
-                            SendTimeoutError::Timeout(())
-                        } else {
-                            SendTimeoutError::Disconnected(())
-                        });
-                    }
+                    c.wake.not_empty.notify();
+                    return Err(match end {
+                        Ended::TimedOut => SendTimeoutError::Timeout(()),
+                        Ended::PeerGone => SendTimeoutError::Disconnected(()),
+                    });
                 }
             }
             // Mark the message in progress *before* its first frame is visible, so a writer
@@ -562,18 +544,16 @@ impl Channel {
                 .map_err(|_| RecvTimeoutError::Corrupted)?;
             let Some(info) = frame else {
                 if mid || skipping {
-                    // The rest of this message must come from a live writer.
-                    let more = Self::wait_for(
-                        &c.wake.not_empty,
-                        Some(Instant::now() + MID_MESSAGE_CHECK),
-                        || !matches!(ring.peek(), Ok(None)),
-                    );
-                    // The writer holds the write lock for the whole message: if nobody
-                    // holds it, or its holder died, the rest will never come.
-                    if !more
-                        && (!c.w.write_lock.is_locked() || c.w.write_lock.holder_is_dead())
-                        && matches!(ring.peek(), Ok(None))
-                    {
+                    // The rest of this message must come from a live writer. It holds the
+                    // write lock for the whole message: if nobody holds it, or its holder
+                    // died, the rest will never come. Checked every liveness slice.
+                    let more = || (!matches!(ring.peek(), Ok(None))).then_some(());
+                    let writer = &c.w.write_lock;
+                    let writer_alive = || writer.is_locked() && !writer.holder_is_dead();
+                    let ended = c.wake.not_empty.spin_wait_while_alive(None, more, writer_alive);
+                    // Looked at again after the lock: the writer may have finished and
+                    // unlocked since the last look at the ring.
+                    if ended.is_err() && matches!(ring.peek(), Ok(None)) {
                         // Its writer died: the next writer will send ABORT; drop the part.
                         out.clear();
                         mid = false;
