@@ -380,6 +380,21 @@ impl Channel {
         ec.spin_wait_until(deadline, || ready().then_some(())).is_some()
     }
 
+    /// [`wait_for`](Self::wait_for) that, given `alive`, also sleeps in liveness slices and
+    /// asks it after each: `Err(PeerGone)` once it says no.
+    fn wait_watching(
+        ec: &EventCount,
+        deadline: Option<Instant>,
+        ready: impl Fn() -> bool,
+        alive: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<(), Ended> {
+        let ready = || ready().then_some(());
+        match alive {
+            None => ec.spin_wait_until(deadline, ready).ok_or(Ended::TimedOut),
+            Some(alive) => ec.spin_wait_while_alive(deadline, ready, alive),
+        }
+    }
+
     /// Sends one message. `item_limit` (if any) caps the number of queued messages. The
     /// deadline bounds the whole message (see the module docs); `Timeout(())` when it
     /// passes first.
@@ -406,7 +421,26 @@ impl Channel {
         finish_by: Option<Instant>,
         reader_alive: &mut dyn FnMut() -> bool,
     ) -> Result<(), SendTimeoutError<()>> {
+        self.send_watching(msg, item_limit, start_by, finish_by, reader_alive, false)
+    }
+
+    /// [`send_streaming`](Self::send_streaming); with `watch_start`, the waits for room to
+    /// start the message (not the item limit's) also ask `reader_alive` every liveness
+    /// slice (a pipe's send: `Disconnected` as soon as the reader is found gone).
+    pub(crate) fn send_watching(
+        &self,
+        msg: &[u8],
+        item_limit: Option<u64>,
+        start_by: Option<Instant>,
+        finish_by: Option<Instant>,
+        reader_alive: &mut dyn FnMut() -> bool,
+        watch_start: bool,
+    ) -> Result<(), SendTimeoutError<()>> {
         let deadline = start_by;
+        let stuck = |end| match end {
+            Ended::TimedOut => SendTimeoutError::Timeout(()),
+            Ended::PeerGone => SendTimeoutError::Disconnected(()),
+        };
         let c = self.ctl();
         Self::lock(&c.w.write_lock, deadline).map_err(Stuck::send)?;
         let _unlock = Unlock(&c.w.write_lock);
@@ -416,9 +450,14 @@ impl Channel {
         if c.w.writer_mid.load(Ordering::Relaxed) != 0 {
             // The previous writer died (or gave up) mid-message: tell readers to drop its
             // partial message first.
-            if !Self::wait_for(&c.wake.not_full, deadline, || ring.fits(0).unwrap_or(true)) {
-                return Err(SendTimeoutError::Timeout(()));
-            }
+            let fits = || ring.fits(0).unwrap_or(true);
+            Self::wait_watching(
+                &c.wake.not_full,
+                deadline,
+                fits,
+                watch_start.then_some(&mut *reader_alive),
+            )
+            .map_err(stuck)?;
             if !ring
                 .try_write(&[], ABORT)
                 .map_err(|_| SendTimeoutError::Corrupted(()))?
@@ -467,9 +506,13 @@ impl Channel {
                 }
             } else if k == 0 {
                 let fits = || closed() || ring.fits(part.len()).unwrap_or(true);
-                if !Self::wait_for(&c.wake.not_full, deadline, fits) {
-                    return Err(SendTimeoutError::Timeout(()));
-                }
+                Self::wait_watching(
+                    &c.wake.not_full,
+                    deadline,
+                    fits,
+                    watch_start.then_some(&mut *reader_alive),
+                )
+                .map_err(stuck)?;
                 if closed() {
                     return Err(self.send_closed());
                 }
@@ -486,10 +529,7 @@ impl Channel {
                     // for the rest sees the write lock free and drops the part, as for a
                     // dead writer.
                     c.wake.not_empty.notify();
-                    return Err(match end {
-                        Ended::TimedOut => SendTimeoutError::Timeout(()),
-                        Ended::PeerGone => SendTimeoutError::Disconnected(()),
-                    });
+                    return Err(stuck(end));
                 }
             }
             // Mark the message in progress *before* its first frame is visible, so a writer
@@ -524,6 +564,18 @@ impl Channel {
     /// Receives one whole message, appending it to `out` (cleared first). `Timeout` if no
     /// message starts before `deadline`.
     pub fn recv_into(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
+        self.recv_watching(out, deadline, None)
+    }
+
+    /// [`recv_into`](Self::recv_into); given `writer_alive`, the wait for a message to
+    /// start also asks it every liveness slice (a pipe's receive: `Disconnected` once the
+    /// writer is found gone and nothing is left to read).
+    pub(crate) fn recv_watching(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        mut writer_alive: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<(), RecvTimeoutError> {
         out.clear();
         let c = self.ctl();
         let how = Self::lock(&c.r.read_lock, deadline).map_err(Stuck::recv)?;
@@ -567,10 +619,17 @@ impl Channel {
                     return Err(self.recv_closed());
                 }
                 let ready = || !matches!(ring.peek(), Ok(None)) || drained_closed();
-                if !Self::wait_for(&c.wake.not_empty, deadline, ready) {
-                    return Err(RecvTimeoutError::Timeout);
+                match Self::wait_watching(
+                    &c.wake.not_empty,
+                    deadline,
+                    ready,
+                    writer_alive.as_mut().map(|a| &mut **a as _),
+                ) {
+                    Ok(()) => continue,
+                    Err(Ended::TimedOut) => return Err(RecvTimeoutError::Timeout),
+                    // Nothing left to read (looked at after the last `alive`).
+                    Err(Ended::PeerGone) => return Err(RecvTimeoutError::Disconnected),
                 }
-                continue;
             };
             if info.flags & ABORT != 0 {
                 ring.skip_cached(info).map_err(|_| RecvTimeoutError::Corrupted)?;
@@ -631,16 +690,21 @@ impl Channel {
     /// so that a receive would not wait; `Timeout` if `deadline` passed first. Consumes
     /// nothing.
     pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
+        self.wait_readable_watching(deadline, None)
+            .map_err(|_| RecvTimeoutError::Timeout)
+    }
+
+    /// [`wait_readable`](Self::wait_readable); given `writer_alive`, also asks it every
+    /// liveness slice (`Err(PeerGone)` once it says no).
+    pub(crate) fn wait_readable_watching(
+        &self,
+        deadline: Option<Instant>,
+        writer_alive: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<(), Ended> {
         let c = self.ctl();
         let ring = self.ring();
-        let ready = Self::wait_for(&c.wake.not_empty, deadline, || {
-            !matches!(ring.peek(), Ok(None)) || c.wake.shutdown.load(Ordering::Acquire) != 0
-        });
-        if ready {
-            Ok(())
-        } else {
-            Err(RecvTimeoutError::Timeout)
-        }
+        let ready = || !matches!(ring.peek(), Ok(None)) || c.wake.shutdown.load(Ordering::Acquire) != 0;
+        Self::wait_watching(&c.wake.not_empty, deadline, ready, writer_alive)
     }
 
     /// Receives one whole message.
