@@ -430,8 +430,15 @@ impl<R, F: FnMut() -> ControlFlow<R, Blocked>> Wait for SlotWait<'_, R, F> {
     const SPIN: bool = true;
     const LIVENESS: bool = true;
 
+    /// Spins through a change of the slot's tag alone (a producer claiming the slot a pop
+    /// waits for, a reader claiming the item a push waits to replace): its next move, a
+    /// publish or a release, follows within nanoseconds and is worth spinning for.
     fn busy(&self) -> bool {
-        !self.moved()
+        let Some(b) = &self.blocked else {
+            return false;
+        };
+        seq_of(self.ring.slot(b.idx).state.load(Ordering::Acquire)) == seq_of(b.seen)
+            && (b.producing || self.ring.header().ctl.shutdown.load(Ordering::Acquire) == 0)
     }
 
     fn try_complete(&mut self) -> Option<R> {
