@@ -430,15 +430,8 @@ impl<R, F: FnMut() -> ControlFlow<R, Blocked>> Wait for SlotWait<'_, R, F> {
     const SPIN: bool = true;
     const LIVENESS: bool = true;
 
-    /// Spins through a change of the slot's tag alone (a producer claiming the slot a pop
-    /// waits for, a reader claiming the item a push waits to replace): its next move, a
-    /// publish or a release, follows within nanoseconds and is worth spinning for.
     fn busy(&self) -> bool {
-        let Some(b) = &self.blocked else {
-            return false;
-        };
-        seq_of(self.ring.slot(b.idx).state.load(Ordering::Acquire)) == seq_of(b.seen)
-            && (b.producing || self.ring.header().ctl.shutdown.load(Ordering::Acquire) == 0)
+        !self.moved()
     }
 
     fn try_complete(&mut self) -> Option<R> {
@@ -451,6 +444,14 @@ impl<R, F: FnMut() -> ControlFlow<R, Blocked>> Wait for SlotWait<'_, R, F> {
         if !std::mem::take(&mut self.fresh) {
             if let Some(r) = self.settle() {
                 return Poll::Ready(r);
+            }
+            // A new state to wait for, typically a producer's claim of the slot this pop
+            // waits for (or a reader's of the item a push waits to replace): its next move
+            // follows within nanoseconds. Spin for it afresh, as before the first
+            // registration (a spin that went on from the first one would look at the slot
+            // only every few hundred ns by then).
+            if park::spin_while(|| self.busy()) {
+                return Poll::Retry;
             }
         }
         let key = self.ec.prepare_wait();
