@@ -124,6 +124,14 @@ impl Stuck {
     }
 }
 
+/// The error of a send whose wait for room ended without it.
+fn send_stuck(end: Ended) -> SendTimeoutError<()> {
+    match end {
+        Ended::TimedOut => SendTimeoutError::Timeout(()),
+        Ended::PeerGone => SendTimeoutError::Disconnected(()),
+    }
+}
+
 /// Whether the monotonic index `index` has reached `pos`.
 fn reached(index: u64, pos: u64) -> bool {
     index.wrapping_sub(pos) < 1 << 63
@@ -380,6 +388,16 @@ impl Channel {
         ec.spin_wait_until(deadline, || ready().then_some(())).is_some()
     }
 
+    /// Waits for room to start a message (`fits`), watching the reader if given `alive`.
+    fn wait_room(
+        c: &ChannelCtl,
+        deadline: Option<Instant>,
+        fits: impl Fn() -> bool,
+        alive: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<(), SendTimeoutError<()>> {
+        Self::wait_watching(&c.wake.not_full, deadline, fits, alive).map_err(send_stuck)
+    }
+
     /// [`wait_for`](Self::wait_for) that, given `alive`, also sleeps in liveness slices and
     /// asks it after each: `Err(PeerGone)` once it says no.
     fn wait_watching(
@@ -437,10 +455,7 @@ impl Channel {
         watch_start: bool,
     ) -> Result<(), SendTimeoutError<()>> {
         let deadline = start_by;
-        let stuck = |end| match end {
-            Ended::TimedOut => SendTimeoutError::Timeout(()),
-            Ended::PeerGone => SendTimeoutError::Disconnected(()),
-        };
+
         let c = self.ctl();
         Self::lock(&c.w.write_lock, deadline).map_err(Stuck::send)?;
         let _unlock = Unlock(&c.w.write_lock);
@@ -451,13 +466,7 @@ impl Channel {
             // The previous writer died (or gave up) mid-message: tell readers to drop its
             // partial message first.
             let fits = || ring.fits(0).unwrap_or(true);
-            Self::wait_watching(
-                &c.wake.not_full,
-                deadline,
-                fits,
-                watch_start.then_some(&mut *reader_alive),
-            )
-            .map_err(stuck)?;
+            Self::wait_room(c, deadline, fits, watch_start.then_some(&mut *reader_alive))?;
             if !ring
                 .try_write(&[], ABORT)
                 .map_err(|_| SendTimeoutError::Corrupted(()))?
@@ -506,13 +515,7 @@ impl Channel {
                 }
             } else if k == 0 {
                 let fits = || closed() || ring.fits(part.len()).unwrap_or(true);
-                Self::wait_watching(
-                    &c.wake.not_full,
-                    deadline,
-                    fits,
-                    watch_start.then_some(&mut *reader_alive),
-                )
-                .map_err(stuck)?;
+                Self::wait_room(c, deadline, fits, watch_start.then_some(&mut *reader_alive))?;
                 if closed() {
                     return Err(self.send_closed());
                 }
@@ -529,7 +532,7 @@ impl Channel {
                     // for the rest sees the write lock free and drops the part, as for a
                     // dead writer.
                     c.wake.not_empty.notify();
-                    return Err(stuck(end));
+                    return Err(send_stuck(end));
                 }
             }
             // Mark the message in progress *before* its first frame is visible, so a writer

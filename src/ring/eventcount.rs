@@ -60,6 +60,17 @@ impl EventCount {
         r
     }
 
+    /// The `poll` of a wait on this event count: registers, re-checks with `ready`, and
+    /// withdraws if that gives the answer, else sleeps on the key.
+    fn poll_with<T>(&self, ready: impl FnOnce() -> Option<T>) -> Poll<'_, T> {
+        let key = self.prepare_wait();
+        if let Some(v) = ready() {
+            self.cancel_wait();
+            return Poll::Ready(v);
+        }
+        Poll::Sleep(self.sleep(key))
+    }
+
     /// What a waiter holding `key` sleeps on (the [`wait`](crate::sync::wait) seam).
     pub(crate) fn sleep(&self, key: u32) -> Sleep<'_> {
         Sleep::on(&self.seq, key)
@@ -173,12 +184,7 @@ impl<T, F: FnMut() -> Option<T>> Wait for EcWait<'_, F> {
     type Output = Option<T>;
 
     fn poll(&mut self) -> Poll<'_, Option<T>> {
-        let key = self.ec.prepare_wait();
-        if let Some(v) = (self.ready)() {
-            self.ec.cancel_wait();
-            return Poll::Ready(Some(v));
-        }
-        Poll::Sleep(self.ec.sleep(key))
+        self.ec.poll_with(|| (self.ready)().map(Some))
     }
 
     fn after_sleep(&mut self) {
@@ -221,12 +227,7 @@ impl<T, F: Fn() -> Option<T>, A: FnMut() -> bool, const LIVE: bool> Wait for Spi
     }
 
     fn poll(&mut self) -> Poll<'_, Result<T, Ended>> {
-        let key = self.ec.prepare_wait();
-        if let Some(v) = (self.ready)() {
-            self.ec.cancel_wait();
-            return Poll::Ready(Ok(v));
-        }
-        Poll::Sleep(self.ec.sleep(key))
+        self.ec.poll_with(|| (self.ready)().map(Ok))
     }
 
     fn after_sleep(&mut self) {
