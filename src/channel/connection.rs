@@ -14,15 +14,16 @@ use super::holders::{self, process_info, LinkState};
 use crate::error::{
     RecvError, RecvTimeoutError, SegmentError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use crate::ring::Channel;
+use crate::ring::{Channel, Ended};
 use crate::shm::transfer;
 use crate::sync::{deadline_after, park};
 use crate::Shared;
 
 pub(crate) use super::holders::dropping_for_fork_child;
 
-/// How often a `send` that does not have to wait re-checks that the peer lives.
-const SEND_CHECK_NS: u64 = 20_000_000;
+/// How often a `send` that does not have to wait re-checks that the peer lives: once a
+/// liveness slice, as a waiting call does.
+const SEND_CHECK_NS: u64 = park::LIVENESS_SLICE.as_nanos() as u64;
 
 /// Default buffer per direction: 256 KiB.
 pub const PIPE_CAPACITY: usize = 256 << 10;
@@ -264,67 +265,47 @@ impl<T, C: Codec<T>> Connection<T, C> {
         self.check_peer()
     }
 
-    /// The deadline of one attempt of a call that waits as `wait`, and whether it is the
-    /// call's last. The first attempt gets a deadline already past (it spins briefly but
-    /// does not sleep, and reads no clock); later ones sleep one liveness slice at most.
-    fn attempt(&self, first: bool, wait: Wait) -> (Instant, bool) {
-        match wait {
-            _ if first => (self.created, matches!(wait, Some((_, true)))),
-            Some((d, _)) => park::slice_deadline(Some(d)),
-            None => (park::slice_deadline(None).0, false),
-        }
-    }
-
-    /// Runs `op` (one send or receive attempt with the given deadline) until it succeeds,
-    /// the peer is gone or the call's time is up (`Timeout`; the try form reads it as
-    /// `Full` / `Empty`). Once the peer is gone, a receiver (`drain`) still gets what it
-    /// sent before.
+    /// Runs `op` (a send or receive with a deadline, watching the peer if told to) until
+    /// it succeeds, the peer is gone or the call's time is up (`Timeout`; the try form reads
+    /// it as `Full` / `Empty`). Once the peer is gone, a receiver (`drain`) still gets what
+    /// it sent before.
+    ///
+    /// The first attempt gets a deadline already past (it spins briefly but does not sleep,
+    /// and reads no clock); if it would wait, the peer is checked (throttled: a call that
+    /// finds the pipe empty or full need not read `/proc` each time). A call that may wait
+    /// then runs `op` once more with its deadline, watching the peer: the channel's wait
+    /// loop checks it in full after every liveness slice slept, so a waiting call notices a
+    /// dead peer within one slice.
     fn attempts<E: Failure>(
         &self,
         wait: Wait,
-        mut op: impl FnMut(Instant) -> Result<(), E>,
+        mut op: impl FnMut(Option<Instant>, bool) -> Result<(), E>,
         drain: bool,
     ) -> Result<(), E> {
-        let try_form = matches!(wait, Some((_, true)));
-        let mut first = true;
-        let mut slept = false;
-        loop {
-            let (until, last) = self.attempt(first, wait);
-            first = false;
-            let e = match op(until) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_timeout() => e,
-                Err(e) => {
-                    if e.is_disconnected() {
-                        // The last holder of the other end closed it: so is every later call.
-                        self.peer_gone.set(true);
-                    }
-                    return Err(e);
-                }
-            };
-            // After the first, non-blocking attempt the check is throttled (a call that
-            // finds the pipe empty or full need not read `/proc` each time); after a sleep
-            // slice it is done in full, so a waiting call notices a dead peer within one
-            // slice.
-            let gone = if try_form || !slept {
-                self.check_peer_throttled()
-            } else {
-                self.check_peer()
-            };
-            slept = true;
-            if gone {
-                if !drain {
-                    return Err(E::disconnected());
-                }
-                return match op(self.created) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.is_corrupted() => Err(e),
-                    Err(_) => Err(E::disconnected()),
-                };
+        let noted = |r: Result<(), E>| {
+            if r.as_ref().is_err_and(E::is_disconnected) {
+                // The last holder of the other end is gone: so is every later call.
+                self.peer_gone.set(true);
             }
-            if last {
-                return Err(e);
+            r
+        };
+        let e = match op(Some(self.created), false) {
+            Err(e) if e.is_timeout() => e,
+            r => return noted(r),
+        };
+        if self.check_peer_throttled() {
+            if !drain {
+                return Err(E::disconnected());
             }
+            return match op(Some(self.created), false) {
+                Ok(()) => Ok(()),
+                Err(e) if e.is_corrupted() => Err(e),
+                Err(_) => Err(E::disconnected()),
+            };
+        }
+        match wait {
+            Some((_, true)) => Err(e),
+            _ => noted(op(wait.map(|(d, _)| d), true)),
         }
     }
 
@@ -337,7 +318,8 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Err(SendTimeoutError::Disconnected(()));
         }
         let finish_by = wait.map(|(d, _)| d);
-        let send = |until| tx.send_streaming(bytes, None, Some(until), finish_by, &mut || !self.check_peer());
+        let send =
+            |until, watch| tx.send_watching(bytes, None, until, finish_by, &mut || !self.check_peer(), watch);
         self.attempts(wait, send, false)
     }
 
@@ -346,7 +328,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Err(RecvTimeoutError::Closed);
         }
         let rx = self.rx.as_ref().ok_or(RecvTimeoutError::NotReadable)?;
-        self.attempts(wait, |until| rx.recv_into(out, Some(until)), true)
+        let recv =
+            |until, watch: bool| rx.recv_watching(out, until, watch.then_some(&mut || !self.check_peer()));
+        self.attempts(wait, recv, true)
     }
 
     #[inline]
@@ -506,17 +490,11 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Err(RecvTimeoutError::Closed);
         }
         let rx = self.rx.as_ref().ok_or(RecvTimeoutError::NotReadable)?;
-        loop {
-            let (slice, last) = park::slice_deadline(deadline);
-            if rx.wait_readable(Some(slice)).is_ok() {
-                return Ok(());
-            }
-            if self.check_peer_throttled() || (last && self.check_peer()) {
-                return Ok(());
-            }
-            if last {
-                return Err(RecvTimeoutError::Timeout);
-            }
+        // Readable, or the peer is gone (a `recv` would return `Disconnected` at once);
+        // the peer is checked after every liveness slice slept.
+        match rx.wait_readable_watching(deadline, Some(&mut || !self.check_peer())) {
+            Ok(()) | Err(Ended::PeerGone) => Ok(()),
+            Err(Ended::TimedOut) => Err(RecvTimeoutError::Timeout),
         }
     }
 

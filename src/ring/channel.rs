@@ -32,15 +32,14 @@
 //! receive once drained); after [`disconnect`](Channel::disconnect) (a pipe whose other end
 //! no process holds any more) they report `Disconnected`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::bytes::{ByteRing, ByteRingIndices, ABORT, FIRST, LAST};
-use super::eventcount::EventCount;
+use super::eventcount::{Ended, EventCount};
 use super::pad::CachePadded;
 use crate::error::{RecvTimeoutError, SegmentError, SendTimeoutError};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::Fingerprint;
-use crate::sync::park;
 use crate::sync::{Acquired, LockFail, RawLock};
 use crate::Segment;
 
@@ -122,6 +121,14 @@ impl Stuck {
             Self::Timeout => RecvTimeoutError::Timeout,
             Self::Corrupted => RecvTimeoutError::Corrupted,
         }
+    }
+}
+
+/// The error of a send whose wait for room ended without it.
+fn send_stuck(end: Ended) -> SendTimeoutError<()> {
+    match end {
+        Ended::TimedOut => SendTimeoutError::Timeout(()),
+        Ended::PeerGone => SendTimeoutError::Disconnected(()),
     }
 }
 
@@ -232,10 +239,6 @@ pub struct Channel {
     #[cfg(loom)]
     shadow: std::sync::Arc<crate::loom::Shadow>,
 }
-
-/// How long a reader waiting for the rest of a message sleeps between checks that the
-/// writer still lives.
-const MID_MESSAGE_CHECK: Duration = Duration::from_millis(20);
 
 impl Channel {
     /// A channel with a buffer of `capacity` bytes (rounded up to a power of two ≥ 256;
@@ -378,20 +381,35 @@ impl Channel {
         })
     }
 
-    /// Sleeps on `ec` until `ready()` or `deadline`; `false` on timeout.
-    fn wait_for(ec: &EventCount, deadline: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
-        loop {
-            if ready() || park::spin_while(|| !ready()) {
-                return true;
-            }
-            let key = ec.prepare_wait();
-            if ready() {
-                ec.cancel_wait();
-                return true;
-            }
-            if !ec.wait(key, deadline) && deadline.is_some_and(|d| Instant::now() >= d) {
-                return ready();
-            }
+    /// Spins, then sleeps on `ec` until `ready()` or `deadline` (the crate's one wait
+    /// loop); `false` on timeout.
+    #[inline]
+    fn wait_for(ec: &EventCount, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+        ec.spin_wait_until(deadline, || ready().then_some(())).is_some()
+    }
+
+    /// Waits for room to start a message (`fits`), watching the reader if given `alive`.
+    fn wait_room(
+        c: &ChannelCtl,
+        deadline: Option<Instant>,
+        fits: impl Fn() -> bool,
+        alive: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<(), SendTimeoutError<()>> {
+        Self::wait_watching(&c.wake.not_full, deadline, fits, alive).map_err(send_stuck)
+    }
+
+    /// [`wait_for`](Self::wait_for) that, given `alive`, also sleeps in liveness slices and
+    /// asks it after each: `Err(PeerGone)` once it says no.
+    fn wait_watching(
+        ec: &EventCount,
+        deadline: Option<Instant>,
+        ready: impl Fn() -> bool,
+        alive: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<(), Ended> {
+        let ready = || ready().then_some(());
+        match alive {
+            None => ec.spin_wait_until(deadline, ready).ok_or(Ended::TimedOut),
+            Some(alive) => ec.spin_wait_while_alive(deadline, ready, alive),
         }
     }
 
@@ -421,7 +439,23 @@ impl Channel {
         finish_by: Option<Instant>,
         reader_alive: &mut dyn FnMut() -> bool,
     ) -> Result<(), SendTimeoutError<()>> {
+        self.send_watching(msg, item_limit, start_by, finish_by, reader_alive, false)
+    }
+
+    /// [`send_streaming`](Self::send_streaming); with `watch_start`, the waits for room to
+    /// start the message (not the item limit's) also ask `reader_alive` every liveness
+    /// slice (a pipe's send: `Disconnected` as soon as the reader is found gone).
+    pub(crate) fn send_watching(
+        &self,
+        msg: &[u8],
+        item_limit: Option<u64>,
+        start_by: Option<Instant>,
+        finish_by: Option<Instant>,
+        reader_alive: &mut dyn FnMut() -> bool,
+        watch_start: bool,
+    ) -> Result<(), SendTimeoutError<()>> {
         let deadline = start_by;
+
         let c = self.ctl();
         Self::lock(&c.w.write_lock, deadline).map_err(Stuck::send)?;
         let _unlock = Unlock(&c.w.write_lock);
@@ -431,9 +465,8 @@ impl Channel {
         if c.w.writer_mid.load(Ordering::Relaxed) != 0 {
             // The previous writer died (or gave up) mid-message: tell readers to drop its
             // partial message first.
-            if !Self::wait_for(&c.wake.not_full, deadline, || ring.fits(0).unwrap_or(true)) {
-                return Err(SendTimeoutError::Timeout(()));
-            }
+            let fits = || ring.fits(0).unwrap_or(true);
+            Self::wait_room(c, deadline, fits, watch_start.then_some(&mut *reader_alive))?;
             if !ring
                 .try_write(&[], ABORT)
                 .map_err(|_| SendTimeoutError::Corrupted(()))?
@@ -482,32 +515,24 @@ impl Channel {
                 }
             } else if k == 0 {
                 let fits = || closed() || ring.fits(part.len()).unwrap_or(true);
-                if !Self::wait_for(&c.wake.not_full, deadline, fits) {
-                    return Err(SendTimeoutError::Timeout(()));
-                }
+                Self::wait_room(c, deadline, fits, watch_start.then_some(&mut *reader_alive))?;
                 if closed() {
                     return Err(self.send_closed());
                 }
             } else {
-                loop {
-                    let (slice, last) = park::slice_deadline(finish_by);
-                    if Self::wait_for(&c.wake.not_full, Some(slice), || {
-                        ring.fits(part.len()).unwrap_or(true)
-                    }) {
-                        break;
-                    }
+                // Mid-message: wait in liveness slices, asking `reader_alive` after each.
+                let fits = || ring.fits(part.len()).unwrap_or(true).then_some(());
+                if let Err(end) = c
+                    .wake
+                    .not_full
+                    .spin_wait_while_alive(finish_by, fits, &mut *reader_alive)
+                {
                     // Out of time or out of readers mid-message: give up. `writer_mid`
                     // stays set, so the next writer sends ABORT first, and a reader waiting
                     // for the rest sees the write lock free and drops the part, as for a
                     // dead writer.
-                    if last || !reader_alive() {
-                        c.wake.not_empty.notify();
-                        return Err(if last {
-                            SendTimeoutError::Timeout(())
-                        } else {
-                            SendTimeoutError::Disconnected(())
-                        });
-                    }
+                    c.wake.not_empty.notify();
+                    return Err(send_stuck(end));
                 }
             }
             // Mark the message in progress *before* its first frame is visible, so a writer
@@ -542,6 +567,18 @@ impl Channel {
     /// Receives one whole message, appending it to `out` (cleared first). `Timeout` if no
     /// message starts before `deadline`.
     pub fn recv_into(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
+        self.recv_watching(out, deadline, None)
+    }
+
+    /// [`recv_into`](Self::recv_into); given `writer_alive`, the wait for a message to
+    /// start also asks it every liveness slice (a pipe's receive: `Disconnected` once the
+    /// writer is found gone and nothing is left to read).
+    pub(crate) fn recv_watching(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        mut writer_alive: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<(), RecvTimeoutError> {
         out.clear();
         let c = self.ctl();
         let how = Self::lock(&c.r.read_lock, deadline).map_err(Stuck::recv)?;
@@ -562,18 +599,16 @@ impl Channel {
                 .map_err(|_| RecvTimeoutError::Corrupted)?;
             let Some(info) = frame else {
                 if mid || skipping {
-                    // The rest of this message must come from a live writer.
-                    let more = Self::wait_for(
-                        &c.wake.not_empty,
-                        Some(Instant::now() + MID_MESSAGE_CHECK),
-                        || !matches!(ring.peek(), Ok(None)),
-                    );
-                    // The writer holds the write lock for the whole message: if nobody
-                    // holds it, or its holder died, the rest will never come.
-                    if !more
-                        && (!c.w.write_lock.is_locked() || c.w.write_lock.holder_is_dead())
-                        && matches!(ring.peek(), Ok(None))
-                    {
+                    // The rest of this message must come from a live writer. It holds the
+                    // write lock for the whole message: if nobody holds it, or its holder
+                    // died, the rest will never come. Checked every liveness slice.
+                    let more = || (!matches!(ring.peek(), Ok(None))).then_some(());
+                    let writer = &c.w.write_lock;
+                    let writer_alive = || writer.is_locked() && !writer.holder_is_dead();
+                    let ended = c.wake.not_empty.spin_wait_while_alive(None, more, writer_alive);
+                    // Looked at again after the lock: the writer may have finished and
+                    // unlocked since the last look at the ring.
+                    if ended.is_err() && matches!(ring.peek(), Ok(None)) {
                         // Its writer died: the next writer will send ABORT; drop the part.
                         out.clear();
                         mid = false;
@@ -587,10 +622,17 @@ impl Channel {
                     return Err(self.recv_closed());
                 }
                 let ready = || !matches!(ring.peek(), Ok(None)) || drained_closed();
-                if !Self::wait_for(&c.wake.not_empty, deadline, ready) {
-                    return Err(RecvTimeoutError::Timeout);
+                match Self::wait_watching(
+                    &c.wake.not_empty,
+                    deadline,
+                    ready,
+                    writer_alive.as_mut().map(|a| &mut **a as _),
+                ) {
+                    Ok(()) => continue,
+                    Err(Ended::TimedOut) => return Err(RecvTimeoutError::Timeout),
+                    // Nothing left to read (looked at after the last `alive`).
+                    Err(Ended::PeerGone) => return Err(RecvTimeoutError::Disconnected),
                 }
-                continue;
             };
             if info.flags & ABORT != 0 {
                 ring.skip_cached(info).map_err(|_| RecvTimeoutError::Corrupted)?;
@@ -651,16 +693,21 @@ impl Channel {
     /// so that a receive would not wait; `Timeout` if `deadline` passed first. Consumes
     /// nothing.
     pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), RecvTimeoutError> {
+        self.wait_readable_watching(deadline, None)
+            .map_err(|_| RecvTimeoutError::Timeout)
+    }
+
+    /// [`wait_readable`](Self::wait_readable); given `writer_alive`, also asks it every
+    /// liveness slice (`Err(PeerGone)` once it says no).
+    pub(crate) fn wait_readable_watching(
+        &self,
+        deadline: Option<Instant>,
+        writer_alive: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<(), Ended> {
         let c = self.ctl();
         let ring = self.ring();
-        let ready = Self::wait_for(&c.wake.not_empty, deadline, || {
-            !matches!(ring.peek(), Ok(None)) || c.wake.shutdown.load(Ordering::Acquire) != 0
-        });
-        if ready {
-            Ok(())
-        } else {
-            Err(RecvTimeoutError::Timeout)
-        }
+        let ready = || !matches!(ring.peek(), Ok(None)) || c.wake.shutdown.load(Ordering::Acquire) != 0;
+        Self::wait_watching(&c.wake.not_empty, deadline, ready, writer_alive)
     }
 
     /// Receives one whole message.

@@ -60,6 +60,17 @@ impl EventCount {
         r
     }
 
+    /// The `poll` of a wait on this event count: registers, re-checks with `ready`, and
+    /// withdraws if that gives the answer, else sleeps on the key.
+    fn poll_with<T>(&self, ready: impl FnOnce() -> Option<T>) -> Poll<'_, T> {
+        let key = self.prepare_wait();
+        if let Some(v) = ready() {
+            self.cancel_wait();
+            return Poll::Ready(v);
+        }
+        Poll::Sleep(self.sleep(key))
+    }
+
     /// What a waiter holding `key` sleeps on (the [`wait`](crate::sync::wait) seam).
     pub(crate) fn sleep(&self, key: u32) -> Sleep<'_> {
         Sleep::on(&self.seq, key)
@@ -89,6 +100,43 @@ impl EventCount {
     /// ```
     pub fn wait_until<T>(&self, deadline: Option<Instant>, ready: impl FnMut() -> Option<T>) -> Option<T> {
         wait::block(&mut EcWait { ec: self, ready }, deadline)
+    }
+
+    /// [`wait_until`](Self::wait_until) that first spins briefly while `ready()` gives
+    /// nothing (the channel layer's waits: a hand-over that comes within a few µs never pays
+    /// for a futex sleep and wake-up).
+    #[inline]
+    pub(crate) fn spin_wait_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        ready: impl Fn() -> Option<T>,
+    ) -> Option<T> {
+        let mut w = SpinWait::<_, _, false> {
+            ec: self,
+            ready,
+            alive: || true,
+        };
+        wait::block(&mut w, deadline).ok()
+    }
+
+    /// [`spin_wait_until`](Self::spin_wait_until) for a condition only a peer that may die
+    /// makes true: sleeps in liveness slices, and after each slice that ended without a
+    /// wake-up (and with `ready()` still giving nothing) asks `alive()`; `Err(PeerGone)`
+    /// once that says no, `Err(TimedOut)` when `deadline` passes.
+    pub(crate) fn spin_wait_while_alive<T>(
+        &self,
+        deadline: Option<Instant>,
+        ready: impl Fn() -> Option<T>,
+        alive: impl FnMut() -> bool,
+    ) -> Result<T, Ended> {
+        wait::block(
+            &mut SpinWait::<_, _, true> {
+                ec: self,
+                ready,
+                alive,
+            },
+            deadline,
+        )
     }
 
     /// Wakes every waiter, if there is any. Call after making the condition true.
@@ -136,12 +184,7 @@ impl<T, F: FnMut() -> Option<T>> Wait for EcWait<'_, F> {
     type Output = Option<T>;
 
     fn poll(&mut self) -> Poll<'_, Option<T>> {
-        let key = self.ec.prepare_wait();
-        if let Some(v) = (self.ready)() {
-            self.ec.cancel_wait();
-            return Poll::Ready(Some(v));
-        }
-        Poll::Sleep(self.ec.sleep(key))
+        self.ec.poll_with(|| (self.ready)().map(Some))
     }
 
     fn after_sleep(&mut self) {
@@ -150,5 +193,56 @@ impl<T, F: FnMut() -> Option<T>> Wait for EcWait<'_, F> {
 
     fn timed_out(&mut self) -> Option<T> {
         (self.ready)()
+    }
+}
+
+/// Why a [`spin_wait_while_alive`](EventCount::spin_wait_while_alive) ended without its
+/// condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    TimedOut,
+    PeerGone,
+}
+
+/// [`EcWait`] with a spin phase (`ready` is `Fn`, so the spin can ask it through `&self`)
+/// and, when `LIVE`, liveness slices that ask `alive`.
+struct SpinWait<'a, F, A, const LIVE: bool> {
+    ec: &'a EventCount,
+    ready: F,
+    alive: A,
+}
+
+impl<T, F: Fn() -> Option<T>, A: FnMut() -> bool, const LIVE: bool> Wait for SpinWait<'_, F, A, LIVE> {
+    type Output = Result<T, Ended>;
+
+    const SPIN: bool = true;
+    const LIVENESS: bool = LIVE;
+
+    fn busy(&self) -> bool {
+        (self.ready)().is_none()
+    }
+
+    fn try_complete(&mut self) -> Option<Result<T, Ended>> {
+        (self.ready)().map(Ok)
+    }
+
+    fn poll(&mut self) -> Poll<'_, Result<T, Ended>> {
+        self.ec.poll_with(|| (self.ready)().map(Ok))
+    }
+
+    fn after_sleep(&mut self) {
+        self.ec.cancel_wait();
+    }
+
+    fn check_owner(&mut self) -> Option<Result<T, Ended>> {
+        // A wake-up racing with the end of the slice is not taken for a dead peer.
+        if let Some(v) = (self.ready)() {
+            return Some(Ok(v));
+        }
+        (!(self.alive)()).then_some(Err(Ended::PeerGone))
+    }
+
+    fn timed_out(&mut self) -> Result<T, Ended> {
+        (self.ready)().ok_or(Ended::TimedOut)
     }
 }

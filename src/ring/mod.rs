@@ -16,6 +16,7 @@ mod spsc;
 
 pub use bytes::{ByteRing, ByteRingIndices, Corrupt, FrameInfo, ABORT, FIRST, LAST};
 pub use channel::{Channel, ChannelCtl, ChannelHeader, HeaderField};
+pub(crate) use eventcount::Ended;
 pub use eventcount::EventCount;
 pub use mpmc::{MpmcRing, SlotRing, SlotRingHeader, MAX_CAPACITY, MAX_SLOT_SIZE};
 pub use pad::CachePadded;

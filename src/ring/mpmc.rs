@@ -102,6 +102,7 @@
 //! shutdown, counts until a pop skips it.
 
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use bytemuck::Pod;
@@ -112,6 +113,7 @@ use crate::error::{RecvTimeoutError, SegmentError, SendTimeoutError, TryRecvErro
 use crate::loom::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::shm::Fingerprint;
 use crate::sync::park;
+use crate::sync::wait::{self, Poll, Wait};
 use crate::Segment;
 
 /// Tag bit: a thread (its tid in the low 30 bits) is writing or reading the slot.
@@ -337,6 +339,135 @@ impl Watch {
     fn overdue(&mut self, _seen: u64) -> bool {
         let _ = (self.seen, self.since);
         false
+    }
+}
+
+/// A blocked push or pop as a [`Wait`] of the crate's one wait loop. `attempt` is one
+/// whole attempt with its side's shutdown rules: it ends the call (`Break`) or names the
+/// slot state to wait for (`Continue`). A claimer that held that slot for a liveness slice
+/// and died is recovered (`check_claimer`) before any sleep. The registration is the event
+/// count's; the re-check after it is whether the slot left the state seen (or the ring was
+/// shut down, for a wait a shutdown ends); sleeps last one liveness slice at most.
+struct SlotWait<'a, R, F> {
+    ring: &'a SlotRing,
+    ec: &'a EventCount,
+    deadline: Option<Instant>,
+    attempt: F,
+    timeout: fn() -> R,
+    watch: Watch,
+    blocked: Option<Blocked>,
+    /// `blocked` was just found: the next `poll` registers without attempting again.
+    fresh: bool,
+}
+
+impl<'a, R, F: FnMut() -> ControlFlow<R, Blocked>> SlotWait<'a, R, F> {
+    fn new(
+        ring: &'a SlotRing,
+        ec: &'a EventCount,
+        deadline: Option<Instant>,
+        attempt: F,
+        timeout: fn() -> R,
+    ) -> Self {
+        Self {
+            ring,
+            ec,
+            deadline,
+            attempt,
+            timeout,
+            watch: Watch::default(),
+            blocked: None,
+            fresh: false,
+        }
+    }
+
+    /// Settles once without the wait loop (a try form that must wait spins not at all),
+    /// then waits.
+    #[inline]
+    fn run(mut self) -> R {
+        if let Some(r) = self.settle() {
+            return r;
+        }
+        self.fresh = true;
+        let deadline = self.deadline;
+        wait::block(&mut self, deadline)
+    }
+
+    /// Attempts until the call ends (`Some`) or must wait (`None`, `blocked` set); a slot
+    /// recovered from a dead claimer is attempted again at once.
+    fn settle(&mut self) -> Option<R> {
+        loop {
+            let b = match (self.attempt)() {
+                ControlFlow::Break(r) => return Some(r),
+                ControlFlow::Continue(b) => b,
+            };
+            let expired = self.deadline.is_some_and(|d| Instant::now() >= d);
+            if self.ring.check_claimer(&b, &mut self.watch, expired) {
+                continue;
+            }
+            if expired {
+                return Some((self.timeout)());
+            }
+            self.blocked = Some(b);
+            return None;
+        }
+    }
+
+    /// Whether the slot left the state the last attempt saw, or a shutdown ends the wait
+    /// (not for a pop waiting for an item a producer is writing: that one comes, or its
+    /// producer's death is found, shutdown or not).
+    fn moved(&self) -> bool {
+        let Some(b) = &self.blocked else {
+            return true;
+        };
+        self.ring.slot(b.idx).state.load(Ordering::Acquire) != b.seen
+            || (!b.producing && self.ring.header().ctl.shutdown.load(Ordering::Acquire) != 0)
+    }
+}
+
+impl<R, F: FnMut() -> ControlFlow<R, Blocked>> Wait for SlotWait<'_, R, F> {
+    type Output = R;
+
+    const SPIN: bool = true;
+    const LIVENESS: bool = true;
+
+    fn busy(&self) -> bool {
+        !self.moved()
+    }
+
+    fn try_complete(&mut self) -> Option<R> {
+        // The slot moved while we spun: attempt again (in `poll`).
+        self.fresh = false;
+        None
+    }
+
+    fn poll(&mut self) -> Poll<'_, R> {
+        if !std::mem::take(&mut self.fresh) {
+            if let Some(r) = self.settle() {
+                return Poll::Ready(r);
+            }
+            // A new state to wait for, typically a producer's claim of the slot this pop
+            // waits for (or a reader's of the item a push waits to replace): its next move
+            // follows within nanoseconds. Spin for it afresh, as before the first
+            // registration (a spin that went on from the first one would look at the slot
+            // only every few hundred ns by then).
+            if park::spin_while(|| self.busy()) {
+                return Poll::Retry;
+            }
+        }
+        let key = self.ec.prepare_wait();
+        if self.moved() {
+            self.ec.cancel_wait();
+            return Poll::Retry;
+        }
+        Poll::Sleep(self.ec.sleep(key))
+    }
+
+    fn after_sleep(&mut self) {
+        self.ec.cancel_wait();
+    }
+
+    fn timed_out(&mut self) -> R {
+        self.settle().unwrap_or_else(|| (self.timeout)())
     }
 }
 
@@ -735,24 +866,18 @@ impl SlotRing {
         info: u64,
     ) -> Result<(), SendTimeoutError<()>> {
         let ctl = &self.header().ctl;
-        let mut watch = Watch::default();
-        loop {
-            let b = match self.push_attempt(item, me, info)? {
-                Step::Done => return Ok(()),
-                Step::Blocked(b) => b,
-            };
-            if ctl.shutdown.load(Ordering::Acquire) != 0 {
-                return Err(SendTimeoutError::Closed(()));
+        let attempt = || match self.push_attempt(item, me, info) {
+            Ok(Step::Done) => ControlFlow::Break(Ok(())),
+            Err(e) => ControlFlow::Break(Err(e)),
+            Ok(Step::Blocked(_)) if ctl.shutdown.load(Ordering::Acquire) != 0 => {
+                ControlFlow::Break(Err(SendTimeoutError::Closed(())))
             }
-            let expired = deadline.is_some_and(|d| Instant::now() >= d);
-            if self.check_claimer(&b, &mut watch, expired) {
-                continue;
-            }
-            if expired {
-                return Err(SendTimeoutError::Timeout(()));
-            }
-            self.wait(&ctl.not_full, &b, deadline);
-        }
+            Ok(Step::Blocked(b)) => ControlFlow::Continue(b),
+        };
+        SlotWait::new(self, &ctl.not_full, deadline, attempt, || {
+            Err(SendTimeoutError::Timeout(()))
+        })
+        .run()
     }
 
     // --- pop ------------------------------------------------------------------------------
@@ -907,34 +1032,34 @@ impl SlotRing {
         info: u64,
     ) -> Result<(), RecvTimeoutError> {
         let ctl = &self.header().ctl;
-        let mut watch = Watch::default();
-        loop {
-            let mut b = match self.pop_attempt(out, me, info)? {
-                Step::Done => return Ok(()),
+        let mut attempt = || -> Result<Step, RecvTimeoutError> {
+            let b = match self.pop_attempt(out, me, info)? {
+                Step::Done => return Ok(Step::Done),
                 Step::Blocked(b) => b,
             };
-            if !b.producing && ctl.shutdown.load(Ordering::Relaxed) != 0 {
-                // Shut down, and nothing in sight: make sure no push slipped in before the
-                // shutdown. SYNC POINT (drained): the SeqCst RMW and fence order our next
-                // look at the slot after the shutdown in S; a push that claimed after that
-                // look sees the shutdown (see `fill`).
-                ctl.shutdown.fetch_or(0, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                b = match self.pop_attempt(out, me, info)? {
-                    Step::Done => return Ok(()),
-                    Step::Blocked(b) if !b.producing => return Err(RecvTimeoutError::Closed),
-                    Step::Blocked(b) => b,
-                };
+            if b.producing || ctl.shutdown.load(Ordering::Relaxed) == 0 {
+                return Ok(Step::Blocked(b));
             }
-            let expired = deadline.is_some_and(|d| Instant::now() >= d);
-            if self.check_claimer(&b, &mut watch, expired) {
-                continue;
+            // Shut down, and nothing in sight: make sure no push slipped in before the
+            // shutdown. SYNC POINT (drained): the SeqCst RMW and fence order our next look
+            // at the slot after the shutdown in S; a push that claimed after that look sees
+            // the shutdown (see `fill`).
+            ctl.shutdown.fetch_or(0, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            match self.pop_attempt(out, me, info)? {
+                Step::Blocked(b) if !b.producing => Err(RecvTimeoutError::Closed),
+                step => Ok(step),
             }
-            if expired {
-                return Err(RecvTimeoutError::Timeout);
-            }
-            self.wait(&ctl.not_empty, &b, deadline);
-        }
+        };
+        let attempt = move || match attempt() {
+            Ok(Step::Done) => ControlFlow::Break(Ok(())),
+            Ok(Step::Blocked(b)) => ControlFlow::Continue(b),
+            Err(e) => ControlFlow::Break(Err(e)),
+        };
+        SlotWait::new(self, &ctl.not_empty, deadline, attempt, || {
+            Err(RecvTimeoutError::Timeout)
+        })
+        .run()
     }
 
     /// After `s`, a state position `pos` cannot have, was read from `slot`: tells garbage
@@ -953,29 +1078,6 @@ impl SlotRing {
     }
 
     // --- waiting and recovery -------------------------------------------------------------
-
-    /// Sleeps on `ec` until the slot no longer holds `b.seen`, the ring is shut down (unless
-    /// this is a pop waiting for an item a producer is writing: that one comes, or its
-    /// producer's death is found, shutdown or not), the next liveness slice ends or
-    /// `deadline` passes, whichever comes first.
-    fn wait(&self, ec: &EventCount, b: &Blocked, deadline: Option<Instant>) {
-        let slot = self.slot(b.idx);
-        let ctl = &self.header().ctl;
-        let moved = || {
-            slot.state.load(Ordering::Acquire) != b.seen
-                || (!b.producing && ctl.shutdown.load(Ordering::Acquire) != 0)
-        };
-        if moved() || park::spin_while(|| !moved()) {
-            return;
-        }
-        let key = ec.prepare_wait();
-        if moved() {
-            ec.cancel_wait();
-            return;
-        }
-        let (until, _) = park::slice_deadline(deadline);
-        ec.wait(key, Some(until));
-    }
 
     /// If `b.seen` names a claimer that has held the slot for a liveness slice (seen by this
     /// call, or by try calls on this handle) and is dead, frees the slot. Returns whether it

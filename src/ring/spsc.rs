@@ -27,7 +27,6 @@ use crate::error::{
 };
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::Fingerprint;
-use crate::sync::park;
 use crate::Segment;
 
 /// Shared indices that contradict each other (a buggy or hostile peer wrote them).
@@ -295,16 +294,15 @@ impl<T: Pod> Producer<'_, T> {
                 Err(TrySendError::Full(v)) => value = v,
                 Err(e) => return Err(e.into_timeout()),
             }
-            let ctl = &self.ring.header().ctl;
-            if park::spin_while(|| self.room().is_ok_and(|r| r == 0)) {
-                continue;
-            }
-            let key = ctl.not_full.prepare_wait();
-            if !self.room().is_ok_and(|r| r == 0) || ctl.closed.load(Ordering::SeqCst) & RX_CLOSED != 0 {
-                ctl.not_full.cancel_wait();
-                continue;
-            }
-            if !ctl.not_full.wait(key, deadline) && deadline.is_some_and(|d| Instant::now() >= d) {
+            let h = self.ring.header();
+            let (tail, cap) = (self.tail, self.ring.cap);
+            // Room (or indices gone inconsistent: `try_push` reports that), or the consumer
+            // closed. The same acquire load of `head` as `room` makes.
+            let ready = || {
+                let room = tail.wrapping_sub(h.head.load(Ordering::Acquire)) != cap;
+                (room || h.ctl.closed.load(Ordering::SeqCst) & RX_CLOSED != 0).then_some(())
+            };
+            if h.ctl.not_full.spin_wait_until(deadline, ready).is_none() {
                 return match self.try_push(value) {
                     Ok(()) => {
                         self.notify();
@@ -408,24 +406,16 @@ impl<T: Pod> Consumer<'_, T> {
                 Err(TryRecvError::Empty) => {}
                 Err(e) => return Err(e.into_timeout()),
             }
-            let ctl = &self.ring.header().ctl;
-            if park::spin_while(|| self.available().is_ok_and(|n| n == 0)) {
-                continue;
-            }
-            let key = ctl.not_empty.prepare_wait();
-            if !self.available().is_ok_and(|n| n == 0) || ctl.closed.load(Ordering::SeqCst) & TX_CLOSED != 0 {
-                ctl.not_empty.cancel_wait();
-                if self
-                    .available()
-                    .map_err(|Inconsistent| RecvTimeoutError::Corrupted)?
-                    == 0
-                {
-                    // Closed and drained.
-                    return self.try_pop().map_err(TryRecvError::into_timeout);
-                }
-                continue;
-            }
-            if !ctl.not_empty.wait(key, deadline) && deadline.is_some_and(|d| Instant::now() >= d) {
+            let h = self.ring.header();
+            let head = self.head;
+            // An item (or indices gone inconsistent: `try_pop` reports that), or the producer
+            // closed (`try_pop` then drains, and reports `Disconnected` once drained). The
+            // same acquire load of `tail` as `available` makes.
+            let ready = || {
+                let item = h.tail.load(Ordering::Acquire) != head;
+                (item || h.ctl.closed.load(Ordering::SeqCst) & TX_CLOSED != 0).then_some(())
+            };
+            if h.ctl.not_empty.spin_wait_until(deadline, ready).is_none() {
                 return self.try_pop().map_err(TryRecvError::into_timeout);
             }
         }
