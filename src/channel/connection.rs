@@ -44,9 +44,16 @@ struct End {
 /// end has closed it or died, `recv` returns [`RecvError::Disconnected`] (Python's
 /// `EOFError`) once it drained what was sent, and `send` returns
 /// [`SendError::Disconnected`] (Python's `BrokenPipeError`); see the
-/// [module docs](crate::Connection#how-the-ends-are-tracked) for how the end's holders are tracked.
+/// [section below](crate::Connection#how-the-ends-are-tracked) for how the end's holders are tracked.
 ///
 /// A `Connection` is used by one thread at a time (`Send`, not `Sync`), like Python's.
+///
+/// Unlike every other handle, a `Connection` is **not `Clone`**, as Python's is not
+/// shareable either: an end is one side of a conversation. Two clones reading one end would
+/// split its messages between them (a reply could reach the wrong caller), and a pipe's
+/// `Disconnected` means "every holder of the other end is gone", which stays exact only
+/// while each end's holders are the processes it was moved to. Move the end to the thread
+/// or child that talks through it; for several readers or writers use a [`Queue`](crate::Queue).
 ///
 /// ```
 /// use shmproc::{pipe, Connection, Process};
