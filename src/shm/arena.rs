@@ -91,12 +91,7 @@ pub(crate) fn check_slot(
         hash: slot.hash,
         name: "(arena slot)".to_owned(),
     };
-    if !expected.same_layout(&found) {
-        return Err(SegmentError::LayoutMismatch {
-            expected: expected.clone().into(),
-            found: found.into(),
-        });
-    }
+    expected.expect(&found)?;
     let align = (slot.align.max(SLOT as u64)).min(MAX_ALIGN);
     if slot.offset % SLOT as u64 != 0 || slot.offset % align != 0 {
         return Err(SegmentError::Corrupt("arena slot offset is misaligned"));

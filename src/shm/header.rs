@@ -98,6 +98,17 @@ impl Fingerprint {
     pub(crate) fn same_layout(&self, other: &Self) -> bool {
         self.size == other.size && self.align == other.align && self.hash == other.hash
     }
+
+    /// `Ok` if `found` has this (expected) layout, else [`SegmentError::LayoutMismatch`].
+    pub(crate) fn expect(&self, found: &Self) -> Result<(), SegmentError> {
+        if self.same_layout(found) {
+            return Ok(());
+        }
+        Err(SegmentError::LayoutMismatch {
+            expected: self.clone().into(),
+            found: found.clone().into(),
+        })
+    }
 }
 
 impl fmt::Debug for Fingerprint {
@@ -270,12 +281,7 @@ pub(crate) fn validate(
     }
     let found = h.fingerprint();
     if let Some(exp) = expected {
-        if !exp.same_layout(&found) {
-            return Err(SegmentError::LayoutMismatch {
-                expected: exp.clone().into(),
-                found: found.into(),
-            });
-        }
+        exp.expect(&found)?;
     }
     let offset = usize::try_from(h.data_offset).map_err(|_| SegmentError::TooLarge(h.data_offset.into()))?;
     let len = usize::try_from(h.data_len).map_err(|_| SegmentError::TooLarge(h.data_len.into()))?;

@@ -54,7 +54,17 @@ type MappedU32 = core::sync::atomic::AtomicU32;
 #[derive(Clone)]
 pub struct Segment {
     inner: Arc<Inner>,
+    /// The first data byte, cached so `as_ptr` on a hot path is one load, as before the
+    /// mapping was shared.
+    data: NonNull<u8>,
 }
+
+// SAFETY: `data` points into the mapping `inner` keeps alive; the mapping is `MAP_SHARED`
+// memory that every holder reads and writes only through atomics or the typed handles'
+// own rules, exactly as through `inner.map` (which is `Send + Sync`).
+unsafe impl Send for Segment {}
+// SAFETY: as for `Send`; `&Segment` hands out only the raw pointer and read-only fields.
+unsafe impl Sync for Segment {}
 
 /// The mapping and fd that the clones of one [`Segment`] share.
 struct Inner {
@@ -252,9 +262,14 @@ impl Segment {
     }
 
     fn from_inner(inner: Inner) -> Self {
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self::of(Arc::new(inner))
+    }
+
+    fn of(inner: Arc<Inner>) -> Self {
+        // SAFETY: `data.offset + data.len <= map.len()` was checked at creation/validation.
+        let p = unsafe { inner.map.as_mut_ptr().add(inner.data.offset) };
+        let data = NonNull::new(p).expect("mmap never returns null");
+        Self { inner, data }
     }
 
     /// A reference that does not keep the mapping alive (the arena allocator's view of its
@@ -264,14 +279,14 @@ impl Segment {
     }
 
     /// Pointer to the first data byte (aligned for the stored type). Valid while `self` lives.
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
-        // SAFETY: `data.offset + data.len <= map.len()` was checked at creation/validation.
-        unsafe { self.inner.map.as_mut_ptr().add(self.inner.data.offset) }
+        self.data.as_ptr()
     }
 
     /// Non-null pointer to the data (see [`as_ptr`](Self::as_ptr)).
     pub fn data(&self) -> NonNull<u8> {
-        NonNull::new(self.as_ptr()).expect("mmap never returns null")
+        self.data
     }
 
     /// Length of the data region in bytes (the header is not included).
@@ -343,7 +358,7 @@ pub(crate) struct WeakSegment(Weak<Inner>);
 impl WeakSegment {
     /// The segment, if some handle in this process still holds it.
     pub(crate) fn upgrade(&self) -> Option<Segment> {
-        self.0.upgrade().map(|inner| Segment { inner })
+        self.0.upgrade().map(Segment::of)
     }
 }
 

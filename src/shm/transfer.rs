@@ -206,13 +206,7 @@ pub(crate) fn deserialize_slot<'de, D: Deserializer<'de>>(
 }
 
 fn check_layout(seg: &Segment, expected: Option<&Fingerprint>) -> Result<(), crate::error::SegmentError> {
-    match expected {
-        Some(exp) if !exp.same_layout(seg.layout()) => Err(crate::error::SegmentError::LayoutMismatch {
-            expected: exp.clone().into(),
-            found: seg.layout().clone().into(),
-        }),
-        _ => Ok(()),
-    }
+    expected.map_or(Ok(()), |exp| exp.expect(seg.layout()))
 }
 
 /// The segment behind an inherited fd, validated for integrity; opened once per decode.
